@@ -1,0 +1,176 @@
+"""The contract every localization network (the paper's "half model") follows.
+
+A :class:`Backbone` is a CNN whose logits are exactly ``fc(GAP(A))`` for its final feature maps
+``A`` (B, K, h, w). The expansion network and the CAM code read only this contract:
+
+- ``forward_features(x, return_skips=True)`` → ``(A, skips)``, where ``skips`` are the
+  intermediate stage outputs described by ``skip_info`` (shallow to deep);
+- ``forward_head(A)`` → logits;
+- ``fc`` (``nn.Linear``, weight (C, K), bias (C,)), ``num_features`` = K,
+  ``feature_stride`` = the stride of ``A``;
+- ``class_names``, ``input_size``, ``mean``/``std`` (the input normalisation);
+- ``config`` — everything :func:`hrcam.create_backbone` needs to build the same network again.
+
+Subclasses implement ``_forward_trunk``; the base class owns the optional "CAM channels"
+reduction, the classifier, input checks and the CAM itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Backbone", "FeatureInfo", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stage feature the backbone hands to the expansion network."""
+
+    name: str
+    stride: int
+    channels: int
+
+
+class Backbone(nn.Module):
+    """Base class of CAM-capable localization networks (see the module docstring).
+
+    Args:
+        trunk_channels: channels of the trunk's final features, before any CAM reduction.
+        feature_stride: stride of the final features relative to the input.
+        skip_info: the stage features ``_forward_trunk`` returns, shallow to deep.
+        num_classes: classes of the FC layer.
+        cam_channels: if set, a 1×1 conv + BN + ReLU reduces the trunk's features to this many
+            maps before GAP (the original code used 16), trading K for memory.
+        drop_rate: dropout before the FC layer, during training only (never changes CAMs).
+        class_names: one name per class; defaults to ``"class_0"`` ….
+        config: the arguments that rebuild this network with :func:`hrcam.create_backbone`.
+    """
+
+    def __init__(
+        self,
+        *,
+        trunk_channels: int,
+        feature_stride: int,
+        skip_info: Sequence[FeatureInfo],
+        num_classes: int,
+        cam_channels: int | None = None,
+        drop_rate: float = 0.0,
+        class_names: Sequence[str] | None = None,
+        input_size: int = 224,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        in_chans: int = 3,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if cam_channels is not None and cam_channels < 1:
+            raise ValueError(f"cam_channels must be a positive int or None, got {cam_channels}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names for {num_classes} classes; "
+                "give one name per class"
+            )
+        self.trunk_channels = trunk_channels
+        self.feature_stride = feature_stride
+        self.skip_info: tuple[FeatureInfo, ...] = tuple(skip_info)
+        self.input_size = input_size
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.in_chans = in_chans
+        self.class_names: list[str] = (
+            list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+        )
+        if cam_channels:
+            self.cam_reduce: nn.Module = nn.Sequential(
+                nn.Conv2d(trunk_channels, cam_channels, 1, bias=False),
+                nn.BatchNorm2d(cam_channels),
+                nn.ReLU(inplace=True),
+            )
+            num_features = cam_channels
+        else:
+            self.cam_reduce = nn.Identity()
+            num_features = trunk_channels
+        self.num_features = num_features
+        self.drop_rate = float(drop_rate)
+        self.fc = nn.Linear(num_features, num_classes)
+        self.config: dict[str, Any] = dict(config or {})
+
+    # -- to implement -------------------------------------------------------------------------
+    def _forward_trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return the trunk's final features (B, trunk_channels, h, w) and the skip features."""
+        raise NotImplementedError
+
+    # -- the contract -------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.fc.out_features
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ``ValueError`` that says how to fix an input that is not (B, C, H, W)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"expected a torch.Tensor of shape (B, {self.in_chans}, H, W), got {type(x).__name__}; "
+                "turn images into tensors with HRCAM.preprocess(...) or hrcam.io.image_to_tensor(...)"
+            )
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            hint = ""
+            if x.ndim == 3:
+                hint = "; add a batch dimension with x.unsqueeze(0)"
+            elif x.ndim == 4 and x.shape[-1] == self.in_chans:
+                hint = "; the tensor looks channels-last (B, H, W, C): use x.permute(0, 3, 1, 2)"
+            elif x.ndim == 4 and x.shape[1] in (1, 4):
+                hint = "; convert grayscale/RGBA images to RGB first (hrcam.load_image does)"
+            raise ValueError(
+                f"expected a batch of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}{hint}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected a float tensor normalised for this model, got dtype {x.dtype}; "
+                "use HRCAM.preprocess(...) to build inputs"
+            )
+        if min(x.shape[-2:]) < self.feature_stride:
+            raise ValueError(
+                f"input of {x.shape[-2]}×{x.shape[-1]} is smaller than the network's stride "
+                f"{self.feature_stride}; resize images to at least {self.feature_stride} pixels"
+            )
+
+    def forward_features(
+        self, x: torch.Tensor, *, return_skips: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final feature maps ``A`` (B, K, h, w), and the skip features when asked."""
+        self.check_input(x)
+        trunk, skips = self._forward_trunk(x)
+        features = self.cam_reduce(trunk)
+        return (features, skips) if return_skips else features
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits = FC(GAP(A)), the identity that makes the CAM exact."""
+        pooled = features.mean(dim=(2, 3))
+        if self.drop_rate and self.training:
+            pooled = F.dropout(pooled, self.drop_rate, training=True)
+        return self.fc(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def cam(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Class activation maps ``Σ_k w_ck A_k`` (B, h, w) for one class index per image."""
+        weights = self.fc.weight[targets]  # (B, K)
+        return torch.einsum("bk,bkhw->bhw", weights.to(features.dtype), features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_features={self.num_features}, feature_stride={self.feature_stride}, "
+            f"num_classes={self.num_classes}, skips={[(s.stride, s.channels) for s in self.skip_info]}"
+        )

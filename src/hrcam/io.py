@@ -1,0 +1,171 @@
+"""Reading images from disk into what the networks take.
+
+Real image collections hold palette, grayscale, RGBA, 16-bit and CMYK files, truncated downloads
+and files that are not images at all. :func:`load_image` turns every decodable one into 8-bit RGB
+and raises :class:`ImageLoadError` naming the file and the problem for the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageLoadError",
+    "find_images",
+    "image_to_tensor",
+    "load_image",
+    "tensor_to_image",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+# Refuse decompression bombs well above any photograph (≈ 16k × 16k) rather than PIL's warning level.
+_MAX_PIXELS = 268_435_456
+
+
+class ImageLoadError(ValueError):
+    """An image file could not be read; the message names the file and why."""
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; transparency is composited over white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16-bit or float gray: stretch its own range to 8 bits rather than clipping at 255.
+        a = np.asarray(image, dtype=np.float64)
+        finite = np.isfinite(a)
+        lo, hi = (a[finite].min(), a[finite].max()) if finite.any() else (0.0, 0.0)
+        scaled = np.zeros_like(a) if hi <= lo else (np.where(finite, a, lo) - lo) / (hi - lo)
+        return Image.fromarray((scaled * 255 + 0.5).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(source: str | os.PathLike | Image.Image, *, max_side: int | None = None) -> Image.Image:
+    """Open an image file (or take a PIL image) and return it as 8-bit RGB.
+
+    Palette, grayscale, 16-bit, CMYK and transparent images are converted (transparency is
+    composited over white). ``max_side`` lets JPEG decoding skip detail that a later resize
+    would throw away (the returned image may still be larger than ``max_side``).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ImageLoadError: the file is not an image, is truncated or corrupt, or is too large.
+    """
+    if isinstance(source, Image.Image):
+        return _to_rgb(source)
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageLoadError(f"{path}: is a folder, not an image file")
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > _MAX_PIXELS:
+                raise ImageLoadError(
+                    f"{path}: {image.width}×{image.height} pixels is more than this tool decodes "
+                    f"({_MAX_PIXELS} pixels); downscale it first"
+                )
+            if max_side and image.format == "JPEG":
+                image.draft("RGB", (max_side, max_side))
+            # Force a full decode here so truncation is caught now, with the file's name.
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+            image.load()
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            return _to_rgb(image)
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not a recognised image file") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, ImageLoadError):
+            raise
+        raise ImageLoadError(f"{path}: truncated or corrupt image file ({err})") from None
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(f"{path}: {err}") from None
+
+
+def image_to_tensor(
+    image: Image.Image | np.ndarray,
+    *,
+    size: int | tuple[int, int] | None,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """Resize an RGB image and normalise it into a ``(1, 3, H, W)`` float32 tensor.
+
+    ``size`` is an int (square), ``(height, width)``, or None to keep the image's size.
+    Resizing stretches the image, as the paper's pre-processing did (224×224).
+    """
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
+        image = Image.fromarray(image if image.dtype == np.uint8 else _float_to_uint8(image))
+    image = _to_rgb(image)
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return ((x - m) / s).unsqueeze(0)
+
+
+def tensor_to_image(x: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Undo :func:`image_to_tensor`'s normalisation: ``(3, H, W)`` → ``(H, W, 3)`` uint8."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    rgb = (x * s + m).clamp(0, 1).permute(1, 2, 0).detach().cpu().numpy()
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def _float_to_uint8(a: np.ndarray) -> np.ndarray:
+    a = np.nan_to_num(a.astype(np.float64))
+    if a.max() > 1.0:
+        return np.clip(a, 0, 255).astype(np.uint8)
+    return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def find_images(
+    sources: Iterable[str | os.PathLike], *, recursive: bool = True
+) -> Iterator[Path]:
+    """Yield image files from files and folders, folders walked in sorted order.
+
+    A named file is yielded whatever its extension (so a bad one is reported by the loader);
+    inside folders only files with an image extension are taken, hidden ones skipped.
+
+    Raises:
+        FileNotFoundError: a named file or folder does not exist.
+    """
+    for source in sources:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        if path.is_file():
+            yield path
+            continue
+        walker = sorted(path.rglob("*")) if recursive else sorted(path.iterdir())
+        for p in walker:
+            if p.name.startswith(".") or not p.is_file():
+                continue
+            if p.suffix.lower() in IMAGE_EXTENSIONS:
+                yield p
