@@ -1,0 +1,276 @@
+"""Saving and loading models and training checkpoints.
+
+Two formats:
+
+- **Training checkpoints** (``.pt``, written by the trainers): one ``torch.save`` dict with
+  the backbone's config and weights, the expansion network's config and weights (stage 2),
+  the optimiser and scheduler states, the epoch, the command's config and its metrics. They are
+  read with ``weights_only=True``, so loading one never runs code from the file.
+- **Exported models** (``NAME.safetensors`` + ``NAME.json``): weights in safetensors and a JSON
+  sidecar with the configs, class names and training metrics. The embedded default ships this
+  way, holding only the expansion network and naming its localization network's weights
+  (``"weights": "imagenet"``), checked against a fingerprint of the FC layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .backbones import Backbone, create_backbone, list_backbones
+from .expansion import ExpansionNetwork
+from .model import HRCAM
+from .utils import atomic_save_json, atomic_torch_save, atomic_write
+
+__all__ = [
+    "CheckpointError",
+    "backbone_fingerprint",
+    "build_backbone",
+    "export_model",
+    "load_checkpoint",
+    "load_model",
+    "model_from_checkpoint",
+    "save_checkpoint",
+]
+
+FORMAT = "hrcam-checkpoint"
+FORMAT_VERSION = 1
+_PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or exported model is unreadable, incomplete, or does not fit."""
+
+
+def backbone_fingerprint(backbone: Backbone) -> str:
+    """A short hash of the FC weights: tells whether an expansion network was trained on this backbone."""
+    data = backbone.fc.weight.detach().float().cpu().contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _backbone_spec(backbone: Backbone) -> dict[str, Any]:
+    return {"config": dict(backbone.config), "class_names": list(backbone.class_names)}
+
+
+def build_backbone(spec: dict[str, Any], *, weights: str | None = None) -> Backbone:
+    """Rebuild a backbone from the ``{"config", "class_names"}`` spec a checkpoint stores."""
+    config = dict(spec["config"])
+    name = config.pop("name")
+    try:
+        return create_backbone(name, weights=weights, class_names=spec.get("class_names"), **config)
+    except KeyError as err:
+        raise CheckpointError(f"checkpoint names a backbone this hrcam does not know: {err}") from None
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    backbone: Backbone,
+    expansion: ExpansionNetwork | None = None,
+    stage: str,
+    epoch: int,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a training checkpoint atomically (a crash keeps the previous file intact)."""
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "stage": stage,
+        "epoch": int(epoch),
+        "config": _jsonable(config or {}),
+        "metrics": _jsonable(metrics or {}),
+        "backbone": _backbone_spec(backbone),
+        "backbone_state": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
+        "backbone_fingerprint": backbone_fingerprint(backbone),
+    }
+    if expansion is not None:
+        payload["expansion"] = {"config": expansion.config}
+        payload["expansion_state"] = {k: v.detach().cpu() for k, v in expansion.state_dict().items()}
+    if optimizer is not None:
+        payload["optimizer_state"] = optimizer.state_dict()
+    if scheduler is not None:
+        payload["scheduler_state"] = scheduler.state_dict()
+    if extra:
+        payload.update(extra)
+    atomic_torch_save(payload, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a training checkpoint written by :func:`save_checkpoint`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated zip, bad pickle, random bytes
+        raise CheckpointError(
+            f"{path}: not a readable hrcam checkpoint (truncated or corrupt? {type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not an hrcam checkpoint (no '{FORMAT}' marker); hrcam reads checkpoints written by "
+            "`hrcam train-classifier` / `hrcam train-expansion`, or exported .safetensors models"
+        )
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer hrcam (format {payload['format_version']})")
+    for key in ("backbone", "backbone_state"):
+        if key not in payload:
+            raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
+    return payload
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: str) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()
+        raise CheckpointError(
+            f"{source}: the {what} weights do not fit the {what} they describe: "
+            + " ".join(line.strip() for line in first[:4])
+        ) from None
+
+
+def model_from_checkpoint(payload: dict[str, Any], *, source: str = "checkpoint") -> HRCAM:
+    """Build the :class:`HRCAM` a checkpoint describes (backbone, and expansion if stage 2)."""
+    backbone = build_backbone(payload["backbone"], weights=None)
+    _load_state(backbone, payload["backbone_state"], "localization network", source)
+    expansion = None
+    if "expansion" in payload:
+        expansion = ExpansionNetwork.from_config(payload["expansion"]["config"])
+        _load_state(expansion, payload["expansion_state"], "expansion network", source)
+    try:
+        model = HRCAM(backbone, expansion)
+    except ValueError as err:
+        raise CheckpointError(f"{source}: {err}") from None
+    return model.eval()
+
+
+def export_model(model: HRCAM, path: str | os.PathLike, *, include_backbone: bool = True,
+                 backbone_weights: str | None = None, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as ``path`` (.safetensors) plus a ``.json`` sidecar, atomically.
+
+    With ``include_backbone=False`` only the expansion network is stored and the sidecar names
+    ``backbone_weights`` (e.g. ``"imagenet"``) to rebuild the localization network from.
+    """
+    from safetensors.torch import save
+
+    path = Path(path).with_suffix(".safetensors")
+    tensors = {}
+    if include_backbone:
+        tensors.update({f"backbone.{k}": v for k, v in model.backbone.state_dict().items()})
+    elif backbone_weights is None:
+        raise ValueError("include_backbone=False needs backbone_weights (e.g. 'imagenet') to rebuild the backbone")
+    if model.expansion is not None:
+        tensors.update({f"expansion.{k}": v for k, v in model.expansion.state_dict().items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    sidecar = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "backbone": _backbone_spec(model.backbone),
+        "backbone_weights": None if include_backbone else backbone_weights,
+        "backbone_fingerprint": backbone_fingerprint(model.backbone),
+        "expansion": None if model.expansion is None else {"config": model.expansion.config},
+        "metadata": _jsonable(metadata or {}),
+    }
+    with atomic_write(path, "wb") as f:
+        f.write(save(tensors))
+    atomic_save_json(sidecar, path.with_suffix(".json"))
+    return path
+
+
+def _load_exported(path: Path) -> HRCAM:
+    from safetensors.torch import load_file
+
+    sidecar_path = path.with_suffix(".json")
+    if not sidecar_path.is_file():
+        raise CheckpointError(f"{path}: its description {sidecar_path.name} is missing beside it")
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+        tensors = load_file(str(path))
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{path}: unreadable exported model ({type(err).__name__}: {err})") from None
+    if sidecar.get("format") != FORMAT:
+        raise CheckpointError(f"{sidecar_path}: not an hrcam model description")
+    backbone_state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+    backbone = build_backbone(sidecar["backbone"], weights=None if backbone_state else sidecar["backbone_weights"])
+    if backbone_state:
+        _load_state(backbone, backbone_state, "localization network", str(path))
+    if sidecar.get("backbone_fingerprint") and backbone_fingerprint(backbone) != sidecar["backbone_fingerprint"]:
+        raise CheckpointError(
+            f"{path}: this expansion network was trained on a different localization network "
+            f"(fingerprint {sidecar['backbone_fingerprint']}, found {backbone_fingerprint(backbone)})"
+        )
+    expansion = None
+    if sidecar.get("expansion"):
+        expansion = ExpansionNetwork.from_config(sidecar["expansion"]["config"])
+        _load_state(expansion, {k[len("expansion."):]: v for k, v in tensors.items() if k.startswith("expansion.")},
+                    "expansion network", str(path))
+    return HRCAM(backbone, expansion).eval()
+
+
+def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device | None = None) -> HRCAM:
+    """Load an :class:`HRCAM` by name or from a file.
+
+    - ``"default"`` or ``"efficientnet_lite0"``: EfficientNet-Lite0 with ImageNet weights and the
+      expansion network shipped inside hrcam (works offline);
+    - another registered backbone name (e.g. ``"densenet121"``): its ImageNet weights, and the
+      shipped expansion network if hrcam has one for it (else low-res CAMs only, with a warning);
+    - a ``.pt`` checkpoint from ``hrcam train-classifier`` / ``hrcam train-expansion``;
+    - an exported ``.safetensors`` model (with its ``.json`` beside it).
+    """
+    name = str(name_or_path)
+    if name == "default":
+        name = DEFAULT_MODEL
+    path = Path(name)
+    if path.suffix in (".pt", ".pth", ".safetensors") or path.exists():
+        if path.suffix == ".safetensors":
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: model file not found")
+            model = _load_exported(path)
+        else:
+            model = model_from_checkpoint(load_checkpoint(path), source=str(path))
+    else:
+        shipped = _PACKAGE_WEIGHTS / f"{name}.safetensors"
+        if shipped.is_file():
+            model = _load_exported(shipped)
+        else:
+            try:
+                backbone = create_backbone(name, weights="imagenet")
+            except KeyError:
+                raise KeyError(
+                    f"{name!r} is neither a model file nor a known model; known: "
+                    f"{', '.join(list_backbones())} (or 'default')"
+                ) from None
+            warnings.warn(
+                f"hrcam ships no expansion network for {name!r}: only low-resolution CAMs are available "
+                "until you train one with `hrcam train-expansion`",
+                stacklevel=2,
+            )
+            model = HRCAM(backbone).eval()
+    return model.to(device) if device is not None else model
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types only, so ``weights_only`` loading and the JSON sidecars accept it."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)

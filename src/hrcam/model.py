@@ -1,0 +1,193 @@
+"""``HRCAM``: the localization network joined with its expansion network.
+
+Everything a user asks of an explained classifier goes through here: predictions, top-k,
+low-resolution CAMs (at the feature resolution), high-resolution CAMs (at the input resolution)
+and, in one forward pass, all of them together (:meth:`HRCAM.generate_cams`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .backbones.base import Backbone
+from .expansion import ExpansionNetwork
+from .io import image_to_tensor, load_image, tensor_to_image
+
+__all__ = ["HRCAM", "CAMs", "Target", "upsample_cam"]
+
+Target = int | str | Sequence[int | str] | torch.Tensor | None
+
+
+class CAMs(NamedTuple):
+    """What :meth:`HRCAM.generate_cams` returns."""
+
+    high_res: torch.Tensor | None  # (B, H, W) at the input's resolution; None without expansion
+    low_res: torch.Tensor  # (B, h, w) at the feature resolution
+    probabilities: torch.Tensor  # (B, C) softmax of the logits
+
+
+def upsample_cam(cam: torch.Tensor, size: Sequence[int], *, mode: str = "bilinear") -> torch.Tensor:
+    """Resize CAMs (B, h, w) or (h, w) to ``size`` = (H, W), bilinear with half-pixel centres."""
+    squeeze = cam.ndim == 2
+    x = cam[None, None] if squeeze else cam[:, None]
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    out = F.interpolate(x.float(), size=tuple(int(s) for s in size), mode=mode, **kwargs)
+    return out[0, 0] if squeeze else out[:, 0]
+
+
+class HRCAM(nn.Module):
+    """High-resolution CAM model: a localization network and (optionally) its expansion network.
+
+    Args:
+        backbone: the localization network (classification is entirely its own).
+        expansion: the trained expansion network, or None for low-res CAMs only.
+
+    Example::
+
+        >>> model = hrcam.load_model("efficientnet_lite0")      # doctest: +SKIP
+        >>> x = model.preprocess("cat.jpg")                      # (1, 3, 224, 224)
+        >>> high, low, probs = model.generate_cams(x)            # (1, 224, 224), (1, 7, 7), (1, 1000)
+    """
+
+    def __init__(self, backbone: Backbone, expansion: ExpansionNetwork | None = None) -> None:
+        super().__init__()
+        if expansion is not None:
+            expansion.check_backbone(backbone)
+        self.backbone = backbone
+        self.expansion = expansion
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return self.backbone.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.backbone.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def preprocess(
+        self,
+        image: str | os.PathLike | Image.Image,
+        *,
+        size: int | tuple[int, int] | None | str = "default",
+    ) -> torch.Tensor:
+        """Load a path or PIL image and return the normalised (1, 3, H, W) tensor for this model.
+
+        ``size`` defaults to the backbone's ``input_size`` (224 for the ImageNet models); None
+        keeps the image's own size.
+        """
+        size = self.backbone.input_size if size == "default" else size
+        return image_to_tensor(load_image(image), size=size, mean=self.backbone.mean, std=self.backbone.std).to(
+            self.device
+        )
+
+    def to_image(self, x: torch.Tensor):
+        """Undo the normalisation of one input: (1, 3, H, W) → (H, W, 3) uint8 array."""
+        return tensor_to_image(x, mean=self.backbone.mean, std=self.backbone.std)
+
+    def resolve_targets(self, target: Target, logits: torch.Tensor) -> torch.Tensor:
+        """Class indices (B,) from ``target``: None (predicted), an index, a name, or one per image."""
+        batch = logits.shape[0]
+        if target is None:
+            return logits.argmax(dim=1)
+        if isinstance(target, torch.Tensor):
+            t = target.to(device=logits.device, dtype=torch.long).reshape(-1)
+            if t.numel() == 1:
+                t = t.expand(batch)
+        elif isinstance(target, (int, str)):
+            t = torch.full((batch,), self._class_index(target), dtype=torch.long, device=logits.device)
+        else:
+            items = list(target)
+            if len(items) != batch:
+                raise ValueError(f"got {len(items)} targets for a batch of {batch} images; give one per image")
+            t = torch.tensor([self._class_index(v) for v in items], dtype=torch.long, device=logits.device)
+        if t.numel() != batch:
+            raise ValueError(f"got {t.numel()} targets for a batch of {batch} images; give one per image")
+        if (t < 0).any() or (t >= self.num_classes).any():
+            raise ValueError(f"target class indices must lie in [0, {self.num_classes - 1}], got {t.tolist()}")
+        return t
+
+    def _class_index(self, target: int | str) -> int:
+        if isinstance(target, bool):
+            raise TypeError("target must be a class index or name, not a bool")
+        if isinstance(target, int):
+            if not 0 <= target < self.num_classes:
+                raise ValueError(f"target class index must lie in [0, {self.num_classes - 1}], got {target}")
+            return target
+        if isinstance(target, str):
+            if target.strip().lstrip("-").isdigit():
+                return self._class_index(int(target))
+            lowered = [n.lower() for n in self.class_names]
+            if target.lower() in lowered:
+                return lowered.index(target.lower())
+            close = difflib.get_close_matches(target.lower(), lowered, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(self.class_names[lowered.index(c)]) for c in close)}?" if close else ""
+            raise ValueError(f"unknown class name {target!r}{hint}")
+        raise TypeError(f"target must be a class index or name, got {type(target).__name__}")
+
+    # -- predictions -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) — the localization network's, untouched by the expansion network."""
+        return self.backbone(x)
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, C)."""
+        return self.backbone(x).softmax(dim=1)
+
+    @torch.inference_mode()
+    def topk(self, x: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` most probable classes: (probabilities (B, k), indices (B, k))."""
+        return self.predict(x).topk(min(k, self.num_classes), dim=1)
+
+    # -- CAMs ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def low_res_cam(self, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """Low-resolution CAMs (B, h, w) at the feature resolution; see :func:`upsample_cam`."""
+        features = self.backbone.forward_features(x)
+        logits = self.backbone.forward_head(features)
+        return self.backbone.cam(features, self.resolve_targets(target, logits))
+
+    @torch.inference_mode()
+    def high_res_cam(self, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """High-resolution CAMs (B, H, W) at the input resolution."""
+        return self.generate_cams(x, target).high_res
+
+    @torch.inference_mode()
+    def generate_cams(self, x: torch.Tensor, target: Target = None) -> CAMs:
+        """Prediction, low-res and high-res CAMs from one pass of each network.
+
+        Returns:
+            ``CAMs(high_res, low_res, probabilities)``: (B, H, W), (B, h, w), (B, C).
+            ``high_res`` is None when the model has no expansion network.
+        """
+        features, skips = self.backbone.forward_features(x, return_skips=True)
+        logits = self.backbone.forward_head(features)
+        targets = self.resolve_targets(target, logits)
+        low = self.backbone.cam(features, targets)
+        high = None
+        if self.expansion is not None:
+            decoded = self.expansion.decode(features, skips, x.shape[-2:])
+            high = self.expansion.class_maps(decoded, self.backbone.fc.weight[targets])
+        return CAMs(high, low, logits.softmax(dim=1))
+
+    @torch.inference_mode()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The expansion network's reconstruction of ``x`` (B, 3, H, W), in the input's normalisation."""
+        if self.expansion is None:
+            raise RuntimeError("this model has no expansion network; train one with `hrcam train-expansion`")
+        features, skips = self.backbone.forward_features(x, return_skips=True)
+        return self.expansion.reconstruct(self.expansion.decode(features, skips, x.shape[-2:]))
