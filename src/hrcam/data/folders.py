@@ -1,0 +1,164 @@
+"""Image-folder data sets for the two training stages.
+
+- :class:`ClassFolderDataset`: ``root/<class name>/<image>`` (stage 1; the original code's layout,
+  with ``train/`` and ``test/`` each holding one sub-folder per class). The folder names become
+  the model's class names.
+- :class:`ImageFilesDataset`: every image below a folder, labels ignored (stage 2 needs none).
+
+A file that cannot be decoded is reported once by name (a warning) and replaced by the next
+readable sample, so one bad file among 400k does not stop a training run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..io import IMAGE_EXTENSIONS, ImageLoadError, load_image
+
+__all__ = ["ClassFolderDataset", "ImageFilesDataset", "build_transform", "list_class_folders"]
+
+logger = logging.getLogger(__name__)
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _scan(folder: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(f))
+    return files
+
+
+def list_class_folders(root: str | os.PathLike) -> list[str]:
+    """Sorted names of the class sub-folders of ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: data folder not found")
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+class _RobustImages(Dataset):
+    """Shared loading: decode with :func:`hrcam.load_image`, skip unreadable files with a warning."""
+
+    files: list[Path]
+
+    def __init__(self, transform: Callable | None) -> None:
+        self.transform = transform
+        self.bad_files: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, index: int):
+        for offset in range(min(len(self.files), 50)):
+            i = (index + offset) % len(self.files)
+            path = self.files[i]
+            try:
+                image = load_image(path)
+            except (ImageLoadError, OSError) as err:
+                if str(path) not in self.bad_files:
+                    self.bad_files.add(str(path))
+                    logger.warning("skipping unreadable image: %s", err)
+                continue
+            return i, (self.transform(image) if self.transform else image)
+        raise ImageLoadError(f"50 images in a row from {self.files[index]} could not be read; check the data folder")
+
+
+class ClassFolderDataset(_RobustImages):
+    """Images in ``root/<class>/…`` with integer labels in sorted class-name order.
+
+    Args:
+        root: the folder holding one sub-folder per class.
+        transform: applied to each PIL RGB image.
+        classes: the class names to use (e.g. the training set's, for a test set); sub-folders
+            not among them are an error, classes without a folder are allowed.
+    """
+
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None, *,
+                 classes: Sequence[str] | None = None) -> None:
+        super().__init__(transform)
+        self.root = Path(root)
+        found = list_class_folders(self.root)
+        if not found:
+            raise ValueError(
+                f"{self.root}: no class sub-folders; expected {self.root}/<class name>/<images> "
+                "(one folder per class)"
+            )
+        if classes is None:
+            classes = found
+        else:
+            unknown = sorted(set(found) - set(classes))
+            if unknown:
+                raise ValueError(
+                    f"{self.root}: class folders {unknown[:5]} are not classes of the model "
+                    f"({len(classes)} classes: {list(classes)[:5]}…)"
+                )
+        self.classes = list(classes)
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.files, self.labels = [], []
+        for name in found:
+            for f in _scan(self.root / name):
+                self.files.append(f)
+                self.labels.append(index[name])
+        if not self.files:
+            raise ValueError(f"{self.root}: class folders hold no images ({', '.join(IMAGE_EXTENSIONS)})")
+        empty = [c for c in found if not any(lbl == index[c] for lbl in self.labels)]
+        if empty:
+            logger.warning("%s: class folders without images: %s", self.root, ", ".join(empty[:10]))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        i, image = self._load(index)
+        return image, self.labels[i]
+
+
+class ImageFilesDataset(_RobustImages):
+    """Every image file below ``root`` (recursively) or in an explicit list; no labels."""
+
+    def __init__(self, root: str | os.PathLike | None = None, transform: Callable | None = None, *,
+                 files: Sequence[str | os.PathLike] | None = None) -> None:
+        super().__init__(transform)
+        if files is not None:
+            self.root = Path(root) if root else None
+            self.files = [Path(f) for f in files]
+        else:
+            if root is None:
+                raise ValueError("give a folder or a list of files")
+            self.root = Path(root)
+            if not self.root.is_dir():
+                raise FileNotFoundError(f"{self.root}: image folder not found")
+            self.files = _scan(self.root)
+        if not self.files:
+            raise ValueError(f"{self.root}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self._load(index)[1]
+
+
+def build_transform(*, size: int, mean: Sequence[float], std: Sequence[float], train: bool,
+                    augment: str = "flip-affine") -> Callable:
+    """PIL image → normalised tensor at ``size``×``size``.
+
+    ``augment`` (training only): ``"none"``, ``"flip"`` (horizontal flips) or ``"flip-affine"``
+    (flips plus a small random affine: ±10°, ±5 % shift, 0.9–1.1 scale), as the stage-1 trainer
+    of the original code used.
+    """
+    from torchvision.transforms import v2
+
+    if augment not in ("none", "flip", "flip-affine"):
+        raise ValueError(f"augment must be 'none', 'flip' or 'flip-affine', got {augment!r}")
+    steps: list = [v2.PILToTensor(), v2.Resize((size, size), antialias=True)]
+    if train and augment != "none":
+        steps.append(v2.RandomHorizontalFlip())
+        if augment == "flip-affine":
+            steps.append(v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)
