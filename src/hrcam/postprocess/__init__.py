@@ -1,0 +1,66 @@
+"""Postprocessing: combine a low-res and a high-res CAM into the refined CAM (paper section 2.3).
+
+Two implementations with one meaning:
+
+- :func:`refine` (:mod:`.reference`): NumPy/SciPy, one image at a time; the readable
+  reference, and the fastest choice on a CPU.
+- :func:`refine_batch` (:mod:`.batched`): PyTorch, a batch at once on a CPU or GPU.
+
+Both return :class:`RefineSteps` (every intermediate step) and take :class:`RefineOptions`.
+Each step is also a pure function: ``reference.blur_cam`` ... ``reference.mask_image`` here,
+and the batched ones under :mod:`hrcam.postprocess.batched`.
+
+Example::
+
+    from hrcam.postprocess import refine
+    steps = refine(low_res_cam, high_res_cam, image)
+    refined_cam = steps.refined
+"""
+
+from . import batched, reference
+from .batched import label_components, refine_batch
+from .options import RefineOptions, resolve_max_hole_size, resolve_num_points
+from .reference import (
+    blur_cam,
+    fill_holes,
+    find_focal_points,
+    find_local_maxima,
+    find_roi,
+    find_strong_edges,
+    grow_region,
+    linear_percentile,
+    mask_image,
+    merge_maps,
+    normalize_map,
+    refine,
+    resize_bilinear,
+    sobel_edges,
+    threshold_bounds,
+)
+from .steps import RefineSteps
+
+__all__ = [
+    "RefineOptions",
+    "RefineSteps",
+    "batched",
+    "blur_cam",
+    "fill_holes",
+    "find_focal_points",
+    "find_local_maxima",
+    "find_roi",
+    "find_strong_edges",
+    "grow_region",
+    "label_components",
+    "linear_percentile",
+    "mask_image",
+    "merge_maps",
+    "normalize_map",
+    "reference",
+    "refine",
+    "refine_batch",
+    "resize_bilinear",
+    "resolve_max_hole_size",
+    "resolve_num_points",
+    "sobel_edges",
+    "threshold_bounds",
+]

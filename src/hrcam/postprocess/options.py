@@ -1,0 +1,207 @@
+"""Every option of the refinement pipeline, with the original code's defaults, in one place.
+
+:class:`RefineOptions` is a frozen dataclass: both implementations (:func:`hrcam.postprocess.refine`
+and :func:`hrcam.postprocess.refine_batch`) read it, and the command line builds its
+``--roi-percentile`` ... flags from the fields' ``metadata`` (see :mod:`.cli_args`).
+
+Two defaults depend on the input size and are resolved by the pipeline, never by a global:
+``num_points=None`` means ``round(sqrt(H))`` (15 for 224), ``max_hole_size=None`` means
+``256 * H * W / 224**2`` rounded (256 at 224x224), where ``H x W`` is the high-res CAM's size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+__all__ = [
+    "FILTERS",
+    "FOCAL_SCOPES",
+    "MAXIMA_AREAS",
+    "MERGES",
+    "RefineOptions",
+    "resolve_max_hole_size",
+    "resolve_num_points",
+]
+
+FOCAL_SCOPES = ("global", "local")
+MAXIMA_AREAS = ("small", "large")
+MERGES = ("blend", "multiply")
+FILTERS = ("percentage", "threshold")
+
+# The original fills holes up to 256 pixels in a 224x224 map; other sizes scale with the area.
+_HOLE_SIZE_AT_224 = 256
+_REFERENCE_AREA = 224 * 224
+
+
+def _help(text: str, choices: tuple | None = None) -> dict:
+    return {"help": text, "choices": choices} if choices else {"help": text}
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """Options of the refinement pipeline (paper section 2.3; original ``postprocessing.pipeline``).
+
+    Example::
+
+        opts = RefineOptions(focal_scope="local", merge="multiply")
+        opts = dataclasses.replace(opts, alpha=0.7)   # options are immutable
+
+    Raises ``ValueError`` naming the option and its allowed values when one is invalid.
+    """
+
+    roi_percentile: float = field(
+        default=85.0,
+        metadata=_help(
+            "percentile of the upsampled low-res CAM above which pixels form the region of "
+            "interest (85 keeps the top 15%); in [0, 100]"
+        ),
+    )
+    focal_scope: str = field(
+        default="global",
+        metadata=_help(
+            "where the seeds of region growing come from: the num_points highest pixels of the "
+            "upsampled low-res CAM ('global') or its local maxima ('local')",
+            FOCAL_SCOPES,
+        ),
+    )
+    num_points: int | None = field(
+        default=None,
+        metadata=_help(
+            "number of seeds for focal_scope='global'; default round(sqrt(H)) for a high-res "
+            "CAM of height H (15 for 224)"
+        ),
+    )
+    maxima_areas: str = field(
+        default="small",
+        metadata=_help(
+            "for focal_scope='local': one seed pixel at the centre of each low-res maximum "
+            "('small') or the whole upsampled maximum cell ('large')",
+            MAXIMA_AREAS,
+        ),
+    )
+    maxima_threshold: float | None = field(
+        default=None,
+        metadata=_help(
+            "for focal_scope='local': keep maxima of the [0, 1]-normalised low-res CAM at or above "
+            "this value; default midway between the weakest and the strongest maximum"
+        ),
+    )
+    blur_size: int = field(
+        default=5,
+        metadata=_help("side of the box filter that blurs the high-res CAM; odd, >= 1 (1 = none)"),
+    )
+    lower_percentile: float = field(
+        default=25.0,
+        metadata=_help("percentile of the edges inside the ROI that is the lower growing bound"),
+    )
+    upper_percentile: float = field(
+        default=75.0,
+        metadata=_help("percentile of the edges inside the ROI that is the upper growing bound"),
+    )
+    max_hole_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "largest hole (pixels) filled in the segment; default 256 scaled by H*W/224^2"
+        ),
+    )
+    merge: str = field(
+        default="blend",
+        metadata=_help(
+            "how the filled segment and the upsampled low-res CAM make the refined CAM", MERGES
+        ),
+    )
+    alpha: float = field(
+        default=0.5,
+        metadata=_help(
+            "weight of the segment for merge='blend' (refined = alpha*segment + "
+            "(1-alpha)*low-res); in [0, 1]"
+        ),
+    )
+    filter: str = field(
+        default="percentage",
+        metadata=_help(
+            "how the masked image keeps pixels: the keep_percentage strongest of the refined CAM "
+            "('percentage') or those above threshold ('threshold')",
+            FILTERS,
+        ),
+    )
+    keep_percentage: float = field(
+        default=15.0,
+        metadata=_help("for filter='percentage': share of pixels kept, in percent, in [0, 100]"),
+    )
+    threshold: float = field(
+        default=0.6,
+        metadata=_help(
+            "for filter='threshold': keep pixels whose [0, 1]-normalised refined CAM exceeds this"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("focal_scope", self.focal_scope, FOCAL_SCOPES)
+        _check_choice("maxima_areas", self.maxima_areas, MAXIMA_AREAS)
+        _check_choice("merge", self.merge, MERGES)
+        _check_choice("filter", self.filter, FILTERS)
+        _check_range("roi_percentile", self.roi_percentile, 0, 100)
+        _check_range("lower_percentile", self.lower_percentile, 0, 100)
+        _check_range("upper_percentile", self.upper_percentile, 0, 100)
+        if self.lower_percentile > self.upper_percentile:
+            raise ValueError(
+                f"lower_percentile ({self.lower_percentile}) must not exceed upper_percentile "
+                f"({self.upper_percentile})"
+            )
+        _check_range("alpha", self.alpha, 0, 1)
+        _check_range("keep_percentage", self.keep_percentage, 0, 100)
+        _check_range("threshold", self.threshold, 0, 1)
+        if self.maxima_threshold is not None:
+            _check_range("maxima_threshold", self.maxima_threshold, 0, 1, allow="or None (midway)")
+        if self.num_points is not None:
+            _check_int("num_points", self.num_points, 1, allow="or None (round(sqrt(H)))")
+        if self.max_hole_size is not None:
+            _check_int("max_hole_size", self.max_hole_size, 0, allow="or None (256 at 224x224)")
+        _check_int("blur_size", self.blur_size, 1)
+        if self.blur_size % 2 == 0:
+            raise ValueError(f"blur_size must be an odd integer >= 1, got {self.blur_size}")
+
+    def replace(self, **changes) -> RefineOptions:
+        """A copy with ``changes`` applied (validated); unknown names raise ``ValueError``."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            valid = ", ".join(f.name for f in dataclasses.fields(self))
+            raise ValueError(f"unknown refine option(s) {unknown}; valid options are: {valid}")
+        return dataclasses.replace(self, **changes)
+
+
+def resolve_num_points(options: RefineOptions, height: int) -> int:
+    """Number of global seeds: ``options.num_points`` or ``round(sqrt(height))`` (at least 1)."""
+    if options.num_points is not None:
+        return int(options.num_points)
+    return max(1, round(math.sqrt(height)))
+
+
+def resolve_max_hole_size(options: RefineOptions, height: int, width: int) -> int:
+    """Largest hole to fill: ``options.max_hole_size`` or 256 scaled by ``H*W / 224**2``."""
+    if options.max_hole_size is not None:
+        return int(options.max_hole_size)
+    return round(_HOLE_SIZE_AT_224 * height * width / _REFERENCE_AREA)
+
+
+def _check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
+
+
+def _check_range(name: str, value, low: float, high: float, allow: str = "") -> None:
+    ok = isinstance(value, Real) and not isinstance(value, bool) and low <= value <= high
+    if not ok:
+        extra = f" {allow}" if allow else ""
+        raise ValueError(f"{name} must be a number in [{low}, {high}]{extra}; got {value!r}")
+
+
+def _check_int(name: str, value, low: int, allow: str = "") -> None:
+    if not (isinstance(value, Integral) and not isinstance(value, bool) and value >= low):
+        extra = f" {allow}" if allow else ""
+        raise ValueError(f"{name} must be an integer >= {low}{extra}; got {value!r}")

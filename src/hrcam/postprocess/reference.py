@@ -1,0 +1,535 @@
+"""The refinement pipeline in NumPy/SciPy: one image at a time, one pure function per step.
+
+This is the readable reference; :mod:`hrcam.postprocess.batched` computes the same thing for a
+batch with PyTorch. Each function below is one step of the paper's postprocessing (and of the
+original ``postprocessing.pipeline``), and :func:`refine` chains them.
+
+Conventions both implementations share (so they agree; see also :mod:`._grid`):
+
+- Maps are float32. Non-finite values (NaN, +-inf, float64 values beyond float32's range) count
+  as 0. "Normalised" means ``(x - min) / (max - min)``; a constant map normalises to all zeros.
+- Blur and Sobel pad the borders half-sample symmetrically (SciPy ``mode='reflect'``:
+  ``b a | a b c | c b``), the default of ``scipy.ndimage.convolve`` and
+  ``skimage.filters.sobel`` that the original code called.
+- Bilinear resampling uses half-pixel centres (``align_corners=False``), like
+  ``torch.nn.functional.interpolate`` and PIL's upsampling in the original.
+- Percentiles are NumPy's default ``method='linear'``.
+- Region growing and hole filling use 4-connectivity (ITK ``ConnectedThreshold``'s default;
+  ``skimage.morphology.remove_small_holes``' default ``connectivity=1``). Local maxima use
+  8-connectivity (``skimage.morphology.local_maxima``' default).
+- Ties in "the k highest pixels" are broken by row-major position (first wins).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+from skimage import morphology
+
+from . import _grid
+from .options import RefineOptions, resolve_max_hole_size, resolve_num_points
+from .steps import RefineSteps
+
+__all__ = [
+    "blur_cam",
+    "fill_holes",
+    "find_focal_points",
+    "find_local_maxima",
+    "find_roi",
+    "find_strong_edges",
+    "grow_region",
+    "linear_percentile",
+    "mask_image",
+    "merge_maps",
+    "normalize_map",
+    "refine",
+    "resize_bilinear",
+    "sobel_edges",
+    "threshold_bounds",
+]
+
+_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+
+
+# --------------------------------------------------------------------------- maps
+
+
+def normalize_map(cam) -> np.ndarray:
+    """``cam`` as float32 scaled to [0, 1]; non-finite values count as 0; constant -> zeros.
+
+    ``cam``: any shape, any real dtype. Returns a new float32 array of the same shape.
+
+    >>> normalize_map(np.array([[0.0, 2.0], [np.nan, 4.0]])).tolist()
+    [[0.0, 0.5], [0.0, 1.0]]
+    """
+    x = np.array(cam, dtype=np.float32)  # a copy: the caller's array is never changed
+    finite = np.isfinite(x)
+    if not finite.all():
+        x[~finite] = 0
+    return _normalize_finite(x)
+
+
+def _normalize_finite(x: np.ndarray) -> np.ndarray:
+    """Normalise a finite float32 array to [0, 1] (constant -> zeros)."""
+    if x.size == 0:
+        return x
+    lo, hi = x.min(), x.max()
+    span = hi - lo
+    if not np.isfinite(span):
+        # max - min overflowed float32: halving is exact and brings it back in range.
+        half = np.float32(0.5)
+        x, lo, hi = x * half, lo * half, hi * half
+        span = hi - lo
+    if span > 0:
+        return (x - lo) / span
+    return np.zeros_like(x)
+
+
+def resize_bilinear(array, shape: tuple[int, int]) -> np.ndarray:
+    """Resample the first two axes of ``array`` to ``shape`` bilinearly (half-pixel centres).
+
+    ``array``: ``(h, w, ...)`` real; returns ``(H, W, ...)`` float32. Equal to
+    ``torch.nn.functional.interpolate(mode='bilinear', align_corners=False)``; downsampling
+    does not antialias.
+    """
+    x = np.asarray(array, dtype=np.float32)
+    (h, w), (H, W) = x.shape[:2], shape
+    i0, i1, w0, w1 = _grid.bilinear_table(h, H)
+    j0, j1, v0, v1 = _grid.bilinear_table(w, W)
+    extra = (None,) * (x.ndim - 2)
+    rows = x[i0] * w0[(slice(None), None, *extra)] + x[i1] * w1[(slice(None), None, *extra)]
+    return rows[:, j0] * v0[(slice(None), *extra)] + rows[:, j1] * v1[(slice(None), *extra)]
+
+
+def blur_cam(high_res_cam, *, size: int = 5) -> np.ndarray:
+    """Step 1: the high-res CAM normalised to [0, 1], then box-blurred (``size x size`` mean).
+
+    ``high_res_cam``: ``(H, W)`` real. Returns ``(H, W)`` float32 in [0, 1]. Borders are padded
+    half-sample symmetrically. ``size`` must be odd; 1 returns the normalised map unblurred.
+
+    >>> float(blur_cam(np.eye(3), size=3)[1, 1]) == float(np.float32(3) / 9)
+    True
+    """
+    x = normalize_map(high_res_cam)
+    if size == 1:
+        return x
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be an odd integer >= 1, got {size}")
+    H, W = x.shape
+    r = size // 2
+    p = _pad_reflect(x, r)
+    Wp = W + 2 * r
+    # Separable box sum, added left to right then top to bottom. The sums run along the
+    # flattened padded map (contiguous, so fast); the sums that straddle two rows land in the
+    # padding columns, which are cropped.
+    flat = p.ravel()
+    m = flat.size - (size - 1)
+    rows = flat[0:m] + flat[1 : m + 1]
+    for k in range(2, size):
+        rows += flat[k : m + k]
+    out = np.empty(H * Wp, dtype=np.float32)
+    m2 = m - (size - 1) * Wp  # = H * Wp - 2r: the last row's cropped columns are not needed
+    np.add(rows[0:m2], rows[Wp : m2 + Wp], out=out[:m2])
+    for k in range(2, size):
+        out[:m2] += rows[k * Wp : m2 + k * Wp]
+    out[m2:] = 0
+    return out.reshape(H, Wp)[:, :W] / (size * size)
+
+
+def sobel_edges(blurred) -> np.ndarray:
+    """Step 2: Sobel gradient magnitude ``sqrt(gx**2 + gy**2)`` normalised to [0, 1].
+
+    ``blurred``: ``(H, W)`` float. Returns ``(H, W)`` float32. Kernels ``[1, 2, 1]`` (smoothing)
+    x ``[-1, 0, 1]`` (derivative), borders padded half-sample symmetrically; the same map as
+    ``skimage.filters.sobel`` up to the constant factor that the normalisation removes.
+    """
+    x = np.asarray(blurred, dtype=np.float32)
+    H, W = x.shape
+    Wp = W + 2
+    # As in blur_cam: work along the flattened padded map, crop the padding columns at the end.
+    flat = _pad_reflect(x, 1).ravel()
+    n = flat.size
+    smooth_v = flat[0 : n - 2 * Wp] + flat[Wp : n - Wp] * 2 + flat[2 * Wp : n]
+    gx = smooth_v[2:] - smooth_v[:-2]
+    smooth_h = flat[0 : n - 2] + flat[1 : n - 1] * 2 + flat[2:n]
+    gy = smooth_h[2 * Wp :] - smooth_h[: -2 * Wp]
+    magnitude = np.zeros(H * Wp, dtype=np.float32)
+    magnitude[: gx.size] = np.sqrt(gx * gx + gy * gy)
+    return _normalize_finite(magnitude.reshape(H, Wp)[:, :W])
+
+
+def _pad_reflect(x: np.ndarray, r: int) -> np.ndarray:
+    """``x`` padded by ``r`` on every side, half-sample symmetric (contiguous copy)."""
+    H, W = x.shape
+    return x.take(_grid.reflect_indices(H, r), axis=0).take(_grid.reflect_indices(W, r), axis=1)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def linear_percentile(values, q: float) -> np.float32:
+    """The ``q``-th percentile of ``values`` (any shape), NumPy's ``method='linear'``; NaN if empty.
+
+    Computed in float32 from the two neighbouring order statistics (``a + (b - a) * frac``) so the
+    batched implementation reproduces it exactly.
+
+    >>> float(linear_percentile(np.array([4.0, 1.0, 3.0, 2.0]), 50))
+    2.5
+    """
+    v = np.asarray(values, dtype=np.float32).ravel()
+    if v.size == 0:
+        return np.float32(np.nan)
+    lo, frac = _grid.percentile_position(v.size, q)
+    part = np.partition(v, lo)
+    a = part[lo]
+    b = part[lo + 1 :].min() if lo + 1 < v.size else a
+    return a + (b - a) * np.float32(frac)
+
+
+def find_roi(low_resized, *, percentile: float = 85.0) -> np.ndarray:
+    """Step 4: the region of interest, pixels of ``low_resized`` above its ``percentile``.
+
+    ``low_resized``: ``(H, W)`` float. Returns ``(H, W)`` bool. When the percentile equals the
+    maximum (a flat top wider than the ROI would be), the ROI is that flat top; a constant map
+    has an empty ROI.
+    """
+    x = np.asarray(low_resized, dtype=np.float32)
+    t = linear_percentile(x, percentile)
+    roi = x > t
+    if not roi.any() and x.size and x.max() > x.min():
+        roi = x >= t
+    return roi
+
+
+def threshold_bounds(
+    edges, roi, *, lower_percentile: float = 25.0, upper_percentile: float = 75.0
+) -> np.ndarray:
+    """Step 6: ``[lower, upper]``, percentiles of ``edges`` inside ``roi`` (float32 ``(2,)``).
+
+    ``edges``: ``(H, W)`` float; ``roi``: ``(H, W)`` bool. An empty ROI gives ``[nan, nan]``,
+    which no pixel satisfies, so nothing grows.
+    """
+    inside = np.asarray(edges, dtype=np.float32)[np.asarray(roi, dtype=bool)]
+    return np.array(
+        [linear_percentile(inside, lower_percentile), linear_percentile(inside, upper_percentile)],
+        dtype=np.float32,
+    )
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def find_local_maxima(low_res_cam) -> np.ndarray:
+    """Local maxima of a map: plateaus (8-connected) whose every neighbour is strictly lower.
+
+    ``low_res_cam``: ``(h, w)`` float. Returns ``(h, w)`` bool. Pixels outside the map are
+    ignored (``skimage.morphology.local_maxima(allow_borders=True)``); a constant map has none.
+    """
+    x = np.asarray(low_res_cam, dtype=np.float32)
+    return morphology.local_maxima(x, allow_borders=True).astype(bool)
+
+
+def find_focal_points(
+    low_res_cam,
+    shape: tuple[int, int],
+    *,
+    scope: str = "global",
+    num_points: int | None = None,
+    maxima_areas: str = "small",
+    maxima_threshold: float | None = None,
+    low_resized=None,
+) -> np.ndarray:
+    """Step 5: the seeds of region growing, as an ``(H, W)`` bool mask for ``shape = (H, W)``.
+
+    ``low_res_cam``: ``(h, w)`` float (normalised to [0, 1] here).
+
+    - ``scope='global'``: the ``num_points`` highest pixels of the bilinearly upsampled CAM
+      (default ``round(sqrt(H))``; ties go to the first in row-major order). Pass
+      ``low_resized`` to reuse an upsampled map.
+    - ``scope='local'``: the CAM's local maxima (:func:`find_local_maxima`) whose value is at
+      least ``maxima_threshold`` (default: midway between the weakest and the strongest
+      maximum, so the strongest is always kept), mapped to ``(H, W)``: with
+      ``maxima_areas='large'`` the whole cell of each maximum (nearest-neighbour upsampling),
+      with ``'small'`` the one pixel at its centre.
+    """
+    H, W = shape
+    low = normalize_map(low_res_cam)
+    if scope == "global":
+        x = resize_bilinear(low, shape) if low_resized is None else low_resized
+        k = num_points if num_points is not None else max(1, round(math.sqrt(H)))
+        return _top_k_mask(np.asarray(x, dtype=np.float32), int(k))
+    if scope != "local":
+        raise ValueError(f"scope must be 'global' or 'local'; got {scope!r}")
+    if maxima_areas not in ("small", "large"):
+        raise ValueError(f"maxima_areas must be 'small' or 'large'; got {maxima_areas!r}")
+    maxima = find_local_maxima(low)
+    if not maxima.any():
+        return np.zeros(shape, dtype=bool)
+    values = low[maxima]
+    if maxima_threshold is None:
+        threshold = (values.min() + values.max()) / np.float32(2)
+    else:
+        threshold = np.float32(maxima_threshold)
+    keep = maxima & (low >= threshold)
+    h, w = low.shape
+    if maxima_areas == "large":
+        return keep[np.ix_(_grid.nearest_indices(h, H), _grid.nearest_indices(w, W))]
+    rows, cols = np.nonzero(keep)
+    seeds = np.zeros(shape, dtype=bool)
+    seeds[_grid.centre_indices(h, H)[rows], _grid.centre_indices(w, W)[cols]] = True
+    return seeds
+
+
+def _top_k_mask(x: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` largest pixels of ``x`` (ties: first in row-major order) as a bool mask."""
+    flat = x.ravel()
+    k = min(k, flat.size)
+    kth = np.partition(flat, flat.size - k)[flat.size - k]
+    mask = flat > kth
+    need = k - int(np.count_nonzero(mask))
+    if need > 0:
+        mask[np.flatnonzero(flat == kth)[:need]] = True
+    return mask.reshape(x.shape)
+
+
+# --------------------------------------------------------------------------- segment
+
+
+def grow_region(edges, seeds, *, lower: float, upper: float) -> np.ndarray:
+    """Step 7: threshold region growing on ``edges`` from ``seeds`` (ITK ``ConnectedThreshold``).
+
+    ``edges``: ``(H, W)`` float; ``seeds``: ``(H, W)`` bool. Returns ``(H, W)`` bool: every pixel
+    with ``lower <= edges <= upper`` that is 4-connected, through such pixels, to a seed that is
+    itself in range. Seeds out of range grow nothing; NaN bounds give an empty region.
+
+    Computed as the connected components of the in-range mask that hold a seed, so it costs
+    one labelling pass however large the region is.
+    """
+    e = np.asarray(edges, dtype=np.float32)
+    in_range = (e >= np.float32(lower)) & (e <= np.float32(upper))
+    labels, count = ndimage.label(in_range, structure=_FOUR_CONNECTED)
+    if count == 0:
+        return in_range
+    seeded = np.zeros(count + 1, dtype=bool)
+    seeded[labels[np.asarray(seeds, dtype=bool)]] = True
+    seeded[0] = False
+    return seeded[labels]
+
+
+def find_strong_edges(edges, roi, *, upper: float) -> np.ndarray:
+    """The strong edges ``edges >= upper`` inside ``roi`` (``(H, W)`` bool), added to the segment."""
+    return (np.asarray(edges, dtype=np.float32) >= np.float32(upper)) & np.asarray(roi, dtype=bool)
+
+
+def fill_holes(mask, *, max_size: int) -> np.ndarray:
+    """Step 8b: fill the holes of ``mask`` up to ``max_size`` pixels.
+
+    ``mask``: ``(H, W)`` bool. A hole is a 4-connected component of the background that does
+    not touch the image border. Returns ``(H, W)`` bool. Unlike
+    ``skimage.morphology.remove_small_holes``, small background pieces at the border stay open.
+    """
+    m = np.asarray(mask, dtype=bool)
+    out = m.copy()
+    if max_size <= 0 or not m.any():
+        return out
+    # A hole lies inside the mask's bounding box, and any background touching the box's edge
+    # reaches the image border through the all-background outside: label only the box.
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    labels, count = ndimage.label(~m[box], structure=_FOUR_CONNECTED)
+    if count == 0:
+        return out
+    fill = np.bincount(labels.ravel(), minlength=count + 1) <= max_size
+    fill[0] = False
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        fill[edge] = False
+    out[box] |= fill[labels]
+    return out
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def merge_maps(segment, low_resized, *, method: str = "blend", alpha: float = 0.5) -> np.ndarray:
+    """Step 9: the refined CAM from the filled segment and the upsampled low-res CAM.
+
+    ``segment``: ``(H, W)`` bool (used as 0/1); ``low_resized``: ``(H, W)`` float, normalised
+    here. ``method='blend'``: ``alpha * segment + (1 - alpha) * low``; ``'multiply'``:
+    ``segment * low``. Returns ``(H, W)`` float32 in [0, 1].
+    """
+    seg = np.asarray(segment, dtype=np.float32)
+    low = normalize_map(low_resized)
+    if method == "blend":
+        return np.float32(alpha) * seg + np.float32(1 - alpha) * low
+    if method == "multiply":
+        return seg * low
+    raise ValueError(f"method must be 'blend' or 'multiply'; got {method!r}")
+
+
+def mask_image(
+    image,
+    refined,
+    *,
+    filter: str = "percentage",
+    keep_percentage: float = 15.0,
+    threshold: float = 0.6,
+) -> np.ndarray:
+    """Step 10: ``image`` with only the refined CAM's strongest pixels kept (others set to 0).
+
+    ``image``: ``(H', W')`` or ``(H', W', C)``, uint8 or float; resized bilinearly to the
+    refined CAM's ``(H, W)`` when its size differs. ``refined``: ``(H, W)`` float.
+
+    - ``filter='percentage'``: keep pixels whose refined value is positive and at least the
+      k-th largest, ``k = round(keep_percentage / 100 * H * W)`` (ties at the k-th value are kept).
+    - ``filter='threshold'``: keep pixels where the refined CAM, normalised to [0, 1], exceeds
+      ``threshold``.
+
+    Returns ``(H, W)`` or ``(H, W, C)`` in the image's dtype.
+    """
+    img = np.asarray(image)
+    r = np.asarray(refined, dtype=np.float32)
+    if img.shape[:2] != r.shape:
+        resized = resize_bilinear(img, r.shape)
+        if np.issubdtype(img.dtype, np.integer):
+            info = np.iinfo(img.dtype)
+            resized = np.clip(np.rint(resized), info.min, info.max)
+        img = resized.astype(img.dtype)
+    if filter == "percentage":
+        k = math.floor(keep_percentage / 100 * r.size + 0.5)
+        if k == 0:
+            keep = np.zeros(r.shape, dtype=bool)
+        else:
+            kth = np.partition(r.ravel(), r.size - k)[r.size - k]
+            keep = (r >= kth) & (r > 0)
+    elif filter == "threshold":
+        keep = normalize_map(r) > np.float32(threshold)
+    else:
+        raise ValueError(f"filter must be 'percentage' or 'threshold'; got {filter!r}")
+    if img.ndim == 2:
+        return img * keep.astype(img.dtype)
+    out = np.empty_like(img)
+    for c in range(img.shape[2]):  # per channel: a (H, W, 1) broadcast would be ~7x slower
+        np.multiply(img[..., c], keep, out=out[..., c])
+    return out
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def refine(
+    low, high, image=None, *, options: RefineOptions | None = None, **option_overrides
+) -> RefineSteps:
+    """The whole postprocessing pipeline on one image; returns every step (:class:`RefineSteps`).
+
+    ``low``: ``(h, w)`` low-res CAM; ``high``: ``(H, W)`` high-res CAM; ``image``: optional
+    ``(H', W')`` or ``(H', W', C)`` uint8 or float image, resized to ``H x W`` if needed. Any
+    real dtype; any sizes (``h x w`` may differ from ``H x W`` in ratio). ``options`` (default
+    :class:`RefineOptions()`) with ``option_overrides`` applied, e.g. ``refine(low, high,
+    merge="multiply")``. ``steps.refined`` is the refined CAM.
+
+    Degenerate input gives a defined result, never an exception: non-finite values count as 0;
+    a constant (or all-zero, or 1x1) low-res CAM has an empty ROI, so the refined CAM is all
+    zeros; a constant high-res CAM has no edges, so the segment covers every pixel connected
+    to an in-ROI seed (all of them) and the refined CAM is ``alpha + (1 - alpha) * low``; seeds
+    outside the edge band grow nothing (the segment is then the strong ROI edges with their
+    holes filled).
+
+    Example::
+
+        steps = refine(low_res_cam, high_res_cam, image, focal_scope="local")
+        refined_cam = steps.refined
+    """
+    opts = _resolve_options(options, option_overrides)
+    low, high, image = _check_inputs(low, high, image)
+    H, W = high.shape
+
+    low_n = normalize_map(low)
+    blurred = blur_cam(high, size=opts.blur_size)
+    edges = sobel_edges(blurred)
+    low_resized = resize_bilinear(low_n, (H, W))
+    roi = find_roi(low_resized, percentile=opts.roi_percentile)
+    focal_points = find_focal_points(
+        low_n,
+        (H, W),
+        scope=opts.focal_scope,
+        num_points=resolve_num_points(opts, H),
+        maxima_areas=opts.maxima_areas,
+        maxima_threshold=opts.maxima_threshold,
+        low_resized=low_resized,
+    )
+    bounds = threshold_bounds(
+        edges,
+        roi,
+        lower_percentile=opts.lower_percentile,
+        upper_percentile=opts.upper_percentile,
+    )
+    segmented = grow_region(edges, focal_points, lower=bounds[0], upper=bounds[1])
+    full_segment = fill_holes(
+        segmented | find_strong_edges(edges, roi, upper=bounds[1]),
+        max_size=resolve_max_hole_size(opts, H, W),
+    )
+    merged = merge_maps(full_segment, low_resized, method=opts.merge, alpha=opts.alpha)
+    masked_image = None
+    if image is not None:
+        masked_image = mask_image(
+            image,
+            merged,
+            filter=opts.filter,
+            keep_percentage=opts.keep_percentage,
+            threshold=opts.threshold,
+        )
+    return RefineSteps(
+        low=low_n,
+        blurred=blurred,
+        edges=edges,
+        low_resized=low_resized,
+        roi=roi,
+        focal_points=focal_points,
+        bounds=bounds,
+        segmented=segmented,
+        full_segment=full_segment,
+        merged=merged,
+        masked_image=masked_image,
+        options=opts,
+    )
+
+
+def _resolve_options(options: RefineOptions | None, overrides: dict) -> RefineOptions:
+    if options is None:
+        options = RefineOptions()
+    elif not isinstance(options, RefineOptions):
+        raise ValueError(f"options must be a RefineOptions, got {type(options).__name__}")
+    return options.replace(**overrides) if overrides else options
+
+
+def _as_real_array(x, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+        raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    return a
+
+
+def _check_inputs(low, high, image):
+    low = _as_real_array(low, "low")
+    high = _as_real_array(high, "high")
+    if low.ndim != 2 or 0 in low.shape:
+        raise ValueError(
+            f"low must be a non-empty (h, w) low-res CAM, got shape {low.shape}; "
+            "select one class (e.g. cam[class_index]) and one image before refining"
+        )
+    if high.ndim != 2 or 0 in high.shape:
+        raise ValueError(
+            f"high must be a non-empty (H, W) high-res CAM, got shape {high.shape}; "
+            "select one class and one image before refining"
+        )
+    if image is not None:
+        image = _as_real_array(image, "image")
+        if image.ndim not in (2, 3) or 0 in image.shape:
+            raise ValueError(
+                f"image must be (H', W') or (H', W', C) channels-last, got shape {image.shape}"
+            )
+    return low, high, image
