@@ -18,6 +18,7 @@ from . import __version__
 # Command modules, in the order ``hrcam --help`` lists them.
 _COMMANDS: list[str] = [
     ".commands.train",
+    ".commands.data",
 ]
 
 

@@ -245,3 +245,36 @@ def test_fake_source_with_reused_items(tmp_path):
     for s in ds:
         np.testing.assert_array_equal(ndi.binary_fill_holes(s.mask), s.mask)
         assert np.asarray(Image.open(s.path))[s.mask].min() < 20
+
+
+def test_cli(source, tmp_path, capsys):
+    from hrcam.cli import main as cli
+
+    out = tmp_path / "cli"
+    args = [
+        "data",
+        "fashion-loc",
+        "--out",
+        str(out),
+        "--source",
+        str(source),
+        "--canvas",
+        "48",
+        "--item-size",
+        "28",
+        "30",
+        "--train-per-class",
+        "1",
+        "--test-per-class",
+        "1",
+        "--clutter",
+        "2",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
+    assert cli(args) == 0
+    assert "10 train and 10 test canvases of 48x48" in capsys.readouterr().out
+    assert json.loads((out / "meta.json").read_text())["item_size"] == [28, 30]
+    assert cli(args) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
