@@ -1,3 +1,35 @@
-"""hrcam: high-resolution Class Activation Maps for CNN classifiers."""
+"""hrcam: high-resolution Class Activation Maps for CNN classifiers.
+
+The three parts of the framework (Tagaris, Sdraka & Stafylopatis, ICIP 2019):
+
+- localization networks — :func:`create_backbone`, :func:`list_backbones` (``hrcam.backbones``);
+- the expansion network — :class:`ExpansionNetwork` (``hrcam.expansion``);
+- the postprocessing pipeline — :func:`refine`, :func:`refine_batch` (``hrcam.postprocess``);
+
+joined by :class:`HRCAM` and loaded with :func:`load_model`.
+"""
 
 __version__ = "0.1.0"
+
+from .backbones import Backbone, FeatureInfo, create_backbone, list_backbones, register_backbone
+from .checkpoint import export_model, load_model
+from .expansion import ExpansionNetwork
+from .io import ImageLoadError, load_image
+from .model import HRCAM, CAMs, upsample_cam
+
+__all__ = [
+    "CAMs",
+    "HRCAM",
+    "Backbone",
+    "ExpansionNetwork",
+    "FeatureInfo",
+    "ImageLoadError",
+    "__version__",
+    "create_backbone",
+    "export_model",
+    "list_backbones",
+    "load_image",
+    "load_model",
+    "register_backbone",
+    "upsample_cam",
+]

@@ -28,7 +28,7 @@ def _imagenet_categories() -> list[str]:
 def _fix_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # torchvision's published DenseNet files name layers "norm.1" where the modules are "norm1".
     pattern = re.compile(
-        r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+        r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
     )
     fixed = {}
     for key, value in state.items():
@@ -139,7 +139,7 @@ def _load_trunk_and_head(backbone: Backbone, state: dict[str, torch.Tensor], *, 
         head = {k[len(head_prefix) :]: state.pop(k) for k in list(state) if k.startswith(head_prefix)}
     trunk = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = backbone.load_state_dict(trunk, strict=False)
-    missing = [k for k in missing if not k.startswith(("fc.", "cam_reduce."))]
+    missing = [k for k in missing if not k.startswith(("fc.", "cam_reduce.")) and not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(
             "weights do not fit this backbone: "

@@ -145,7 +145,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                                                               train=True, augment=args.augment), classes=classes)
     test_set = ClassFolderDataset(test_dir, build_transform(size=size, mean=backbone.mean, std=backbone.std,
                                                             train=False), classes=classes)
-    backbone.to(ctx.device)
+    backbone.to(ctx.device).train()
     if args.channels_last:
         backbone.to(memory_format=torch.channels_last)
     model = backbone

@@ -236,7 +236,9 @@ def add_common_arguments(parser, *, default_epochs: int, default_lr: float, defa
     g.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
                    help="also save last.pt every STEPS steps inside an epoch (for long epochs)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # Hidden: cap an epoch's batches (quick runs), and stop as if killed after N steps (tests of --resume).
     g.add_argument("--max-steps-per-epoch", type=int, default=0, help=argparse_suppress())
+    g.add_argument("--stop-after-steps", type=int, default=0, help=argparse_suppress())
 
 
 def argparse_suppress():
@@ -291,8 +293,9 @@ class LoopState:
     best_metric: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        best = None if self.best_metric is None else float(self.best_metric)
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-                "best_metric": self.best_metric}
+                "best_metric": best}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopState:
@@ -336,6 +339,7 @@ def fit(
         bar = progress(loader, total=total, desc=f"{desc} epoch {epoch + 1}/{args.epochs}", enabled=ctx.is_main and not args.no_progress)
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
         step = skip_batches
+        stop = False
         for i, batch in enumerate(bar):
             if i >= total:
                 break
@@ -354,8 +358,13 @@ def fit(
             if args.checkpoint_every and step % args.checkpoint_every == 0 and ctx.is_main:
                 mid = LoopState(epoch, step, state.global_step, state.best_metric)
                 save("last.pt", mid, {"train_loss": loss_sum / seen})
+            if args.stop_after_steps and state.global_step >= args.stop_after_steps:
+                stop = True
+                break
         if hasattr(bar, "close"):
             bar.close()
+        if stop and i + 1 < total:  # killed mid-epoch: only mid-epoch checkpoints survive
+            return {"stopped_at_step": state.global_step}
         elapsed = time.perf_counter() - started
         train_loss = ctx.all_reduce_sum(np.array([loss_sum, seen], dtype=np.float64))
         metrics = {"epoch": epoch + 1, "train_loss": float(train_loss[0] / max(1.0, train_loss[1])),
@@ -376,4 +385,6 @@ def fit(
                 save("best.pt", state, metrics)
             logger.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         ctx.barrier()
+        if stop:
+            return {"stopped_at_step": state.global_step}
     return metrics

@@ -173,8 +173,8 @@ def evaluate(backbone: Backbone, expansion: ExpansionNetwork, loader, *, ctx: Di
     sums = ctx.all_reduce_sum(sums)
     expansion.train(was_training)
     n = max(1.0, sums[3])
-    return {"val_mse": sums[0] / n, "val_psnr": sums[1] / n, "val_consistency_rel_error": sums[2] / n,
-            "val_images": int(sums[3])}
+    return {"val_mse": float(sums[0] / n), "val_psnr": float(sums[1] / n),
+            "val_consistency_rel_error": float(sums[2] / n), "val_images": int(sums[3])}
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from hrcam import HRCAM, create_backbone, export_model, load_model
+from hrcam.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from hrcam.expansion import ExpansionNetwork
+
+
+def _outputs(model, x):
+    return model.generate_cams(x)
+
+
+def test_training_checkpoint_round_trip(tiny_model, tmp_path):
+    tiny_model.backbone.class_names = ["a", "b", "c"]
+    optimizer = torch.optim.AdamW(tiny_model.expansion.parameters())
+    save_checkpoint(tmp_path / "ck.pt", backbone=tiny_model.backbone, expansion=tiny_model.expansion,
+                    stage="expansion", epoch=3, config={"lr": 0.1, "data": tmp_path}, metrics={"val_mse": 0.5},
+                    optimizer=optimizer)
+    payload = load_checkpoint(tmp_path / "ck.pt")
+    assert payload["epoch"] == 3 and payload["config"]["data"] == str(tmp_path)
+    assert "optimizer_state" in payload
+    loaded = load_model(tmp_path / "ck.pt")
+    assert loaded.class_names == ["a", "b", "c"]
+    x = torch.randn(2, 3, 32, 32)
+    for a, b in zip(_outputs(tiny_model, x), _outputs(loaded, x), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_exported_model_round_trip(tiny_model, tmp_path):
+    path = export_model(tiny_model, tmp_path / "m.safetensors", metadata={"note": "test"})
+    assert path.with_suffix(".json").is_file()
+    loaded = load_model(path)
+    x = torch.randn(1, 3, 32, 32)
+    for a, b in zip(_outputs(tiny_model, x), _outputs(loaded, x), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_corrupt_and_foreign_checkpoints(tiny_model, tmp_path):
+    save_checkpoint(tmp_path / "ok.pt", backbone=tiny_model.backbone, stage="classifier", epoch=1)
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_model(tmp_path / "cut.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an hrcam checkpoint"):
+        load_model(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.pt")
+    with pytest.raises(KeyError, match="neither a model file nor a known model"):
+        load_model("no_such_model")
+
+
+def test_checkpoint_and_backbone_mismatch(tiny_model, tmp_path):
+    save_checkpoint(tmp_path / "ck.pt", backbone=tiny_model.backbone, expansion=tiny_model.expansion,
+                    stage="expansion", epoch=1)
+    payload = load_checkpoint(tmp_path / "ck.pt")
+    # Weights of another architecture under the same description.
+    other = create_backbone("tiny_densenet", num_classes=3, block_config=(2, 1, 1), growth_rate=8,
+                            init_features=8)
+    payload["backbone_state"] = other.state_dict()
+    with pytest.raises(CheckpointError, match="localization network weights do not fit"):
+        model_from_checkpoint(payload)
+    # An expansion network built for a different backbone.
+    with pytest.raises(ValueError, match="does not match the localization network"):
+        HRCAM(other, ExpansionNetwork.from_backbone(tiny_model.backbone))
+
+
+def test_exported_expansion_checks_backbone_fingerprint(tiny_model, tmp_path):
+    path = export_model(tiny_model, tmp_path / "m.safetensors")
+    sidecar = path.with_suffix(".json")
+    text = sidecar.read_text().replace('"backbone_fingerprint": "', '"backbone_fingerprint": "0')
+    sidecar.write_text(text)
+    with pytest.raises(CheckpointError, match="different localization network"):
+        load_model(path)

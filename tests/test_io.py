@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hrcam.io import ImageLoadError, find_images, image_to_tensor, load_image, tensor_to_image
+
+
+@pytest.mark.parametrize(
+    ("mode", "make"),
+    [
+        ("L", lambda: Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8), "L")),
+        ("P", lambda: Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).convert("P")),
+        ("RGBA", lambda: Image.new("RGBA", (8, 8), (255, 0, 0, 0))),
+        ("I;16", lambda: Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)),
+        ("CMYK", lambda: Image.new("CMYK", (8, 8), (0, 0, 0, 0))),
+        ("1", lambda: Image.new("1", (8, 8), 1)),
+    ],
+)
+def test_any_mode_becomes_rgb(tmp_path, mode, make):
+    image = make()
+    path = tmp_path / f"img_{mode.replace(';', '')}.{'tif' if mode in ('I;16', 'CMYK') else 'png'}"
+    image.save(path)
+    rgb = load_image(path)
+    assert rgb.mode == "RGB" and rgb.size == (8, 8)
+
+
+def test_transparent_pixels_go_white_and_16bit_keeps_its_range(tmp_path):
+    rgb = np.asarray(load_image(Image.new("RGBA", (4, 4), (255, 0, 0, 0))))
+    assert (rgb == 255).all()  # fully transparent red over white is white
+    sixteen = Image.fromarray(np.array([[0, 65535]], dtype=np.uint16))
+    gray = np.asarray(load_image(sixteen))[..., 0]
+    assert gray.tolist() == [[0, 255]]  # stretched, not clipped at 255
+
+
+def test_bad_files_are_named(tmp_path):
+    (tmp_path / "notes.jpg").write_text("this is not a picture")
+    with pytest.raises(ImageLoadError, match=r"notes\.jpg: not a recognised image"):
+        load_image(tmp_path / "notes.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ok.jpg")
+    data = (tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageLoadError, match=r"cut\.jpg: truncated or corrupt"):
+        load_image(tmp_path / "cut.jpg")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageLoadError, match="is a folder"):
+        load_image(tmp_path)
+
+
+def test_tensor_round_trip_and_sizes():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8))
+    x = image_to_tensor(image, size=None, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert x.shape == (1, 3, 30, 50) and x.dtype == torch.float32
+    assert np.array_equal(tensor_to_image(x, mean=(0.5,) * 3, std=(0.5,) * 3), np.asarray(image))
+    assert image_to_tensor(image, size=(20, 40), mean=(0,) * 3, std=(1,) * 3).shape == (1, 3, 20, 40)
+    assert image_to_tensor(image, size=224, mean=(0,) * 3, std=(1,) * 3).shape == (1, 3, 224, 224)
+
+
+def test_find_images_walks_folders_sorted(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b" / "c.JPG").write_bytes(b"")
+    (tmp_path / "b" / "notes.txt").write_text("")
+    (tmp_path / ".hidden.png").write_bytes(b"")
+    found = [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])]
+    assert found == ["a.png", "b/c.JPG"]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        list(find_images([tmp_path / "nowhere"]))
