@@ -75,6 +75,28 @@ def test_resize_map_is_bilinear_with_half_pixel_centres():
         resize_map(np.ones((2, 2)), (0, 4))
 
 
+@pytest.mark.parametrize("k", [1, 7, 100, 1000])
+def test_threshold_levels_match_searchsorted_even_on_the_thresholds(k):
+    from hrcam.metrics.localization import _threshold_levels
+
+    grid = np.arange(k + 1) / k
+    v = np.concatenate(
+        [
+            np.random.default_rng(k).random(5000),
+            grid,  # values exactly on a threshold: strict and inclusive differ here
+            np.nextafter(grid, 2.0).clip(0, 1),
+            np.nextafter(grid, -1.0).clip(0, 1),
+            (np.arange(k + 1) * 0.01).clip(0, 1),  # 0.29 * 100 = 28.999...: floor is off by one
+        ]
+    )
+    np.testing.assert_array_equal(
+        _threshold_levels(v, k, inclusive=False), np.searchsorted(grid[:k], v, side="left")
+    )
+    np.testing.assert_array_equal(
+        _threshold_levels(v, k, inclusive=True), np.searchsorted(grid, v, side="right")
+    )
+
+
 # ------------------------------------------------------------------------------------- boxes
 
 
