@@ -153,16 +153,26 @@ def _perturbation_curves(
     ``rank`` (B, H*W): each pixel's position in the CAM's descending order. ``finish=None``
     means zeros. The B * S states are built and scored ``batch_size`` at a time.
     """
-    b_total, _, h, w = start.shape
+    b_total, c, h, w = start.shape
     s_total = counts.numel()
-    scores = torch.empty(b_total * s_total, dtype=torch.float64)
-    for j0 in range(0, b_total * s_total, batch_size):
-        j = torch.arange(j0, min(j0 + batch_size, b_total * s_total), device=start.device)
-        b, s = j // s_total, j % s_total
-        changed = (rank[b] < counts[s, None]).view(-1, 1, h, w)
-        other = 0.0 if finish is None else finish[b]
-        x = torch.where(changed, other, start[b])
-        scores[j0 : j0 + j.numel()] = _target_scores(model_fn, x, targets[b], logits=logits)
+    total = b_total * s_total
+    scores = torch.empty(total, dtype=torch.float64)
+    # One reused buffer: allocating a fresh (batch, C, H, W) tensor per chunk costs more than
+    # filling it. Each image's states are filled together so its start/finish broadcast.
+    states = start.new_empty((min(batch_size, total), c, h, w))
+    changed = torch.empty((states.shape[0], h * w), dtype=torch.bool, device=start.device)
+    zero = start.new_zeros(())
+    for j0 in range(0, total, batch_size):
+        j1 = min(j0 + batch_size, total)
+        for b in range(j0 // s_total, (j1 - 1) // s_total + 1):
+            lo, hi = max(j0, b * s_total), min(j1, (b + 1) * s_total)
+            rows = slice(lo - j0, hi - j0)
+            step_counts = counts[lo - b * s_total : hi - b * s_total, None]
+            torch.lt(rank[b], step_counts, out=changed[rows])
+            other = zero if finish is None else finish[b]
+            torch.where(changed[rows].view(-1, 1, h, w), other, start[b], out=states[rows])
+        owner = torch.arange(j0, j1, device=start.device) // s_total
+        scores[j0:j1] = _target_scores(model_fn, states[: j1 - j0], targets[owner], logits=logits)
     return scores.view(b_total, s_total)
 
 
