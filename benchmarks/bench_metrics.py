@@ -1,0 +1,167 @@
+"""Seconds per metric over synthetic CAMs with masks and boxes; prints a table.
+
+Localization metrics run over ``--num-images`` (500) maps of ``--size`` (224) px: a 7x7 CAM
+with a bump near the object, upsampled bilinearly (what a GAP + FC network yields), and an
+elliptic object with a 3 px ignore ring (a trimap boundary) and its box. The faithfulness
+metrics run a small seeded CNN over ``--faithfulness-images`` (32) images.
+
+Usage::
+
+    python benchmarks/bench_metrics.py                  # the defaults above
+    python benchmarks/bench_metrics.py --reference      # also time per-threshold labelling
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from hrcam.metrics import (
+    BestPixelIoU,
+    CAMLocalization,
+    EnergyPointingGame,
+    MaxBoxAccV2,
+    PointingGame,
+    PxAP,
+    average_drop_increase,
+    box_iou,
+    deletion_insertion,
+    normalize_map,
+    resize_map,
+)
+
+
+def make_sample(rng: np.random.Generator, size: int):
+    """(cam, mask, ignore, boxes) for one synthetic image."""
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.uniform(0.25, 0.75, 2) * size
+    ry, rx = rng.uniform(0.1, 0.3, 2) * size
+    obj = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    ring = ndimage.binary_dilation(obj, iterations=3) & ~ndimage.binary_erosion(obj, iterations=3)
+    low = rng.random((7, 7)) * 0.3
+    gy, gx = np.mgrid[:7, :7] * size / 7 + size / 14
+    low += np.exp(-((gy - cy) ** 2 + (gx - cx) ** 2) / (2 * (0.15 * size) ** 2))
+    cam = resize_map(low, (size, size))
+    rows, cols = np.nonzero(obj)
+    boxes = np.array([[cols.min(), rows.min(), cols.max(), rows.max()]])
+    return cam, obj & ~ring, ring, boxes
+
+
+def reference_max_box_iou_curve(cam, gt, num_thresholds=100):
+    """The obvious version: label the thresholded map once per threshold."""
+    v = normalize_map(cam)
+    out = np.zeros(num_thresholds)
+    for k in range(num_thresholds):
+        labels, _ = ndimage.label(v > k / num_thresholds, structure=np.ones((3, 3)))
+        slices = ndimage.find_objects(labels)
+        if slices:
+            b = np.array([[s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1] for s in slices])
+            out[k] = box_iou(b, gt).max()
+    return out
+
+
+def small_cnn(num_classes: int = 10) -> nn.Module:
+    torch.manual_seed(0)
+    # Cheap on purpose (a 4x4 stride-4 stem): the rows below should show the metric's own cost;
+    # the "model alone" row gives the share of the forward passes.
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 4, stride=4),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, num_classes),
+    ).eval()
+
+
+def model_alone(model: nn.Module, num_inputs: int, batch_size: int, size: int) -> None:
+    """The forward passes deletion/insertion makes, on one reused random batch."""
+    x = torch.randn(min(batch_size, num_inputs), 3, size, size)
+    with torch.no_grad():
+        for start in range(0, num_inputs, batch_size):
+            model(x[: min(batch_size, num_inputs - start)])
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--num-images", type=int, default=500)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--faithfulness-images", type=int, default=32)
+    p.add_argument("--steps", type=int, default=224, help="deletion/insertion steps")
+    p.add_argument("--batch-size", type=int, default=64, help="images per model call")
+    p.add_argument("--reference", action="store_true", help="time per-threshold labelling too")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    rng = np.random.default_rng(args.seed)
+    samples = [make_sample(rng, args.size) for _ in range(args.num_images)]
+    n = len(samples)
+    rows: list[tuple[str, int, float]] = []
+
+    def run(metric, *fields):
+        for s in samples:
+            metric.update(*(s[i] for i in fields))
+        return metric.compute()
+
+    rows.append(("MaxBoxAccV2 (100 thresholds)", n, timed(lambda: run(MaxBoxAccV2(), 0, 3))))
+    if args.reference:
+        subset = samples[: max(1, n // 10)]
+        t = timed(lambda: [reference_max_box_iou_curve(s[0], s[3]) for s in subset])
+        rows.append(("  reference: label per threshold", n, t * n / len(subset)))
+    rows.append(
+        ("CAMLocalization (top-1/GT-known)", n, timed(lambda: run(CAMLocalization(), 0, 3)))
+    )
+    rows.append(("PxAP (with ignore)", n, timed(lambda: run(PxAP(), 0, 1, 2))))
+    rows.append(("BestPixelIoU (with ignore)", n, timed(lambda: run(BestPixelIoU(), 0, 1, 2))))
+    rows.append(("PointingGame (15 px)", n, timed(lambda: run(PointingGame(), 0, 1))))
+    rows.append(("EnergyPointingGame", n, timed(lambda: run(EnergyPointingGame(), 0, 1, 2))))
+
+    b = args.faithfulness_images
+    model = small_cnn()
+    torch.manual_seed(1)
+    images = torch.randn(b, 3, args.size, args.size)
+    cams = torch.from_numpy(np.stack([s[0][::32, ::32] for s in samples[:b]])).float()
+    targets = torch.arange(b) % 10
+    t = timed(
+        lambda: deletion_insertion(
+            model, images, cams, targets, steps=args.steps, batch_size=args.batch_size, logits=True
+        )
+    )
+    rows.append((f"deletion + insertion ({args.steps} steps)", b, t))
+    passes = 2 * b * (min(args.steps, args.size**2) + 1)
+    t = timed(lambda: model_alone(model, passes, args.batch_size, args.size))
+    rows.append((f"  model alone ({passes} forward passes)", b, t))
+    t = timed(
+        lambda: average_drop_increase(
+            model, images, cams, targets, batch_size=args.batch_size, logits=True
+        )
+    )
+    rows.append(("average drop / increase", b, t))
+
+    print(
+        f"{args.size}x{args.size} maps, torch {torch.__version__} on {torch.get_num_threads()} "
+        f"CPU threads"
+    )
+    print(f"{'metric':<40} {'images':>7} {'seconds':>9} {'ms/image':>9}")
+    for name, count, seconds in rows:
+        print(f"{name:<40} {count:>7} {seconds:>9.2f} {1000 * seconds / count:>9.2f}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
