@@ -98,8 +98,8 @@ def resize_bilinear(array: Tensor, shape: tuple[int, int]) -> Tensor:
     extra = (1,) * (x.ndim - 3)
     w0, w1 = w0.view(1, H, 1, *extra), w1.view(1, H, 1, *extra)
     v0, v1 = v0.view(1, 1, W, *extra), v1.view(1, 1, W, *extra)
-    rows = x.index_select(1, i0) * w0 + x.index_select(1, i1) * w1
-    return rows.index_select(2, j0) * v0 + rows.index_select(2, j1) * v1
+    cols = x.index_select(2, j0) * v0 + x.index_select(2, j1) * v1
+    return cols.index_select(1, i0) * w0 + cols.index_select(1, i1) * w1
 
 
 def _pad_reflect(x: Tensor, r: int) -> Tensor:
@@ -214,7 +214,8 @@ def label_components(
 
     ``mask``: ``(B, H, W)`` bool. Pixels are linked to their 4 (or 8, ``connectivity=8``)
     neighbours inside the mask and, when ``values`` (``(B, H, W)``) is given, of equal value.
-    Returns ``(labels, slots)``: ``labels`` ``(B, H, W)`` int64, the same for exactly the pixels
+    Returns ``(labels, slots)``: ``labels`` ``(B, H, W)`` int32 (int64 past 2**31 pixels), the
+    same for exactly the pixels
     of one component (its smallest index in an internal padded layout), and ``slots``, an upper
     bound on labels; pixels outside the mask all get label ``slots - 1``. Use ``labels`` to
     index per-component tables of length ``slots``.
@@ -230,6 +231,8 @@ def label_components(
     Hp, Wp = H + 2, W + 2
     n = B * Hp * Wp
     outside = n  # label of background and padding: larger than every pixel index
+    # int32 labels halve the memory traffic and vectorise min/max (AVX2 has no int64 min).
+    dtype = torch.int32 if n < 2**31 - 1 else torch.int64
     # A one-pixel frame of background around every image keeps neighbours of different rows
     # and images apart in the flat layout.
     framed = torch.zeros((B, Hp, Wp), dtype=torch.bool, device=dev)
@@ -248,9 +251,9 @@ def label_components(
         linked_left &= fvv[:, :, 1:] == fvv[:, :, :-1]
     starts = framed.clone()
     starts[:, :, 1:] &= ~linked_left
-    index = torch.arange(n, device=dev).view(B, Hp, Wp)
+    index = torch.arange(n, dtype=dtype, device=dev).view(B, Hp, Wp)
     runs = torch.where(starts, index, 0).cummax(dim=2).values
-    parent = torch.full((n + 1,), outside, dtype=torch.int64, device=dev)
+    parent = torch.full((n + 1,), outside, dtype=dtype, device=dev)
     parent[:n] = torch.where(framed, runs, outside).view(-1)
 
     # Every real pixel lies in [first, last), so shifting by up to Wp + 1 stays in range.
@@ -264,11 +267,11 @@ def label_components(
             inner_m & fm[first + s : last + s] & (inner_v == fv[first + s : last + s])
             for s in shifts
         ]
-    big = torch.full((), outside, dtype=torch.int64, device=dev)
+    big = torch.full((), outside, dtype=dtype, device=dev)
     # Raises every background pixel's candidate to `outside` (a max is cheaper than a where).
     background_floor = torch.where(fm[first:last], 0, big)
     while True:
-        grand = parent.gather(0, parent)
+        grand = parent.index_select(0, parent)
         smallest = grand[first:last]
         for i, s in enumerate(shifts):
             around = grand[first + s : last + s]
@@ -278,9 +281,9 @@ def label_components(
             smallest = torch.minimum(smallest, around)
         smallest = torch.maximum(smallest, background_floor)
         # Hook each pixel's parent and the pixel itself onto the smallest label around it.
-        grand.scatter_reduce_(0, parent[first:last], smallest, reduce="amin")
+        grand.scatter_reduce_(0, parent[first:last].long(), smallest, reduce="amin")
         grand[first:last] = torch.minimum(grand[first:last], smallest)
-        updated = grand.gather(0, grand)
+        updated = grand.index_select(0, grand)
         if torch.equal(updated, parent):
             break
         parent = updated

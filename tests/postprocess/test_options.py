@@ -1,0 +1,121 @@
+import argparse
+import dataclasses
+
+import pytest
+
+from hrcam.postprocess import RefineOptions, resolve_max_hole_size, resolve_num_points
+from hrcam.postprocess.cli_args import add_refine_arguments, refine_options_from_args
+
+
+def test_defaults_are_the_original_pipelines():
+    o = RefineOptions()
+    assert (o.roi_percentile, o.focal_scope, o.maxima_areas) == (85, "global", "small")
+    assert (o.merge, o.alpha, o.filter, o.keep_percentage, o.threshold) == (
+        "blend",
+        0.5,
+        "percentage",
+        15,
+        0.6,
+    )
+    assert (o.blur_size, o.lower_percentile, o.upper_percentile) == (5, 25, 75)
+
+
+def test_size_dependent_defaults():
+    o = RefineOptions()
+    assert resolve_num_points(o, 224) == 15  # round(sqrt(224)) = round(14.97)
+    assert resolve_num_points(o, 1) == 1
+    assert resolve_num_points(RefineOptions(num_points=3), 224) == 3
+    assert resolve_max_hole_size(o, 224, 224) == 256
+    assert resolve_max_hole_size(o, 448, 224) == 512
+    assert resolve_max_hole_size(o, 512, 512) == 1337  # 256 * 512**2 / 224**2 = 1337.47
+    assert resolve_max_hole_size(RefineOptions(max_hole_size=0), 224, 224) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("focal_scope", "everywhere", "'global', 'local'"),
+        ("maxima_areas", "medium", "'small', 'large'"),
+        ("merge", "add", "'blend', 'multiply'"),
+        ("filter", "top", "'percentage', 'threshold'"),
+        ("roi_percentile", 101, "[0, 100]"),
+        ("roi_percentile", float("nan"), "[0, 100]"),
+        ("alpha", -0.1, "[0, 1]"),
+        ("threshold", 2, "[0, 1]"),
+        ("keep_percentage", -1, "[0, 100]"),
+        ("maxima_threshold", 1.5, "[0, 1]"),
+        ("num_points", 0, ">= 1"),
+        ("num_points", 2.5, ">= 1"),
+        ("max_hole_size", -1, ">= 0"),
+        ("blur_size", 4, "odd"),
+        ("blur_size", 0, ">= 1"),
+        ("upper_percentile", 10, "lower_percentile"),
+    ],
+)
+def test_bad_option_names_option_and_allowed_values(name, value, expected):
+    with pytest.raises(ValueError, match=name) as info:
+        RefineOptions(**{name: value})
+    assert expected in str(info.value)
+
+
+def test_replace_validates_and_rejects_unknown_names():
+    o = RefineOptions().replace(alpha=0.25)
+    assert o.alpha == 0.25
+    with pytest.raises(ValueError, match="alpha"):
+        o.replace(alpha=3)
+    with pytest.raises(ValueError, match="unknown refine option.*'colour'"):
+        o.replace(colour="red")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.alpha = 0.1
+
+
+def test_every_field_has_help_for_the_command_line():
+    for f in dataclasses.fields(RefineOptions):
+        assert f.metadata.get("help"), f.name
+
+
+def test_cli_flags_are_generated_from_the_dataclass():
+    parser = argparse.ArgumentParser()
+    add_refine_arguments(parser)
+    args = parser.parse_args([])
+    assert refine_options_from_args(args) == RefineOptions()
+
+    args = parser.parse_args(
+        "--roi-percentile 90 --focal-scope local --num-points 7 --maxima-threshold 0.3 "
+        "--blur-size 3 --max-hole-size 10 --merge multiply --alpha 0.7 --filter threshold "
+        "--threshold 0.5".split()
+    )
+    o = refine_options_from_args(args)
+    assert o == RefineOptions(
+        roi_percentile=90,
+        focal_scope="local",
+        num_points=7,
+        maxima_threshold=0.3,
+        blur_size=3,
+        max_hole_size=10,
+        merge="multiply",
+        alpha=0.7,
+        filter="threshold",
+        threshold=0.5,
+    )
+    assert isinstance(o.num_points, int) and isinstance(o.roi_percentile, float)
+
+
+def test_cli_rejects_bad_choices_and_values(capsys):
+    parser = argparse.ArgumentParser()
+    add_refine_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--merge", "add"])
+    assert "blend" in capsys.readouterr().err
+    args = parser.parse_args(["--alpha", "3"])
+    with pytest.raises(ValueError, match="alpha"):
+        refine_options_from_args(args)
+
+
+def test_cli_prefix_keeps_flags_apart_from_other_commands():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--alpha", type=float, default=0.4)  # e.g. an overlay's opacity
+    add_refine_arguments(parser, prefix="refine-")
+    args = parser.parse_args(["--alpha", "0.9", "--refine-alpha", "0.2"])
+    assert args.alpha == 0.9
+    assert refine_options_from_args(args, prefix="refine-").alpha == 0.2
