@@ -1,0 +1,83 @@
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from hrcam import viz
+from hrcam.postprocess import refine, refine_batch
+from hrcam.postprocess.synthetic import make_cams
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@pytest.fixture(scope="module")
+def example():
+    low, high, image = make_cams(np.random.default_rng(0), 2, high_shape=(96, 96))
+    return low, high, image
+
+
+def test_plot_pipeline_renders_a_png(tmp_path, example):
+    low, high, image = example
+    steps = refine(low[0], high[0], image[0])
+    path = tmp_path / "figs" / "pipeline.png"
+    fig = viz.plot_pipeline(steps, image[0], path=path, title="example")
+    width, height = _png_size(path)
+    assert (width, height) == (1600, 700)
+    assert path.stat().st_size > 20_000  # ten drawn panels, not an empty canvas
+    assert len(fig.axes) >= 10
+    assert not list(tmp_path.glob("figs/.*.tmp"))  # the atomic write left nothing behind
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path))
+    assert pixels.std() > 10  # something was drawn
+
+
+def test_plot_pipeline_of_a_batch_item_and_without_image(tmp_path, example):
+    low, high, image = example
+    batch = refine_batch(torch.from_numpy(low), torch.from_numpy(high))
+    with pytest.raises(ValueError, match="select"):
+        viz.plot_pipeline(batch, image[1])
+    fig = viz.plot_pipeline(batch.select(1), None)
+    assert fig is not None
+    # Degenerate steps (empty ROI, no seeds) still draw.
+    viz.plot_pipeline(refine(np.zeros((7, 7)), np.zeros((32, 32))), None, path=tmp_path / "z.png")
+    assert _png_size(tmp_path / "z.png") == (1600, 700)
+
+
+def test_colorize_and_overlay():
+    cam = np.array([[0.0, 1.0]])
+    rgb = viz.colorize(cam)
+    assert rgb.shape == (1, 2, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[0, 0], [0, 0, 127])  # jet: dark blue at 0
+    np.testing.assert_array_equal(rgb[0, 1], [127, 0, 0])  # and dark red at 1
+    image = np.full((4, 4, 3), 100, np.uint8)
+    out = viz.overlay_cam(image, np.ones((2, 2)), alpha=0.0)
+    np.testing.assert_array_equal(out, image)
+    out = viz.overlay_cam(image, np.array([[0.0, 1.0], [0.0, 1.0]]), alpha=1.0)
+    assert out.shape == (4, 4, 3)
+    np.testing.assert_array_equal(out[:, 0], np.tile([0, 0, 127], (4, 1)))
+    with pytest.raises(ValueError, match="alpha"):
+        viz.overlay_cam(image, np.ones((2, 2)), alpha=2)
+    with pytest.raises(ValueError, match="colour map"):
+        viz.colorize(cam, cmap="no-such-map")
+
+
+def test_save_png_round_trips(tmp_path):
+    from PIL import Image
+
+    image = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    viz.save_png(image, tmp_path / "a.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), image)
+    viz.save_png(np.array([[0.0, 0.5, 1.0]]), tmp_path / "b.png")  # floats in [0, 1]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")), [[0, 128, 255]])
+    with pytest.raises(ValueError, match="image"):
+        viz.save_png(np.zeros((3, 5, 5)), tmp_path / "c.png")
