@@ -188,6 +188,18 @@ def test_matches_per_threshold_labelling(seed):
     )
 
 
+def test_noisy_maps_are_done_in_threshold_bands_with_the_same_answer(monkeypatch):
+    import hrcam.metrics.localization as loc
+
+    rng = np.random.default_rng(7)
+    cam = rng.random((30, 40))
+    gt = [[3, 4, 20, 25], [10, 0, 39, 9]]
+    whole = max_box_iou_curve(cam, gt)
+    monkeypatch.setattr(loc, "_MAX_RUNS", 500)  # forces tens of bands
+    np.testing.assert_array_equal(max_box_iou_curve(cam, gt), whole)
+    np.testing.assert_allclose(whole, reference_box_iou_curve(cam, np.array(gt), 100))
+
+
 def test_max_box_iou_curve_needs_a_box():
     with pytest.raises(ValueError, match="at least one GT box"):
         max_box_iou_curve(np.ones((3, 3)), np.zeros((0, 4)))
