@@ -1,0 +1,199 @@
+"""Speed of the refinement pipeline (the refined CAM): NumPy reference vs batched PyTorch.
+
+Inputs are realistic synthetic CAM pairs (:func:`hrcam.postprocess.synthetic.make_cams`: a 7x7
+low-res CAM of a few Gaussian blobs, a textured high-res CAM with noise) with a uint8 image, so
+every step runs, the masked image included. Prints two tables:
+
+1. implementation, size, batch, median ms per image, images per second. The NumPy path is
+   timed image by image (the median of the per-image times); the PyTorch path batch by batch
+   (the median batch time divided by the batch size). ``numpy, CAMs only`` leaves out the
+   image (step 10).
+2. the NumPy path's median time per step at the first size, so the region-growing cost shows.
+
+Threads: the NumPy path is single-threaded (NumPy's element-wise ops and SciPy's labelling
+run on one core). The PyTorch CPU path runs once per ``--threads`` value (default: 1 and every
+core this process may use), set with ``torch.set_num_threads``; on a small machine that other
+processes share, one thread is often faster, because intra-op threads wait for each other
+whenever another process holds a core. The load average is printed before and after, since
+other processes skew CPU timings; compare rows of one run.
+
+Usage::
+
+    python benchmarks/bench_refine.py                       # 224: 500 images; 512, 1024 fewer
+    python benchmarks/bench_refine.py --sizes 224 --images 1000 --batch 64 --threads 2
+    python benchmarks/bench_refine.py --device cuda --batch 256 --skip-numpy
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from hrcam.postprocess import RefineOptions, reference, refine, refine_batch
+from hrcam.postprocess.options import resolve_max_hole_size, resolve_num_points
+from hrcam.postprocess.synthetic import make_cams
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 512, 1024])
+    p.add_argument(
+        "--images",
+        type=int,
+        default=500,
+        help="images at 224x224; larger sizes use fewer, in proportion to the area (min 8)",
+    )
+    p.add_argument("--batch", type=int, default=64, help="PyTorch batch size on the CPU")
+    p.add_argument("--cuda-batch", type=int, default=256, help="PyTorch batch size on a GPU")
+    cores = len(os.sched_getaffinity(0))
+    p.add_argument("--threads", type=int, nargs="+", default=sorted({1, cores}))
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--skip-numpy", action="store_true")
+    p.add_argument("--skip-torch-cpu", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def images_for(size: int, base: int) -> int:
+    return max(8, round(base * (224 * 224) / (size * size)))
+
+
+def time_numpy(low, high, images) -> list[float]:
+    """Seconds per image for :func:`refine`, one image at a time."""
+    refine(low[0], high[0], None if images is None else images[0])  # warm the caches
+    times = []
+    for i in range(len(low)):
+        image = None if images is None else images[i]
+        start = time.perf_counter()
+        refine(low[i], high[i], image)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_torch(low, high, images, batch: int, device: torch.device) -> list[float]:
+    """Seconds per batch for :func:`refine_batch` (inputs already on ``device``)."""
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    refine_batch(low[:batch], high[:batch], images[:batch])  # warm-up
+    sync()
+    times = []
+    for i in range(0, len(low) - batch + 1, batch):
+        sync()
+        start = time.perf_counter()
+        refine_batch(low[i : i + batch], high[i : i + batch], images[i : i + batch])
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def time_numpy_steps(low, high, images, options: RefineOptions) -> dict[str, float]:
+    """Median seconds of each step of the NumPy pipeline over the given images."""
+    R = reference
+    H, W = high.shape[1:]
+    k, hole = resolve_num_points(options, H), resolve_max_hole_size(options, H, W)
+    steps = {}
+
+    def timed(name, fn, *args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        steps.setdefault(name, []).append(time.perf_counter() - start)
+        return out
+
+    for i in range(len(low)):
+        low_n = timed("normalise low-res CAM", R.normalize_map, low[i])
+        blurred = timed("1 blur (normalise + 5x5 box)", R.blur_cam, high[i])
+        edges = timed("2 Sobel edges", R.sobel_edges, blurred)
+        low_resized = timed("3 upsample low-res CAM", R.resize_bilinear, low_n, (H, W))
+        roi = timed("4 ROI (85th percentile)", R.find_roi, low_resized)
+        seeds = timed(
+            "5 focal points (global top-k)",
+            R.find_focal_points,
+            low_n,
+            (H, W),
+            num_points=k,
+            low_resized=low_resized,
+            _roi=roi,
+        )
+        bounds = timed("6 bounds (percentiles in ROI)", R.threshold_bounds, edges, roi)
+        lower, upper = bounds
+        segmented = timed("7 region growing", R.grow_region, edges, seeds, lower=lower, upper=upper)
+        strong = timed("8a strong edges in ROI", R.find_strong_edges, edges, roi, upper=upper)
+        full = timed("8b fill holes", R.fill_holes, segmented | strong, max_size=hole)
+        merged = timed("9 merge (blend)", R.merge_maps, full, low_resized)
+        timed("10 mask image (keep 15 %)", R.mask_image, images[i], merged)
+    return {name: float(np.median(t)) for name, t in steps.items()}
+
+
+def row(name: str, size: int, batch: int, per_image_s: float) -> str:
+    return (
+        f"| {name:<22} | {size:>4}x{size:<4} | {batch:>5} | {per_image_s * 1e3:>9.3f} "
+        f"| {1 / per_image_s:>9.0f} |"
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no GPU is visible to PyTorch")
+    print(
+        f"# refine benchmark: {platform.processor() or platform.machine()}, "
+        f"{len(os.sched_getaffinity(0))} cores, torch {torch.__version__}"
+        + (f", GPU {torch.cuda.get_device_name()}" if use_cuda else ", no GPU")
+    )
+    print(f"# load average before: {os.getloadavg()[0]:.2f}")
+    rng = np.random.default_rng(args.seed)
+    lines = []
+    step_table = None
+    for size in args.sizes:
+        n = images_for(size, args.images)
+        low, high, images = make_cams(rng, n, high_shape=(size, size))
+        if not args.skip_numpy:
+            lines.append(row("numpy", size, 1, float(np.median(time_numpy(low, high, images)))))
+            lines.append(
+                row("numpy, CAMs only", size, 1, float(np.median(time_numpy(low, high, None))))
+            )
+            if step_table is None:
+                step_table = (size, n, time_numpy_steps(low, high, images, RefineOptions()))
+        tl, th, ti = (torch.from_numpy(a) for a in (low, high, images))
+        if not args.skip_torch_cpu:
+            batch = min(args.batch, n)
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                times = time_torch(tl, th, ti, batch, torch.device("cpu"))
+                name = f"torch cpu, {threads} thread" + ("s" if threads > 1 else "")
+                lines.append(row(name, size, batch, float(np.median(times)) / batch))
+        if use_cuda:
+            dev = torch.device("cuda")
+            batch = min(args.cuda_batch, max(1, n))
+            reps = max(1, (4 * batch + n - 1) // n)  # at least 4 timed batches
+            tl, th, ti = (torch.cat([t] * reps).to(dev) for t in (tl, th, ti))
+            times = time_torch(tl, th, ti, batch, dev)
+            lines.append(row("torch cuda", size, batch, float(np.median(times)) / batch))
+        del low, high, images
+
+    print()
+    print(f"| {'implementation':<22} | {'size':^9} | batch | ms/image  | images/s  |")
+    print(f"|{'-' * 24}|{'-' * 11}|{'-' * 7}|{'-' * 11}|{'-' * 11}|")
+    print("\n".join(lines))
+    if step_table is not None:
+        size, n, steps = step_table
+        print()
+        print(f"NumPy path, median per step at {size}x{size} over {n} images:")
+        print(f"| {'step':<32} | ms     |")
+        print(f"|{'-' * 34}|{'-' * 8}|")
+        for name, seconds in steps.items():
+            print(f"| {name:<32} | {seconds * 1e3:6.3f} |")
+        print(f"| {'sum of the steps':<32} | {sum(steps.values()) * 1e3:6.3f} |")
+    print(f"\n# load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
