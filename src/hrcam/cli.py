@@ -17,6 +17,7 @@ from . import __version__
 
 # Command modules, in the order ``hrcam --help`` lists them.
 _COMMANDS: list[str] = [
+    ".commands.explain",
     ".commands.train",
     ".commands.data",
 ]

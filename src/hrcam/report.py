@@ -1,0 +1,135 @@
+"""The HTML report of an ``hrcam explain`` run: one self-contained page, opened from the file system.
+
+The page links the run's PNGs by relative paths and needs no server, script or network: open
+``index.html`` in any browser, or copy the whole output folder elsewhere.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .utils import atomic_write
+
+__all__ = ["write_report"]
+
+_CSS = """
+:root { --fg:#1d232b; --muted:#5b6675; --line:#d9dee5; --bar:#3b7ddd; --bad:#b3261e; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
+       margin: 0 auto; max-width: 1500px; padding: 24px; background: #f7f8fa; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+.meta { color: var(--muted); margin-bottom: 16px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 14px 16px;
+        margin: 0 0 16px; }
+.card h2 { font-size: 15px; margin: 0 0 10px; word-break: break-all; }
+.row { display: grid; grid-template-columns: 260px repeat(5, minmax(0, 1fr)); gap: 12px; align-items: start; }
+figure { margin: 0; }
+figure img { width: 100%; height: auto; display: block; border-radius: 4px; background: #eee;
+             image-rendering: auto; }
+figcaption { color: var(--muted); font-size: 12px; margin-top: 3px; text-align: center; }
+table.top5 { width: 100%; border-collapse: collapse; }
+table.top5 td { padding: 2px 4px; vertical-align: middle; }
+table.top5 td.p { width: 64px; text-align: right; font-variant-numeric: tabular-nums; }
+.bar { height: 8px; background: var(--bar); border-radius: 4px; min-width: 1px; }
+tr.target td { font-weight: 600; }
+.links a { margin-right: 10px; font-size: 12px; }
+.failed { border-color: var(--bad); }
+.failed li { color: var(--bad); word-break: break-all; }
+.legend { display: flex; align-items: center; gap: 8px; color: var(--muted); font-size: 12px; }
+.legend .scale { width: 160px; height: 10px; border-radius: 3px;
+  background: linear-gradient(90deg, #00007f, #0000ff, #007fff, #00ffff, #7fff7f, #ffff00, #ff7f00, #ff0000, #7f0000); }
+@media (max-width: 1000px) { .row { grid-template-columns: 1fr 1fr; } }
+"""
+
+
+def _href(path: str) -> str:
+    return quote(path.replace(os.sep, "/"))
+
+
+def _figure(files: dict[str, str], key: str, caption: str) -> str:
+    if key not in files:
+        return f"<figure><figcaption>{html.escape(caption)}: not produced</figcaption></figure>"
+    src = _href(files[key])
+    return (f'<figure><a href="{src}"><img loading="lazy" src="{src}" alt="{html.escape(caption)}"></a>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _card(result: dict[str, Any]) -> str:
+    files = result.get("files", {})
+    target = result.get("target") or {}
+    rows = []
+    for entry in result.get("top5", []):
+        p = float(entry["probability"])
+        cls = ' class="target"' if entry["index"] == target.get("index") else ""
+        rows.append(
+            f"<tr{cls}><td>{html.escape(str(entry['name']))}</td>"
+            f'<td style="width:40%"><div class="bar" style="width:{p * 100:.1f}%"></div></td>'
+            f'<td class="p">{p:.1%}</td></tr>'
+        )
+    if target and target.get("index") not in [e["index"] for e in result.get("top5", [])]:
+        rows.append(f'<tr class="target"><td>{html.escape(str(target["name"]))} (target)</td><td></td>'
+                    f'<td class="p">{float(target["probability"]):.1%}</td></tr>')
+    links = "".join(
+        f'<a href="{_href(files[k])}">{label}</a>'
+        for k, label in (("pipeline", "pipeline figure"), ("maps", "raw maps (.npz)"))
+        if k in files
+    )
+    size = result.get("size")
+    size_text = f" · {size[0]}×{size[1]} px" if size else ""
+    cam_of = f"CAMs of “{html.escape(str(target.get('name', '')))}”" if target else ""
+    return f"""
+<section class="card" id="{html.escape(result['name'])}">
+  <h2>{html.escape(result['source'])}<span class="meta">{size_text}</span></h2>
+  <div class="row">
+    <div><table class="top5">{''.join(rows)}</table><p class="meta">{cam_of}</p><div class="links">{links}</div></div>
+    {_figure(files, 'image', 'image')}
+    {_figure(files, 'overlay_low', 'low-res CAM')}
+    {_figure(files, 'overlay_high', 'high-res CAM')}
+    {_figure(files, 'overlay_refined', 'refined CAM')}
+    {_figure(files, 'masked', 'masked image')}
+  </div>
+</section>"""
+
+
+def write_report(summary: dict[str, Any], path: str | os.PathLike, *, complete: bool = True) -> Path:
+    """Write the run's ``index.html`` (atomically) from its summary dict."""
+    path = Path(path)
+    results = summary.get("results", [])
+    ok = [r for r in results if r.get("ok")]
+    failed = [r for r in results if not r.get("ok")]
+    status = "" if complete else " · <strong>in progress</strong> (this page is rewritten as images finish)"
+    fail_block = ""
+    if failed:
+        items = "".join(f"<li>{html.escape(str(r.get('error')))}</li>" for r in failed)
+        fail_block = f'<section class="card failed"><h2>{len(failed)} file(s) could not be explained</h2><ul>{items}</ul></section>'
+    options = summary.get("options", {})
+    refine_opts = options.get("refine", {})
+    option_text = ", ".join(f"{k}={v}" for k, v in refine_opts.items())
+    target = options.get("target")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>hrcam report — {len(ok)} image(s)</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>High-resolution class activation maps</h1>
+<div class="meta">model <code>{html.escape(str(summary.get('model', '')))}</code> ·
+{len(ok)} explained, {len(failed)} failed · {float(summary.get('seconds', 0)):.1f} s{status}<br>
+target: {html.escape('predicted class' if target is None else str(target))} ·
+refinement: <code>{html.escape(option_text)}</code></div>
+<div class="legend">low <span class="scale"></span> high activation (each map scaled to its own range)</div>
+<br>
+{fail_block}
+{''.join(_card(r) for r in ok)}
+<p class="meta">Made by hrcam: low-res CAM = Σ<sub>k</sub> w<sub>ck</sub>A<sub>k</sub> of the classifier;
+high-res CAM = the same weights over the expansion network's full-resolution maps; refined CAM = the
+postprocessing pipeline of Tagaris et al. (ICIP 2019) joining both.</p>
+</body></html>
+"""
+    with atomic_write(path, "w") as f:
+        f.write(page)
+    return path
