@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import time
@@ -34,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from hrcam.postprocess import RefineOptions, reference, refine, refine_batch
+from hrcam.postprocess import RefineOptions, batched, reference, refine, refine_batch
 from hrcam.postprocess.options import resolve_max_hole_size, resolve_num_points
 from hrcam.postprocess.synthetic import make_cams
 
@@ -132,6 +133,49 @@ def time_numpy_steps(low, high, images, options: RefineOptions) -> dict[str, flo
     return {name: float(np.median(t)) for name, t in steps.items()}
 
 
+def grow_by_dilation(in_range: torch.Tensor, seeds: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Region growing the obvious way: dilate the seeds by one pixel per pass (the baseline)."""
+    grown = seeds & in_range
+    passes = 0
+    while True:
+        passes += 1
+        step = grown.clone()
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        step[:, :, 1:] |= grown[:, :, :-1]
+        step[:, :, :-1] |= grown[:, :, 1:]
+        step &= in_range
+        if torch.equal(step, grown):
+            return grown, passes
+        grown = step
+
+
+def time_region_growing(low, high, device: torch.device) -> tuple[float, int, float, int]:
+    """(s/image, passes) of the batched pointer-jumping growing and of dilation, same inputs."""
+    steps = refine_batch(low.to(device), high.to(device))
+    lower, upper = steps.bounds[:, 0], steps.bounds[:, 1]
+    in_range = (steps.edges >= lower[:, None, None]) & (steps.edges <= upper[:, None, None])
+    results = []
+    for method in ("jump", "dilate"):
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            if method == "jump":
+                grown = batched.grow_region(
+                    steps.edges, steps.focal_points, lower=lower, upper=upper
+                )
+            else:
+                grown, passes = grow_by_dilation(in_range, steps.focal_points)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - start)
+        assert torch.equal(grown, steps.segmented)
+        if method == "jump":
+            passes = batched._label_components(in_range, values=None, connectivity=4)[2]
+        results += [best / len(low), passes]
+    return tuple(results)
+
+
 def row(name: str, size: int, batch: int, per_image_s: float) -> str:
     return (
         f"| {name:<22} | {size:>4}x{size:<4} | {batch:>5} | {per_image_s * 1e3:>9.3f} "
@@ -151,6 +195,7 @@ def main(args: argparse.Namespace) -> None:
     print(f"# load average before: {os.getloadavg()[0]:.2f}")
     rng = np.random.default_rng(args.seed)
     lines = []
+    growing = []
     step_table = None
     for size in args.sizes:
         n = images_for(size, args.images)
@@ -170,6 +215,13 @@ def main(args: argparse.Namespace) -> None:
                 times = time_torch(tl, th, ti, batch, torch.device("cpu"))
                 name = f"torch cpu, {threads} thread" + ("s" if threads > 1 else "")
                 lines.append(row(name, size, batch, float(np.median(times)) / batch))
+        growing_device = torch.device("cuda" if use_cuda else "cpu")
+        torch.set_num_threads(max(args.threads))
+        m = min(16, n)
+        jump_s, jump_passes, dilate_s, dilate_passes = time_region_growing(
+            tl[:m], th[:m], growing_device
+        )
+        growing.append((size, m, growing_device.type, jump_s, jump_passes, dilate_s, dilate_passes))
         if use_cuda:
             dev = torch.device("cuda")
             batch = min(args.cuda_batch, max(1, n))
@@ -192,6 +244,17 @@ def main(args: argparse.Namespace) -> None:
         for name, seconds in steps.items():
             print(f"| {name:<32} | {seconds * 1e3:6.3f} |")
         print(f"| {'sum of the steps':<32} | {sum(steps.values()) * 1e3:6.3f} |")
+    if growing:
+        print()
+        print("Region growing alone (step 7), batched: pointer jumping vs one dilation per pass")
+        print("(the grown regions are identical; passes = the batch's pass count):")
+        print("| size      | batch | device | jumping ms/img | passes | dilation ms/img | passes |")
+        print("|-----------|-------|--------|----------------|--------|-----------------|--------|")
+        for size, m, dev, js, jp, ds, dp in growing:
+            print(
+                f"| {size:>4}x{size:<4} | {m:>5} | {dev:<6} | {js * 1e3:>14.3f} | {jp:>6} "
+                f"| {ds * 1e3:>15.3f} | {dp:>6} |"
+            )
     print(f"\n# load average after: {os.getloadavg()[0]:.2f}")
 
 

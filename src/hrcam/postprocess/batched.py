@@ -214,16 +214,23 @@ def label_components(
 
     ``mask``: ``(B, H, W)`` bool. Pixels are linked to their 4 (or 8, ``connectivity=8``)
     neighbours inside the mask and, when ``values`` (``(B, H, W)``) is given, of equal value.
-    Returns ``(labels, slots)``: ``labels`` ``(B, H, W)`` int32 (int64 past 2**31 pixels), the
-    same for exactly the pixels
-    of one component (its smallest index in an internal padded layout), and ``slots``, an upper
-    bound on labels; pixels outside the mask all get label ``slots - 1``. Use ``labels`` to
-    index per-component tables of length ``slots``.
+    Returns ``(labels, slots)``: ``labels`` ``(B, H, W)`` int32 (int64 past 2**31 pixels),
+    equal for exactly the pixels of one component (its smallest index in an internal padded
+    layout), and ``slots``, an upper bound on labels; pixels outside the mask all get label
+    ``slots - 1``. Use ``labels`` to index per-component tables of length ``slots``.
 
     Each pass hooks every tree onto the smallest grandparent label found around its pixels,
     then jumps pointers once; it stops when a pass changes nothing, which happens only when
     labels are equal across every link (so the result is exact, whatever the pass count).
     """
+    labels, slots, _ = _label_components(mask, values=values, connectivity=connectivity)
+    return labels, slots
+
+
+def _label_components(
+    mask: Tensor, *, values: Tensor | None, connectivity: int
+) -> tuple[Tensor, int, int]:
+    """:func:`label_components`, plus the number of passes it took (for the benchmark)."""
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     B, H, W = mask.shape
@@ -270,7 +277,9 @@ def label_components(
     big = torch.full((), outside, dtype=dtype, device=dev)
     # Raises every background pixel's candidate to `outside` (a max is cheaper than a where).
     background_floor = torch.where(fm[first:last], 0, big)
+    passes = 0
     while True:
+        passes += 1
         grand = parent.index_select(0, parent)
         smallest = grand[first:last]
         for i, s in enumerate(shifts):
@@ -288,7 +297,7 @@ def label_components(
             break
         parent = updated
     labels = parent[:n].view(B, Hp, Wp)[:, 1:-1, 1:-1]
-    return labels, n + 1
+    return labels, n + 1, passes
 
 
 def find_local_maxima(low_res_cam: Tensor) -> Tensor:

@@ -258,6 +258,8 @@ def find_focal_points(
       maximum, so the strongest is always kept), mapped to ``(H, W)``: with
       ``maxima_areas='large'`` the whole cell of each maximum (nearest-neighbour upsampling),
       with ``'small'`` the one pixel at its centre.
+
+    ``_roi`` is :func:`refine`'s shortcut (its ROI holds the k highest pixels); leave it out.
     """
     H, W = shape
     low = normalize_map(low_res_cam)
