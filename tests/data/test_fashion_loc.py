@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hrcam.data.fashion_loc import (
     CLASS_FOLDERS,
     DEFAULT_SOURCE,
     FASHION_MNIST_CLASSES,
+    _encode_png,
     item_mask,
     load_fashion_mnist,
     make_fashion_loc,
@@ -278,3 +280,16 @@ def test_cli(source, tmp_path, capsys):
     assert json.loads((out / "meta.json").read_text())["item_size"] == [28, 30]
     assert cli(args) == 2  # exists
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_png_encoder_round_trips_through_pillow():
+    rng = np.random.default_rng(0)
+    for array in (
+        rng.integers(0, 256, (5, 7, 3), dtype=np.uint8),
+        rng.integers(1, 4, (9, 3), dtype=np.uint8),
+    ):
+        image = Image.open(io.BytesIO(_encode_png(array)))
+        assert image.mode == ("RGB" if array.ndim == 3 else "L")
+        np.testing.assert_array_equal(np.asarray(image), array)
+    with pytest.raises(ValueError, match="uint8"):
+        _encode_png(np.zeros((2, 2), np.float32))

@@ -36,10 +36,11 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import io
 import os
 import shutil
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -86,7 +87,6 @@ _IDX_MAGIC = {"images": 2051, "labels": 2049}
 _BACKGROUND_MAX = 48.0  # smooth background noise stays well below most garment intensities
 _TINT_STRENGTH = 0.35  # each channel multiplied by a value in [1 - strength, 1]
 _MIN_MASK_PIXELS = 16
-_MIN_FRAGMENT_COVER = 0.2
 _PLACEMENT_TRIES = 20
 
 
@@ -268,15 +268,28 @@ def _render_chunk(
     near = _dilate_frames(masks, gap)
     ring = _dilate_frames(masks, opt.ignore_width)
 
+    n_frag = b_count * opt.clutter
+    patches, footprints, sides = _cut_fragments(images, by_class, label, n_frag, rng_clutter, opt)
+    fragment_tints = _tints(rng_clutter, n_frag)
+    high = (c - sides + 1)[:, None, None]
+    tries = rng_clutter.integers(0, high, size=(n_frag, _PLACEMENT_TRIES, 2)).tolist()
+
     trimaps = np.full((b_count, c, c), 2, dtype=np.uint8)
     records = []
     for b in range(b_count):
         top, left = int(ys[b]) - gap, int(xs[b]) - gap
         forbidden = _place((c, c), near[b], top, left)
-        placed = sum(
-            _paste_fragment(rgb[b], forbidden, rng_clutter, images, by_class, label, opt)
-            for _ in range(opt.clutter)
-        )
+        placed = 0
+        for f in range(b * opt.clutter, (b + 1) * opt.clutter):
+            p = int(sides[f])
+            placed += _paste_fragment(
+                rgb[b],
+                forbidden,
+                patches[f, :p, :p],
+                footprints[f, :p, :p],
+                fragment_tints[f],
+                tries[f],
+            )
         # The item lies inside the canvas, so placing clips only empty margin.
         mask = _place((c, c), masks[b], top, left)
         if not mask.any():  # items were pre-filtered for enough bright pixels
@@ -302,41 +315,70 @@ def _render_chunk(
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), trimaps, records
 
 
-def _paste_fragment(
-    rgb: np.ndarray,
-    forbidden: np.ndarray,
-    rng: np.random.Generator,
+def _cut_fragments(
     images: np.ndarray,
     by_class: list[np.ndarray],
     label: int,
+    n: int,
+    rng: np.random.Generator,
     opt: _Options,
-) -> int:
-    """Paste a crop of an item of another class where it misses ``forbidden``; 1 if placed.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut ``n`` clutter fragments from random items of classes other than ``label``.
 
-    The crop is centred on a random bright pixel of the source item (so it shows part of the
-    item, not its black margin) and resampled at a random item scale.
+    Each fragment is a ``p``×``p`` crop (``p`` drawn from ``clutter_size``, at most the item
+    size) of an item shown at a random item size, centred on a random bright pixel so that it
+    holds part of the item rather than its black margin. Sampling is bilinear, in one batch.
+
+    Returns ``(patches (n, P, P) float32, footprints (n, P, P) bool, sides (n,) int)`` with
+    ``P = clutter_size[1]``; only the top-left ``p``×``p`` of each is used.
     """
-    other = int(rng.integers(0, 9))
+    side_max = opt.clutter_size[1]
+    if n == 0:
+        empty = np.zeros((0, side_max, side_max), dtype=np.float32)
+        return empty, empty.astype(bool), np.zeros(0, dtype=np.int64)
+    other = rng.integers(0, 9, size=n)
     other += other >= label
-    pool = by_class[other]
-    source = images[pool[int(rng.integers(0, len(pool)))]]
-    size = int(rng.integers(opt.item_size[0], opt.item_size[1] + 1))
-    p = min(int(rng.integers(opt.clutter_size[0], opt.clutter_size[1] + 1)), size)
-    bright = np.flatnonzero(source >= opt.mask_threshold)
-    cy, cx = divmod(int(bright[int(rng.integers(0, len(bright)))]), source.shape[1])
-    extent = p * source.shape[0] / size  # the crop's side in source pixels
-    y0 = min(max(cy + 0.5 - extent / 2, 0.0), source.shape[0] - extent)
-    x0 = min(max(cx + 0.5 - extent / 2, 0.0), source.shape[1] - extent)
-    patch = np.asarray(
-        Image.fromarray(source).resize(
-            (p, p), Image.Resampling.BILINEAR, box=(x0, y0, x0 + extent, y0 + extent)
-        )
-    )
-    footprint = patch >= opt.mask_threshold
-    tint = 1.0 - rng.uniform(0.0, _TINT_STRENGTH, size=3)
-    tries = rng.integers(0, rgb.shape[0] - p + 1, size=(_PLACEMENT_TRIES, 2)).tolist()
-    if not footprint.any():
-        return 0
+    picks = rng.random(n)
+    sources = images[
+        [by_class[o][int(u * len(by_class[o]))] for o, u in zip(other, picks, strict=True)]
+    ]
+    sources = sources.astype(np.float32).reshape(n, 28, 28)
+    sizes = rng.integers(opt.item_size[0], opt.item_size[1] + 1, size=n)
+    sides = np.minimum(rng.integers(opt.clutter_size[0], side_max + 1, size=n), sizes)
+    # A uniformly random bright pixel: the arg-max of random scores on bright pixels only.
+    scores = rng.random((n, 28 * 28)) * (sources.reshape(n, -1) >= opt.mask_threshold)
+    cy, cx = np.divmod(scores.argmax(axis=1), 28)
+    extent = sides * 28 / sizes  # the crop's side in source pixels
+    y0 = np.clip(cy + 0.5 - extent / 2, 0.0, 28 - extent)
+    x0 = np.clip(cx + 0.5 - extent / 2, 0.0, 28 - extent)
+    # Source coordinates of the output pixel centres, then bilinear weights clamped at the edge.
+    steps = (np.arange(side_max) + 0.5)[None, :] * (extent / sides)[:, None] - 0.5
+    ys, xs = np.clip(y0[:, None] + steps, 0, 27), np.clip(x0[:, None] + steps, 0, 27)
+    y_lo, x_lo = np.minimum(ys.astype(int), 26), np.minimum(xs.astype(int), 26)
+    wy, wx = (ys - y_lo)[:, :, None], (xs - x_lo)[:, None, :]
+    k = np.arange(n)[:, None, None]
+    yl, xl = y_lo[:, :, None], x_lo[:, None, :]
+    patches = (
+        sources[k, yl, xl] * (1 - wy) * (1 - wx)
+        + sources[k, yl, xl + 1] * (1 - wy) * wx
+        + sources[k, yl + 1, xl] * wy * (1 - wx)
+        + sources[k, yl + 1, xl + 1] * wy * wx
+    ).astype(np.float32)
+    inside = np.arange(side_max)[None, :] < sides[:, None]
+    footprints = (patches >= opt.mask_threshold) & inside[:, :, None] & inside[:, None, :]
+    return patches, footprints, sides
+
+
+def _paste_fragment(
+    rgb: np.ndarray,
+    forbidden: np.ndarray,
+    patch: np.ndarray,
+    footprint: np.ndarray,
+    tint: np.ndarray,
+    tries: list[list[int]],
+) -> int:
+    """Paste a fragment at the first of ``tries`` where it misses ``forbidden``; 1 if placed."""
+    p = footprint.shape[0]
     for py, px in tries:
         if not (forbidden[py : py + p, px : px + p] & footprint).any():
             region = rgb[py : py + p, px : px + p]
@@ -564,10 +606,39 @@ def _write_chunk(state: dict, task: tuple) -> list[dict]:
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    # Encoding in memory and writing once is faster than PIL's many small writes to a file.
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(_encode_png(array))
+
+
+def _encode_png(array: np.ndarray, *, level: int = 1) -> bytes:
+    """Encode a uint8 ``(H, W)`` gray or ``(H, W, 3)`` RGB array as PNG bytes.
+
+    Scanlines go unfiltered into one zlib stream. On these small canvases that is about twice
+    as fast as Pillow's adaptive filtering at the same compression level, with files no larger
+    (the benchmark's generation time is dominated by PNG encoding). Pillow reads the result.
+    """
+    if array.dtype != np.uint8 or not (
+        array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)
+    ):
+        raise ValueError(
+            f"expected a uint8 (H, W) or (H, W, 3) array, got {array.dtype} {array.shape}"
+        )
+    h, w = array.shape[:2]
+    rows = np.zeros((h, 1 + array[0].size), dtype=np.uint8)  # first byte of a row: filter 0
+    rows[:, 1:] = array.reshape(h, -1)
+    colour_type = 0 if array.ndim == 2 else 2
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), level))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
