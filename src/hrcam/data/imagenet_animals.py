@@ -21,6 +21,7 @@ The 398 wnids and names ship as ``hrcam/resources/imagenet_animal_wnids.txt`` (l
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import os
 import re
@@ -341,7 +342,7 @@ def _make_link(src: Path, dst: Path, mode: str) -> None:
         else:
             shutil.copy2(src, tmp)
     except OSError as err:
-        if mode == "hardlink" and err.errno == 18:  # EXDEV
+        if mode == "hardlink" and err.errno == errno.EXDEV:
             raise OSError(
                 f"cannot hard-link {src} into {dst.parent}: different file systems; "
                 "use --link symlink or --link copy"
