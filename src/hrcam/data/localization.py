@@ -27,21 +27,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from ..io import IMAGE_EXTENSIONS
+
 __all__ = ["LocalizationDataset", "LocalizationSample", "boxes_from_mask"]
 
-# The suffixes hrcam's image loader reads; kept here so this reader does not need torch.
-_IMAGE_SUFFIXES = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".ppm",
-    ".pgm",
-)
 TRIMAP_OBJECT, TRIMAP_BACKGROUND, TRIMAP_IGNORE = 1, 2, 3
 
 
@@ -153,7 +142,7 @@ class LocalizationDataset:
 
         images = _list_images(self.image_dir)
         if not images:
-            raise ValueError(f"{self.image_dir}: no image files ({', '.join(_IMAGE_SUFFIXES)})")
+            raise ValueError(f"{self.image_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
         self._trimaps = (
             _index_by_stem(_list_pngs(self.trimap_dir), "trimap") if self.trimap_dir else {}
         )
@@ -244,7 +233,7 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
     )
 
 
