@@ -68,3 +68,40 @@ def test_bad_configuration(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ExpansionNetwork(args.pop("num_features"), args.pop("feature_stride"), args.pop("skip_info"), **args)
+
+
+def test_guided_upsampling_is_linear_and_convex(tiny_model):
+    torch.manual_seed(0)
+    expansion, backbone = tiny_model.expansion, tiny_model.backbone
+    torch.nn.init.normal_(expansion.guidance_head.weight, std=0.5)  # as if trained
+    x = torch.randn(2, 3, 37, 45)
+    with torch.no_grad():
+        features, skips = backbone.forward_features(x, return_skips=True)
+        decoded = expansion.decode(features, skips, x.shape[-2:])
+        weights = expansion.guidance_weights(decoded, features.shape[-2:])
+        assert weights.shape == (2, 9, 37, 45)
+        torch.testing.assert_close(weights.sum(1), torch.ones(2, 37, 45))
+        # Upsampling the K maps then weighting by the FC row == upsampling the CAM.
+        up = expansion.guided_upsample(decoded, features)
+        targets = torch.tensor([0, 2])
+        cam_first = expansion.guided_upsample(decoded, backbone.cam(features, targets)[:, None])[:, 0]
+        torch.testing.assert_close(torch.einsum("bk,bkhw->bhw", backbone.fc.weight[targets], up), cam_first,
+                                   rtol=1e-5, atol=1e-5)
+        # Convex: a constant map stays constant, values stay inside the neighbours' range.
+        const = expansion.guided_upsample(decoded, torch.full((2, 1, *features.shape[-2:]), 3.0))
+        torch.testing.assert_close(const, torch.full_like(const, 3.0))
+        cam = backbone.cam(features, targets)
+        assert cam_first.max() <= cam.max() + 1e-5 and cam_first.min() >= cam.min() - 1e-5
+
+
+def test_untrained_guidance_is_a_smooth_interpolation(tiny_model):
+    expansion, backbone = tiny_model.expansion, tiny_model.backbone
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        features, skips = backbone.forward_features(x, return_skips=True)
+        decoded = expansion.decode(features, skips, (32, 32))
+        ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+        up = expansion.guided_upsample(decoded, ramp)[0, 0]
+    # A horizontal ramp stays a non-decreasing ramp along each row, constant down each column.
+    assert (up[:, 1:] >= up[:, :-1] - 1e-6).all()
+    torch.testing.assert_close(up, up[:1].expand_as(up))

@@ -81,3 +81,21 @@ def test_full_model_predictions_equal_half_model(tiny_model, tiny_backbone):
     with torch.no_grad():
         assert torch.equal(tiny_model(x), tiny_backbone(x))
     assert np.isfinite(tiny_model.high_res_cam(x).numpy()).all()
+
+
+def test_high_res_modes(tiny_model):
+    x = torch.randn(2, 3, 32, 32)
+    assert tiny_model.high_res_mode == "paper"  # untrained (zero) guidance head: the paper's maps
+    paper = tiny_model.high_res_cam(x)
+    torch.nn.init.normal_(tiny_model.expansion.guidance_head.weight, std=0.5)
+    tiny_model.high_res_mode = "auto"
+    assert tiny_model.high_res_mode == "guided"
+    high, low, _ = tiny_model.generate_cams(x)
+    assert not torch.allclose(high, paper)
+    # The guided CAM mixes the low-res CAM's values: it stays within their range per image.
+    assert (high.amax((1, 2)) <= low.amax((1, 2)) + 1e-5).all()
+    with pytest.raises(ValueError, match="'auto', 'paper' or 'guided'"):
+        tiny_model.high_res_mode = "fancy"
+    no_head = HRCAM(tiny_model.backbone, None)
+    with pytest.raises(ValueError, match="guidance head"):
+        no_head.high_res_mode = "guided"

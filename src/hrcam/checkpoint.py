@@ -219,7 +219,8 @@ def _load_exported(path: Path) -> HRCAM:
     return HRCAM(backbone, expansion).eval()
 
 
-def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device | None = None) -> HRCAM:
+def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device | None = None,
+               high_res: str = "auto") -> HRCAM:
     """Load an :class:`HRCAM` by name or from a file.
 
     - ``"default"`` or ``"efficientnet_lite0"``: EfficientNet-Lite0 with ImageNet weights and the
@@ -228,6 +229,9 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
       shipped expansion network if hrcam has one for it (else low-res CAMs only, with a warning);
     - a ``.pt`` checkpoint from ``hrcam train-classifier`` / ``hrcam train-expansion``;
     - an exported ``.safetensors`` model (with its ``.json`` beside it).
+
+    ``high_res`` picks how high-resolution CAMs are made (see :class:`HRCAM`): ``"paper"``,
+    ``"guided"`` or ``"auto"``.
     """
     name = str(name_or_path)
     if name == "default":
@@ -258,6 +262,10 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str |
                 stacklevel=2,
             )
             model = HRCAM(backbone).eval()
+    if model.expansion is not None:
+        model.high_res_mode = high_res
+    elif high_res == "guided":
+        raise ValueError(f"{name}: high_res='guided' needs an expansion network")
     return model.to(device) if device is not None else model
 
 

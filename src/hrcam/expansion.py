@@ -89,6 +89,8 @@ class ExpansionNetwork(nn.Module):
             ablation without them.
         upsample: ``"bilinear"`` (default, no checkerboard artefacts) or ``"transposed"``
             (a learned 2×2 transposed conv, as the paper's "transition up" layers).
+        guided: add the guidance head (:meth:`guided_upsample`), hrcam's edge-aware alternative
+            to the paper's linear high-resolution maps; trained by ``--guide-weight``.
 
     Example::
 
@@ -111,6 +113,7 @@ class ExpansionNetwork(nn.Module):
         out_channels: int = 3,
         skip_connections: bool = True,
         upsample: str = "bilinear",
+        guided: bool = True,
     ) -> None:
         super().__init__()
         if feature_stride < 2 or feature_stride & (feature_stride - 1):
@@ -140,6 +143,7 @@ class ExpansionNetwork(nn.Module):
             "out_channels": out_channels,
             "skip_connections": skip_connections,
             "upsample": upsample,
+            "guided": guided,
         }
 
         skip_by_stride = {s.stride: s for s in skip_info} if skip_connections else {}
@@ -173,6 +177,13 @@ class ExpansionNetwork(nn.Module):
         self.to_features = nn.Conv2d(decoder_channels[-1], num_features, 1)
         # R: high-resolution maps -> image (the autoencoder's output).
         self.reconstruction_head = nn.Conv2d(num_features, out_channels, 1)
+        # G: per-pixel weights over the 3×3 feature cells around each pixel (guided upsampling,
+        # beyond the paper). Zero-initialised: it starts as a smooth, bilinear-like upsampling.
+        self.guidance_head: nn.Conv2d | None = None
+        if guided:
+            self.guidance_head = nn.Conv2d(decoder_channels[-1], 9, 1)
+            nn.init.zeros_(self.guidance_head.weight)
+            nn.init.zeros_(self.guidance_head.bias)
 
     @classmethod
     def from_backbone(cls, backbone: Backbone, **kwargs: Any) -> ExpansionNetwork:
@@ -250,6 +261,45 @@ class ExpansionNetwork(nn.Module):
         """``A_high`` average-pooled to ``size`` (B, K, h, w); pooling commutes with ``P``."""
         return self.to_features(F.adaptive_avg_pool2d(decoded.full(), tuple(size)))
 
+    def guidance_weights(self, decoded: Decoded, cells: Sequence[int]) -> torch.Tensor:
+        """Softmax weights (B, 9, H, W) of each pixel over the 3×3 cells of a ``cells`` = (h, w) grid.
+
+        The logits are the guidance head's output plus a fixed prior, minus half the squared
+        distance (in cells) from the pixel to each cell's centre, so an untrained head gives a
+        smooth interpolation and training moves weight across object edges.
+        """
+        if self.guidance_head is None:
+            raise RuntimeError("this expansion network has no guidance head (built with guided=False)")
+        batch = decoded.subpixel.shape[0]
+        logits = decoded.apply_linear(
+            self.guidance_head.weight.flatten(1).expand(batch, -1, -1), self.guidance_head.bias.expand(batch, -1)
+        )
+        prior = _cell_distance_prior(decoded.size, tuple(cells), logits.device, logits.dtype)
+        return torch.softmax(logits + prior, dim=1)
+
+    def guided_upsample(self, decoded: Decoded, maps: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Edge-aware upsampling of low-resolution ``maps`` (B, M, h, w) to (B, M, H, W).
+
+        Every output pixel is a convex combination of the values of the 3×3 cells around its own
+        cell, weighted by :meth:`guidance_weights`. Linear in ``maps``: upsampling the K feature
+        maps and then weighting them by FC weights equals upsampling the CAM, so the CAM is
+        upsampled directly and no K-channel full-resolution tensor is made.
+        """
+        h, w = maps.shape[-2:]
+        if weights is None:
+            weights = self.guidance_weights(decoded, (h, w))
+        height, width = decoded.size
+        padded = F.pad(maps, (1, 1, 1, 1), mode="replicate")
+        rows = _cell_index(height, h, maps.device)
+        cols = _cell_index(width, w, maps.device)
+        out = None
+        for k, (dy, dx) in enumerate(_NEIGHBOURS):
+            # (B, M, H, W): each pixel's neighbour cell (dy, dx), by advanced indexing on the padded grid
+            values = padded[:, :, (rows + 1 + dy)[:, None], (cols + 1 + dx)[None, :]]
+            term = values * weights[:, k : k + 1]
+            out = term if out is None else out + term
+        return out
+
 
 class Decoded:
     """The expansion network's full-resolution features ``D``, held before the pixel shuffle.
@@ -281,6 +331,28 @@ class Decoded:
         out = out + bias.to(out.dtype)[:, :, None, None]
         out = out.reshape(b, -1, h2, w2)  # channels ordered (o, subpixel), as pixel_shuffle expects
         return self._crop(F.pixel_shuffle(out, 2))
+
+
+_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+
+
+def _cell_index(size: int, cells: int, device) -> torch.Tensor:
+    """The cell of each pixel when ``size`` pixels are split into ``cells`` (adaptive-pooling bins)."""
+    return torch.clamp((torch.arange(size, device=device) * cells) // size, max=cells - 1)
+
+
+def _cell_distance_prior(size: tuple[int, int], cells: tuple[int, int], device, dtype) -> torch.Tensor:
+    """(1, 9, H, W): minus half the squared distance, in cells, from each pixel to each neighbour cell."""
+    (height, width), (h, w) = size, cells
+    py = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * h / height - 0.5
+    px = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * w / width - 0.5
+    cy = _cell_index(height, h, device).float()
+    cx = _cell_index(width, w, device).float()
+    priors = []
+    for dy, dx in _NEIGHBOURS:
+        d2 = (py - (cy + dy))[:, None] ** 2 + (px - (cx + dx))[None, :] ** 2
+        priors.append(-0.5 * d2)
+    return torch.stack(priors)[None].to(dtype)
 
 
 def _as_feature_info(item: FeatureInfo | dict | Sequence) -> FeatureInfo:

@@ -49,6 +49,11 @@ class HRCAM(nn.Module):
     Args:
         backbone: the localization network (classification is entirely its own).
         expansion: the trained expansion network, or None for low-res CAMs only.
+        high_res: how the high-resolution CAM is made from the expansion network:
+            ``"paper"`` — ``Σ_k w_ck A_high_k`` over its linear full-resolution maps, as the
+            paper; ``"guided"`` — the low-res CAM upsampled by its guidance head (edge-aware,
+            class-discriminative); ``"auto"`` (default) — guided when the network has a trained
+            guidance head, else paper.
 
     Example::
 
@@ -57,12 +62,31 @@ class HRCAM(nn.Module):
         >>> high, low, probs = model.generate_cams(x)            # (1, 224, 224), (1, 7, 7), (1, 1000)
     """
 
-    def __init__(self, backbone: Backbone, expansion: ExpansionNetwork | None = None) -> None:
+    def __init__(self, backbone: Backbone, expansion: ExpansionNetwork | None = None, *,
+                 high_res: str = "auto") -> None:
         super().__init__()
         if expansion is not None:
             expansion.check_backbone(backbone)
         self.backbone = backbone
         self.expansion = expansion
+        self.high_res_mode = high_res
+
+    @property
+    def high_res_mode(self) -> str:
+        """``"paper"`` or ``"guided"``: how :meth:`high_res_cam` is computed (see the class docs)."""
+        return self._high_res_mode
+
+    @high_res_mode.setter
+    def high_res_mode(self, mode: str) -> None:
+        if mode not in ("auto", "paper", "guided"):
+            raise ValueError(f"high_res must be 'auto', 'paper' or 'guided', got {mode!r}")
+        has_guidance = self.expansion is not None and self.expansion.guidance_head is not None
+        if mode == "guided" and not has_guidance:
+            raise ValueError("high_res='guided' needs an expansion network with a guidance head")
+        if mode == "auto":
+            trained = has_guidance and bool(self.expansion.guidance_head.weight.abs().sum() > 0)
+            mode = "guided" if trained else "paper"
+        self._high_res_mode = mode
 
     # -- metadata ---------------------------------------------------------------------------------
     @property
@@ -181,7 +205,10 @@ class HRCAM(nn.Module):
         high = None
         if self.expansion is not None:
             decoded = self.expansion.decode(features, skips, x.shape[-2:])
-            high = self.expansion.class_maps(decoded, self.backbone.fc.weight[targets])
+            if self._high_res_mode == "guided":
+                high = self.expansion.guided_upsample(decoded, low[:, None])[:, 0]
+            else:
+                high = self.expansion.class_maps(decoded, self.backbone.fc.weight[targets])
         return CAMs(high, low, logits.softmax(dim=1))
 
     @torch.inference_mode()

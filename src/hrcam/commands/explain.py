@@ -12,6 +12,9 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default",
                    help="'default' (EfficientNet-Lite0 + shipped expansion network), a backbone name, "
                         "or a checkpoint / exported model file")
+    p.add_argument("--high-res", choices=("auto", "paper", "guided"), default="auto",
+                   help="high-res CAM: the paper's linear maps, or hrcam's guided upsampling (auto: guided "
+                        "when the model has a trained guidance head)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=8)
 
@@ -65,7 +68,7 @@ def _load(args):
     device = _device(args.device)
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    return load_model(args.model, device=device)
+    return load_model(args.model, device=device, high_res=args.high_res)
 
 
 def _shard(args) -> tuple[int, int]:

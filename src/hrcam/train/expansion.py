@@ -68,6 +68,10 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     g.add_argument("--consistency-weight", type=float, default=0.0,
                    help="weight of the loss asking pooled high-res maps to equal the backbone's maps "
                         "(0 = the paper's reconstruction loss alone)")
+    g.add_argument("--guide-weight", type=float, default=1.0,
+                   help="weight of the loss training the guidance head (guided upsampling of the image's "
+                        "feature-grid means back to the image); 0 trains the paper's network alone")
+    g.add_argument("--no-guidance", action="store_true", help="build the expansion network without a guidance head")
     g.add_argument("--augment", choices=("none", "flip"), default="flip")
     d = parser.add_argument_group("held-out images")
     d.add_argument("--val-dir", type=Path, default=None, help="held-out images (default: a split of DATA)")
@@ -117,23 +121,35 @@ class _DecodeForDDP(torch.nn.Module):
         super().__init__()
         self.expansion = expansion
 
-    def forward(self, features, skips, size, consistency: bool):
-        decoded = self.expansion.decode(features, skips, size)
+    def forward(self, features, skips, images, consistency: bool, guide: bool):
+        decoded = self.expansion.decode(features, skips, images.shape[-2:])
         recon = self.expansion.reconstruct(decoded)
         pooled = self.expansion.pooled_features(decoded, features.shape[-2:]) if consistency else None
-        return recon, pooled
+        guided = None
+        if guide:
+            cell_means = F.adaptive_avg_pool2d(images, features.shape[-2:])
+            guided = self.expansion.guided_upsample(decoded, cell_means)
+        return recon, pooled, guided
 
 
 def expansion_loss(backbone: Backbone, decoder: _DecodeForDDP, images: torch.Tensor, *, consistency_weight: float,
-                   ctx: DistContext, amp: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Reconstruction MSE (+ weighted consistency MSE) of one batch."""
+                   guide_weight: float, ctx: DistContext, amp: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Reconstruction MSE (the paper's loss) + weighted guidance and consistency losses of one batch.
+
+    Guidance: each pixel, predicted as the guidance-weighted mix of the mean colours of the 3×3
+    feature cells around it, should have its own colour — so the weights learn where edges are.
+    """
     with torch.no_grad(), autocast(ctx, amp):
         features, skips = backbone.forward_features(images, return_skips=True)
     with autocast(ctx, amp):
-        recon, pooled = decoder(features, skips, images.shape[-2:], consistency_weight > 0)
+        recon, pooled, guided = decoder(features, skips, images, consistency_weight > 0, guide_weight > 0)
     recon_loss = F.mse_loss(recon.float(), images.float())
     parts = {"recon_mse": recon_loss.detach()}
     loss = recon_loss
+    if guided is not None:
+        guide_loss = F.mse_loss(guided.float(), images.float())
+        parts["guide_mse"] = guide_loss.detach()
+        loss = loss + guide_weight * guide_loss
     if pooled is not None:
         # Scale-free: the backbone's maps are compared relative to their mean energy.
         target = features.float()
@@ -147,12 +163,12 @@ def expansion_loss(backbone: Backbone, decoder: _DecodeForDDP, images: torch.Ten
 @torch.no_grad()
 def evaluate(backbone: Backbone, expansion: ExpansionNetwork, loader, *, ctx: DistContext,
              show_progress: bool = False, amp: bool = False) -> dict[str, float]:
-    """Held-out reconstruction MSE (normalised input space), PSNR in [0, 1] pixel space, and the
-    relative error of the pooled high-res maps against the backbone's maps."""
+    """Held-out reconstruction MSE (normalised input space), PSNR in [0, 1] pixel space, the
+    relative error of the pooled high-res maps against the backbone's maps, and the guidance MSE."""
     was_training = expansion.training
     expansion.eval()
     std = torch.tensor(backbone.std, device=ctx.device).view(1, 3, 1, 1)
-    sums = np.zeros(4)  # mse_sum, psnr_sum, consistency_sum, images
+    sums = np.zeros(5)  # mse_sum, psnr_sum, consistency_sum, images, guide_mse_sum
     for images in progress(loader, total=len(loader), desc="held-out", enabled=show_progress):
         images = images.to(ctx.device)
         with autocast(ctx, amp):
@@ -169,12 +185,17 @@ def evaluate(backbone: Backbone, expansion: ExpansionNetwork, loader, *, ctx: Di
         mse = (recon - images.float()).pow(2).flatten(1).mean(1)
         target = features.float()
         rel = (pooled - target).pow(2).flatten(1).sum(1) / target.pow(2).flatten(1).sum(1).clamp_min(1e-8)
-        sums += [mse.sum().item(), psnr.sum().item(), rel.sum().item(), images.shape[0]]
+        guide = 0.0
+        if expansion.guidance_head is not None:
+            guided = expansion.guided_upsample(decoded, F.adaptive_avg_pool2d(images.float(), features.shape[-2:]))
+            guide = (guided - images.float()).pow(2).flatten(1).mean(1).sum().item()
+        sums += [mse.sum().item(), psnr.sum().item(), rel.sum().item(), images.shape[0], guide]
     sums = ctx.all_reduce_sum(sums)
     expansion.train(was_training)
     n = max(1.0, sums[3])
     return {"val_mse": float(sums[0] / n), "val_psnr": float(sums[1] / n),
-            "val_consistency_rel_error": float(sums[2] / n), "val_images": int(sums[3])}
+            "val_consistency_rel_error": float(sums[2] / n), "val_guide_mse": float(sums[4] / n),
+            "val_images": int(sums[3])}
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,7 +216,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         backbone = load_classifier(args.classifier)
         channels = tuple(int(v) for v in args.decoder_channels.split(",")) if args.decoder_channels else None
         expansion = ExpansionNetwork.from_backbone(backbone, decoder_channels=channels,
-                                                   skip_connections=not args.no_skips, upsample=args.upsample)
+                                                   skip_connections=not args.no_skips, upsample=args.upsample,
+                                                   guided=not args.no_guidance and args.guide_weight > 0)
     backbone.eval().requires_grad_(False)
     frozen_hash = state_hash(backbone)
     size = args.input_size or backbone.input_size
@@ -252,6 +274,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         loss, _ = expansion_loss(backbone, decoder, images, consistency_weight=args.consistency_weight,
+                                 guide_weight=args.guide_weight if expansion.guidance_head is not None else 0.0,
                                  ctx=ctx, amp=args.amp)
         return loss
 
