@@ -1,0 +1,39 @@
+# The two commands of the README:
+#   make demo   set up a virtual environment and explain bundled photographs with the default model
+#   make test   set up the same environment (with test extras and Fashion-MNIST) and run the tests
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test setup setup-test fashion-mnist bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+
+setup-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+
+# Real data for the end-to-end reproduction test (Debian package, no download at test time).
+fashion-mnist:
+	@if [ ! -f $(FASHION_MNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: setup
+	$(BIN)/hrcam demo -o hrcam-demo
+
+test: setup-test fashion-mnist
+	$(BIN)/python -m pytest -q
+
+bench: setup-test
+	$(BIN)/python benchmarks/bench_cams.py
+	$(BIN)/python benchmarks/bench_refine.py
+
+clean:
+	rm -rf $(VENV) hrcam-demo
