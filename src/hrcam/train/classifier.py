@@ -188,3 +188,21 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if not metrics:  # resumed a run that had already finished: report its model again
         metrics = evaluate(backbone, test_loader, ctx=ctx, num_classes=len(classes), amp=args.amp)
     return metrics
+
+
+def evaluate_folder(model_spec: str, folder: Path, *, batch_size: int = 64, workers: int = 0,
+                    device: str = "auto", input_size: int | None = None) -> dict[str, Any]:
+    """Classification metrics of a model on ``folder/<class>/…`` (the model's class names)."""
+    from ..checkpoint import load_model
+
+    ctx = setup_distributed(device)
+    model = load_model(model_spec, device=ctx.device)
+    backbone = model.backbone
+    size = input_size or backbone.input_size
+    dataset = ClassFolderDataset(folder, build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
+                                 classes=backbone.class_names)
+    loader = make_loader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)), workers=workers, ctx=ctx)
+    report = evaluate(backbone, loader, ctx=ctx, num_classes=backbone.num_classes, show_progress=True)
+    report["model"] = str(model_spec)
+    report["data"] = str(folder)
+    return report

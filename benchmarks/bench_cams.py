@@ -1,0 +1,110 @@
+"""Cost of the CAMs against the classifier alone, and peak memory of one high-res CAM.
+
+Prints two tables:
+
+1. ``generate_cams`` (prediction + low-res + high-res CAM) against the backbone's forward pass
+   alone, on the same batch, measured in one run with the two interleaved (median of repeats).
+2. Peak resident memory (RSS) of a fresh process computing ``high_res_cam`` for one 224×224
+   image, against materialising the K-channel full-resolution maps the folded heads avoid.
+
+Usage: python benchmarks/bench_cams.py [--batch 16] [--repeats 7] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from hrcam import HRCAM, create_backbone
+from hrcam.expansion import ExpansionNetwork
+
+
+def build(name: str) -> HRCAM:
+    backbone = create_backbone(name, weights=None if name != "efficientnet_lite0" else "imagenet")
+    return HRCAM(backbone, ExpansionNetwork.from_backbone(backbone)).eval()
+
+
+def time_pair(model: HRCAM, x: torch.Tensor, repeats: int, mode: str) -> tuple[float, float]:
+    model.high_res_mode = mode
+    forward, cams = [], []
+    with torch.inference_mode():
+        model.backbone(x)
+        model.generate_cams(x)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.backbone(x)
+            forward.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            model.generate_cams(x)
+            cams.append(time.perf_counter() - t)
+    return statistics.median(forward), statistics.median(cams)
+
+
+def memory_child(name: str, materialise: bool) -> None:
+    torch.set_num_threads(1)
+    model = build(name)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        model.backbone(x)  # warm: allocator and weights in place
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if materialise:
+            features, skips = model.backbone.forward_features(x, return_skips=True)
+            decoded = model.expansion.decode(features, skips, (224, 224))
+            a_high = model.expansion.high_res_features(decoded)  # (1, K, 224, 224)
+            (model.backbone.fc.weight[0][:, None, None] * a_high).sum(0)
+        else:
+            model.high_res_cam(x)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mib": peak / 1024, "increase_mib": (peak - base) / 1024}))
+
+
+def measure_memory(name: str, materialise: bool) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--memory-child", name] + (["--materialise"] if materialise else []),
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backbones", default="efficientnet_lite0,densenet121")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--materialise", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.materialise)
+        return
+    torch.set_num_threads(args.threads)
+    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{args.threads} threads, batch {args.batch}×3×224×224, median of {args.repeats}\n")
+    print("| backbone | high-res mode | forward (ms/img) | generate_cams (ms/img) | ratio |")
+    print("|---|---|---:|---:|---:|")
+    x = torch.randn(args.batch, 3, 224, 224)
+    for name in args.backbones.split(","):
+        model = build(name)
+        for mode in ("paper", "guided"):
+            if mode == "guided":
+                torch.nn.init.normal_(model.expansion.guidance_head.weight, std=0.1)  # as if trained
+            f, c = time_pair(model, x, args.repeats, mode)
+            print(f"| {name} | {mode} | {1000 * f / args.batch:.1f} | {1000 * c / args.batch:.1f} | {c / f:.2f} |")
+    print("\n| backbone | high_res_cam, 1 image: peak RSS (MiB) | increase over forward (MiB) "
+          "| materialised K maps: peak RSS (MiB) |")
+    print("|---|---:|---:|---:|")
+    for name in args.backbones.split(","):
+        folded = measure_memory(name, materialise=False)
+        full = measure_memory(name, materialise=True)
+        print(f"| {name} | {folded['peak_mib']:.0f} | {folded['increase_mib']:.0f} | {full['peak_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
