@@ -16,6 +16,7 @@ from .checkpoint import export_model, load_model
 from .expansion import ExpansionNetwork
 from .io import ImageLoadError, load_image
 from .model import HRCAM, CAMs, upsample_cam
+from .postprocess import RefineOptions, RefineSteps, refine, refine_batch
 
 __all__ = [
     "CAMs",
@@ -24,12 +25,16 @@ __all__ = [
     "ExpansionNetwork",
     "FeatureInfo",
     "ImageLoadError",
+    "RefineOptions",
+    "RefineSteps",
     "__version__",
     "create_backbone",
     "export_model",
     "list_backbones",
     "load_image",
     "load_model",
+    "refine",
+    "refine_batch",
     "register_backbone",
     "upsample_cam",
 ]
