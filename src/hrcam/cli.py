@@ -20,6 +20,7 @@ _COMMANDS: list[str] = [
     ".commands.explain",
     ".commands.train",
     ".commands.data",
+    ".commands.evaluate",
 ]
 
 

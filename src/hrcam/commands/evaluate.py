@@ -1,0 +1,263 @@
+"""``hrcam evaluate``: score and time CAM methods on one model over a localization data set.
+
+    hrcam evaluate ../shared/data/pets-dev --model default \\
+        --methods low_res,high_res,refined,gradcam,layercam_fused,scorecam --max-images scorecam=30 -o eval
+    hrcam evaluate photos/ --boxes boxes.csv --methods low_res,refined:merge=multiply,gradcam -o eval
+
+Writes ``results.md``, ``results.json``, ``boxacc_vs_threshold.png``, ``pr_curves.png`` (masks
+only) and ``examples.png`` into ``-o``. Exit status: 0 when every image was scored; 1 when some
+image or annotation could not be read (they are listed, the rest scored); 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..evaluation import DEFAULT_METHODS, SPLITS
+    from ..postprocess.cli_args import add_refine_arguments
+
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score and time CAM methods (ours and Grad-CAM & co.) against masks or boxes",
+        description=(
+            "Run CAM methods on one model over images with pixel masks (images/ + trimaps/, the "
+            "Oxford-pets layout) or boxes (a CSV file,x1,y1,x2,y2[,label]); write a Markdown table, "
+            "a JSON file and plots. Every map is resized bilinearly to the image's original size "
+            "before scoring. Peer methods need pytorch-grad-cam: pip install hrcam[compare]."
+        ),
+        epilog="methods: "
+        + ", ".join(_method_names())
+        + ". A spec can set options, e.g. refined:focal_scope=local,merge=multiply or "
+        "gradcam:backward=full; list several specs separated by commas.",
+    )
+    p.add_argument(
+        "data", type=Path, help="data folder: images/ + trimaps/, or images + a boxes CSV"
+    )
+    p.add_argument(
+        "--boxes",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="boxes CSV file,x1,y1,x2,y2[,label] (default: DATA/boxes.csv if present)",
+    )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="labels CSV file,label[,name] (default: DATA/labels.csv if present)",
+    )
+    p.add_argument(
+        "--skip-unannotated",
+        action="store_true",
+        help="leave out images without a trimap / box row instead of stopping",
+    )
+    p.add_argument(
+        "--model",
+        default="default",
+        help="'default', a backbone name (e.g. efficientnet_lite0), or a checkpoint / exported model",
+    )
+    p.add_argument(
+        "--methods",
+        action="append",
+        default=None,
+        metavar="SPECS",
+        help=f"comma-separated method specs (repeatable; default: {','.join(DEFAULT_METHODS)}, "
+        "without high_res/refined when the model has no expansion network)",
+    )
+    p.add_argument("-o", "--output", type=Path, default=Path("hrcam-eval"), help="output folder")
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="all",
+        help="all images, or one half of a seeded shuffle (tune on one, report on the other)",
+    )
+    p.add_argument(
+        "--split-seed", type=int, default=0, help="seed of the split's shuffle (default 0)"
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score N evenly spaced images of the split",
+    )
+    p.add_argument(
+        "--max-images",
+        action="append",
+        default=[],
+        metavar="METHOD=N",
+        help="run METHOD on N evenly spaced images only (0 = all); repeatable or comma-separated",
+    )
+    p.add_argument(
+        "--slow-subset",
+        type=int,
+        default=50,
+        metavar="N",
+        help="default N of slow methods (Score-CAM) without --max-images (0 = all; default 50)",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads on the CPU (default: every core); reported in the results",
+    )
+    p.add_argument(
+        "--target",
+        choices=("predicted", "label"),
+        default="predicted",
+        help="explain each image's predicted class (default) or its label (model class indices)",
+    )
+    p.add_argument(
+        "--mask-boxes",
+        choices=("components", "union"),
+        default="components",
+        help="boxes of mask-only data: one per connected component (default) or one around the object",
+    )
+    p.add_argument(
+        "--faithfulness",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run deletion/insertion AUC and average drop/increase on N images (slow)",
+    )
+    p.add_argument(
+        "--faithfulness-steps",
+        type=int,
+        default=224,
+        metavar="S",
+        help="deletion/insertion steps (default 224, RISE's)",
+    )
+    p.add_argument(
+        "--examples", type=int, default=4, metavar="N", help="images in examples.png (default 4)"
+    )
+    p.add_argument("--no-warmup", action="store_true", help="time the first batch cold")
+    p.add_argument("--no-progress", action="store_true")
+    add_refine_arguments(p, prefix="refine-")
+    p.set_defaults(func=run_evaluate)
+
+
+def _method_names() -> list[str]:
+    from ..methods import list_methods
+
+    return list_methods()
+
+
+def parse_max_images(items: list[str]) -> dict[str, int]:
+    """``["scorecam=30", "gradcam=10,eigencam=5"]`` → ``{"scorecam": 30, ...}``."""
+    out: dict[str, int] = {}
+    for item in (s.strip() for text in items for s in text.split(",")):
+        if not item:
+            continue
+        name, eq, value = item.rpartition("=")
+        try:
+            n = int(value)
+        except ValueError:
+            n = -1
+        if not eq or not name or n < 0:
+            raise ValueError(f"--max-images takes METHOD=N with N >= 0 (0 = all), got {item!r}")
+        out[name] = n
+    return out
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+    return name
+
+
+def _command_line() -> str | None:
+    if Path(sys.argv[0]).name in ("hrcam", "__main__.py") and "evaluate" in sys.argv:
+        return shlex.join(["hrcam", *sys.argv[1:]])
+    return None
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..checkpoint import load_model
+    from ..data.localization import LocalizationDataset
+    from ..evaluation import DEFAULT_METHODS, evaluate_localization, write_results
+    from ..methods import MissingDependencyError, parse_method_list
+    from ..postprocess.cli_args import refine_options_from_args
+
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--threads", args.threads or 1),
+        ("--faithfulness-steps", args.faithfulness_steps),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    max_images = parse_max_images(args.max_images)
+    options = refine_options_from_args(args, prefix="refine-")
+    device = _device(args.device)
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    dataset = LocalizationDataset(
+        args.data,
+        boxes_csv=args.boxes,
+        labels_csv=args.labels,
+        missing="skip" if args.skip_unannotated else "error",
+    )
+    model = load_model(args.model, device=device)
+    if args.methods:
+        methods = parse_method_list(args.methods)
+    else:
+        methods = list(DEFAULT_METHODS)
+        if model.expansion is None:
+            methods = [m for m in methods if m not in ("high_res", "refined")]
+            print(
+                f"hrcam evaluate: note: {args.model} has no expansion network; leaving out high_res and refined",
+                file=sys.stderr,
+            )
+    try:
+        results = evaluate_localization(
+            model,
+            dataset,
+            methods,
+            batch_size=args.batch_size,
+            device=device,
+            split=args.split,
+            split_seed=args.split_seed,
+            limit=args.limit,
+            max_images=max_images,
+            slow_subset=args.slow_subset,
+            target=args.target,
+            refine_options=options,
+            mask_boxes=args.mask_boxes,
+            faithfulness=args.faithfulness,
+            faithfulness_steps=args.faithfulness_steps,
+            num_examples=args.examples,
+            warmup=not args.no_warmup,
+            progress=not args.no_progress,
+        )
+    except MissingDependencyError as err:
+        print(f"hrcam evaluate: error: {err}", file=sys.stderr)
+        return 2
+    results["run"]["model_argument"] = str(args.model)
+    if dataset.skipped:
+        results["run"]["unannotated_skipped"] = list(dataset.skipped)
+    paths = write_results(results, args.output, command=_command_line())
+    from ..evaluation import markdown_table
+
+    print(markdown_table(results))
+    for bad in results["bad_images"]:
+        print(f"  skipped {bad['name']}: {bad['error']}", file=sys.stderr)
+    print(
+        f"\nscored {results['run']['num_scored']} image(s), {results['run']['num_bad']} skipped, "
+        f"{results['run']['threads']} thread(s); results: {paths['markdown'].resolve()}"
+    )
+    return 1 if results["bad_images"] else 0

@@ -1,0 +1,531 @@
+"""Run CAM methods on one model over a localization data set: scores and time per image.
+
+:func:`evaluate_localization` is what ``hrcam evaluate`` runs. The protocol it pins:
+
+1. **Images.** The data set's sorted names, then the split (:func:`~.subsets.split_names`), then
+   ``limit`` (evenly spaced, :func:`~.subsets.evenly_spaced`). A method with a cap
+   (``max_images``; slow methods such as Score-CAM get ``slow_subset`` by default) runs on an
+   evenly spaced subset of those, and its row says how many images it saw. Every image is
+   stretched to the model's input size (e.g. 224×224), as the models were trained.
+2. **Target class.** One forward pass of the backbone gives the predicted class of each image;
+   every method explains that class (``target="predicted"``), or the image's label
+   (``target="label"``, when the labels are the model's class indices).
+3. **Scoring.** Each map (at the input size) is resized bilinearly to the image's original size
+   and scored there (:mod:`.scoring`): PxAP and best pixel IoU against the mask (the trimap's
+   boundary ignored), MaxBoxAccV2 and GT-known loc. against the boxes (from the mask's
+   components when there is no box CSV), the pointing game and the energy pointing game.
+4. **Time.** Per batch: the backbone's forward pass alone, then each method on the same batch
+   (their order rotated from batch to batch), then the forward pass again; the unit is the mean
+   of the two forward passes. ``low_res`` is timed on its own path (forward + CAM); ``high_res``
+   and every ``refined`` variant share one :meth:`~hrcam.HRCAM.generate_cams` per batch, whose
+   time is charged to each (``high_res`` = generate_cams, ``refined`` = generate_cams + its
+   refinement). A method's time per image is the median over batches of (batch seconds / its
+   images in the batch); its ratio to the forward pass is the median over batches of the two
+   per-image times' ratio, so both come from the same moments of a shared, noisy machine.
+   Ours run under ``torch.inference_mode``; peers with autograd where they need it. Every
+   method runs once, untimed, before the first batch (slow ones excepted).
+5. **Streaming.** One batch at a time; only counts, curves and a few example maps are kept.
+   An unreadable image or annotation is reported by name, skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..io import ImageLoadError, image_to_tensor, load_image
+from ..methods import CAMMethod, SharedCAMsMethod, create_method
+from ..metrics import average_drop_increase, deletion_insertion
+from ..postprocess import RefineOptions
+from .scoring import LocalizationScores, ground_truth
+from .subsets import evenly_spaced, split_names
+
+__all__ = ["DEFAULT_METHODS", "evaluate_localization"]
+
+logger = logging.getLogger("hrcam.evaluate")
+
+DEFAULT_METHODS = (
+    "low_res",
+    "high_res",
+    "refined",
+    "gradcam",
+    "gradcampp",
+    "hirescam",
+    "layercam",
+    "layercam_fused",
+    "eigencam",
+)
+TARGETS = ("predicted", "label")
+
+
+@dataclass
+class _MethodRun:
+    """One method's state during a run."""
+
+    method: CAMMethod
+    names: set[str] | None  # the images it runs on; None = all
+    scores: LocalizationScores
+    on_subsets: dict[int, LocalizationScores] = field(default_factory=dict)
+    seconds_per_image: list[float] = field(default_factory=list)
+    ratio_to_forward: list[float] = field(default_factory=list)
+    total_seconds: float = 0.0
+    faithfulness: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _now(device: torch.device) -> float:
+    _sync(device)
+    return time.perf_counter()
+
+
+def evaluate_localization(
+    model,
+    dataset,
+    methods: Sequence[str | CAMMethod] = DEFAULT_METHODS,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    split: str = "all",
+    split_seed: int = 0,
+    limit: int | None = None,
+    max_images: Mapping[str, int] | None = None,
+    slow_subset: int = 50,
+    target: str = "predicted",
+    refine_options: RefineOptions | None = None,
+    mask_boxes: str = "components",
+    num_thresholds: int = 100,
+    faithfulness: int = 0,
+    faithfulness_steps: int = 224,
+    num_examples: int = 4,
+    warmup: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score and time CAM methods on one model over a localization data set (see the module doc).
+
+    Args:
+        model: an :class:`hrcam.HRCAM` (with an expansion network for ``high_res``/``refined``).
+        dataset: a :class:`hrcam.data.localization.LocalizationDataset` (masks and/or boxes).
+        methods: method specs (``"refined:merge=multiply"``) or :class:`CAMMethod` objects.
+        batch_size: images per batch (Score-CAM still takes one image at a time).
+        device: where the model runs (default: where it is).
+        split: ``"all"``, ``"first-half"`` or ``"second-half"`` (seeded by ``split_seed``).
+        limit: score only this many images of the split, evenly spaced.
+        max_images: ``{method name or spec: N}``: run that method on N evenly spaced images
+            (0 = all). Methods flagged slow default to ``slow_subset`` (0 = all).
+        target: ``"predicted"`` (each image's predicted class) or ``"label"``.
+        refine_options: base options of the ``refined`` specs.
+        mask_boxes: ``"components"`` or ``"union"``: the boxes of a mask-only data set.
+        num_thresholds: CAM thresholds of the threshold-swept metrics.
+        faithfulness: run deletion/insertion AUC and average drop/increase on this many images
+            (evenly spaced; each method on those it has maps for), with ``faithfulness_steps``.
+        num_examples: images kept (with every method's map) for the example figure.
+        warmup: run each method once, untimed, before timing.
+        progress: show a tqdm bar.
+
+    Returns:
+        A dict: ``run`` (settings, versions, threads, images), ``forward`` (timing of the
+        backbone alone), ``methods`` (per method: ``metrics``, ``timing``, ``curves``,
+        ``per_image``, ``settings``, ``faithfulness``), ``subsets`` (every method's metrics on
+        each capped method's images), ``bad_images`` and ``examples`` (arrays, for the figure).
+        :func:`hrcam.evaluation.write_results` writes it out.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else model.device
+    model = model.to(device).eval()
+    runs_methods = [create_method(m, refine_options=refine_options) for m in methods]
+    names_seen = [m.name for m in runs_methods]
+    if len(set(names_seen)) != len(names_seen):
+        raise ValueError(f"a method is listed twice: {names_seen}")
+    for m in runs_methods:
+        m.check_model(model)
+
+    names = split_names(dataset.names, split, seed=split_seed)
+    if limit is not None:
+        names = evenly_spaced(names, limit)
+    if not names:
+        raise ValueError(
+            f"no image to evaluate in {getattr(dataset, 'root', 'the data set')} ({split})"
+        )
+    caps = _resolve_caps(runs_methods, max_images or {}, slow_subset)
+    has_masks = bool(getattr(dataset, "has_masks", False))
+    top1 = target == "label"
+    subset_sizes = sorted({n for n in caps.values() if n and n < len(names)})
+    subset_names = {n: set(evenly_spaced(names, n)) for n in subset_sizes}
+
+    runs: list[_MethodRun] = []
+    for m in runs_methods:
+        cap = caps.get(m.name, 0)
+        chosen = set(evenly_spaced(names, cap)) if cap and cap < len(names) else None
+        run = _MethodRun(
+            m,
+            chosen,
+            LocalizationScores(has_masks=has_masks, num_thresholds=num_thresholds, top1=top1),
+        )
+        run.on_subsets = {
+            n: LocalizationScores(has_masks=has_masks, num_thresholds=num_thresholds, top1=top1)
+            for n in subset_sizes
+        }
+        runs.append(run)
+
+    faith_names = set(evenly_spaced(names, faithfulness)) if faithfulness else set()
+    covered = set(names)
+    for run in runs:
+        if run.names is not None:
+            covered &= run.names
+    example_pool = [n for n in names if n in covered] or evenly_spaced(
+        names, min(subset_sizes or [len(names)])
+    )
+    example_names = set(evenly_spaced(example_pool, num_examples)) if num_examples else set()
+
+    index_of = {n: i for i, n in enumerate(dataset.names)}
+    size = model.backbone.input_size
+    forward_seconds: list[float] = []
+    bad: list[dict[str, str]] = []
+    examples: list[dict[str, Any]] = []
+    predicted: dict[int, int] = {}
+    correct_count = 0
+    scored = 0
+    started = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(names), desc="evaluate", unit="img", dynamic_ncols=True)
+    warm = not warmup
+    try:
+        for start in range(0, len(names), batch_size):
+            chunk = names[start : start + batch_size]
+            tensors, truths, kept, labels = [], [], [], []
+            for name in chunk:
+                try:
+                    sample = dataset[index_of[name]]
+                    image = load_image(sample.path)
+                    truth = ground_truth(sample, mask_boxes=mask_boxes)
+                except (ImageLoadError, OSError, ValueError) as err:
+                    logger.warning("skipped %s: %s", name, err)
+                    bad.append({"name": name, "error": str(err)})
+                    continue
+                if top1:
+                    labels.append(_check_label(sample, model))
+                tensors.append(
+                    image_to_tensor(
+                        image, size=size, mean=model.backbone.mean, std=model.backbone.std
+                    )
+                )
+                truths.append(truth)
+                kept.append(name)
+            if not kept:
+                if bar is not None:
+                    bar.update(len(chunk))
+                continue
+            x = torch.cat(tensors).to(device)
+            if not warm:
+                _warm_up(model, runs, x[:1])
+                warm = True
+
+            # 1. The unit of time, and the targets every method explains.
+            t0 = _now(device)
+            with torch.inference_mode():
+                logits = model.backbone(x)
+            forward_before = _now(device) - t0
+            pred = logits.argmax(dim=1).cpu()
+            targets = torch.tensor(labels, dtype=torch.long) if top1 else pred.clone()
+            correct = (pred == targets).tolist() if top1 else [None] * len(kept)
+            correct_count += sum(bool(c) for c in correct) if top1 else 0
+            for p in pred.tolist():
+                predicted[p] = predicted.get(p, 0) + 1
+            targets_dev = targets.to(device)
+
+            # 2. Every method on the same batch, timed one after the other; then the forward pass
+            # again, so the unit is the mean of the passes that bracket the methods.
+            maps = _run_methods(
+                model, runs, x, targets_dev, kept, device, bar, rotation=start // batch_size
+            )
+            t0 = _now(device)
+            with torch.inference_mode():
+                model.backbone(x)
+            forward_per_image = (forward_before + _now(device) - t0) / 2 / len(kept)
+            forward_seconds.append(forward_per_image)
+            for run in runs:
+                if run.method.name in maps:
+                    per_image = maps[run.method.name][2]
+                    run.seconds_per_image.append(per_image)
+                    run.ratio_to_forward.append(per_image / forward_per_image)
+                    run.total_seconds += per_image * len(maps[run.method.name][0])
+
+            # 3. Scores at the original sizes (outside every timer).
+            batch_examples = {
+                i: {
+                    "name": n,
+                    "target": int(targets[i]),
+                    "target_name": model.class_names[int(targets[i])],
+                    "image": model.to_image(x[i : i + 1]),
+                    "maps": {},
+                }
+                for i, n in enumerate(kept)
+                if n in example_names
+            }
+            examples.extend(batch_examples.values())
+            for run in runs:
+                if run.method.name not in maps:
+                    continue
+                rows, cams, _ = maps[run.method.name]
+                for row, i in enumerate(rows):
+                    truth = truths[i]
+                    full = LocalizationScores.resize(cams[row], truth)
+                    run.scores.update(full, truth, correct=correct[i])
+                    for n, subset in subset_names.items():
+                        if kept[i] in subset:
+                            run.on_subsets[n].update(full, truth, correct=correct[i])
+                    if i in batch_examples:
+                        batch_examples[i]["maps"][run.method.name] = cams[row].numpy()
+                faith_rows = [row for row, i in enumerate(rows) if kept[i] in faith_names]
+                if faith_rows:
+                    _faithfulness(
+                        model,
+                        run,
+                        x,
+                        targets_dev,
+                        rows,
+                        cams,
+                        faith_rows,
+                        faithfulness_steps,
+                        batch_size,
+                    )
+            scored += len(kept)
+            if bar is not None:
+                bar.set_postfix_str("")
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+
+    elapsed = time.perf_counter() - started
+    forward_ms = 1000 * float(np.median(forward_seconds)) if forward_seconds else float("nan")
+    return {
+        "run": {
+            "hrcam_version": __version__,
+            "torch_version": torch.__version__,
+            "model": dict(model.backbone.config),
+            "expansion": model.expansion is not None,
+            "dataset": str(getattr(dataset, "root", "")),
+            "has_masks": has_masks,
+            "boxes": "csv" if getattr(dataset, "boxes_csv", None) else f"mask {mask_boxes}",
+            "split": split,
+            "split_seed": split_seed,
+            "limit": limit,
+            "num_planned": len(names),
+            "num_scored": scored,
+            "num_bad": len(bad),
+            "target": target,
+            "batch_size": batch_size,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "input_size": size,
+            "num_thresholds": num_thresholds,
+            "resize": "each map (at the input size) bilinearly resized to the image's original size, then scored",
+            "timing": "per batch: forward alone, each method (order rotated per batch), forward again; "
+            "ms/image = median over batches of seconds per image; ratio = median of per-batch ratios to "
+            "the mean of the two forward passes",
+            "faithfulness": {"images": len(faith_names), "steps": faithfulness_steps}
+            if faithfulness
+            else None,
+            "seconds": elapsed,
+            "top1_accuracy": correct_count / scored if top1 and scored else None,
+            "predicted_classes": {
+                model.class_names[k]: v
+                for k, v in sorted(predicted.items(), key=lambda kv: -kv[1])[:20]
+            },
+        },
+        "forward": {
+            "ms_per_image": forward_ms,
+            "per_batch_ms_per_image": [1000 * s for s in forward_seconds],
+        },
+        "methods": {run.method.name: _method_result(run, len(names)) for run in runs},
+        "subsets": {
+            str(n): {
+                "num_images": len(subset_names[n]),
+                "of_methods": [r.method.name for r in runs if caps.get(r.method.name) == n],
+                "metrics": {r.method.name: r.on_subsets[n].compute()["metrics"] for r in runs},
+            }
+            for n in subset_sizes
+        },
+        "bad_images": bad,
+        "examples": examples,
+    }
+
+
+def _resolve_caps(
+    methods: Sequence[CAMMethod], max_images: Mapping[str, int], slow_subset: int
+) -> dict[str, int]:
+    """``{method name: N}`` (0 = all) from ``max_images`` keyed by spec or bare name."""
+    names = {m.name for m in methods}
+    bare = {m.name.partition(":")[0] for m in methods}
+    unknown = sorted(set(max_images) - names - bare)
+    if unknown:
+        raise ValueError(
+            f"max_images names methods not in this run: {unknown}; the run has {sorted(names)}"
+        )
+    caps = {}
+    for m in methods:
+        cap = max_images.get(m.name, max_images.get(m.name.partition(":")[0]))
+        if cap is None:
+            cap = slow_subset if m.slow else 0
+        if cap < 0:
+            raise ValueError(f"max_images for {m.name!r} must be >= 0 (0 = all), got {cap}")
+        caps[m.name] = int(cap)
+    return caps
+
+
+def _check_label(sample, model) -> int:
+    if sample.label is None:
+        raise ValueError(
+            f"target='label' needs a label for every image, and {sample.name} has none; add a "
+            "labels.csv (file,label) or use target='predicted'"
+        )
+    if not 0 <= sample.label < model.num_classes:
+        raise ValueError(
+            f"{sample.name}: label {sample.label} is not a class of the model (0..{model.num_classes - 1}); "
+            "labels must be the model's class indices for target='label'"
+        )
+    return int(sample.label)
+
+
+def _warm_up(model, runs: Sequence[_MethodRun], x: torch.Tensor) -> None:
+    """Run the forward pass and each fast method once, untimed (lazy initialisation, caches)."""
+    with torch.inference_mode():
+        targets = model.backbone(x).argmax(dim=1)
+    for run in runs:
+        if not run.method.slow:
+            run.method(model, x, targets.clone())
+
+
+def _run_methods(
+    model, runs, x, targets, kept, device, bar, rotation: int
+) -> dict[str, tuple[list[int], torch.Tensor, float]]:
+    """Every method on its images of the batch: ``{name: (batch rows, maps, seconds per image)}``.
+
+    The methods run in the given order rotated by ``rotation`` (so no method always runs first
+    or last); ``high_res`` and the ``refined`` variants form one block, after one shared,
+    timed ``generate_cams``.
+    """
+    shared = [r for r in runs if isinstance(r.method, SharedCAMsMethod)]
+    units: list[list[_MethodRun]] = []
+    for run in runs:
+        if run in shared:
+            if run is shared[0]:
+                units.append(shared)
+        else:
+            units.append([run])
+    k = rotation % len(units)
+    units = units[k:] + units[:k]
+
+    def rows_of(run: _MethodRun) -> list[int]:
+        return [i for i, n in enumerate(kept) if run.names is None or n in run.names]
+
+    out: dict[str, tuple[list[int], torch.Tensor, float]] = {}
+    for unit in units:
+        if unit is shared:
+            shared_rows = sorted({i for r in shared for i in rows_of(r)})
+            if not shared_rows:
+                continue
+            if bar is not None:
+                bar.set_postfix_str("generate_cams")
+            index = torch.tensor(shared_rows, device=device)
+            t0 = _now(device)
+            with torch.inference_mode():
+                cams = model.generate_cams(x[index], targets[index])
+            shared_per_image = (_now(device) - t0) / len(shared_rows)
+        for run in unit:
+            rows = rows_of(run)
+            if not rows:
+                continue
+            if bar is not None:
+                bar.set_postfix_str(run.method.name)
+            index = torch.tensor(rows, device=device)
+            if unit is shared:
+                pick = torch.tensor([shared_rows.index(i) for i in rows], device=device)
+                part = type(cams)(*(None if t is None else t[pick] for t in cams))
+                t0 = _now(device)
+                maps = run.method.from_cams(model, x[index], targets[index], part)
+                per_image = shared_per_image + (_now(device) - t0) / len(rows)
+            else:
+                t0 = _now(device)
+                maps = run.method(model, x[index], targets[index])
+                per_image = (_now(device) - t0) / len(rows)
+            out[run.method.name] = (rows, maps.float().cpu(), per_image)
+    return out
+
+
+def _faithfulness(
+    model, run: _MethodRun, x, targets, rows, cams, faith_rows, steps, batch_size
+) -> None:
+    """Deletion/insertion AUC and average drop/increase of one method's maps on some images."""
+    index = torch.tensor([rows[r] for r in faith_rows], device=x.device)
+    maps = cams[faith_rows].to(x.device)
+    images, t = x[index], targets[index]
+    backbone = model.backbone
+    with torch.inference_mode():
+        di = deletion_insertion(
+            backbone, images, maps, t, steps=steps, batch_size=max(batch_size, 32), logits=True
+        )
+        ad = average_drop_increase(
+            backbone, images, maps, t, batch_size=max(batch_size, 32), logits=True
+        )
+    record = run.faithfulness
+    record.setdefault("deletion_auc", []).extend(di["deletion_auc"].tolist())
+    record.setdefault("insertion_auc", []).extend(di["insertion_auc"].tolist())
+    record.setdefault("drop", []).extend(ad["drop"].tolist())
+    record.setdefault("increase", []).extend(ad["increase"].astype(float).tolist())
+
+
+def _method_result(run: _MethodRun, num_planned: int) -> dict[str, Any]:
+    scores = run.scores.compute()
+    per_image_s = run.seconds_per_image
+    timing = {
+        "ms_per_image": 1000 * float(np.median(per_image_s)) if per_image_s else float("nan"),
+        "ms_per_image_mean": 1000 * float(np.mean(per_image_s)) if per_image_s else float("nan"),
+        "ratio_to_forward": float(np.median(run.ratio_to_forward))
+        if run.ratio_to_forward
+        else float("nan"),
+        "total_seconds": run.total_seconds,
+        "num_batches": len(per_image_s),
+        "per_batch_ms_per_image": [1000 * s for s in per_image_s],
+    }
+    faith = None
+    if run.faithfulness:
+        f = run.faithfulness
+        faith = {
+            "deletion_auc": float(np.mean(f["deletion_auc"])),
+            "insertion_auc": float(np.mean(f["insertion_auc"])),
+            "average_drop": float(np.mean(f["drop"])),
+            "increase_in_confidence": float(np.mean(f["increase"])),
+            "num_images": len(f["drop"]),
+        }
+    return {
+        "family": run.method.family,
+        "settings": run.method.settings(),
+        "subset": run.names is not None and len(run.names) < num_planned,
+        "num_images": scores["metrics"]["num_images"],
+        "metrics": scores["metrics"],
+        "timing": timing,
+        "faithfulness": faith,
+        "curves": scores["curves"],
+        "per_image": scores["per_image"],
+    }

@@ -1,0 +1,357 @@
+"""Write an evaluation's results: a Markdown table, a JSON file and figures, all atomically.
+
+:func:`write_results` writes, into one folder:
+
+- ``results.md`` — one row per method (PxAP, best pixel IoU, MaxBoxAccV2, GT-known loc.,
+  pointing game, energy pointing game, ms/image, × forward pass, images), the settings, the
+  subset and faithfulness tables, and the images that were skipped;
+- ``results.json`` — everything, curves and per-image records included (NaN → null);
+- ``boxacc_vs_threshold.png`` — BoxAcc against the CAM threshold at each IoU, one curve per method;
+- ``pr_curves.png`` — pixel precision-recall and mean pixel IoU against the threshold (masks only);
+- ``examples.png`` — a few images with every method's map overlaid (:func:`hrcam.viz.overlay_cam`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..utils import atomic_save_json, atomic_write
+
+__all__ = ["markdown_table", "to_json", "write_results"]
+
+# Column title, metric key, "higher is better".
+_COLUMNS = (
+    ("PxAP", "pxap"),
+    ("best px IoU", "best_pixel_iou"),
+    ("MaxBoxAccV2", "max_box_acc_v2"),
+    ("GT-known loc", "gt_known_loc"),
+    ("pointing", "pointing_game"),
+    ("energy", "energy_pointing_game"),
+)
+
+
+def _pct(value) -> str:
+    return (
+        "–"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{100 * value:.1f}"
+    )
+
+
+def _num(value, digits: int) -> str:
+    return (
+        "–"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.{digits}f}"
+    )
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The main table of ``results`` (from :func:`~.localization.evaluate_localization`) in Markdown."""
+    run = results["run"]
+    head = "| method | " + " | ".join(c for c, _ in _COLUMNS) + " | ms/image | × forward | images |"
+    rule = "|---|" + "---:|" * (len(_COLUMNS) + 3)
+    lines = [head, rule]
+    fwd = results["forward"]
+    lines.append(
+        "| *forward pass (backbone alone)* | "
+        + " | ".join("" for _ in _COLUMNS)
+        + f" | {_num(fwd['ms_per_image'], 1)} | 1.00 | {run['num_scored']} |"
+    )
+    for name, r in results["methods"].items():
+        m, t = r["metrics"], r["timing"]
+        label = f"{name} †" if r["subset"] else name
+        n = f"{r['num_images']} (subset)" if r["subset"] else str(r["num_images"])
+        cells = " | ".join(_pct(m.get(key)) for _, key in _COLUMNS)
+        lines.append(
+            f"| {label} | {cells} | {_num(t['ms_per_image'], 1)} | {_num(t['ratio_to_forward'], 2)} | {n} |"
+        )
+    return "\n".join(lines)
+
+
+def _subset_tables(results: dict[str, Any]) -> list[str]:
+    out = []
+    for sub in results.get("subsets", {}).values():
+        out += [
+            "",
+            f"### Every method on the {sub['num_images']} images of {', '.join(sub['of_methods'])}",
+            "",
+            "| method | " + " | ".join(c for c, _ in _COLUMNS) + " |",
+            "|---|" + "---:|" * len(_COLUMNS),
+        ]
+        for name, m in sub["metrics"].items():
+            out.append(f"| {name} | " + " | ".join(_pct(m.get(key)) for _, key in _COLUMNS) + " |")
+    return out
+
+
+def _faithfulness_table(results: dict[str, Any]) -> list[str]:
+    rows = [
+        (name, r["faithfulness"]) for name, r in results["methods"].items() if r.get("faithfulness")
+    ]
+    if not rows:
+        return []
+    out = [
+        "",
+        "### Faithfulness",
+        "",
+        "Deletion AUC (lower is better) and insertion AUC (higher) over the fraction of pixels "
+        f"changed ({results['run']['faithfulness']['steps']} steps, RISE protocol); average drop "
+        "(lower) and increase in confidence (higher), Grad-CAM++ protocol; percentages.",
+        "",
+        "| method | deletion AUC | insertion AUC | average drop | increase in confidence | images |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in rows:
+        out.append(
+            f"| {name} | {_pct(f['deletion_auc'])} | {_pct(f['insertion_auc'])} | {_pct(f['average_drop'])} "
+            f"| {_pct(f['increase_in_confidence'])} | {f['num_images']} |"
+        )
+    return out
+
+
+def _settings_lines(results: dict[str, Any]) -> list[str]:
+    out = ["", "### Method settings", ""]
+    for name, r in results["methods"].items():
+        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items() if k != "options")
+        options = r["settings"].get("options")
+        if options is not None:
+            settings = (
+                (settings + ", " if settings else "")
+                + "options: "
+                + ", ".join(f"{k}={v}" for k, v in options.items())
+            )
+        out.append(f"- `{name}` ({r['family']}): {settings}")
+    return out
+
+
+def render_markdown(results: dict[str, Any], *, command: str | None = None) -> str:
+    """The whole ``results.md``."""
+    run = results["run"]
+    model = run["model"].get("name", "?")
+    lines = [
+        f"# Localization: {Path(run['dataset']).name or run['dataset']} ({run['split']}, {run['num_scored']} images)",
+        "",
+    ]
+    if command:
+        lines += ["```", command, "```", ""]
+    lines += [
+        f"Model `{model}` ({'with' if run['expansion'] else 'no'} expansion network); target: {run['target']} class; "
+        f"device {run['device']}, {run['threads']} torch thread(s) of {run['cpu_count']} CPU(s); batch {run['batch_size']}; "
+        f"hrcam {run['hrcam_version']}, torch {run['torch_version']}.",
+        "",
+        "Scores in percent. Maps are computed at the network input size "
+        f"({run['input_size']}×{run['input_size']}, the image stretched to it), resized bilinearly to each "
+        "image's original size and min-max normalised, then scored: PxAP and best pixel IoU (per image, "
+        "averaged) against the mask with the trimap boundary ignored; MaxBoxAccV2 (IoU 0.3/0.5/0.7) and "
+        f"GT-known loc. (largest component above 20 %, IoU 0.5) against the boxes ({run['boxes']}); "
+        "pointing game (15 px) and energy pointing game against the mask. "
+        "Time: per batch the backbone's forward pass alone, then each method on the same batch (order "
+        "rotated per batch), then the forward pass again; ms/image is the median over batches, × forward "
+        "the median of the per-batch ratios to the mean of the two forward passes. high_res and refined "
+        "share one generate_cams per batch, whose time is charged to each.",
+        "",
+        markdown_table(results),
+    ]
+    if any(r["subset"] for r in results["methods"].values()):
+        lines += [
+            "",
+            "† run on an evenly spaced subset of the images (see the subset table below).",
+        ]
+    if run.get("top1_accuracy") is not None:
+        lines += ["", f"Top-1 accuracy on the labels: {_pct(run['top1_accuracy'])} %."]
+    lines += _subset_tables(results)
+    lines += _faithfulness_table(results)
+    lines += _settings_lines(results)
+    if results["bad_images"]:
+        lines += ["", f"### Skipped images ({len(results['bad_images'])})", ""]
+        lines += [f"- `{b['name']}`: {b['error']}" for b in results["bad_images"]]
+    lines += ["", f"Wall time {run['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def to_json(value: Any) -> Any:
+    """A JSON-ready copy: arrays → lists, NumPy scalars → Python, NaN/inf → None."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if not math.isfinite(float(value)) else float(value)
+    return value
+
+
+def write_results(
+    results: dict[str, Any], output: str | os.PathLike, *, command: str | None = None
+) -> dict[str, Path]:
+    """Write ``results.md``, ``results.json`` and the figures into ``output`` (created); returns the paths."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": output / "results.md",
+        "json": output / "results.json",
+        "boxacc": output / "boxacc_vs_threshold.png",
+    }
+    record = {k: v for k, v in results.items() if k != "examples"}
+    record["examples"] = [
+        {k: e[k] for k in ("name", "target", "target_name")} for e in results.get("examples", [])
+    ]
+    if command:
+        record["run"] = {**record["run"], "command": command}
+    atomic_save_json(to_json(record), paths["json"])
+    with atomic_write(paths["markdown"], "w") as f:
+        f.write(render_markdown(results, command=command))
+    _save_figure(_plot_box_acc(results), paths["boxacc"])
+    if results["run"]["has_masks"]:
+        paths["pr"] = output / "pr_curves.png"
+        _save_figure(_plot_pr(results), paths["pr"])
+    if results.get("examples"):
+        paths["examples"] = output / "examples.png"
+        _save_figure(_plot_examples(results), paths["examples"])
+    return paths
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_figure(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def _styles(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10" if len(results["methods"]) <= 10 else "tab20"]
+    return {
+        name: {
+            "color": colours(i % colours.N),
+            "linestyle": "-" if r["family"] == "ours" else "--",
+            "linewidth": 1.6,
+        }
+        for i, (name, r) in enumerate(results["methods"].items())
+    }
+
+
+def _plot_box_acc(results: dict[str, Any]):
+    styles = _styles(results)
+    first = next(iter(results["methods"].values()))["curves"]["box_acc"]
+    deltas = list(first["iou_thresholds"])
+    fig = _figure(4.2 * len(deltas), 3.8)
+    axes = fig.subplots(1, len(deltas), squeeze=False)[0]
+    for ax, (d, delta) in zip(axes, enumerate(deltas), strict=True):
+        for name, r in results["methods"].items():
+            c = r["curves"]["box_acc"]
+            label = f"{name} ({_pct(r['metrics']['max_box_acc'].get(f'{delta:g}'))})"
+            ax.plot(
+                np.asarray(c["cam_thresholds"]),
+                100 * np.asarray(c["box_acc"])[d],
+                label=label,
+                **styles[name],
+            )
+        ax.set_title(f"BoxAcc at IoU ≥ {delta:g}")
+        ax.set_xlabel("CAM threshold")
+        ax.set_ylabel("BoxAcc (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title="method (MaxBoxAcc)", title_fontsize=7)
+    return fig
+
+
+def _plot_pr(results: dict[str, Any]):
+    styles = _styles(results)
+    fig = _figure(10, 4.2)
+    pr_ax, iou_ax = fig.subplots(1, 2)
+    for name, r in results["methods"].items():
+        curves = r["curves"]
+        if "pr" not in curves:
+            continue
+        pr = curves["pr"]
+        pr_ax.plot(
+            np.asarray(pr["recall"]),
+            np.asarray(pr["precision"]),
+            label=f"{name} (PxAP {_pct(r['metrics']['pxap'])})",
+            **styles[name],
+        )
+        iou = curves["pixel_iou"]
+        iou_ax.plot(
+            np.asarray(iou["thresholds"]),
+            100 * np.asarray(iou["mean_iou"]),
+            label=f"{name} (best/img {_pct(r['metrics']['best_pixel_iou'])})",
+            **styles[name],
+        )
+    pr_ax.set(
+        title="Pixel precision-recall",
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
+    iou_ax.set(
+        title="Mean pixel IoU against the threshold",
+        xlabel="CAM threshold",
+        ylabel="mean IoU (%)",
+        ylim=(0, 100),
+    )
+    for ax in (pr_ax, iou_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _plot_examples(results: dict[str, Any]):
+    from ..viz import overlay_cam
+
+    examples = results["examples"]
+    methods = list(results["methods"])
+    cols = 1 + len(methods)
+    fig = _figure(1.9 * cols, 2.0 * len(examples))
+    axes = fig.subplots(len(examples), cols, squeeze=False)
+    for row, example in enumerate(examples):
+        image = example["image"]
+        axes[row, 0].imshow(image)
+        axes[row, 0].set_title(f"{example['name']}\n{example['target_name']}", fontsize=7)
+        for col, name in enumerate(methods, start=1):
+            ax = axes[row, col]
+            cam = example["maps"].get(name)
+            if cam is not None:
+                ax.imshow(overlay_cam(image, cam))
+            else:
+                ax.text(
+                    0.5,
+                    0.5,
+                    "not run\n(subset)",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    transform=ax.transAxes,
+                )
+            if row == 0:
+                ax.set_title(name, fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.subplots_adjust(wspace=0.03, hspace=0.25)
+    return fig

@@ -1,0 +1,202 @@
+"""One interface for every CAM method, and the registry that names them.
+
+A :class:`CAMMethod` is called as ``method(model, x, targets)``:
+
+- ``model``: an :class:`hrcam.HRCAM` (peers only use ``model.backbone``);
+- ``x``: ``(B, 3, H, W)`` float inputs, normalised for the model (``HRCAM.preprocess``);
+- ``targets``: ``(B,)`` class indices, one per image (the same for every method in a comparison);
+
+and returns ``(B, H, W)`` float32 CPU maps at the input's resolution, one per image (any scale:
+the metrics min-max normalise each map).
+
+Methods are built from a *spec* string, ``name`` or ``name:key=value,key=value``, e.g.
+``"refined:focal_scope=local,merge=multiply"`` (a refined CAM with two options changed) or
+``"scorecam:batch_size=64"``. :func:`parse_method_list` splits a comma-separated list of specs
+(``key=value`` items without a name belong to the spec before them).
+
+Example::
+
+    >>> from hrcam.methods import create_method, list_methods
+    >>> "refined" in list_methods()
+    True
+    >>> create_method("refined:merge=multiply").name
+    'refined:merge=multiply'
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+__all__ = [
+    "CAMMethod",
+    "create_method",
+    "list_methods",
+    "parse_method_list",
+    "parse_method_spec",
+    "register_method",
+]
+
+
+class CAMMethod:
+    """Base class of CAM methods: checks the inputs, then calls :meth:`_compute`.
+
+    Attributes:
+        name: the spec this method was built from (its row in result tables).
+        family: ``"ours"`` (the paper's maps) or ``"peer"`` (pytorch-grad-cam).
+        slow: True for methods that run many forward passes per image (Score-CAM); the
+            evaluation runs them on a subset by default.
+    """
+
+    family = "ours"
+    slow = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Maps ``(B, H, W)`` float32 on the CPU for inputs ``x`` ``(B, 3, H, W)``, ``targets`` ``(B,)``."""
+        targets = check_inputs(model, x, targets)
+        return self._compute(model, x, targets)
+
+    def check_model(self, model) -> None:
+        """Raise a ``ValueError`` when ``model`` cannot give this method's maps (say why)."""
+
+    def settings(self) -> dict[str, Any]:
+        """What produced the maps (class, layers, options), for the results file."""
+        return {}
+
+    def _compute(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def check_inputs(model, x, targets) -> torch.Tensor:
+    """Check ``x`` (B, C, H, W) float and ``targets`` (B,) class indices; return targets as long."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
+        got = (
+            f"shape {tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        )
+        raise ValueError(
+            f"x must be a float tensor (B, 3, H, W) normalised for the model, got {got}; "
+            "build it with HRCAM.preprocess(...)"
+        )
+    t = torch.as_tensor(targets)
+    if t.ndim != 1 or t.shape[0] != x.shape[0] or t.is_floating_point():
+        raise ValueError(
+            f"targets must be ({x.shape[0]},) integer class indices, one per image, got "
+            f"{t.dtype} of shape {tuple(t.shape)}; use model.resolve_targets(None, logits) for "
+            "the predicted classes"
+        )
+    num_classes = model.backbone.num_classes
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"targets must lie in [0, {num_classes - 1}], got {t.tolist()}")
+    return t.to(dtype=torch.long, device=x.device)
+
+
+# -- the registry ---------------------------------------------------------------------------------
+
+Builder = Callable[..., CAMMethod]
+B = TypeVar("B", bound=Builder)
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_method(name: str) -> Callable[[B], B]:
+    """Decorator adding a method builder ``builder(spec_name, params: dict[str, str], **context)``.
+
+    A duplicate name is refused. ``params`` are the spec's ``key=value`` pairs (strings); the
+    builder refuses keys it does not know. ``context`` carries ``refine_options``.
+    """
+
+    def decorator(fn: B) -> B:
+        if name in _BUILDERS:
+            raise ValueError(f"a CAM method named {name!r} is already registered")
+        if not name.isidentifier():
+            raise ValueError(f"method names are identifiers (letters, digits, _), got {name!r}")
+        _BUILDERS[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_methods() -> list[str]:
+    """Names of the registered methods: ours first, then the peers, in registration order."""
+    return list(_BUILDERS)
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"name:k=v,k2=v2"`` → ``("name", {"k": "v", "k2": "v2"})``; raises ``ValueError`` if malformed."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a method spec is a non-empty string such as 'gradcam', got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    params: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise ValueError(
+                f"method spec {spec!r}: {item!r} is not key=value (e.g. 'refined:merge=multiply')"
+            )
+        key = key.strip().replace("-", "_")
+        if key in params:
+            raise ValueError(f"method spec {spec!r} sets {key!r} twice")
+        params[key] = value.strip()
+    return name.strip(), params
+
+
+def parse_method_list(text: str | Iterable[str]) -> list[str]:
+    """Split ``"low_res,refined:merge=multiply,alpha=0.7,gradcam"`` into method specs.
+
+    Items are separated by commas; an item holding ``=`` but no ``:`` is an option of the spec
+    before it, so the example gives ``["low_res", "refined:merge=multiply,alpha=0.7",
+    "gradcam"]``. Several strings (a repeated ``--methods``) are joined. Duplicates are refused.
+    """
+    parts = [text] if isinstance(text, str) else list(text)
+    specs: list[str] = []
+    for part in parts:
+        for item in filter(None, (s.strip() for s in part.split(","))):
+            if "=" in item and ":" not in item:
+                if not specs:
+                    raise ValueError(f"{item!r} is an option but no method comes before it")
+                sep = "," if ":" in specs[-1] else ":"
+                specs[-1] = f"{specs[-1]}{sep}{item}"
+            else:
+                specs.append(item)
+    seen = set()
+    for spec in specs:
+        if spec in seen:
+            raise ValueError(f"method {spec!r} is listed twice")
+        seen.add(spec)
+    if not specs:
+        raise ValueError("no method given; choose from " + ", ".join(list_methods()))
+    return specs
+
+
+def create_method(spec: str, **context: Any) -> CAMMethod:
+    """Build the method a spec names (see the module docstring).
+
+    ``context``: ``refine_options`` (the base :class:`~hrcam.postprocess.RefineOptions` of
+    ``refined`` specs). Raises ``KeyError`` for an unknown name (listing the valid ones),
+    ``ValueError`` for a bad option, ``ImportError`` when a peer's optional dependency is missing.
+    """
+    if isinstance(spec, CAMMethod):
+        return spec
+    name, params = parse_method_spec(spec)
+    if name not in _BUILDERS:
+        close = difflib.get_close_matches(name, list(_BUILDERS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown CAM method {name!r}.{hint} Valid methods: {', '.join(_BUILDERS)}")
+    canonical = name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+    return _BUILDERS[name](canonical, params, **context)
+
+
+def reject_unknown(name: str, params: dict[str, str], allowed: Sequence[str]) -> None:
+    """Raise a ``ValueError`` naming any key of ``params`` not in ``allowed``."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        valid = ", ".join(allowed) if allowed else "none"
+        raise ValueError(f"method {name!r}: unknown option(s) {unknown}; valid options: {valid}")

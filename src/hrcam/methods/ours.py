@@ -1,0 +1,161 @@
+"""The paper's maps as CAM methods: ``low_res``, ``high_res`` and ``refined``.
+
+- ``low_res`` — the localization network's CAM ``Σ_k w_ck A_k`` (paper section 2.1), upsampled
+  bilinearly to the input (:func:`hrcam.upsample_cam`; :meth:`LowResCAM.native` gives the
+  ``(B, h, w)`` map itself). It runs the backbone alone.
+- ``high_res`` — the expansion network's high-resolution CAM (section 2.2).
+- ``refined`` — the postprocessing pipeline on both (section 2.3), with any
+  :class:`~hrcam.postprocess.RefineOptions`: ``"refined:focal_scope=local,merge=multiply"``
+  changes two options of the base options (``refine_options`` of :func:`create_method`, the
+  paper's defaults unless given). Option values are parsed by the field's type; ``auto`` or
+  ``none`` set an optional field to None. ``impl=numpy|torch`` picks the implementation (default:
+  NumPy on a CPU, the batched PyTorch one on a GPU, the faster of each).
+
+``high_res`` and ``refined`` both start from :meth:`HRCAM.generate_cams`; they are
+:class:`SharedCAMsMethod` s, so an evaluation can run ``generate_cams`` once per batch and hand the
+result to each (:meth:`SharedCAMsMethod.from_cams`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model import CAMs, upsample_cam
+from ..postprocess import RefineOptions, refine, refine_batch
+from .base import CAMMethod, register_method, reject_unknown
+
+__all__ = ["HighResCAM", "LowResCAM", "RefinedCAM", "SharedCAMsMethod"]
+
+
+class LowResCAM(CAMMethod):
+    """The low-res CAM of the localization network, upsampled bilinearly to the input size."""
+
+    def _compute(self, model, x, targets):
+        return upsample_cam(self.native(model, x, targets), x.shape[-2:]).float().cpu()
+
+    @torch.inference_mode()
+    def native(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The CAM at the feature resolution, ``(B, h, w)`` (e.g. 7×7 for 224×224 at stride 32)."""
+        return model.low_res_cam(x, targets)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "map": "sum_k w_ck A_k over the final features A (backbone.cam)",
+            "resize": "bilinear to the input size (upsample_cam, align_corners=False)",
+        }
+
+
+class SharedCAMsMethod(CAMMethod):
+    """A method computed from :meth:`HRCAM.generate_cams`; :meth:`from_cams` does the rest."""
+
+    def check_model(self, model) -> None:
+        if model.expansion is None:
+            raise ValueError(
+                f"method {self.name!r} needs a model with an expansion network, and this one has "
+                "none; leave it out, or load a model that has one (a stage-2 checkpoint, or "
+                "'default' once its expansion weights ship)"
+            )
+
+    def _compute(self, model, x, targets):
+        self.check_model(model)
+        with torch.inference_mode():
+            cams = model.generate_cams(x, targets)
+        return self.from_cams(model, x, targets, cams)
+
+    def from_cams(self, model, x: torch.Tensor, targets: torch.Tensor, cams: CAMs) -> torch.Tensor:
+        """The ``(B, H, W)`` float32 CPU maps from ``generate_cams(x, targets)``'s result."""
+        raise NotImplementedError
+
+
+class HighResCAM(SharedCAMsMethod):
+    """The expansion network's high-res CAM, at the input size already."""
+
+    def from_cams(self, model, x, targets, cams):
+        return cams.high_res.float().cpu()
+
+    def settings(self) -> dict[str, Any]:
+        return {"map": "expansion network's class map for the target (generate_cams().high_res)"}
+
+
+class RefinedCAM(SharedCAMsMethod):
+    """The refined CAM (``steps.refined``) of the postprocessing pipeline, at the input size.
+
+    Args:
+        name: the spec (table row).
+        options: the pipeline's options.
+        impl: ``"numpy"`` (:func:`~hrcam.postprocess.refine`, image by image), ``"torch"``
+            (:func:`~hrcam.postprocess.refine_batch`) or ``"auto"`` (NumPy on a CPU).
+    """
+
+    def __init__(
+        self, name: str, options: RefineOptions | None = None, *, impl: str = "auto"
+    ) -> None:
+        super().__init__(name)
+        if impl not in ("auto", "numpy", "torch"):
+            raise ValueError(f"method {name!r}: impl must be auto, numpy or torch, got {impl!r}")
+        self.options = options or RefineOptions()
+        self.impl = impl
+
+    def from_cams(self, model, x, targets, cams):
+        low, high = cams.low_res, cams.high_res
+        use_torch = self.impl == "torch" or (self.impl == "auto" and low.device.type != "cpu")
+        if use_torch:
+            return refine_batch(low, high, options=self.options).refined.float().cpu()
+        low_np = low.float().cpu().numpy()
+        high_np = high.float().cpu().numpy()
+        refined = [
+            refine(low_np[i], high_np[i], options=self.options).refined for i in range(len(low_np))
+        ]
+        return torch.from_numpy(np.stack(refined).astype(np.float32, copy=False))
+
+    def settings(self) -> dict[str, Any]:
+        return {"options": dataclasses.asdict(self.options), "impl": self.impl}
+
+
+# -- builders -------------------------------------------------------------------------------------
+
+
+@register_method("low_res")
+def _low_res(name: str, params: dict[str, str], **context) -> LowResCAM:
+    reject_unknown(name, params, ())
+    return LowResCAM(name)
+
+
+@register_method("high_res")
+def _high_res(name: str, params: dict[str, str], **context) -> HighResCAM:
+    reject_unknown(name, params, ())
+    return HighResCAM(name)
+
+
+@register_method("refined")
+def _refined(
+    name: str, params: dict[str, str], *, refine_options: RefineOptions | None = None, **context
+) -> RefinedCAM:
+    fields = {f.name for f in dataclasses.fields(RefineOptions)}
+    reject_unknown(name, params, sorted(fields) + ["impl"])
+    params = dict(params)
+    impl = params.pop("impl", "auto")
+    hints = typing.get_type_hints(RefineOptions)
+    changes = {key: _parse_value(name, key, value, hints[key]) for key, value in params.items()}
+    return RefinedCAM(name, (refine_options or RefineOptions()).replace(**changes), impl=impl)
+
+
+def _parse_value(name: str, key: str, text: str, annotation) -> Any:
+    """A spec's string value as the RefineOptions field's type (``auto``/``none`` → None)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) < len(
+        typing.get_args(annotation)
+    )
+    kind = args[0] if optional and len(args) == 1 else annotation
+    if optional and text.lower() in ("auto", "none"):
+        return None
+    try:
+        return kind(text) if kind in (int, float) else text
+    except ValueError:
+        raise ValueError(f"method {name!r}: {key}={text!r} is not a {kind.__name__}") from None
