@@ -4,10 +4,13 @@ Inputs are realistic synthetic CAM pairs (:func:`hrcam.postprocess.synthetic.mak
 low-res CAM of a few Gaussian blobs, a textured high-res CAM with noise) with a uint8 image, so
 every step runs, the masked image included. Prints two tables:
 
-1. implementation, size, batch, median ms per image, images per second. The NumPy path is
-   timed image by image (the median of the per-image times); the PyTorch path batch by batch
-   (the median batch time divided by the batch size). ``numpy, CAMs only`` leaves out the
-   image (step 10).
+1. implementation, size, batch, median wall-clock ms per image, images per second (from
+   that median), median CPU ms per image, and the number of images timed. The NumPy path is
+   timed image by image (medians of the per-image times); the PyTorch path batch by batch
+   (median batch time divided by the batch size). ``numpy, CAMs only`` leaves out the image
+   (step 10). CPU time counts only the time this process ran (summed over its threads), so
+   on a machine that other processes share it is close to what an idle CPU would give; for
+   the single-threaded NumPy path it equals the wall-clock time when the CPU is idle.
 2. the NumPy path's median time per step at the first size, so the region-growing cost shows.
 
 Threads: the NumPy path is single-threaded (NumPy's element-wise ops and SciPy's labelling
@@ -64,20 +67,23 @@ def images_for(size: int, base: int) -> int:
     return max(8, round(base * (224 * 224) / (size * size)))
 
 
-def time_numpy(low, high, images) -> list[float]:
-    """Seconds per image for :func:`refine`, one image at a time."""
+def time_numpy(low, high, images) -> tuple[list[float], list[float]]:
+    """(wall, CPU) seconds per image for :func:`refine`, one image at a time."""
     refine(low[0], high[0], None if images is None else images[0])  # warm the caches
-    times = []
+    wall, cpu = [], []
     for i in range(len(low)):
         image = None if images is None else images[i]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         refine(low[i], high[i], image)
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
-def time_torch(low, high, images, batch: int, device: torch.device) -> list[float]:
-    """Seconds per batch for :func:`refine_batch` (inputs already on ``device``)."""
+def time_torch(
+    low, high, images, batch: int, device: torch.device
+) -> tuple[list[float], list[float]]:
+    """(wall, CPU) seconds per batch for :func:`refine_batch` (inputs already on ``device``)."""
 
     def sync():
         if device.type == "cuda":
@@ -85,27 +91,28 @@ def time_torch(low, high, images, batch: int, device: torch.device) -> list[floa
 
     refine_batch(low[:batch], high[:batch], images[:batch])  # warm-up
     sync()
-    times = []
+    wall, cpu = [], []
     for i in range(0, len(low) - batch + 1, batch):
         sync()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         refine_batch(low[i : i + batch], high[i : i + batch], images[i : i + batch])
         sync()
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def time_numpy_steps(low, high, images, options: RefineOptions) -> dict[str, float]:
-    """Median seconds of each step of the NumPy pipeline over the given images."""
+    """Median CPU seconds of each step of the NumPy pipeline over the given images."""
     R = reference
     H, W = high.shape[1:]
     k, hole = resolve_num_points(options, H), resolve_max_hole_size(options, H, W)
     steps = {}
 
     def timed(name, fn, *args, **kwargs):
-        start = time.perf_counter()
+        start = time.thread_time()
         out = fn(*args, **kwargs)
-        steps.setdefault(name, []).append(time.perf_counter() - start)
+        steps.setdefault(name, []).append(time.thread_time() - start)
         return out
 
     for i in range(len(low)):
@@ -176,10 +183,14 @@ def time_region_growing(low, high, device: torch.device) -> tuple[float, int, fl
     return tuple(results)
 
 
-def row(name: str, size: int, batch: int, per_image_s: float) -> str:
+def row(name: str, size: int, batch: int, times: tuple[list[float], list[float]]) -> str:
+    """A table row from (wall, CPU) per-image (batch 1) or per-batch times in seconds."""
+    wall, cpu = times
+    median, median_cpu = float(np.median(wall)) / batch, float(np.median(cpu)) / batch
+    cpu_text = f"{median_cpu * 1e3:>9.3f}" if name != "torch cuda" else f"{'-':>9}"
     return (
-        f"| {name:<22} | {size:>4}x{size:<4} | {batch:>5} | {per_image_s * 1e3:>9.3f} "
-        f"| {1 / per_image_s:>9.0f} |"
+        f"| {name:<22} | {size:>4}x{size:<4} | {batch:>5} | {median * 1e3:>9.3f} "
+        f"| {1 / median:>9.0f} | {cpu_text} | {len(wall) * batch:>6} |"
     )
 
 
@@ -201,10 +212,8 @@ def main(args: argparse.Namespace) -> None:
         n = images_for(size, args.images)
         low, high, images = make_cams(rng, n, high_shape=(size, size))
         if not args.skip_numpy:
-            lines.append(row("numpy", size, 1, float(np.median(time_numpy(low, high, images)))))
-            lines.append(
-                row("numpy, CAMs only", size, 1, float(np.median(time_numpy(low, high, None))))
-            )
+            lines.append(row("numpy", size, 1, time_numpy(low, high, images)))
+            lines.append(row("numpy, CAMs only", size, 1, time_numpy(low, high, None)))
             if step_table is None:
                 step_table = (size, n, time_numpy_steps(low, high, images, RefineOptions()))
         tl, th, ti = (torch.from_numpy(a) for a in (low, high, images))
@@ -214,7 +223,7 @@ def main(args: argparse.Namespace) -> None:
                 torch.set_num_threads(threads)
                 times = time_torch(tl, th, ti, batch, torch.device("cpu"))
                 name = f"torch cpu, {threads} thread" + ("s" if threads > 1 else "")
-                lines.append(row(name, size, batch, float(np.median(times)) / batch))
+                lines.append(row(name, size, batch, times))
         growing_device = torch.device("cuda" if use_cuda else "cpu")
         torch.set_num_threads(max(args.threads))
         m = min(16, n)
@@ -228,17 +237,20 @@ def main(args: argparse.Namespace) -> None:
             reps = max(1, (4 * batch + n - 1) // n)  # at least 4 timed batches
             tl, th, ti = (torch.cat([t] * reps).to(dev) for t in (tl, th, ti))
             times = time_torch(tl, th, ti, batch, dev)
-            lines.append(row("torch cuda", size, batch, float(np.median(times)) / batch))
+            lines.append(row("torch cuda", size, batch, times))
         del low, high, images
 
     print()
-    print(f"| {'implementation':<22} | {'size':^9} | batch | ms/image  | images/s  |")
-    print(f"|{'-' * 24}|{'-' * 11}|{'-' * 7}|{'-' * 11}|{'-' * 11}|")
+    print(
+        f"| {'implementation':<22} | {'size':^9} | batch | ms/image  | images/s  "
+        "| CPU ms    | images |"
+    )
+    print(f"|{'-' * 24}|{'-' * 11}|{'-' * 7}|{'-' * 11}|{'-' * 11}|{'-' * 11}|{'-' * 8}|")
     print("\n".join(lines))
     if step_table is not None:
         size, n, steps = step_table
         print()
-        print(f"NumPy path, median per step at {size}x{size} over {n} images:")
+        print(f"NumPy path, median CPU time per step at {size}x{size} over {n} images:")
         print(f"| {'step':<32} | ms     |")
         print(f"|{'-' * 34}|{'-' * 8}|")
         for name, seconds in steps.items():

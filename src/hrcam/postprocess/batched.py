@@ -6,11 +6,15 @@ loop over pixels or images. The two implementations compute the same float32 ope
 same order from the same tables (:mod:`._grid`), so their maps agree bit for bit and their
 masks are identical.
 
-Region growing and hole filling need connected components, and a flood fill that dilates one
-pixel per pass needs as many passes as the region is wide. :func:`label_components` instead
-hooks trees of pixel labels onto their smallest neighbour and halves their depth every pass
-(pointer jumping, after Shiloach-Vishkin and FastSV, Zhang, Azad & Hu 2020), starting from the
-row runs; it converges in a handful of passes (6-9 on CAM-like masks from 224 to 1024 pixels).
+Region growing and hole filling need connected components. A flood fill that dilates the
+seeds one pixel per pass needs as many passes as the longest path through the region (about
+300 on a CAM-like 224x224 map, 700 at 512x512). :func:`label_components` instead hooks trees of
+pixel labels onto their smallest neighbour and halves their depth every pass (pointer jumping,
+after Shiloach-Vishkin and FastSV, Zhang, Azad & Hu 2020), starting from the row runs: 6-9
+passes from 224 to 1024 pixels (``benchmarks/bench_refine.py`` prints both counts).
+
+Use it on a GPU. On a CPU, :func:`~hrcam.postprocess.refine` (NumPy, one image at a time)
+is several times faster per image, so it stays the CPU default; see the benchmark.
 """
 
 from __future__ import annotations

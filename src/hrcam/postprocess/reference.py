@@ -65,17 +65,21 @@ def normalize_map(cam) -> np.ndarray:
     [[0.0, 0.5], [0.0, 1.0]]
     """
     x = np.asarray(cam, dtype=np.float32)
-    finite = np.isfinite(x)
-    if not finite.all():
-        x = np.where(finite, x, np.float32(0))
-    return _normalize_finite(x)
+    if x.size == 0:
+        return x.copy()
+    lo, hi = x.min(), x.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # a NaN or an inf somewhere
+        x = np.where(np.isfinite(x), x, np.float32(0))
+        lo, hi = x.min(), x.max()
+    return _normalize_finite(x, lo, hi)
 
 
-def _normalize_finite(x: np.ndarray) -> np.ndarray:
-    """Normalise a finite float32 array to [0, 1] (constant -> zeros)."""
+def _normalize_finite(x: np.ndarray, lo=None, hi=None) -> np.ndarray:
+    """Normalise a finite float32 array to [0, 1] (constant -> zeros); ``lo, hi``: its range."""
     if x.size == 0:
         return x
-    lo, hi = x.min(), x.max()
+    if lo is None:
+        lo, hi = x.min(), x.max()
     with np.errstate(over="ignore"):
         span = hi - lo
     if not np.isfinite(span):
@@ -159,8 +163,9 @@ def sobel_edges(blurred) -> np.ndarray:
     gx = smooth_v[2:] - smooth_v[:-2]
     smooth_h = flat[0 : n - 2] + flat[1 : n - 1] * 2 + flat[2:n]
     gy = smooth_h[2 * Wp :] - smooth_h[: -2 * Wp]
-    magnitude = np.zeros(H * Wp, dtype=np.float32)
-    magnitude[: gx.size] = np.sqrt(gx * gx + gy * gy)
+    magnitude = np.empty(H * Wp, dtype=np.float32)
+    np.sqrt(gx * gx + gy * gy, out=magnitude[: gx.size])
+    magnitude[gx.size :] = 0  # cropped padding columns of the last row
     return _normalize_finite(magnitude.reshape(H, Wp)[:, :W])
 
 
@@ -416,7 +421,7 @@ def mask_image(
             keep = np.zeros(r.shape, dtype=bool)
         else:
             kth = np.partition(r.ravel(), r.size - k)[r.size - k]
-            keep = (r >= kth) & (r > 0)
+            keep = r >= kth if kth > 0 else r > 0  # (r >= kth) & (r > 0)
     elif filter == "threshold":
         keep = normalize_map(r) > np.float32(threshold)
     else:

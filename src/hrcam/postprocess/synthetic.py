@@ -53,7 +53,9 @@ def make_cams(
     tint = rng.uniform(0.4, 1.0, size=(B, 1, 1, 3))
     image = shade[..., None] * tint * 255 + rng.normal(0, 8, size=(*high.shape, 3))
     image = np.clip(image, 0, 255).astype(np.uint8)
-    return low.astype(np.float32), high.astype(np.float32), image
+    # Broadcasting can leave an odd memory order; real images and CAMs arrive C-contiguous.
+    as_c = np.ascontiguousarray
+    return as_c(low, dtype=np.float32), as_c(high, dtype=np.float32), as_c(image)
 
 
 def _mixture(shape, centres, widths, weights) -> np.ndarray:
