@@ -323,6 +323,7 @@ def evaluate_localization(
             "torch_version": torch.__version__,
             "model": dict(model.backbone.config),
             "expansion": model.expansion is not None,
+            "high_res_mode": getattr(model, "high_res_mode", None) if model.expansion is not None else None,
             "dataset": str(getattr(dataset, "root", "")),
             "has_masks": has_masks,
             "boxes": "csv" if getattr(dataset, "boxes_csv", None) else f"mask {mask_boxes}",

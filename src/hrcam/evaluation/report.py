@@ -130,6 +130,13 @@ def _settings_lines(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _expansion(run: dict[str, Any]) -> str:
+    if not run["expansion"]:
+        return "no expansion network"
+    mode = run.get("high_res_mode")
+    return "with expansion network" + (f", {mode} high-res CAM" if mode else "")
+
+
 def render_markdown(results: dict[str, Any], *, command: str | None = None) -> str:
     """The whole ``results.md``."""
     run = results["run"]
@@ -141,7 +148,7 @@ def render_markdown(results: dict[str, Any], *, command: str | None = None) -> s
     if command:
         lines += ["```", command, "```", ""]
     lines += [
-        f"Model `{model}` ({'with' if run['expansion'] else 'no'} expansion network); target: {run['target']} class; "
+        f"Model `{model}` ({_expansion(run)}); target: {run['target']} class; "
         f"device {run['device']}, {run['threads']} torch thread(s) of {run['cpu_count']} CPU(s); batch {run['batch_size']}; "
         f"hrcam {run['hrcam_version']}, torch {run['torch_version']}.",
         "",

@@ -1,0 +1,245 @@
+"""CAM methods: the registry and spec parsing, ours against the model, peers on the tiny model."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from hrcam import HRCAM, create_backbone
+from hrcam.methods import (
+    GradCAMMethod,
+    MissingDependencyError,
+    TappedBackbone,
+    create_method,
+    list_methods,
+    parse_method_list,
+    parse_method_spec,
+    register_method,
+)
+from hrcam.methods.peers import fused_skip_indices
+from hrcam.model import upsample_cam
+from hrcam.postprocess import RefineOptions, refine
+
+PEERS = ("gradcam", "gradcampp", "hirescam", "layercam", "layercam_fused", "eigencam", "scorecam")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def batch(tiny_model):
+    torch.manual_seed(3)
+    x = torch.randn(3, 3, 32, 40)  # not square: catches a swapped height and width
+    with torch.inference_mode():
+        targets = tiny_model.backbone(x).argmax(dim=1)
+    return x, targets.clone()
+
+
+def _normalise(maps: torch.Tensor) -> torch.Tensor:
+    lo = maps.amin(dim=(1, 2), keepdim=True)
+    return (maps - lo) / (maps.amax(dim=(1, 2), keepdim=True) - lo + 1e-7)
+
+
+# -- registry and specs ---------------------------------------------------------------------------
+
+
+def test_registry_lists_ours_then_peers():
+    assert list_methods()[:3] == ["low_res", "high_res", "refined"]
+    assert set(PEERS) <= set(list_methods())
+
+
+def test_unknown_method_names_the_valid_ones():
+    with pytest.raises(KeyError, match="Did you mean 'gradcam'.*Valid methods: low_res"):
+        create_method("gradcma")
+
+
+def test_duplicate_registration_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("gradcam")(lambda name, params, **context: None)
+
+
+def test_spec_parsing():
+    assert parse_method_spec("refined:focal_scope=local, merge=multiply") == (
+        "refined",
+        {"focal_scope": "local", "merge": "multiply"},
+    )
+    assert parse_method_list(["low_res,refined:merge=multiply,alpha=0.7,gradcam", "scorecam"]) == [
+        "low_res",
+        "refined:merge=multiply,alpha=0.7",
+        "gradcam",
+        "scorecam",
+    ]
+    with pytest.raises(ValueError, match="listed twice"):
+        parse_method_list("gradcam,gradcam")
+    with pytest.raises(ValueError, match="no method comes before it"):
+        parse_method_list("alpha=0.5,refined")
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_method_spec("refined:alpha")
+
+
+def test_refined_options_are_typed_and_checked():
+    base = RefineOptions(alpha=0.3)
+    method = create_method(
+        "refined:num_points=auto,blur_size=7,merge=multiply", refine_options=base
+    )
+    assert method.options == RefineOptions(
+        alpha=0.3, num_points=None, blur_size=7, merge="multiply"
+    )
+    assert method.name == "refined:num_points=auto,blur_size=7,merge=multiply"
+    with pytest.raises(ValueError, match="unknown option.*bogus"):
+        create_method("refined:bogus=1")
+    with pytest.raises(ValueError, match="blur_size='x' is not a int"):
+        create_method("refined:blur_size=x")
+    with pytest.raises(ValueError, match="merge must be one of"):
+        create_method("refined:merge=sum")
+    with pytest.raises(ValueError, match="unknown option"):
+        create_method("gradcam:batch_size=4")
+
+
+def test_missing_grad_cam_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install hrcam\[compare\]"):
+        create_method("gradcam")
+    create_method("low_res")  # ours need nothing optional
+
+
+# -- ours -----------------------------------------------------------------------------------------
+
+
+def test_low_res_is_the_upsampled_cam(tiny_model, batch):
+    x, targets = batch
+    method = create_method("low_res")
+    native = method.native(tiny_model, x, targets)
+    assert native.shape == (3, 4, 5)  # stride 8
+    maps = method(tiny_model, x, targets)
+    assert maps.shape == (3, 32, 40) and maps.dtype == torch.float32
+    torch.testing.assert_close(maps, upsample_cam(native, (32, 40)))
+
+
+def test_high_res_and_refined_come_from_generate_cams(tiny_model, batch):
+    x, targets = batch
+    cams = tiny_model.generate_cams(x, targets)
+    torch.testing.assert_close(create_method("high_res")(tiny_model, x, targets), cams.high_res)
+    method = create_method("refined:merge=multiply")
+    maps = method(tiny_model, x, targets)
+    for i in range(3):
+        expected = refine(
+            cams.low_res[i].numpy(), cams.high_res[i].numpy(), merge="multiply"
+        ).refined
+        np.testing.assert_array_equal(maps[i].numpy(), expected)
+    # The batched implementation gives the same refined CAMs.
+    torch.testing.assert_close(
+        create_method("refined:merge=multiply,impl=torch")(tiny_model, x, targets),
+        maps,
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_high_res_needs_an_expansion_network(tiny_backbone, batch):
+    x, targets = batch
+    for name in ("high_res", "refined"):
+        with pytest.raises(ValueError, match="needs a model with an expansion network"):
+            create_method(name)(HRCAM(tiny_backbone), x, targets)
+
+
+def test_bad_inputs_are_refused(tiny_model, batch):
+    x, targets = batch
+    with pytest.raises(ValueError, match=r"targets must be \(3,\) integer"):
+        create_method("low_res")(tiny_model, x, targets[:2])
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 2\]"):
+        create_method("gradcam")(tiny_model, x, torch.tensor([0, 1, 5]))
+    with pytest.raises(ValueError, match=r"x must be a float tensor \(B, 3, H, W\)"):
+        create_method("low_res")(tiny_model, x[0], targets)
+
+
+# -- peers ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_each_peer_gives_finite_maps_at_input_size(tiny_model, batch, name):
+    x, targets = batch
+    method = create_method(name)
+    assert isinstance(method, GradCAMMethod) and method.family == "peer"
+    maps = method(tiny_model, x, targets)
+    assert maps.shape == (3, 32, 40) and maps.dtype == torch.float32
+    assert torch.isfinite(maps).all()
+    settings = method.settings()
+    assert settings["aug_smooth"] is False and settings["eigen_smooth"] is False
+    # The model is left as it was: no gradients kept, weights still trainable.
+    assert all(p.grad is None and p.requires_grad for p in tiny_model.parameters())
+
+
+def test_gradcam_of_a_gap_fc_network_is_the_relu_cam(tiny_model, batch):
+    # With A followed by GAP and one FC layer, dy_c/dA_k = w_ck / (h w) everywhere: Grad-CAM and
+    # HiResCAM both give ReLU(CAM), which grad-cam normalises and resizes bilinearly.
+    x, targets = batch
+    low = create_method("low_res").native(tiny_model, x, targets)
+    expected = _normalise(upsample_cam(_normalise(low.clamp_min(0)), (32, 40)))
+    for name in ("gradcam", "hirescam"):
+        torch.testing.assert_close(
+            create_method(name)(tiny_model, x, targets), expected, atol=1e-5, rtol=0
+        )
+
+
+def test_peers_explain_the_target_they_are_given(tiny_model, batch):
+    x, targets = batch
+    a = create_method("gradcam")(tiny_model, x, targets)
+    b = create_method("gradcam")(tiny_model, x, (targets + 1) % 3)
+    assert (a - b).abs().amax() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["gradcam", "layercam_fused", "eigencam"])
+def test_minimal_and_full_backward_agree(tiny_model, batch, name):
+    x, targets = batch
+    minimal = create_method(name)(tiny_model, x, targets)
+    full = create_method(f"{name}:backward=full")(tiny_model, x, targets)
+    torch.testing.assert_close(minimal, full, atol=1e-6, rtol=0)
+
+
+def test_peers_run_inside_inference_mode(tiny_model, batch):
+    x, targets = batch
+    expected = create_method("layercam_fused")(tiny_model, x, targets)
+    with torch.inference_mode():
+        x_inference = x.clone()
+        maps = create_method("layercam_fused")(tiny_model, x_inference, targets)
+    torch.testing.assert_close(maps, expected)
+
+
+def test_taps_see_the_contract_features():
+    backbone = create_backbone("efficientnet_lite0", weights=None).eval()
+    wrapper = TappedBackbone(backbone)
+    seen = {}
+    wrapper.final.register_forward_hook(lambda m, i, o: seen.setdefault("final", o))
+    backbone.trunk.bn2.register_forward_hook(lambda m, i, o: seen.setdefault("bn2", o))
+    for k, tap in enumerate(wrapper.skips):
+        tap.register_forward_hook(lambda m, i, o, k=k: seen.setdefault(k, o))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        logits = wrapper(x)
+        torch.testing.assert_close(logits, backbone(x))
+    # For EfficientNet-Lite0, A is the output of the trunk's head (conv_head -> bn2 + ReLU6).
+    assert seen["final"] is seen["bn2"]
+    assert [backbone.skip_info[i].stride for i in fused_skip_indices(backbone)] == [8, 16]
+    assert [backbone.skip_info[i].name for i in fused_skip_indices(backbone)] == [
+        "blocks.2",
+        "blocks.4",
+    ]
+    assert seen[2].shape[-1] == 8 and seen[3].shape[-1] == 4
+
+
+def test_fused_layers_on_a_shallow_backbone(tiny_backbone):
+    # Final stride 8: the skips at strides 2 and 4 are S/4 and S/2.
+    assert [tiny_backbone.skip_info[i].stride for i in fused_skip_indices(tiny_backbone)] == [2, 4]
+    layers = create_method("layercam_fused").layer_names(tiny_backbone)
+    assert layers[0].startswith("skip block1 (stride 2") and layers[-1].startswith(
+        "final features A"
+    )
