@@ -223,6 +223,9 @@ def test_evaluation_end_to_end(tiny_model, pets_tree, tmp_path):
             and 0 <= r["faithfulness"]["average_drop"] <= 1
         )
     assert results["forward"]["ms_per_image"] > 0
+    assert (
+        0 < results["generate_cams"]["ms_per_image"] <= by_name["refined"]["timing"]["ms_per_image"]
+    )
     assert len(results["examples"]) == 2 and set(results["examples"][0]["maps"]) == set(by_name)
 
     paths = write_results(results, tmp_path / "out", command="hrcam evaluate pets")
@@ -233,6 +236,7 @@ def test_evaluation_end_to_end(tiny_model, pets_tree, tmp_path):
     for name in by_name:
         assert f"| {name}" in text
     assert "| scorecam † |" in text and "3 (subset)" in text and "pet_broken" in text
+    assert "| *generate_cams (part of high_res, refined)* |" in text
     record = json.loads(paths["json"].read_text())  # strict JSON: NaN would not parse back
     assert record["methods"]["bright"]["per_image"]["pet_0"]["best_pixel_iou"] > 0.8
     assert len(record["methods"]["low_res"]["curves"]["pr"]["precision"]) == 101

@@ -33,8 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="methods: "
         + ", ".join(_method_names())
-        + ". A spec can set options, e.g. refined:focal_scope=local,merge=multiply or "
-        "gradcam:backward=full; list several specs separated by commas.",
+        + ". A spec can set options, e.g. refined:focal_scope=local,merge=multiply, "
+        "gradcam:backward=full (time the library's out-of-the-box backward pass) or "
+        "scorecam:batch_size=64 (masked images per forward pass); list several specs separated "
+        "by commas.",
     )
     p.add_argument(
         "data", type=Path, help="data folder: images/ + trimaps/, or images + a boxes CSV"

@@ -195,6 +195,8 @@ def evaluate_localization(
     index_of = {n: i for i, n in enumerate(dataset.names)}
     size = model.backbone.input_size
     forward_seconds: list[float] = []
+    shared_seconds: list[float] = []  # generate_cams, shared by high_res and refined
+    shared_ratios: list[float] = []
     bad: list[dict[str, str]] = []
     examples: list[dict[str, Any]] = []
     predicted: dict[int, int] = {}
@@ -253,7 +255,7 @@ def evaluate_localization(
 
             # 2. Every method on the same batch, timed one after the other; then the forward pass
             # again, so the unit is the mean of the passes that bracket the methods.
-            maps = _run_methods(
+            maps, shared_per_image = _run_methods(
                 model, runs, x, targets_dev, kept, device, bar, rotation=start // batch_size
             )
             t0 = _now(device)
@@ -261,6 +263,9 @@ def evaluate_localization(
                 model.backbone(x)
             forward_per_image = (forward_before + _now(device) - t0) / 2 / len(kept)
             forward_seconds.append(forward_per_image)
+            if shared_per_image is not None:
+                shared_seconds.append(shared_per_image)
+                shared_ratios.append(shared_per_image / forward_per_image)
             for run in runs:
                 if run.method.name in maps:
                     per_image = maps[run.method.name][2]
@@ -323,7 +328,9 @@ def evaluate_localization(
             "torch_version": torch.__version__,
             "model": dict(model.backbone.config),
             "expansion": model.expansion is not None,
-            "high_res_mode": getattr(model, "high_res_mode", None) if model.expansion is not None else None,
+            "high_res_mode": getattr(model, "high_res_mode", None)
+            if model.expansion is not None
+            else None,
             "dataset": str(getattr(dataset, "root", "")),
             "has_masks": has_masks,
             "boxes": "csv" if getattr(dataset, "boxes_csv", None) else f"mask {mask_boxes}",
@@ -358,6 +365,13 @@ def evaluate_localization(
             "ms_per_image": forward_ms,
             "per_batch_ms_per_image": [1000 * s for s in forward_seconds],
         },
+        "generate_cams": {
+            "ms_per_image": 1000 * float(np.median(shared_seconds)),
+            "ratio_to_forward": float(np.median(shared_ratios)),
+            "per_batch_ms_per_image": [1000 * s for s in shared_seconds],
+        }
+        if shared_seconds
+        else None,
         "methods": {run.method.name: _method_result(run, len(names)) for run in runs},
         "subsets": {
             str(n): {
@@ -419,8 +433,9 @@ def _warm_up(model, runs: Sequence[_MethodRun], x: torch.Tensor) -> None:
 
 def _run_methods(
     model, runs, x, targets, kept, device, bar, rotation: int
-) -> dict[str, tuple[list[int], torch.Tensor, float]]:
-    """Every method on its images of the batch: ``{name: (batch rows, maps, seconds per image)}``.
+) -> tuple[dict[str, tuple[list[int], torch.Tensor, float]], float | None]:
+    """Every method on its images of the batch: ``{name: (batch rows, maps, seconds per image)}``,
+    and the seconds per image of the shared ``generate_cams`` (None when not run).
 
     The methods run in the given order rotated by ``rotation`` (so no method always runs first
     or last); ``high_res`` and the ``refined`` variants form one block, after one shared,
@@ -441,6 +456,7 @@ def _run_methods(
         return [i for i, n in enumerate(kept) if run.names is None or n in run.names]
 
     out: dict[str, tuple[list[int], torch.Tensor, float]] = {}
+    shared_per_image = None
     for unit in units:
         if unit is shared:
             shared_rows = sorted({i for r in shared for i in rows_of(r)})
@@ -471,7 +487,7 @@ def _run_methods(
                 maps = run.method(model, x[index], targets[index])
                 per_image = (_now(device) - t0) / len(rows)
             out[run.method.name] = (rows, maps.float().cpu(), per_image)
-    return out
+    return out, shared_per_image
 
 
 def _faithfulness(

@@ -64,6 +64,13 @@ def markdown_table(results: dict[str, Any]) -> str:
         + " | ".join("" for _ in _COLUMNS)
         + f" | {_num(fwd['ms_per_image'], 1)} | 1.00 | {run['num_scored']} |"
     )
+    shared = results.get("generate_cams")
+    if shared:
+        lines.append(
+            "| *generate_cams (part of high_res, refined)* | "
+            + " | ".join("" for _ in _COLUMNS)
+            + f" | {_num(shared['ms_per_image'], 1)} | {_num(shared['ratio_to_forward'], 2)} | |"
+        )
     for name, r in results["methods"].items():
         m, t = r["metrics"], r["timing"]
         label = f"{name} †" if r["subset"] else name
