@@ -26,6 +26,7 @@ import torch
 
 from . import _grid
 from .options import RefineOptions, resolve_max_hole_size, resolve_num_points
+from .reference import _resolve_options
 from .steps import RefineSteps
 
 __all__ = [
@@ -507,8 +508,6 @@ def refine_batch(
         steps = refine_batch(low_cams, high_cams, images, device="cuda")
         refined_cams = steps.refined          # (B, H, W)
     """
-    from .reference import _resolve_options
-
     opts = _resolve_options(options, option_overrides)
     as_numpy = not any(isinstance(t, Tensor) for t in (low, high, images))
     if device is None:
