@@ -91,6 +91,7 @@ class ExpansionNetwork(nn.Module):
             (a learned 2×2 transposed conv, as the paper's "transition up" layers).
         guided: add the guidance head (:meth:`guided_upsample`), hrcam's edge-aware alternative
             to the paper's linear high-resolution maps; trained by ``--guide-weight``.
+        guide_sigma: colour scale of the guidance's image term (RGB in [0, 1]); 0 leaves it out.
 
     Example::
 
@@ -114,6 +115,7 @@ class ExpansionNetwork(nn.Module):
         skip_connections: bool = True,
         upsample: str = "bilinear",
         guided: bool = True,
+        guide_sigma: float = 0.1,
     ) -> None:
         super().__init__()
         if feature_stride < 2 or feature_stride & (feature_stride - 1):
@@ -144,7 +146,9 @@ class ExpansionNetwork(nn.Module):
             "skip_connections": skip_connections,
             "upsample": upsample,
             "guided": guided,
+            "guide_sigma": guide_sigma,
         }
+        self.guide_sigma = float(guide_sigma)
 
         skip_by_stride = {s.stride: s for s in skip_info} if skip_connections else {}
         self.bottleneck = _conv_bn_relu(num_features, decoder_channels[0])
@@ -261,12 +265,17 @@ class ExpansionNetwork(nn.Module):
         """``A_high`` average-pooled to ``size`` (B, K, h, w); pooling commutes with ``P``."""
         return self.to_features(F.adaptive_avg_pool2d(decoded.full(), tuple(size)))
 
-    def guidance_weights(self, decoded: Decoded, cells: Sequence[int]) -> torch.Tensor:
+    def guidance_weights(self, decoded: Decoded, cells: Sequence[int], image: torch.Tensor | None = None) -> torch.Tensor:
         """Softmax weights (B, 9, H, W) of each pixel over the 3×3 cells of a ``cells`` = (h, w) grid.
 
-        The logits are the guidance head's output plus a fixed prior, minus half the squared
-        distance (in cells) from the pixel to each cell's centre, so an untrained head gives a
-        smooth interpolation and training moves weight across object edges.
+        The logits add three terms:
+
+        - a fixed spatial prior, minus half the squared distance (in cells) from the pixel to
+          each cell's centre — alone, a smooth interpolation;
+        - with ``image`` (B, 3, H, W, RGB in [0, 1]) and ``guide_sigma > 0``, a colour term,
+          ``-|x_p - μ_j|² / 2σ²`` against each cell's mean colour ``μ_j`` — together with the
+          prior, the joint bilateral upsampling of Kopf et al. (SIGGRAPH 2007);
+        - the guidance head's learned correction (zero until trained).
         """
         if self.guidance_head is None:
             raise RuntimeError("this expansion network has no guidance head (built with guided=False)")
@@ -274,10 +283,25 @@ class ExpansionNetwork(nn.Module):
         logits = decoded.apply_linear(
             self.guidance_head.weight.flatten(1).expand(batch, -1, -1), self.guidance_head.bias.expand(batch, -1)
         )
-        prior = _cell_distance_prior(decoded.size, tuple(cells), logits.device, logits.dtype)
-        return torch.softmax(logits + prior, dim=1)
+        cells = tuple(int(c) for c in cells)
+        logits = logits + _cell_distance_prior(decoded.size, cells, logits.device, logits.dtype)
+        if image is not None and self.guide_sigma > 0:
+            logits = logits + self._colour_term(image.to(logits.dtype), cells)
+        return torch.softmax(logits, dim=1)
 
-    def guided_upsample(self, decoded: Decoded, maps: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def _colour_term(self, image: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+        means = F.adaptive_avg_pool2d(image, cells)  # (B, 3, h, w)
+        height, width = image.shape[-2:]
+        padded = F.pad(means, (1, 1, 1, 1), mode="replicate")
+        rows, cols = _cell_index(height, cells[0], image.device), _cell_index(width, cells[1], image.device)
+        terms = []
+        for dy, dx in _NEIGHBOURS:
+            mu = padded[:, :, (rows + 1 + dy)[:, None], (cols + 1 + dx)[None, :]]
+            terms.append((image - mu).pow(2).sum(1))
+        return torch.stack(terms, dim=1) * (-0.5 / self.guide_sigma**2)
+
+    def guided_upsample(self, decoded: Decoded, maps: torch.Tensor, weights: torch.Tensor | None = None, *,
+                        image: torch.Tensor | None = None) -> torch.Tensor:
         """Edge-aware upsampling of low-resolution ``maps`` (B, M, h, w) to (B, M, H, W).
 
         Every output pixel is a convex combination of the values of the 3×3 cells around its own
@@ -287,7 +311,7 @@ class ExpansionNetwork(nn.Module):
         """
         h, w = maps.shape[-2:]
         if weights is None:
-            weights = self.guidance_weights(decoded, (h, w))
+            weights = self.guidance_weights(decoded, (h, w), image)
         height, width = decoded.size
         padded = F.pad(maps, (1, 1, 1, 1), mode="replicate")
         rows = _cell_index(height, h, maps.device)

@@ -52,7 +52,7 @@ class HRCAM(nn.Module):
         high_res: how the high-resolution CAM is made from the expansion network:
             ``"paper"`` — ``Σ_k w_ck A_high_k`` over its linear full-resolution maps, as the
             paper; ``"guided"`` — the low-res CAM upsampled by its guidance head (edge-aware,
-            class-discriminative); ``"auto"`` (default) — guided when the network has a trained
+            class-discriminative); ``"auto"`` (default) — guided when the network has a
             guidance head, else paper.
 
     Example::
@@ -84,8 +84,7 @@ class HRCAM(nn.Module):
         if mode == "guided" and not has_guidance:
             raise ValueError("high_res='guided' needs an expansion network with a guidance head")
         if mode == "auto":
-            trained = has_guidance and bool(self.expansion.guidance_head.weight.abs().sum() > 0)
-            mode = "guided" if trained else "paper"
+            mode = "guided" if has_guidance else "paper"
         self._high_res_mode = mode
 
     # -- metadata ---------------------------------------------------------------------------------
@@ -117,6 +116,12 @@ class HRCAM(nn.Module):
         return image_to_tensor(load_image(image), size=size, mean=self.backbone.mean, std=self.backbone.std).to(
             self.device
         )
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs back to RGB in [0, 1]: (B, 3, H, W) → (B, 3, H, W)."""
+        mean = torch.tensor(self.backbone.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.backbone.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
 
     def to_image(self, x: torch.Tensor):
         """Undo the normalisation of one input: (1, 3, H, W) → (H, W, 3) uint8 array."""
@@ -206,7 +211,7 @@ class HRCAM(nn.Module):
         if self.expansion is not None:
             decoded = self.expansion.decode(features, skips, x.shape[-2:])
             if self._high_res_mode == "guided":
-                high = self.expansion.guided_upsample(decoded, low[:, None])[:, 0]
+                high = self.expansion.guided_upsample(decoded, low[:, None], image=self.unnormalize(x))[:, 0]
             else:
                 high = self.expansion.class_maps(decoded, self.backbone.fc.weight[targets])
         return CAMs(high, low, logits.softmax(dim=1))

@@ -69,8 +69,12 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                    help="weight of the loss asking pooled high-res maps to equal the backbone's maps "
                         "(0 = the paper's reconstruction loss alone)")
     g.add_argument("--guide-weight", type=float, default=1.0,
-                   help="weight of the loss training the guidance head (guided upsampling of the image's "
-                        "feature-grid means back to the image); 0 trains the paper's network alone")
+                   help="weight of the loss training the guidance head; 0 trains the paper's network alone")
+    g.add_argument("--guide-loss", choices=("scale", "colour"), default="scale",
+                   help="scale: guided upsampling of the maps of the half-size image must pool to the maps "
+                        "of the full-size image; colour: it must rebuild each pixel's colour from the cell means")
+    g.add_argument("--guide-sigma", type=float, default=0.1,
+                   help="colour scale of the guidance's joint-bilateral term (0: none)")
     g.add_argument("--no-guidance", action="store_true", help="build the expansion network without a guidance head")
     g.add_argument("--augment", choices=("none", "flip"), default="flip")
     d = parser.add_argument_group("held-out images")
@@ -115,87 +119,143 @@ def load_classifier(spec: str) -> Backbone:
 
 
 class _DecodeForDDP(torch.nn.Module):
-    """DDP wraps ``forward``; this makes ``forward`` run the decoder and both training heads."""
+    """DDP wraps ``forward``; this makes ``forward`` run the decoder and every training head."""
 
-    def __init__(self, expansion: ExpansionNetwork) -> None:
+    def __init__(self, expansion: ExpansionNetwork, backbone: Backbone) -> None:
         super().__init__()
         self.expansion = expansion
+        self.mean = tuple(backbone.mean)
+        self.std = tuple(backbone.std)
+        # Scale-consistency compares maps in the span of the FC rows that matter most: the top
+        # right-singular vectors of W (C, K), so the loss counts what CAMs are made of.
+        with torch.no_grad():
+            weight = backbone.fc.weight.detach().float().cpu()
+            _, _, vh = torch.linalg.svd(weight, full_matrices=False)
+        self.register_buffer("projection", vh[: min(64, vh.shape[0])].clone(), persistent=False)
 
-    def forward(self, features, skips, images, consistency: bool, guide: bool):
-        decoded = self.expansion.decode(features, skips, images.shape[-2:])
-        recon = self.expansion.reconstruct(decoded)
-        pooled = self.expansion.pooled_features(decoded, features.shape[-2:]) if consistency else None
+    def _rgb(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+    def forward(self, features, skips, images, consistency: bool, guide: str | None, half=None):
+        expansion = self.expansion
+        decoded = expansion.decode(features, skips, images.shape[-2:])
+        recon = expansion.reconstruct(decoded)
+        pooled = expansion.pooled_features(decoded, features.shape[-2:]) if consistency else None
         guided = None
-        if guide:
+        if guide == "colour":
             cell_means = F.adaptive_avg_pool2d(images, features.shape[-2:])
-            guided = self.expansion.guided_upsample(decoded, cell_means)
+            guided = expansion.guided_upsample(decoded, cell_means)
+        elif guide == "scale":
+            small_images, small_features, small_skips = half
+            small = expansion.decode(small_features, small_skips, small_images.shape[-2:])
+            maps = torch.einsum("mk,bkhw->bmhw", self.projection.to(small_features.dtype), small_features)
+            up = expansion.guided_upsample(small, maps, image=self._rgb(small_images))
+            guided = F.adaptive_avg_pool2d(up, features.shape[-2:])
         return recon, pooled, guided
 
 
 def expansion_loss(backbone: Backbone, decoder: _DecodeForDDP, images: torch.Tensor, *, consistency_weight: float,
-                   guide_weight: float, ctx: DistContext, amp: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   guide_weight: float, guide_loss: str, ctx: DistContext, amp: bool
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Reconstruction MSE (the paper's loss) + weighted guidance and consistency losses of one batch.
 
-    Guidance: each pixel, predicted as the guidance-weighted mix of the mean colours of the 3×3
-    feature cells around it, should have its own colour — so the weights learn where edges are.
+    Guidance (beyond the paper, no labels needed):
+
+    - ``"scale"``: the localization network sees the image at half size; the guided upsampling
+      of those (coarser) maps, average-pooled to the full-size image's feature grid, should
+      equal the maps the network computes from the full-size image. The weights thus learn which
+      neighbouring cell each finer region belongs to, in the network's own terms.
+    - ``"colour"``: each pixel, predicted as the guided mix of the mean colours of the 3×3
+      cells around it, should have its own colour.
     """
+    module = decoder.module if isinstance(decoder, DistributedDataParallel) else decoder
+    guide = guide_loss if guide_weight > 0 else None
+    half = None
     with torch.no_grad(), autocast(ctx, amp):
         features, skips = backbone.forward_features(images, return_skips=True)
+        if guide == "scale":
+            small_images = F.avg_pool2d(images, 2, ceil_mode=True)
+            small_features, small_skips = backbone.forward_features(small_images, return_skips=True)
+            half = (small_images, small_features, small_skips)
     with autocast(ctx, amp):
-        recon, pooled, guided = decoder(features, skips, images, consistency_weight > 0, guide_weight > 0)
+        recon, pooled, guided = decoder(features, skips, images, consistency_weight > 0, guide, half)
     recon_loss = F.mse_loss(recon.float(), images.float())
     parts = {"recon_mse": recon_loss.detach()}
     loss = recon_loss
     if guided is not None:
-        guide_loss = F.mse_loss(guided.float(), images.float())
-        parts["guide_mse"] = guide_loss.detach()
-        loss = loss + guide_weight * guide_loss
+        if guide == "scale":
+            target = torch.einsum("mk,bkhw->bmhw", module.projection, features.float())
+            guide_value = F.mse_loss(guided.float(), target) / target.pow(2).mean().clamp_min(1e-8)
+        else:
+            guide_value = F.mse_loss(guided.float(), images.float())
+        parts["guide"] = guide_value.detach()
+        loss = loss + guide_weight * guide_value
     if pooled is not None:
         # Scale-free: the backbone's maps are compared relative to their mean energy.
         target = features.float()
-        scale = target.pow(2).mean().clamp_min(1e-8)
-        consistency = F.mse_loss(pooled.float(), target) / scale
+        consistency = F.mse_loss(pooled.float(), target) / target.pow(2).mean().clamp_min(1e-8)
         parts["consistency"] = consistency.detach()
         loss = loss + consistency_weight * consistency
     return loss, parts
 
 
 @torch.no_grad()
-def evaluate(backbone: Backbone, expansion: ExpansionNetwork, loader, *, ctx: DistContext,
+def evaluate(backbone: Backbone, decoder: _DecodeForDDP, loader, *, ctx: DistContext,
              show_progress: bool = False, amp: bool = False) -> dict[str, float]:
-    """Held-out reconstruction MSE (normalised input space), PSNR in [0, 1] pixel space, the
-    relative error of the pooled high-res maps against the backbone's maps, and the guidance MSE."""
+    """Held-out scores of the expansion network.
+
+    - ``val_mse``: reconstruction MSE in the input's normalisation; ``val_psnr``: PSNR of the
+      reconstruction in [0, 1] RGB (clipped, as a saved image would be);
+    - ``val_consistency_rel_error``: relative error of the pooled high-res maps against ``A``;
+    - ``val_scale_rel_error`` (with a guidance head): relative error, in the projected map space,
+      of the guided upsampling of the half-size image's maps against the full-size maps, and
+      ``val_scale_rel_error_bilinear``, the same for plain bilinear upsampling, to compare.
+    """
+    expansion = decoder.expansion
     was_training = expansion.training
     expansion.eval()
     std = torch.tensor(backbone.std, device=ctx.device).view(1, 3, 1, 1)
-    sums = np.zeros(5)  # mse_sum, psnr_sum, consistency_sum, images, guide_mse_sum
+    mean = torch.tensor(backbone.mean, device=ctx.device).view(1, 3, 1, 1)
+    sums = np.zeros(6)  # mse, psnr, consistency, images, scale error (guided), scale error (bilinear)
+    guided_head = expansion.guidance_head is not None
     for images in progress(loader, total=len(loader), desc="held-out", enabled=show_progress):
         images = images.to(ctx.device)
         with autocast(ctx, amp):
             features, skips = backbone.forward_features(images, return_skips=True)
-            decoded = expansion.decode(features, skips, images.shape[-2:])
-            recon = expansion.reconstruct(decoded).float()
-            pooled = expansion.pooled_features(decoded, features.shape[-2:]).float()
-        # Undo the normalisation to score PSNR on [0, 1] pixels, clipped as a saved image would be.
-        mean = torch.tensor(backbone.mean, device=ctx.device).view(1, 3, 1, 1)
+            half = None
+            if guided_head:
+                small_images = F.avg_pool2d(images, 2, ceil_mode=True)
+                half = (small_images, *backbone.forward_features(small_images, return_skips=True))
+            recon, pooled, guided = decoder(features, skips, images, True, "scale" if guided_head else None, half)
+        recon, pooled = recon.float(), pooled.float()
         pixels = (images.float() * std + mean).clamp(0, 1)
-        recon_pixels = (recon * std + mean).clamp(0, 1)
-        mse_pix = (recon_pixels - pixels).pow(2).flatten(1).mean(1)
+        mse_pix = ((recon * std + mean).clamp(0, 1) - pixels).pow(2).flatten(1).mean(1)
         psnr = 10 * torch.log10(1.0 / mse_pix.clamp_min(1e-10))
         mse = (recon - images.float()).pow(2).flatten(1).mean(1)
         target = features.float()
         rel = (pooled - target).pow(2).flatten(1).sum(1) / target.pow(2).flatten(1).sum(1).clamp_min(1e-8)
-        guide = 0.0
-        if expansion.guidance_head is not None:
-            guided = expansion.guided_upsample(decoded, F.adaptive_avg_pool2d(images.float(), features.shape[-2:]))
-            guide = (guided - images.float()).pow(2).flatten(1).mean(1).sum().item()
-        sums += [mse.sum().item(), psnr.sum().item(), rel.sum().item(), images.shape[0], guide]
+        scale = scale_bilinear = torch.zeros(1)
+        if guided_head:
+            projected = torch.einsum("mk,bkhw->bmhw", decoder.projection, target)
+            energy = projected.pow(2).flatten(1).sum(1).clamp_min(1e-8)
+            scale = (guided.float() - projected).pow(2).flatten(1).sum(1) / energy
+            small_maps = torch.einsum("mk,bkhw->bmhw", decoder.projection, half[1].float())
+            bilinear = F.interpolate(small_maps, size=half[0].shape[-2:], mode="bilinear", align_corners=False)
+            bilinear = F.adaptive_avg_pool2d(bilinear, target.shape[-2:])
+            scale_bilinear = (bilinear - projected).pow(2).flatten(1).sum(1) / energy
+        sums += [mse.sum().item(), psnr.sum().item(), rel.sum().item(), images.shape[0],
+                 scale.sum().item(), scale_bilinear.sum().item()]
     sums = ctx.all_reduce_sum(sums)
     expansion.train(was_training)
     n = max(1.0, sums[3])
-    return {"val_mse": float(sums[0] / n), "val_psnr": float(sums[1] / n),
-            "val_consistency_rel_error": float(sums[2] / n), "val_guide_mse": float(sums[4] / n),
-            "val_images": int(sums[3])}
+    out = {"val_mse": float(sums[0] / n), "val_psnr": float(sums[1] / n),
+           "val_consistency_rel_error": float(sums[2] / n), "val_images": int(sums[3])}
+    if guided_head:
+        out["val_scale_rel_error"] = float(sums[4] / n)
+        out["val_scale_rel_error_bilinear"] = float(sums[5] / n)
+    return out
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,7 +277,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         channels = tuple(int(v) for v in args.decoder_channels.split(",")) if args.decoder_channels else None
         expansion = ExpansionNetwork.from_backbone(backbone, decoder_channels=channels,
                                                    skip_connections=not args.no_skips, upsample=args.upsample,
-                                                   guided=not args.no_guidance and args.guide_weight > 0)
+                                                   guided=not args.no_guidance, guide_sigma=args.guide_sigma)
     backbone.eval().requires_grad_(False)
     frozen_hash = state_hash(backbone)
     size = args.input_size or backbone.input_size
@@ -245,7 +305,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.channels_last:
         backbone.to(memory_format=torch.channels_last)
         expansion.to(memory_format=torch.channels_last)
-    decoder = _DecodeForDDP(expansion)
+    decoder = _DecodeForDDP(expansion, backbone).to(ctx.device)
     if ctx.distributed:
         decoder = DistributedDataParallel(decoder, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
 
@@ -275,7 +335,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             images = images.contiguous(memory_format=torch.channels_last)
         loss, _ = expansion_loss(backbone, decoder, images, consistency_weight=args.consistency_weight,
                                  guide_weight=args.guide_weight if expansion.guidance_head is not None else 0.0,
-                                 ctx=ctx, amp=args.amp)
+                                 guide_loss=args.guide_loss, ctx=ctx, amp=args.amp)
         return loss
 
     def save(name: str, loop: LoopState, metrics: dict[str, Any]) -> None:
@@ -283,8 +343,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                         config=config, metrics=metrics, optimizer=optimizer, scheduler=scheduler,
                         extra={"loop": loop.as_dict(), "backbone_state_sha256": frozen_hash})
 
+    plain_decoder = decoder.module if isinstance(decoder, DistributedDataParallel) else decoder
+
     def run_eval() -> dict[str, float]:
-        return evaluate(backbone, expansion, val_loader, ctx=ctx, amp=args.amp)
+        return evaluate(backbone, plain_decoder, val_loader, ctx=ctx, amp=args.amp)
 
     metrics = fit(ctx=ctx, args=args, loader=loader, sampler=sampler, optimizer=optimizer, scheduler=scheduler,
                   train_step=train_step, evaluate=run_eval, save=save, state=state, best_key="val_mse",
