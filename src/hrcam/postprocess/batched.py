@@ -7,11 +7,12 @@ same order from the same tables (:mod:`._grid`), so their maps agree bit for bit
 masks are identical.
 
 Region growing and hole filling need connected components. A flood fill that dilates the
-seeds one pixel per pass needs as many passes as the longest path through the region (about
-300 on a CAM-like 224x224 map, 700 at 512x512). :func:`label_components` instead hooks trees of
-pixel labels onto their smallest neighbour and halves their depth every pass (pointer jumping,
-after Shiloach-Vishkin and FastSV, Zhang, Azad & Hu 2020), starting from the row runs: 6-9
-passes from 224 to 1024 pixels (``benchmarks/bench_refine.py`` prints both counts).
+seeds one pixel per pass needs as many passes as the longest path through the region (on
+CAM-like maps about 200-300 at 224x224, 500-700 at 512x512, 1000 at 1024x1024).
+:func:`label_components` instead hooks trees of pixel labels onto their smallest neighbour and
+halves their depth every pass (pointer jumping, after Shiloach-Vishkin and FastSV, Zhang, Azad
+& Hu 2020), starting from the row runs: 6-8 passes at those sizes
+(``benchmarks/bench_refine.py`` prints both counts).
 
 Use it on a GPU. On a CPU, :func:`~hrcam.postprocess.refine` (NumPy, one image at a time)
 is several times faster per image, so it stays the CPU default; see the benchmark.
