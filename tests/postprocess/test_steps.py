@@ -358,3 +358,14 @@ def test_mask_image(impl):
     np.testing.assert_array_equal(
         step(impl, "mask_image", tiny, refined, keep_percentage=25)[..., 1], [[200, 0], [0, 0]]
     )
+
+
+def test_merge_base_high_blends_the_segment_with_the_high_res_cam():
+    low = np.zeros((2, 2), np.float32)
+    low[0, 0] = 1.0
+    high = np.tile(np.linspace(0, 4, 8, dtype=np.float32), (8, 1))  # a horizontal ramp
+    paper = R.refine(low, high, alpha=0.5)
+    ours = R.refine(low, high, alpha=0.5, merge_base="high")
+    segment = ours.full_segment.astype(np.float32)
+    np.testing.assert_allclose(ours.merged, 0.5 * segment + 0.5 * high / 4, atol=1e-6)
+    np.testing.assert_allclose(paper.merged, 0.5 * segment + 0.5 * paper.low_resized, atol=1e-6)

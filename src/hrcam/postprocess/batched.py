@@ -539,7 +539,8 @@ def refine_batch(
         segmented | find_strong_edges(edges, roi, upper=upper),
         max_size=resolve_max_hole_size(opts, H, W),
     )
-    merged = merge_maps(full_segment, low_resized, method=opts.merge, alpha=opts.alpha)
+    base = low_resized if opts.merge_base == "low" else normalize_map(high)
+    merged = merge_maps(full_segment, base, method=opts.merge, alpha=opts.alpha)
     masked_images = None
     if images is not None:
         masked_images = mask_image(

@@ -29,6 +29,7 @@ __all__ = [
 FOCAL_SCOPES = ("global", "local")
 MAXIMA_AREAS = ("small", "large")
 MERGES = ("blend", "multiply")
+MERGE_BASES = ("low", "high")
 FILTERS = ("percentage", "threshold")
 
 # The original fills holes up to 256 pixels in a 224x224 map; other sizes scale with the area.
@@ -113,6 +114,15 @@ class RefineOptions:
             "how the filled segment and the upsampled low-res CAM make the refined CAM", MERGES
         ),
     )
+    merge_base: str = field(
+        default="low",
+        metadata=_help(
+            "the map the segment is merged with: the upsampled low-res CAM ('low', the paper) or "
+            "the high-res CAM ('high', better when the high-res CAM is class-discriminative, as "
+            "hrcam's guided one is)",
+            MERGE_BASES,
+        ),
+    )
     alpha: float = field(
         default=0.5,
         metadata=_help(
@@ -143,6 +153,7 @@ class RefineOptions:
         _check_choice("focal_scope", self.focal_scope, FOCAL_SCOPES)
         _check_choice("maxima_areas", self.maxima_areas, MAXIMA_AREAS)
         _check_choice("merge", self.merge, MERGES)
+        _check_choice("merge_base", self.merge_base, MERGE_BASES)
         _check_choice("filter", self.filter, FILTERS)
         _check_range("roi_percentile", self.roi_percentile, 0, 100)
         _check_range("lower_percentile", self.lower_percentile, 0, 100)

@@ -490,7 +490,8 @@ def refine(
         segmented | find_strong_edges(edges, roi, upper=bounds[1]),
         max_size=resolve_max_hole_size(opts, H, W),
     )
-    merged = merge_maps(full_segment, low_resized, method=opts.merge, alpha=opts.alpha)
+    base = low_resized if opts.merge_base == "low" else normalize_map(high)
+    merged = merge_maps(full_segment, base, method=opts.merge, alpha=opts.alpha)
     masked_image = None
     if image is not None:
         masked_image = mask_image(
