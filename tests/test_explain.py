@@ -1,0 +1,104 @@
+"""hrcam explain / demo end to end on a tiny model: outputs, report, bad input, sharding."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hrcam import export_model
+from hrcam.cli import main as cli
+from hrcam.explain import explain_images, merge_shards
+
+
+@pytest.fixture
+def model_file(tiny_model, tmp_path):
+    tiny_model.backbone.class_names = ["disc", "square", "other"]
+    return export_model(tiny_model, tmp_path / "model.safetensors")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "nested").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(folder / "rgb.jpg")
+    Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(folder / "nested" / "tiny_gray.png")
+    Image.new("RGBA", (50, 30), (255, 0, 0, 100)).save(folder / "nested" / "rgba.png")
+    Image.new("RGB", (30, 30), (0, 90, 0)).convert("P").save(folder / "palette.png")
+    Image.fromarray((np.arange(64 * 48).reshape(48, 64) * 20).astype(np.uint16)).save(folder / "deep16.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.png").write_text("a text file named like an image")
+    data = (folder / "rgb.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = cli(["explain", str(inputs), str(tmp_path / "missing.png"), "-o", str(out), "--model", str(model_file),
+                  "--batch-size", "2", "--input-size", "32", "--no-progress"])
+    assert status == 1  # something failed, and the exit status says so
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["succeeded"] == 5 and summary["failed"] == 4
+    errors = " ".join(r["error"] for r in summary["results"] if not r["ok"])
+    assert "broken.jpg: truncated or corrupt" in errors  # JPEG magic, then garbage
+    assert "truncated.jpg: truncated or corrupt" in errors
+    assert "missing.png: no such file" in errors
+    assert "notes.png: not a recognised image" in errors
+    ok = [r for r in summary["results"] if r["ok"]]
+    assert {r["name"] for r in ok} == {"rgb.jpg", "palette.png", "deep16.png", "nested__tiny_gray.png",
+                                       "nested__rgba.png"}
+    for r in ok:
+        folder = out / "images" / r["name"]
+        for f in ("image.png", "overlay_low.png", "overlay_high.png", "overlay_refined.png", "masked.png",
+                  "pipeline.png", "maps.npz", "predictions.json"):
+            assert (folder / f).is_file(), (r["name"], f)
+        assert len(r["top5"]) == 3 and abs(sum(t["probability"] for t in r["top5"]) - 1) < 1e-4
+        maps = np.load(folder / "maps.npz")
+        assert maps["high_res_cam"].shape == (32, 32) and maps["low_res_cam"].shape == (4, 4)
+        assert maps["refined_cam"].shape == (32, 32) and np.isfinite(maps["refined_cam"]).all()
+    tiny = next(r for r in ok if r["name"] == "nested__tiny_gray.png")
+    assert tiny["size"] == [8, 8]
+    html = (out / "index.html").read_text()
+    assert html.count('<section class="card"') == 5 and "4 file(s) could not be explained" in html
+    assert "images/rgb.jpg/overlay_refined.png" in html
+    assert not list(out.rglob("*.tmp"))  # no half-written files
+    assert "report:" in capsys.readouterr().out
+
+
+def test_target_by_name_and_unknown_name(model_file, inputs, tmp_path):
+    out = tmp_path / "out"
+    assert cli(["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(model_file), "--target", "square",
+                "--input-size", "32", "--no-progress", "--no-pipeline"]) == 0
+    result = json.loads((out / "images" / "rgb.jpg" / "predictions.json").read_text())
+    assert result["target"]["name"] == "square"
+    assert cli(["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(model_file), "--target", "sqare",
+                "--input-size", "32", "--no-progress"]) == 2
+
+
+def test_shards_cover_the_folder_once_and_merge(tiny_model, inputs, tmp_path):
+    out = tmp_path / "sharded"
+    for i in range(3):
+        explain_images(tiny_model, [inputs], out, shard=(i, 3), input_size=32, pipeline_figures=False,
+                       show_progress=False)
+    assert not (out / "summary.json").exists()
+    merged = merge_shards(out)
+    names = [r.name for r in merged.results]
+    assert len(names) == len(set(names)) == 8
+    assert (out / "index.html").is_file()
+    # Re-running with --skip-existing keeps finished images instead of redoing them.
+    stamp = (out / "images" / "rgb.jpg" / "overlay_low.png").stat().st_mtime_ns
+    again = explain_images(tiny_model, [inputs], out, skip_existing=True, input_size=32, show_progress=False)
+    assert (out / "images" / "rgb.jpg" / "overlay_low.png").stat().st_mtime_ns == stamp
+    assert sum(r.ok for r in again.results) == 5
+
+
+def test_demo_uses_bundled_photographs(model_file, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli(["demo", "-o", str(out), "--model", str(model_file)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["succeeded"] == 4
+    assert "report:" in capsys.readouterr().out
