@@ -105,3 +105,17 @@ def test_untrained_guidance_is_a_smooth_interpolation(tiny_model):
     # A horizontal ramp stays a non-decreasing ramp along each row, constant down each column.
     assert (up[:, 1:] >= up[:, :-1] - 1e-6).all()
     torch.testing.assert_close(up, up[:1].expand_as(up))
+
+
+def test_guided_pool_equals_pooling_the_guided_upsampling(tiny_model):
+    expansion, backbone = tiny_model.expansion, tiny_model.backbone
+    torch.nn.init.normal_(expansion.guidance_head.weight, std=0.5)
+    x = torch.randn(2, 3, 64, 64)
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        features, skips = backbone.forward_features(x, return_skips=True)
+        decoded = expansion.decode(features, skips, x.shape[-2:])
+        full = expansion.guided_upsample(decoded, features, image=image)
+        for size in [(4, 4), (8, 8), (2, 4)]:
+            torch.testing.assert_close(expansion.guided_pool(decoded, features, size, image=image),
+                                       torch.nn.functional.adaptive_avg_pool2d(full, size), rtol=1e-5, atol=1e-5)

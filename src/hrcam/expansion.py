@@ -300,6 +300,37 @@ class ExpansionNetwork(nn.Module):
             terms.append((image - mu).pow(2).sum(1))
         return torch.stack(terms, dim=1) * (-0.5 / self.guide_sigma**2)
 
+    def guided_pool(self, decoded: Decoded, maps: torch.Tensor, size: Sequence[int], *,
+                    image: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`guided_upsample` of ``maps`` (B, M, h, w), then averaged over an ``size`` grid.
+
+        Equal to ``adaptive_avg_pool2d(guided_upsample(...), size)`` when the input size is a
+        multiple of ``size`` (otherwise pixels are split into ``size`` bins by flooring), but it
+        never builds the (B, M, H, W) tensor: the guidance weights are first summed per (output
+        bin, source cell) pair, which is what makes the scale-consistency loss cheap to train.
+        """
+        h, w = maps.shape[-2:]
+        out_h, out_w = int(size[0]), int(size[1])
+        weights = self.guidance_weights(decoded, (h, w), image)  # (B, 9, H, W)
+        height, width = decoded.size
+        device = maps.device
+        cell = (_cell_index(height, h, device)[:, None] * w + _cell_index(width, w, device)[None, :]).flatten()
+        bins = (_cell_index(height, out_h, device)[:, None] * out_w + _cell_index(width, out_w, device)[None, :]).flatten()
+        pair = bins * (h * w) + cell  # (H·W,)
+        batch = weights.shape[0]
+        summed = torch.zeros(batch, 9, out_h * out_w * h * w, device=device, dtype=weights.dtype)
+        summed = summed.index_add(2, pair, weights.flatten(2))
+        counts = torch.bincount(bins, minlength=out_h * out_w).to(weights.dtype)
+        summed = summed.view(batch, 9, out_h * out_w, h * w) / counts[None, None, :, None]
+        padded = F.pad(maps, (1, 1, 1, 1), mode="replicate")
+        rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+        shifted = torch.stack(
+            [padded[:, :, (rows + 1 + dy)[:, None], (cols + 1 + dx)[None, :]].flatten(2) for dy, dx in _NEIGHBOURS],
+            dim=1,
+        )  # (B, 9, M, h·w): the value of neighbour k of every source cell
+        out = torch.einsum("bkoc,bkmc->bmo", summed, shifted.to(summed.dtype))
+        return out.view(batch, -1, out_h, out_w)
+
     def guided_upsample(self, decoded: Decoded, maps: torch.Tensor, weights: torch.Tensor | None = None, *,
                         image: torch.Tensor | None = None) -> torch.Tensor:
         """Edge-aware upsampling of low-resolution ``maps`` (B, M, h, w) to (B, M, H, W).

@@ -76,6 +76,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     g.add_argument("--guide-sigma", type=float, default=0.1,
                    help="colour scale of the guidance's joint-bilateral term (0: none)")
     g.add_argument("--no-guidance", action="store_true", help="build the expansion network without a guidance head")
+    g.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from the expansion network of this stage-2 checkpoint (not a resume: a new "
+                        "optimiser and schedule), e.g. to add the guidance loss to a paper-faithful network")
     g.add_argument("--augment", choices=("none", "flip"), default="flip")
     d = parser.add_argument_group("held-out images")
     d.add_argument("--val-dir", type=Path, default=None, help="held-out images (default: a split of DATA)")
@@ -151,9 +154,13 @@ class _DecodeForDDP(torch.nn.Module):
             small_images, small_features, small_skips = half
             small = expansion.decode(small_features, small_skips, small_images.shape[-2:])
             maps = torch.einsum("mk,bkhw->bmhw", self.projection.to(small_features.dtype), small_features)
-            up = expansion.guided_upsample(small, maps, image=self._rgb(small_images))
-            guided = F.adaptive_avg_pool2d(up, features.shape[-2:])
+            guided = expansion.guided_pool(small, maps, features.shape[-2:], image=self._rgb(small_images))
         return recon, pooled, guided
+
+
+def _unit(maps: torch.Tensor) -> torch.Tensor:
+    """Each image's maps (B, M, h, w) scaled to unit energy."""
+    return maps / maps.pow(2).flatten(1).sum(1).sqrt().clamp_min(1e-8)[:, None, None, None]
 
 
 def expansion_loss(backbone: Backbone, decoder: _DecodeForDDP, images: torch.Tensor, *, consistency_weight: float,
@@ -186,8 +193,10 @@ def expansion_loss(backbone: Backbone, decoder: _DecodeForDDP, images: torch.Ten
     loss = recon_loss
     if guided is not None:
         if guide == "scale":
-            target = torch.einsum("mk,bkhw->bmhw", module.projection, features.float())
-            guide_value = F.mse_loss(guided.float(), target) / target.pow(2).mean().clamp_min(1e-8)
+            # Compared after normalising each image's maps to unit energy: the network's
+            # activations change in size with the image's scale; where they lie should not.
+            target = _unit(torch.einsum("mk,bkhw->bmhw", module.projection, features.float()))
+            guide_value = (_unit(guided.float()) - target).pow(2).flatten(1).sum(1).mean()
         else:
             guide_value = F.mse_loss(guided.float(), images.float())
         parts["guide"] = guide_value.detach()
@@ -209,9 +218,10 @@ def evaluate(backbone: Backbone, decoder: _DecodeForDDP, loader, *, ctx: DistCon
     - ``val_mse``: reconstruction MSE in the input's normalisation; ``val_psnr``: PSNR of the
       reconstruction in [0, 1] RGB (clipped, as a saved image would be);
     - ``val_consistency_rel_error``: relative error of the pooled high-res maps against ``A``;
-    - ``val_scale_rel_error`` (with a guidance head): relative error, in the projected map space,
-      of the guided upsampling of the half-size image's maps against the full-size maps, and
-      ``val_scale_rel_error_bilinear``, the same for plain bilinear upsampling, to compare.
+    - ``val_scale_rel_error`` (with a guidance head): squared error, in the projected map space
+      with each image's maps at unit energy, of the guided upsampling of the half-size image's
+      maps against the full-size maps, and ``val_scale_rel_error_bilinear``, the same for plain
+      bilinear upsampling, to compare.
     """
     expansion = decoder.expansion
     was_training = expansion.training
@@ -238,13 +248,12 @@ def evaluate(backbone: Backbone, decoder: _DecodeForDDP, loader, *, ctx: DistCon
         rel = (pooled - target).pow(2).flatten(1).sum(1) / target.pow(2).flatten(1).sum(1).clamp_min(1e-8)
         scale = scale_bilinear = torch.zeros(1)
         if guided_head:
-            projected = torch.einsum("mk,bkhw->bmhw", decoder.projection, target)
-            energy = projected.pow(2).flatten(1).sum(1).clamp_min(1e-8)
-            scale = (guided.float() - projected).pow(2).flatten(1).sum(1) / energy
+            projected = _unit(torch.einsum("mk,bkhw->bmhw", decoder.projection, target))
+            scale = (_unit(guided.float()) - projected).pow(2).flatten(1).sum(1)
             small_maps = torch.einsum("mk,bkhw->bmhw", decoder.projection, half[1].float())
             bilinear = F.interpolate(small_maps, size=half[0].shape[-2:], mode="bilinear", align_corners=False)
             bilinear = F.adaptive_avg_pool2d(bilinear, target.shape[-2:])
-            scale_bilinear = (bilinear - projected).pow(2).flatten(1).sum(1) / energy
+            scale_bilinear = (_unit(bilinear) - projected).pow(2).flatten(1).sum(1)
         sums += [mse.sum().item(), psnr.sum().item(), rel.sum().item(), images.shape[0],
                  scale.sum().item(), scale_bilinear.sum().item()]
     sums = ctx.all_reduce_sum(sums)
@@ -278,6 +287,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         expansion = ExpansionNetwork.from_backbone(backbone, decoder_channels=channels,
                                                    skip_connections=not args.no_skips, upsample=args.upsample,
                                                    guided=not args.no_guidance, guide_sigma=args.guide_sigma)
+        if args.init_from:
+            source = model_from_checkpoint(load_checkpoint(args.init_from), source=str(args.init_from))
+            if source.expansion is None or state_hash(source.backbone) != state_hash(backbone):
+                raise ValueError(f"--init-from {args.init_from}: not a stage-2 checkpoint of this classifier")
+            expansion = source.expansion
     backbone.eval().requires_grad_(False)
     frozen_hash = state_hash(backbone)
     size = args.input_size or backbone.input_size
@@ -307,7 +321,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         expansion.to(memory_format=torch.channels_last)
     decoder = _DecodeForDDP(expansion, backbone).to(ctx.device)
     if ctx.distributed:
-        decoder = DistributedDataParallel(decoder, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+        unused = args.guide_weight == 0 and expansion.guidance_head is not None
+        decoder = DistributedDataParallel(decoder, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+                                          find_unused_parameters=unused)
 
     sampler = TrainSampler(len(train_set), seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
     loader = make_loader(train_set, batch_size=args.batch_size, sampler=sampler, workers=args.workers, ctx=ctx,
