@@ -1,0 +1,47 @@
+"""Top-1/top-5 accuracy of a model on a folder of ImageNet validation images with a labels CSV.
+
+The check that a pretrained ImageNet classifier loaded correctly. With the project's data:
+
+    python benchmarks/imagenet_val_top1.py ../shared/data/imagenet-val-nonanimal
+
+reads ``DIR/labels.csv`` (``file,label,...``, label = ImageNet-1k index) and ``DIR/images/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import torch
+
+from hrcam import load_model
+from hrcam.metrics.classification import classification_report
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", type=Path)
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args()
+    rows = list(csv.DictReader(open(args.folder / "labels.csv", encoding="utf-8")))
+    model = load_model(args.model)
+    logits, labels = [], []
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(rows), args.batch_size):
+            batch = rows[i : i + args.batch_size]
+            x = torch.cat([model.preprocess(args.folder / "images" / r["file"]) for r in batch])
+            logits.append(model(x))
+            labels += [int(r["label"]) for r in batch]
+    report = classification_report(torch.cat(logits), torch.tensor(labels))
+    print(f"| model | images | top-1 | top-5 | macro F1 | seconds |\n|---|---:|---:|---:|---:|---:|\n"
+          f"| {args.model} | {report['num_samples']} | {100 * report['accuracy']:.2f} % | "
+          f"{100 * report['top5_accuracy']:.2f} % | {100 * report['macro_f1']:.2f} % | "
+          f"{time.perf_counter() - started:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
