@@ -241,6 +241,13 @@ def test_evaluation_end_to_end(tiny_model, pets_tree, tmp_path):
     assert record["methods"]["bright"]["per_image"]["pet_0"]["best_pixel_iou"] > 0.8
     assert len(record["methods"]["low_res"]["curves"]["pr"]["precision"]) == 101
     assert record["run"]["command"] == "hrcam evaluate pets"
+    layers = record["methods"]["layercam_fused"]["settings"]["target_layers"]
+    assert [layer.split(" (")[0] for layer in layers] == [
+        "skip block1",
+        "skip block2",
+        "final features A",
+    ]
+    assert "- every peer: library=pytorch-grad-cam" in text
     assert not list((tmp_path / "out").glob(".*tmp"))  # atomic writes leave nothing behind
 
 

@@ -372,7 +372,9 @@ def evaluate_localization(
         }
         if shared_seconds
         else None,
-        "methods": {run.method.name: _method_result(run, len(names)) for run in runs},
+        "methods": {
+            run.method.name: _method_result(run, len(names), model.backbone) for run in runs
+        },
         "subsets": {
             str(n): {
                 "num_images": len(subset_names[n]),
@@ -512,7 +514,7 @@ def _faithfulness(
     record.setdefault("increase", []).extend(ad["increase"].astype(float).tolist())
 
 
-def _method_result(run: _MethodRun, num_planned: int) -> dict[str, Any]:
+def _method_result(run: _MethodRun, num_planned: int, backbone) -> dict[str, Any]:
     scores = run.scores.compute()
     per_image_s = run.seconds_per_image
     timing = {
@@ -535,9 +537,12 @@ def _method_result(run: _MethodRun, num_planned: int) -> dict[str, Any]:
             "increase_in_confidence": float(np.mean(f["increase"])),
             "num_images": len(f["drop"]),
         }
+    settings = run.method.settings()
+    if hasattr(run.method, "layer_names"):
+        settings["target_layers"] = run.method.layer_names(backbone)
     return {
         "family": run.method.family,
-        "settings": run.method.settings(),
+        "settings": settings,
         "subset": run.names is not None and len(run.names) < num_planned,
         "num_images": scores["metrics"]["num_images"],
         "metrics": scores["metrics"],

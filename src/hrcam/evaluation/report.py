@@ -122,18 +122,28 @@ def _faithfulness_table(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _format_settings(settings: dict[str, Any]) -> str:
+    parts = []
+    for key, value in settings.items():
+        if key == "options":
+            value = "(" + ", ".join(f"{k}={v}" for k, v in value.items()) + ")"
+        elif isinstance(value, list):
+            value = "; ".join(str(v) for v in value)
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
 def _settings_lines(results: dict[str, Any]) -> list[str]:
+    """One line per method; what every peer shares is said once."""
     out = ["", "### Method settings", ""]
+    peers = [r["settings"] for r in results["methods"].values() if r["family"] == "peer"]
+    common = {}
+    if len(peers) > 1:
+        common = {k: v for k, v in peers[0].items() if all(k in p and p[k] == v for p in peers[1:])}
+        out.append(f"- every peer: {_format_settings(common)}")
     for name, r in results["methods"].items():
-        settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items() if k != "options")
-        options = r["settings"].get("options")
-        if options is not None:
-            settings = (
-                (settings + ", " if settings else "")
-                + "options: "
-                + ", ".join(f"{k}={v}" for k, v in options.items())
-            )
-        out.append(f"- `{name}` ({r['family']}): {settings}")
+        own = {k: v for k, v in r["settings"].items() if r["family"] != "peer" or k not in common}
+        out.append(f"- `{name}` ({r['family']}): {_format_settings(own)}")
     return out
 
 
