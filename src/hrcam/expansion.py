@@ -197,6 +197,7 @@ class ExpansionNetwork(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ExpansionNetwork:
         config = dict(config)
+        config.setdefault("guided", False)  # configs written before the guidance head existed
         return cls(config.pop("num_features"), config.pop("feature_stride"), config.pop("skip_info"), **config)
 
     def check_backbone(self, backbone: Backbone) -> None:
