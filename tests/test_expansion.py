@@ -119,3 +119,33 @@ def test_guided_pool_equals_pooling_the_guided_upsampling(tiny_model):
         for size in [(4, 4), (8, 8), (2, 4)]:
             torch.testing.assert_close(expansion.guided_pool(decoded, features, size, image=image),
                                        torch.nn.functional.adaptive_avg_pool2d(full, size), rtol=1e-5, atol=1e-5)
+
+
+def test_colour_term_block_path_equals_the_direct_formula(tiny_model):
+    from hrcam.expansion import _neighbour_values
+
+    expansion = tiny_model.expansion
+    torch.manual_seed(0)
+    for size, cells in [((64, 64), (4, 4)), ((66, 70), (5, 6))]:  # whole blocks, and not
+        image = torch.rand(2, 3, *size)
+        means = torch.nn.functional.adaptive_avg_pool2d(image, cells)
+        direct = torch.stack([-(image - v).pow(2).sum(1) for v in _neighbour_values(means, size)], 1)
+        direct = direct / (2 * expansion.guide_sigma**2)
+        ours = expansion._colour_term(image, cells)
+        # Equal up to a per-pixel constant (|x|²), which the softmax removes.
+        torch.testing.assert_close(ours.softmax(1), direct.softmax(1), rtol=1e-4, atol=1e-5)
+
+
+def test_coarse_to_fine_climbs_one_doubling_per_stage():
+    backbone = create_backbone("tiny_densenet", num_classes=3, block_config=(1, 1, 1, 1))  # stride 16
+    expansion = ExpansionNetwork.from_backbone(backbone).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        features, skips = backbone.forward_features(x, return_skips=True)
+        decoded = expansion.decode(features, skips, (64, 64))
+        climbed = expansion._climb(features[:, :2], (64, 64), x)
+        assert climbed.shape[-2:] == (32, 32)  # 4 → 8 → 16 → 32, then the guidance head's step to 64
+        const = expansion.guided_upsample(decoded, torch.ones(1, 1, 4, 4), image=x)
+        torch.testing.assert_close(const, torch.ones_like(const))
+        expansion.coarse_to_fine = False
+        assert expansion._climb(features[:, :2], (64, 64), x).shape[-2:] == (4, 4)

@@ -18,6 +18,7 @@ K-channel full-resolution tensor is never built: for EfficientNet-Lite0, K = 128
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,12 +48,35 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.S
     )
 
 
+def _folded(block: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of conv + BN (eval statistics) as one conv."""
+    conv, bn = block[0], block[1]
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    return weight, bn.bias - bn.running_mean * scale
+
+
+def _run(block: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``block`` (conv, BN, ReLU); in eval mode as one folded conv, which is the same map, faster."""
+    if block.training:
+        return block(x)
+    conv = block[0]
+    weight, bias = _folded(block)
+    return F.relu(F.conv2d(x, weight, bias, padding=conv.padding, groups=conv.groups))
+
+
 class _DecoderStage(nn.Module):
-    """Upsample ×2 to the skip's size, concatenate the (projected) skip, then a separable conv."""
+    """Upsample ×2 to the skip's size, concatenate the (projected) skip, then a separable conv.
+
+    With bilinear upsampling the first 1×1 conv is applied before upsampling to the part of its
+    input that comes from below (conv and bilinear interpolation commute), so the wide tensor is
+    upsampled after it is narrowed and the concatenation is never built.
+    """
 
     def __init__(self, in_ch: int, skip_ch: int, out_ch: int, *, upsample: str) -> None:
         super().__init__()
         self.upsample = upsample
+        self.in_ch = in_ch
         if upsample == "transposed":
             self.up = nn.ConvTranspose2d(in_ch, in_ch, 2, stride=2, groups=in_ch, bias=False)
         skip_out = min(skip_ch, out_ch) if skip_ch else 0
@@ -68,11 +92,19 @@ class _DecoderStage(nn.Module):
             x = self.up(x)
             if x.shape[-2:] != size:
                 x = F.interpolate(x, size=size, mode="nearest")
+            if self.skip_proj is not None and skip is not None:
+                x = torch.cat([x, _run(self.skip_proj, skip)], dim=1)
+            return _run(self.body[2], _run(self.body[1], _run(self.body[0], x)))
+        fuse = self.body[0]
+        if fuse.training:
+            weight, bias = fuse[0].weight, None
         else:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            weight, bias = _folded(fuse)
+        y = F.interpolate(F.conv2d(x, weight[:, : self.in_ch]), size=size, mode="bilinear", align_corners=False)
         if self.skip_proj is not None and skip is not None:
-            x = torch.cat([x, self.skip_proj(skip)], dim=1)
-        return self.body(x)
+            y = y + F.conv2d(_run(self.skip_proj, skip), weight[:, self.in_ch :])
+        y = F.relu(fuse[1](y)) if fuse.training else F.relu(y + bias.view(1, -1, 1, 1))
+        return _run(self.body[2], _run(self.body[1], y))
 
 
 class ExpansionNetwork(nn.Module):
@@ -92,6 +124,9 @@ class ExpansionNetwork(nn.Module):
         guided: add the guidance head (:meth:`guided_upsample`), hrcam's edge-aware alternative
             to the paper's linear high-resolution maps; trained by ``--guide-weight``.
         guide_sigma: colour scale of the guidance's image term (RGB in [0, 1]); 0 leaves it out.
+        coarse_to_fine: upsample in doublings, one joint-bilateral step per decoder stage
+            (stride S → S/2 → … → 2), before the guidance head's last step to full resolution,
+            so values travel along regions of like colour further than one cell.
 
     Example::
 
@@ -116,6 +151,7 @@ class ExpansionNetwork(nn.Module):
         upsample: str = "bilinear",
         guided: bool = True,
         guide_sigma: float = 0.1,
+        coarse_to_fine: bool = True,
     ) -> None:
         super().__init__()
         if feature_stride < 2 or feature_stride & (feature_stride - 1):
@@ -147,8 +183,10 @@ class ExpansionNetwork(nn.Module):
             "upsample": upsample,
             "guided": guided,
             "guide_sigma": guide_sigma,
+            "coarse_to_fine": coarse_to_fine,
         }
         self.guide_sigma = float(guide_sigma)
+        self.coarse_to_fine = bool(coarse_to_fine)
 
         skip_by_stride = {s.stride: s for s in skip_info} if skip_connections else {}
         self.bottleneck = _conv_bn_relu(num_features, decoder_channels[0])
@@ -198,6 +236,7 @@ class ExpansionNetwork(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> ExpansionNetwork:
         config = dict(config)
         config.setdefault("guided", False)  # configs written before the guidance head existed
+        config.setdefault("coarse_to_fine", False)
         return cls(config.pop("num_features"), config.pop("feature_stride"), config.pop("skip_info"), **config)
 
     def check_backbone(self, backbone: Backbone) -> None:
@@ -227,7 +266,7 @@ class ExpansionNetwork(nn.Module):
             )
         height, width = int(output_size[0]), int(output_size[1])
         skip_at = {info.stride: t for info, t in zip(self.skip_info, skips, strict=False)}
-        x = self.bottleneck(features)
+        x = _run(self.bottleneck, features)
         for stage, stride in zip(self.stages, self._stage_strides, strict=True):
             skip = skip_at.get(stride) if self.skip_connections else None
             if skip is not None:
@@ -238,7 +277,7 @@ class ExpansionNetwork(nn.Module):
         if x.shape[-2] * 2 < height or x.shape[-1] * 2 < width:
             # Only when a backbone's stride-2 skip is smaller than ceil(H / 2).
             x = F.interpolate(x, size=(-(-height // 2), -(-width // 2)), mode="bilinear", align_corners=False)
-        return Decoded(self.subpixel(x), (height, width))
+        return Decoded(_run(self.subpixel, x), (height, width))
 
     # -- heads, folded ----------------------------------------------------------------------------
     def high_res_features(self, decoded: Decoded) -> torch.Tensor:
@@ -291,15 +330,24 @@ class ExpansionNetwork(nn.Module):
         return torch.softmax(logits, dim=1)
 
     def _colour_term(self, image: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+        # -|x - μ|²/2σ² = (x·μ - |μ|²/2)/σ² - |x|²/2σ²; the last term is the same for all 9
+        # cells and cancels in the softmax, so it is left out.
         means = F.adaptive_avg_pool2d(image, cells)  # (B, 3, h, w)
-        height, width = image.shape[-2:]
-        padded = F.pad(means, (1, 1, 1, 1), mode="replicate")
-        rows, cols = _cell_index(height, cells[0], image.device), _cell_index(width, cells[1], image.device)
-        terms = []
-        for dy, dx in _NEIGHBOURS:
-            mu = padded[:, :, (rows + 1 + dy)[:, None], (cols + 1 + dx)[None, :]]
-            terms.append((image - mu).pow(2).sum(1))
-        return torch.stack(terms, dim=1) * (-0.5 / self.guide_sigma**2)
+        cell_terms = torch.cat([means, -0.5 * means.pow(2).sum(1, keepdim=True)], dim=1)  # (B, 4, h, w)
+        pixel = torch.cat([image, torch.ones_like(image[:, :1])], dim=1)  # (B, 4, H, W)
+        (h, w), (height, width) = cells, image.shape[-2:]
+        scale = 1.0 / self.guide_sigma**2
+        if height % h == 0 and width % w == 0:
+            # Cells are whole blocks of pixels: one batched matmul per cell (9 × 4 by 4 × pixels).
+            bh, bw = height // h, width // w
+            padded = F.pad(cell_terms, (1, 1, 1, 1), mode="replicate")
+            neighbours = torch.stack([padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+                                      for dy, dx in _NEIGHBOURS], dim=1)  # (B, 9, 4, h, w)
+            blocks = pixel.view(pixel.shape[0], 4, h, bh, w, bw)
+            out = torch.einsum("bkchw,bchiwj->bkhiwj", neighbours, blocks)
+            return out.reshape(pixel.shape[0], 9, height, width) * scale
+        terms = [(pixel * values).sum(1) for values in _neighbour_values(cell_terms, (height, width))]
+        return torch.stack(terms, dim=1) * scale
 
     def guided_pool(self, decoded: Decoded, maps: torch.Tensor, size: Sequence[int], *,
                     image: torch.Tensor | None = None) -> torch.Tensor:
@@ -310,6 +358,7 @@ class ExpansionNetwork(nn.Module):
         never builds the (B, M, H, W) tensor: the guidance weights are first summed per (output
         bin, source cell) pair, which is what makes the scale-consistency loss cheap to train.
         """
+        maps = self._climb(maps, decoded.size, image)
         h, w = maps.shape[-2:]
         out_h, out_w = int(size[0]), int(size[1])
         weights = self.guidance_weights(decoded, (h, w), image)  # (B, 9, H, W)
@@ -332,6 +381,31 @@ class ExpansionNetwork(nn.Module):
         out = torch.einsum("bkoc,bkmc->bmo", summed, shifted.to(summed.dtype))
         return out.view(batch, -1, out_h, out_w)
 
+    def _climb(self, maps: torch.Tensor, size: tuple[int, int], image: torch.Tensor | None) -> torch.Tensor:
+        """With ``coarse_to_fine``: ``maps`` raised through the doublings below ``size`` (H, W).
+
+        Each step is a joint-bilateral one (spatial prior + colour term against the image
+        average-pooled to that level), the stride halving each time: 7×7 → 14 → 28 → 56 → 112 for
+        a 224×224 input. The last step, to full resolution, is :meth:`guidance_weights`'.
+        """
+        if not self.coarse_to_fine:
+            return maps
+        height, width = size
+        stride = max(1, -(-height // maps.shape[-2]))
+        stride = 1 << (stride - 1).bit_length()  # the power of two ≥ H / h
+        while stride > 2:
+            stride //= 2
+            level = (-(-height // stride), -(-width // stride))
+            if level[0] <= maps.shape[-2] and level[1] <= maps.shape[-1]:
+                continue
+            guide = None if image is None else F.adaptive_avg_pool2d(image, level)
+            logits = _cell_distance_prior(level, tuple(maps.shape[-2:]), maps.device, maps.dtype)
+            if guide is not None and self.guide_sigma > 0:
+                logits = logits + self._colour_term(guide, tuple(maps.shape[-2:]))
+            weights = torch.softmax(logits.expand(maps.shape[0], -1, -1, -1), dim=1)
+            maps = _weighted_neighbours(maps, weights, level)
+        return maps
+
     def guided_upsample(self, decoded: Decoded, maps: torch.Tensor, weights: torch.Tensor | None = None, *,
                         image: torch.Tensor | None = None) -> torch.Tensor:
         """Edge-aware upsampling of low-resolution ``maps`` (B, M, h, w) to (B, M, H, W).
@@ -341,20 +415,10 @@ class ExpansionNetwork(nn.Module):
         maps and then weighting them by FC weights equals upsampling the CAM, so the CAM is
         upsampled directly and no K-channel full-resolution tensor is made.
         """
-        h, w = maps.shape[-2:]
         if weights is None:
-            weights = self.guidance_weights(decoded, (h, w), image)
-        height, width = decoded.size
-        padded = F.pad(maps, (1, 1, 1, 1), mode="replicate")
-        rows = _cell_index(height, h, maps.device)
-        cols = _cell_index(width, w, maps.device)
-        out = None
-        for k, (dy, dx) in enumerate(_NEIGHBOURS):
-            # (B, M, H, W): each pixel's neighbour cell (dy, dx), by advanced indexing on the padded grid
-            values = padded[:, :, (rows + 1 + dy)[:, None], (cols + 1 + dx)[None, :]]
-            term = values * weights[:, k : k + 1]
-            out = term if out is None else out + term
-        return out
+            maps = self._climb(maps, decoded.size, image)
+            weights = self.guidance_weights(decoded, tuple(maps.shape[-2:]), image)
+        return _weighted_neighbours(maps, weights, decoded.size)
 
 
 class Decoded:
@@ -392,13 +456,41 @@ class Decoded:
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
+def _weighted_neighbours(maps: torch.Tensor, weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Σ_k weights_k · (neighbour k of each pixel's cell): (B, M, h, w), (B, 9, H, W) → (B, M, H, W)."""
+    out = None
+    for k, values in enumerate(_neighbour_values(maps, size)):
+        term = values * weights[:, k : k + 1]
+        out = term if out is None else out + term
+    return out
+
+
+def _neighbour_values(maps: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor]:
+    """For each of the 9 neighbour offsets, every pixel's value of that neighbour of its cell.
+
+    ``maps`` (B, M, h, w) → 9 tensors (B, M, H, W), by two ``index_select`` (rows, then columns)
+    on the replicate-padded grid — much cheaper than advanced indexing at full resolution.
+    """
+    h, w = maps.shape[-2:]
+    padded = F.pad(maps, (1, 1, 1, 1), mode="replicate")
+    rows, cols = _cell_index(size[0], h, maps.device), _cell_index(size[1], w, maps.device)
+    by_row = {dy: padded.index_select(2, rows + 1 + dy) for dy in (-1, 0, 1)}
+    return [by_row[dy].index_select(3, cols + 1 + dx) for dy, dx in _NEIGHBOURS]
+
+
 def _cell_index(size: int, cells: int, device) -> torch.Tensor:
     """The cell of each pixel when ``size`` pixels are split into ``cells`` (adaptive-pooling bins)."""
     return torch.clamp((torch.arange(size, device=device) * cells) // size, max=cells - 1)
 
 
+@functools.lru_cache(maxsize=16)
 def _cell_distance_prior(size: tuple[int, int], cells: tuple[int, int], device, dtype) -> torch.Tensor:
     """(1, 9, H, W): minus half the squared distance, in cells, from each pixel to each neighbour cell."""
+    with torch.inference_mode(False):  # cached: must stay usable outside inference mode too
+        return _make_prior(size, cells, device, dtype)
+
+
+def _make_prior(size: tuple[int, int], cells: tuple[int, int], device, dtype) -> torch.Tensor:
     (height, width), (h, w) = size, cells
     py = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * h / height - 0.5
     px = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * w / width - 0.5

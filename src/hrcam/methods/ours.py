@@ -3,7 +3,9 @@
 - ``low_res`` — the localization network's CAM ``Σ_k w_ck A_k`` (paper section 2.1), upsampled
   bilinearly to the input (:func:`hrcam.upsample_cam`; :meth:`LowResCAM.native` gives the
   ``(B, h, w)`` map itself). It runs the backbone alone.
-- ``high_res`` — the expansion network's high-resolution CAM (section 2.2).
+- ``high_res`` — the expansion network's high-resolution CAM (section 2.2); ``high_res:mode=paper``
+  or ``high_res:mode=guided`` picks how it is made (see :class:`hrcam.HRCAM`); the same option
+  works for ``refined``.
 - ``refined`` — the postprocessing pipeline on both (section 2.3), with any
   :class:`~hrcam.postprocess.RefineOptions`: ``"refined:focal_scope=local,merge=multiply"``
   changes two options of the base options (``refine_options`` of :func:`create_method`, the
@@ -73,11 +75,34 @@ class SharedCAMsMethod(CAMMethod):
         raise NotImplementedError
 
 
+def _cams_in_mode(model, x, targets, cams: CAMs, mode: str | None) -> CAMs:
+    """``cams`` when they were made in ``mode`` (or no mode is asked), else made again in it."""
+    if mode is None or mode == model.high_res_mode:
+        return cams
+    previous = model.high_res_mode
+    try:
+        model.high_res_mode = mode
+        with torch.inference_mode():
+            return model.generate_cams(x, targets)
+    finally:
+        model.high_res_mode = previous
+
+
 class HighResCAM(SharedCAMsMethod):
-    """The expansion network's high-res CAM, at the input size already."""
+    """The expansion network's high-res CAM, at the input size already.
+
+    ``mode`` (``"paper"`` or ``"guided"``) overrides the model's :attr:`HRCAM.high_res_mode`
+    (then ``generate_cams`` runs again for this method).
+    """
+
+    def __init__(self, name: str, mode: str | None = None) -> None:
+        super().__init__(name)
+        if mode not in (None, "paper", "guided"):
+            raise ValueError(f"method {name!r}: mode must be paper or guided, got {mode!r}")
+        self.mode = mode
 
     def from_cams(self, model, x, targets, cams):
-        return cams.high_res.float().cpu()
+        return _cams_in_mode(model, x, targets, cams, self.mode).high_res.float().cpu()
 
     def settings(self) -> dict[str, Any]:
         return {"map": "expansion network's class map for the target (generate_cams().high_res)"}
@@ -94,15 +119,19 @@ class RefinedCAM(SharedCAMsMethod):
     """
 
     def __init__(
-        self, name: str, options: RefineOptions | None = None, *, impl: str = "auto"
+        self, name: str, options: RefineOptions | None = None, *, impl: str = "auto", mode: str | None = None
     ) -> None:
         super().__init__(name)
         if impl not in ("auto", "numpy", "torch"):
             raise ValueError(f"method {name!r}: impl must be auto, numpy or torch, got {impl!r}")
+        if mode not in (None, "paper", "guided"):
+            raise ValueError(f"method {name!r}: mode must be paper or guided, got {mode!r}")
         self.options = options or RefineOptions()
         self.impl = impl
+        self.mode = mode
 
     def from_cams(self, model, x, targets, cams):
+        cams = _cams_in_mode(model, x, targets, cams, self.mode)
         low, high = cams.low_res, cams.high_res
         use_torch = self.impl == "torch" or (self.impl == "auto" and low.device.type != "cpu")
         if use_torch:
@@ -115,7 +144,7 @@ class RefinedCAM(SharedCAMsMethod):
         return torch.from_numpy(np.stack(refined).astype(np.float32, copy=False))
 
     def settings(self) -> dict[str, Any]:
-        return {"options": dataclasses.asdict(self.options), "impl": self.impl}
+        return {"options": dataclasses.asdict(self.options), "impl": self.impl, "mode": self.mode}
 
 
 # -- builders -------------------------------------------------------------------------------------
@@ -129,8 +158,8 @@ def _low_res(name: str, params: dict[str, str], **context) -> LowResCAM:
 
 @register_method("high_res")
 def _high_res(name: str, params: dict[str, str], **context) -> HighResCAM:
-    reject_unknown(name, params, ())
-    return HighResCAM(name)
+    reject_unknown(name, params, ("mode",))
+    return HighResCAM(name, mode=params.get("mode"))
 
 
 @register_method("refined")
@@ -138,12 +167,13 @@ def _refined(
     name: str, params: dict[str, str], *, refine_options: RefineOptions | None = None, **context
 ) -> RefinedCAM:
     fields = {f.name for f in dataclasses.fields(RefineOptions)}
-    reject_unknown(name, params, sorted(fields) + ["impl"])
+    reject_unknown(name, params, sorted(fields) + ["impl", "mode"])
     params = dict(params)
     impl = params.pop("impl", "auto")
+    mode = params.pop("mode", None)
     hints = typing.get_type_hints(RefineOptions)
     changes = {key: _parse_value(name, key, value, hints[key]) for key, value in params.items()}
-    return RefinedCAM(name, (refine_options or RefineOptions()).replace(**changes), impl=impl)
+    return RefinedCAM(name, (refine_options or RefineOptions()).replace(**changes), impl=impl, mode=mode)
 
 
 def _parse_value(name: str, key: str, text: str, annotation) -> Any:

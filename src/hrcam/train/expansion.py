@@ -76,6 +76,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     g.add_argument("--guide-sigma", type=float, default=0.1,
                    help="colour scale of the guidance's joint-bilateral term (0: none)")
     g.add_argument("--no-guidance", action="store_true", help="build the expansion network without a guidance head")
+    g.add_argument("--no-coarse-to-fine", action="store_true",
+                   help="guided upsampling in one step from the feature grid (default: a joint-bilateral "
+                        "step per doubling, then the learned step to full resolution)")
     g.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="start from the expansion network of this stage-2 checkpoint (not a resume: a new "
                         "optimiser and schedule), e.g. to add the guidance loss to a paper-faithful network")
@@ -286,12 +289,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         channels = tuple(int(v) for v in args.decoder_channels.split(",")) if args.decoder_channels else None
         expansion = ExpansionNetwork.from_backbone(backbone, decoder_channels=channels,
                                                    skip_connections=not args.no_skips, upsample=args.upsample,
-                                                   guided=not args.no_guidance, guide_sigma=args.guide_sigma)
+                                                   guided=not args.no_guidance, guide_sigma=args.guide_sigma,
+                                                   coarse_to_fine=not args.no_coarse_to_fine)
         if args.init_from:
             source = model_from_checkpoint(load_checkpoint(args.init_from), source=str(args.init_from))
             if source.expansion is None or state_hash(source.backbone) != state_hash(backbone):
                 raise ValueError(f"--init-from {args.init_from}: not a stage-2 checkpoint of this classifier")
             expansion = source.expansion
+        expansion.coarse_to_fine = not args.no_coarse_to_fine
+        expansion.config["coarse_to_fine"] = expansion.coarse_to_fine
     backbone.eval().requires_grad_(False)
     frozen_hash = state_hash(backbone)
     size = args.input_size or backbone.input_size
