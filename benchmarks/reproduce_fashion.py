@@ -62,7 +62,7 @@ def reproduce(out: Path, *, quick: bool, workers: int = 2, progress: bool = True
     for name, model in (("before", stage1 / "best.pt"), ("after", stage2 / "best.pt")):
         run([*hrcam, "evaluate-classifier", str(data / "test"), "--model", str(model), "--input-size", size,
              "-o", str(out / f"classification_{name}_stage2.json")], log)
-    methods = "low_res,high_res,high_res:mode=paper,refined,gradcam,layercam,layercam_fused"
+    methods = "low_res,high_res,high_res:mode=paper,refined,refined:merge_base=high,alpha=0.3,gradcam,layercam,layercam_fused"
     run([*hrcam, "evaluate", str(data / "eval"), "--model", str(stage2 / "best.pt"), "--methods", methods,
          "--target", "label", "-o", str(out / "eval"), "--batch-size", "32", "--examples", "6", *quiet], log)
     before = json.loads((out / "classification_before_stage2.json").read_text())

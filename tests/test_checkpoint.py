@@ -72,3 +72,25 @@ def test_exported_expansion_checks_backbone_fingerprint(tiny_model, tmp_path):
     sidecar.write_text(text)
     with pytest.raises(CheckpointError, match="different localization network"):
         load_model(path)
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    from hrcam.utils import atomic_save_json
+
+    atomic_save_json({"a": 1}, tmp_path / "x.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_shipped_default_model_loads_offline():
+    model = load_model("default")
+    assert model.expansion is not None and model.high_res_mode == "guided"
+    assert model.backbone.config["name"] == "efficientnet_lite0" and len(model.class_names) == 1000
+    x = torch.zeros(1, 3, 224, 224)
+    high, low, probs = model.generate_cams(x)
+    assert high.shape == (1, 224, 224) and low.shape == (1, 7, 7)
+    model.high_res_mode = "paper"
+    assert torch.isfinite(model.high_res_cam(x)).all()
