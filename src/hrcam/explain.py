@@ -163,6 +163,7 @@ def explain_images(
     shard: tuple[int, int] = (0, 1),
     model_name: str = "",
     show_progress: bool = True,
+    flip: bool = False,
 ) -> ExplainSummary:
     """Explain every image in ``sources`` (files or folders) into ``output``.
 
@@ -178,6 +179,7 @@ def explain_images(
         skip_existing: keep images whose ``predictions.json`` already exists (resume a run).
         shard: ``(index, count)``: process only every ``count``-th image from ``index``
             (several processes over one large folder; see :func:`merge_shards`).
+        flip: average every CAM with the mirrored image's (test-time augmentation, 2× cost).
 
     Returns:
         :class:`ExplainSummary`; ``summary.failed`` lists the images that could not be explained.
@@ -199,7 +201,8 @@ def explain_images(
     items = items[index::count]
     summary = ExplainSummary(
         model=model_name, output=str(output), options={"refine": asdict(options), "target": target,
-                                                        "input_size": size, "batch_size": batch_size},
+                                                        "input_size": size, "batch_size": batch_size,
+                                                        "flip": flip, "high_res": model.high_res_mode},
         results=results,
     )
     summary_name = "summary.json" if count == 1 else f"summary.shard-{index}-of-{count}.json"
@@ -225,7 +228,7 @@ def explain_images(
             x = torch.cat(tensors).to(device)
             summary.results.extend(
                 _explain_batch(model, x, [chunk[i] for i in ok], displays, originals, output,
-                               target=target, options=options, pipeline_figures=pipeline_figures)
+                               target=target, options=options, pipeline_figures=pipeline_figures, flip=flip)
             )
         summary.seconds = time.perf_counter() - started
         _write_run_files(output, summary, summary_name, write_report, final=False)
@@ -250,10 +253,10 @@ def _reload(output: Path, path: Path, name: str) -> ImageResult:
 
 
 def _explain_batch(model: HRCAM, x: torch.Tensor, items, displays, originals, output: Path, *,
-                   target, options: RefineOptions, pipeline_figures: bool) -> list[ImageResult]:
+                   target, options: RefineOptions, pipeline_figures: bool, flip: bool = False) -> list[ImageResult]:
     from . import viz
 
-    high, low, probs = model.generate_cams(x, target)
+    high, low, probs = model.generate_cams(x, target, flip=flip)
     targets = model.resolve_targets(target, probs)
     top_p, top_i = probs.topk(min(5, probs.shape[1]), dim=1)
     inputs = [model.to_image(x[i : i + 1]) for i in range(x.shape[0])]

@@ -196,13 +196,26 @@ class HRCAM(nn.Module):
         return self.generate_cams(x, target).high_res
 
     @torch.inference_mode()
-    def generate_cams(self, x: torch.Tensor, target: Target = None) -> CAMs:
+    def generate_cams(self, x: torch.Tensor, target: Target = None, *, flip: bool = False) -> CAMs:
         """Prediction, low-res and high-res CAMs from one pass of each network.
+
+        ``flip=True`` averages the CAMs with those of the mirrored image (mirrored back), for the
+        same target classes: test-time augmentation at twice the cost. The probabilities are
+        always the unflipped image's, so predictions never change.
 
         Returns:
             ``CAMs(high_res, low_res, probabilities)``: (B, H, W), (B, h, w), (B, C).
             ``high_res`` is None when the model has no expansion network.
         """
+        cams = self._generate_cams(x, target)
+        if not flip:
+            return cams
+        targets = self.resolve_targets(target, cams.probabilities)
+        mirrored = self._generate_cams(torch.flip(x, dims=[3]), targets)
+        high = None if cams.high_res is None else (cams.high_res + torch.flip(mirrored.high_res, dims=[2])) / 2
+        return CAMs(high, (cams.low_res + torch.flip(mirrored.low_res, dims=[2])) / 2, cams.probabilities)
+
+    def _generate_cams(self, x: torch.Tensor, target: Target) -> CAMs:
         features, skips = self.backbone.forward_features(x, return_skips=True)
         logits = self.backbone.forward_head(features)
         targets = self.resolve_targets(target, logits)

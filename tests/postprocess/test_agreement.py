@@ -45,6 +45,7 @@ def test_real_looking_cams_at_224_with_default_options():
         dict(focal_scope="local", maxima_areas="large", merge="multiply", filter="threshold"),
         dict(roi_percentile=60, num_points=40, blur_size=3, alpha=0.8, keep_percentage=30),
         dict(merge_base="high", lower_percentile=0, upper_percentile=90, alpha=0.3),
+        dict(merge="gate", merge_base="high", lower_percentile=0, alpha=0.2),
     ],
 )
 def test_real_looking_cams_non_square_with_other_options(options):

@@ -117,7 +117,7 @@ def test_options_object_and_overrides(impl, cams):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"merge": "sum"}, "merge must be one of 'blend', 'multiply'"),
+        ({"merge": "sum"}, "merge must be one of 'blend', 'multiply', 'gate'"),
         ({"focal_scope": "all"}, "focal_scope"),
         ({"roi_percentile": 120}, "roi_percentile"),
         ({"colour": 1}, "unknown refine option"),

@@ -36,7 +36,7 @@ def test_size_dependent_defaults():
     [
         ("focal_scope", "everywhere", "'global', 'local'"),
         ("maxima_areas", "medium", "'small', 'large'"),
-        ("merge", "add", "'blend', 'multiply'"),
+        ("merge", "add", "'blend', 'multiply', 'gate'"),
         ("filter", "top", "'percentage', 'threshold'"),
         ("roi_percentile", 101, "[0, 100]"),
         ("roi_percentile", float("nan"), "[0, 100]"),

@@ -41,6 +41,11 @@ def register(subparsers) -> None:
                    help="process only shard I of N (0-based); under torchrun the rank picks the shard")
     p.add_argument("--merge-shards", action="store_true", help="only merge the shard summaries in OUTPUT")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--preset", choices=("hrcam", "paper"), default="hrcam",
+                   help="refinement options to start from: hrcam's tuned ones (default) or the paper's; "
+                        "the options below change single values")
+    p.add_argument("--flip", action="store_true", help="test-time mirroring: average each CAM with the "
+                                                        "mirrored image's (twice the cost)")
     add_refine_arguments(p)
     p.set_defaults(func=run_explain)
 
@@ -92,7 +97,9 @@ def run_explain(args) -> int:
         return 1 if summary.failed else 0
     if not args.inputs:
         raise ValueError("give at least one image file or folder to explain")
-    options = refine_options_from_args(args)
+    from ..postprocess import RefineOptions
+
+    options = refine_options_from_args(args, base=RefineOptions.preset(args.preset))
     shard = _shard(args)
     model = _load(args)
     if model.expansion is None:
@@ -102,6 +109,7 @@ def run_explain(args) -> int:
         model, args.inputs, args.output, target=args.target, options=options, batch_size=args.batch_size,
         input_size=args.input_size, pipeline_figures=not args.no_pipeline, skip_existing=args.skip_existing,
         shard=shard, model_name=str(args.model), show_progress=not args.no_progress and shard[0] == 0,
+        flip=args.flip,
     )
     if shard[1] > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _merge_under_torchrun(args.output, shard)
@@ -146,8 +154,11 @@ def run_demo(args) -> int:
         path = inputs / f"{name}.png"
         if not path.exists():
             Image.fromarray(getattr(data, name)()).save(path)
+    from ..postprocess import RefineOptions
+
     model = _load(args)
-    summary = explain_images(model, [inputs], args.output, batch_size=args.batch_size, model_name=str(args.model))
+    summary = explain_images(model, [inputs], args.output, batch_size=args.batch_size, model_name=str(args.model),
+                             options=RefineOptions.preset("hrcam"))
     for r in summary.results:
         if r.ok:
             print(f"{r.name:>14}: {r.top5[0]['name']} ({r.top5[0]['probability']:.1%})")

@@ -4,8 +4,9 @@
   bilinearly to the input (:func:`hrcam.upsample_cam`; :meth:`LowResCAM.native` gives the
   ``(B, h, w)`` map itself). It runs the backbone alone.
 - ``high_res`` — the expansion network's high-resolution CAM (section 2.2); ``high_res:mode=paper``
-  or ``high_res:mode=guided`` picks how it is made (see :class:`hrcam.HRCAM`); the same option
-  works for ``refined``.
+  or ``high_res:mode=guided`` picks how it is made (see :class:`hrcam.HRCAM`), ``flip=1`` adds
+  test-time mirroring (twice the cost); both work for ``refined`` too, as does
+  ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
 - ``refined`` — the postprocessing pipeline on both (section 2.3), with any
   :class:`~hrcam.postprocess.RefineOptions`: ``"refined:focal_scope=local,merge=multiply"``
   changes two options of the base options (``refine_options`` of :func:`create_method`, the
@@ -75,15 +76,15 @@ class SharedCAMsMethod(CAMMethod):
         raise NotImplementedError
 
 
-def _cams_in_mode(model, x, targets, cams: CAMs, mode: str | None) -> CAMs:
-    """``cams`` when they were made in ``mode`` (or no mode is asked), else made again in it."""
-    if mode is None or mode == model.high_res_mode:
+def _cams_in_mode(model, x, targets, cams: CAMs, mode: str | None, flip: bool = False) -> CAMs:
+    """``cams`` when they were made as asked (``mode``, no ``flip``), else made again so."""
+    if (mode is None or mode == model.high_res_mode) and not flip:
         return cams
     previous = model.high_res_mode
     try:
-        model.high_res_mode = mode
+        model.high_res_mode = mode or previous
         with torch.inference_mode():
-            return model.generate_cams(x, targets)
+            return model.generate_cams(x, targets, flip=flip)
     finally:
         model.high_res_mode = previous
 
@@ -95,14 +96,15 @@ class HighResCAM(SharedCAMsMethod):
     (then ``generate_cams`` runs again for this method).
     """
 
-    def __init__(self, name: str, mode: str | None = None) -> None:
+    def __init__(self, name: str, mode: str | None = None, flip: bool = False) -> None:
         super().__init__(name)
         if mode not in (None, "paper", "guided"):
             raise ValueError(f"method {name!r}: mode must be paper or guided, got {mode!r}")
         self.mode = mode
+        self.flip = flip
 
     def from_cams(self, model, x, targets, cams):
-        return _cams_in_mode(model, x, targets, cams, self.mode).high_res.float().cpu()
+        return _cams_in_mode(model, x, targets, cams, self.mode, self.flip).high_res.float().cpu()
 
     def settings(self) -> dict[str, Any]:
         return {"map": "expansion network's class map for the target (generate_cams().high_res)"}
@@ -119,7 +121,8 @@ class RefinedCAM(SharedCAMsMethod):
     """
 
     def __init__(
-        self, name: str, options: RefineOptions | None = None, *, impl: str = "auto", mode: str | None = None
+        self, name: str, options: RefineOptions | None = None, *, impl: str = "auto", mode: str | None = None,
+        flip: bool = False,
     ) -> None:
         super().__init__(name)
         if impl not in ("auto", "numpy", "torch"):
@@ -129,9 +132,10 @@ class RefinedCAM(SharedCAMsMethod):
         self.options = options or RefineOptions()
         self.impl = impl
         self.mode = mode
+        self.flip = flip
 
     def from_cams(self, model, x, targets, cams):
-        cams = _cams_in_mode(model, x, targets, cams, self.mode)
+        cams = _cams_in_mode(model, x, targets, cams, self.mode, self.flip)
         low, high = cams.low_res, cams.high_res
         use_torch = self.impl == "torch" or (self.impl == "auto" and low.device.type != "cpu")
         if use_torch:
@@ -144,7 +148,8 @@ class RefinedCAM(SharedCAMsMethod):
         return torch.from_numpy(np.stack(refined).astype(np.float32, copy=False))
 
     def settings(self) -> dict[str, Any]:
-        return {"options": dataclasses.asdict(self.options), "impl": self.impl, "mode": self.mode}
+        return {"options": dataclasses.asdict(self.options), "impl": self.impl, "mode": self.mode,
+                "flip": self.flip}
 
 
 # -- builders -------------------------------------------------------------------------------------
@@ -158,8 +163,8 @@ def _low_res(name: str, params: dict[str, str], **context) -> LowResCAM:
 
 @register_method("high_res")
 def _high_res(name: str, params: dict[str, str], **context) -> HighResCAM:
-    reject_unknown(name, params, ("mode",))
-    return HighResCAM(name, mode=params.get("mode"))
+    reject_unknown(name, params, ("mode", "flip"))
+    return HighResCAM(name, mode=params.get("mode"), flip=_flag(name, params.get("flip", "0")))
 
 
 @register_method("refined")
@@ -167,13 +172,25 @@ def _refined(
     name: str, params: dict[str, str], *, refine_options: RefineOptions | None = None, **context
 ) -> RefinedCAM:
     fields = {f.name for f in dataclasses.fields(RefineOptions)}
-    reject_unknown(name, params, sorted(fields) + ["impl", "mode"])
+    reject_unknown(name, params, sorted(fields) + ["impl", "mode", "flip", "preset"])
     params = dict(params)
     impl = params.pop("impl", "auto")
     mode = params.pop("mode", None)
+    flip = _flag(name, params.pop("flip", "0"))
+    if "preset" in params:
+        refine_options = RefineOptions.preset(params.pop("preset"))
     hints = typing.get_type_hints(RefineOptions)
     changes = {key: _parse_value(name, key, value, hints[key]) for key, value in params.items()}
-    return RefinedCAM(name, (refine_options or RefineOptions()).replace(**changes), impl=impl, mode=mode)
+    return RefinedCAM(name, (refine_options or RefineOptions()).replace(**changes), impl=impl, mode=mode,
+                      flip=flip)
+
+
+def _flag(name: str, text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(f"method {name!r}: flip must be 0 or 1, got {text!r}")
 
 
 def _parse_value(name: str, key: str, text: str, annotation) -> Any:

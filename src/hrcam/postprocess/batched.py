@@ -431,14 +431,16 @@ def fill_holes(mask: Tensor, *, max_size: int) -> Tensor:
 def merge_maps(
     segment: Tensor, low_resized: Tensor, *, method: str = "blend", alpha: float = 0.5
 ) -> Tensor:
-    """Step 9: ``(B, H, W)`` float32 refined CAMs: ``alpha*segment + (1-alpha)*low`` or product."""
+    """Step 9: ``(B, H, W)`` float32 refined CAMs: blend, product or gate (see the NumPy one)."""
     seg = segment.to(torch.float32)
     low = normalize_map(low_resized)
     if method == "blend":
         return _f32(alpha, seg.device) * seg + _f32(1 - alpha, seg.device) * low
     if method == "multiply":
         return seg * low
-    raise ValueError(f"method must be 'blend' or 'multiply'; got {method!r}")
+    if method == "gate":
+        return low * (_f32(1 - alpha, seg.device) + _f32(alpha, seg.device) * seg)
+    raise ValueError(f"method must be 'blend', 'multiply' or 'gate'; got {method!r}")
 
 
 def mask_image(

@@ -376,7 +376,9 @@ def merge_maps(segment, low_resized, *, method: str = "blend", alpha: float = 0.
 
     ``segment``: ``(H, W)`` bool (used as 0/1); ``low_resized``: ``(H, W)`` float, normalised
     here. ``method='blend'``: ``alpha * segment + (1 - alpha) * low``; ``'multiply'``:
-    ``segment * low``. Returns ``(H, W)`` float32 in [0, 1].
+    ``segment * low``; ``'gate'`` (hrcam's): ``low * (1 - alpha + alpha * segment)``, which keeps
+    the map's order inside and outside the segment and lowers what lies outside it. Returns
+    ``(H, W)`` float32 in [0, 1].
     """
     seg = np.asarray(segment, dtype=np.float32)
     low = normalize_map(low_resized)
@@ -384,7 +386,9 @@ def merge_maps(segment, low_resized, *, method: str = "blend", alpha: float = 0.
         return np.float32(alpha) * seg + np.float32(1 - alpha) * low
     if method == "multiply":
         return seg * low
-    raise ValueError(f"method must be 'blend' or 'multiply'; got {method!r}")
+    if method == "gate":
+        return low * (np.float32(1 - alpha) + np.float32(alpha) * seg)
+    raise ValueError(f"method must be 'blend', 'multiply' or 'gate'; got {method!r}")
 
 
 def mask_image(
