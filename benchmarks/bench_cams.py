@@ -67,13 +67,20 @@ def memory_child(name: str, materialise: bool) -> None:
 
 
 def measure_memory(name: str, materialise: bool) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--memory-child", name] + (["--materialise"] if materialise else []),
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", name]
+        + (["--materialise"] if materialise else []),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
@@ -85,8 +92,10 @@ def main() -> None:
         memory_child(args.memory_child, args.materialise)
         return
     torch.set_num_threads(args.threads)
-    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} threads, batch {args.batch}×3×224×224, median of {args.repeats}\n")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{args.threads} threads, batch {args.batch}×3×224×224, median of {args.repeats}\n"
+    )
     print("| backbone | high-res mode | forward (ms/img) | generate_cams (ms/img) | ratio |")
     print("|---|---|---:|---:|---:|")
     x = torch.randn(args.batch, 3, 224, 224)
@@ -94,16 +103,24 @@ def main() -> None:
         model = build(name)
         for mode in ("paper", "guided"):
             if mode == "guided":
-                torch.nn.init.normal_(model.expansion.guidance_head.weight, std=0.1)  # as if trained
+                torch.nn.init.normal_(
+                    model.expansion.guidance_head.weight, std=0.1
+                )  # as if trained
             f, c = time_pair(model, x, args.repeats, mode)
-            print(f"| {name} | {mode} | {1000 * f / args.batch:.1f} | {1000 * c / args.batch:.1f} | {c / f:.2f} |")
-    print("\n| backbone | high_res_cam, 1 image: peak RSS (MiB) | increase over forward (MiB) "
-          "| materialised K maps: peak RSS (MiB) |")
+            print(
+                f"| {name} | {mode} | {1000 * f / args.batch:.1f} | {1000 * c / args.batch:.1f} | {c / f:.2f} |"
+            )
+    print(
+        "\n| backbone | high_res_cam, 1 image: peak RSS (MiB) | increase over forward (MiB) "
+        "| materialised K maps: peak RSS (MiB) |"
+    )
     print("|---|---:|---:|---:|")
     for name in args.backbones.split(","):
         folded = measure_memory(name, materialise=False)
         full = measure_memory(name, materialise=True)
-        print(f"| {name} | {folded['peak_mib']:.0f} | {folded['increase_mib']:.0f} | {full['peak_mib']:.0f} |")
+        print(
+            f"| {name} | {folded['peak_mib']:.0f} | {folded['increase_mib']:.0f} | {full['peak_mib']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

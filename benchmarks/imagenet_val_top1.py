@@ -21,7 +21,9 @@ from hrcam.metrics.classification import classification_report
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("folder", type=Path)
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--batch-size", type=int, default=32)
@@ -37,10 +39,12 @@ def main() -> None:
             logits.append(model(x))
             labels += [int(r["label"]) for r in batch]
     report = classification_report(torch.cat(logits), torch.tensor(labels))
-    print(f"| model | images | top-1 | top-5 | macro F1 | seconds |\n|---|---:|---:|---:|---:|---:|\n"
-          f"| {args.model} | {report['num_samples']} | {100 * report['accuracy']:.2f} % | "
-          f"{100 * report['top5_accuracy']:.2f} % | {100 * report['macro_f1']:.2f} % | "
-          f"{time.perf_counter() - started:.0f} |")
+    print(
+        f"| model | images | top-1 | top-5 | macro F1 | seconds |\n|---|---:|---:|---:|---:|---:|\n"
+        f"| {args.model} | {report['num_samples']} | {100 * report['accuracy']:.2f} % | "
+        f"{100 * report['top5_accuracy']:.2f} % | {100 * report['macro_f1']:.2f} % | "
+        f"{time.perf_counter() - started:.0f} |"
+    )
 
 
 if __name__ == "__main__":

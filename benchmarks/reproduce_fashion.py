@@ -26,10 +26,26 @@ import sys
 import time
 from pathlib import Path
 
-FULL = {"canvas": 96, "train_per_class": 500, "test_per_class": 60, "epochs1": 12, "epochs2": 6,
-        "block_config": "2,2,2,2", "growth_rate": 16, "batch": 64}
-QUICK = {"canvas": 64, "train_per_class": 40, "test_per_class": 8, "epochs1": 6, "epochs2": 2,
-         "block_config": "1,1,1,1", "growth_rate": 8, "batch": 32}
+FULL = {
+    "canvas": 96,
+    "train_per_class": 500,
+    "test_per_class": 60,
+    "epochs1": 12,
+    "epochs2": 6,
+    "block_config": "2,2,2,2",
+    "growth_rate": 16,
+    "batch": 64,
+}
+QUICK = {
+    "canvas": 64,
+    "train_per_class": 40,
+    "test_per_class": 8,
+    "epochs1": 6,
+    "epochs2": 2,
+    "block_config": "1,1,1,1",
+    "growth_rate": 8,
+    "batch": 32,
+}
 
 
 def run(cmd: list[str], log: list[str]) -> None:
@@ -49,22 +65,116 @@ def reproduce(out: Path, *, quick: bool, workers: int = 2, progress: bool = True
     log: list[str] = []
     started = time.perf_counter()
     if not (data / "meta.json").is_file():
-        run([*hrcam, "data", "fashion-loc", "--out", str(data), "--canvas", str(cfg["canvas"]),
-             "--train-per-class", str(cfg["train_per_class"]), "--test-per-class", str(cfg["test_per_class"]),
-             "--seed", "0", *quiet], log)
+        run(
+            [
+                *hrcam,
+                "data",
+                "fashion-loc",
+                "--out",
+                str(data),
+                "--canvas",
+                str(cfg["canvas"]),
+                "--train-per-class",
+                str(cfg["train_per_class"]),
+                "--test-per-class",
+                str(cfg["test_per_class"]),
+                "--seed",
+                "0",
+                *quiet,
+            ],
+            log,
+        )
     size = str(cfg["canvas"])
-    common = ["--input-size", size, "--workers", str(workers), "--batch-size", str(cfg["batch"]), "--seed", "0", *quiet]
-    run([*hrcam, "train-classifier", str(data), "-o", str(stage1), "--backbone", "tiny_densenet",
-         "--block-config", cfg["block_config"], "--growth-rate", str(cfg["growth_rate"]),
-         "--epochs", str(cfg["epochs1"]), "--lr", "3e-3", "--augment", "flip", *common], log)
-    run([*hrcam, "train-expansion", str(data / "train"), "-o", str(stage2), "--classifier", str(stage1 / "best.pt"),
-         "--epochs", str(cfg["epochs2"]), "--lr", "3e-3", "--val-fraction", "0.1", *common], log)
+    common = [
+        "--input-size",
+        size,
+        "--workers",
+        str(workers),
+        "--batch-size",
+        str(cfg["batch"]),
+        "--seed",
+        "0",
+        *quiet,
+    ]
+    run(
+        [
+            *hrcam,
+            "train-classifier",
+            str(data),
+            "-o",
+            str(stage1),
+            "--backbone",
+            "tiny_densenet",
+            "--block-config",
+            cfg["block_config"],
+            "--growth-rate",
+            str(cfg["growth_rate"]),
+            "--epochs",
+            str(cfg["epochs1"]),
+            "--lr",
+            "3e-3",
+            "--augment",
+            "flip",
+            *common,
+        ],
+        log,
+    )
+    run(
+        [
+            *hrcam,
+            "train-expansion",
+            str(data / "train"),
+            "-o",
+            str(stage2),
+            "--classifier",
+            str(stage1 / "best.pt"),
+            "--epochs",
+            str(cfg["epochs2"]),
+            "--lr",
+            "3e-3",
+            "--val-fraction",
+            "0.1",
+            *common,
+        ],
+        log,
+    )
     for name, model in (("before", stage1 / "best.pt"), ("after", stage2 / "best.pt")):
-        run([*hrcam, "evaluate-classifier", str(data / "test"), "--model", str(model), "--input-size", size,
-             "-o", str(out / f"classification_{name}_stage2.json")], log)
+        run(
+            [
+                *hrcam,
+                "evaluate-classifier",
+                str(data / "test"),
+                "--model",
+                str(model),
+                "--input-size",
+                size,
+                "-o",
+                str(out / f"classification_{name}_stage2.json"),
+            ],
+            log,
+        )
     methods = "low_res,high_res,high_res:mode=paper,refined,refined:merge_base=high,alpha=0.3,gradcam,layercam,layercam_fused"
-    run([*hrcam, "evaluate", str(data / "eval"), "--model", str(stage2 / "best.pt"), "--methods", methods,
-         "--target", "label", "-o", str(out / "eval"), "--batch-size", "32", "--examples", "6", *quiet], log)
+    run(
+        [
+            *hrcam,
+            "evaluate",
+            str(data / "eval"),
+            "--model",
+            str(stage2 / "best.pt"),
+            "--methods",
+            methods,
+            "--target",
+            "label",
+            "-o",
+            str(out / "eval"),
+            "--batch-size",
+            "32",
+            "--examples",
+            "6",
+            *quiet,
+        ],
+        log,
+    )
     before = json.loads((out / "classification_before_stage2.json").read_text())
     after = json.loads((out / "classification_after_stage2.json").read_text())
     keys = [k for k in before if k.startswith("test_")]
@@ -82,16 +192,23 @@ def reproduce(out: Path, *, quick: bool, workers: int = 2, progress: bool = True
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("-o", "--output", type=Path, default=Path("runs/fashion"))
     p.add_argument("--quick", action="store_true", help="the few-minute version of the test suite")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     summary = reproduce(args.output, quick=args.quick, workers=args.workers)
     print(f"\nwhole run: {summary['seconds'] / 60:.1f} min")
-    print("classification on test/ (before → after stage 2): identical =", summary["classification_identical"])
+    print(
+        "classification on test/ (before → after stage 2): identical =",
+        summary["classification_identical"],
+    )
     for k in ("test_accuracy", "test_top5_accuracy", "test_macro_f1"):
-        print(f"  {k}: {summary['classification_before'][k]:.4f} → {summary['classification_after'][k]:.4f}")
+        print(
+            f"  {k}: {summary['classification_before'][k]:.4f} → {summary['classification_after'][k]:.4f}"
+        )
     print()
     print((args.output / "eval" / "results.md").read_text())
 

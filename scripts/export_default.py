@@ -17,11 +17,19 @@ from pathlib import Path
 
 from hrcam.checkpoint import export_model, load_checkpoint, model_from_checkpoint
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "hrcam" / "weights" / "efficientnet_lite0.safetensors"
+OUT = (
+    Path(__file__).resolve().parents[1]
+    / "src"
+    / "hrcam"
+    / "weights"
+    / "efficientnet_lite0.safetensors"
+)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("checkpoint", type=Path)
     p.add_argument("-o", "--output", type=Path, default=OUT)
     args = p.parse_args()
@@ -38,7 +46,9 @@ def main() -> None:
         "held_out_metrics": {k: v for k, v in payload["metrics"].items() if k.startswith("val_")},
         "checkpoint": args.checkpoint.name,
     }
-    path = export_model(model, args.output, include_backbone=False, backbone_weights="imagenet", metadata=metadata)
+    path = export_model(
+        model, args.output, include_backbone=False, backbone_weights="imagenet", metadata=metadata
+    )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) and {path.with_suffix('.json').name}")
     print(json.dumps(metadata["held_out_metrics"], indent=1))
 

@@ -30,7 +30,9 @@ def _shape_image(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     return a
 
 
-def make_class_folders(root: Path, *, per_class: int = 8, test_per_class: int = 4, size: int = 32, seed: int = 0) -> Path:
+def make_class_folders(
+    root: Path, *, per_class: int = 8, test_per_class: int = 4, size: int = 32, seed: int = 0
+) -> Path:
     rng = np.random.default_rng(seed)
     for split, n in (("train", per_class), ("test", test_per_class)):
         for kind in ("disc", "square"):
@@ -49,8 +51,14 @@ def class_folders(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_backbone():
     torch.manual_seed(0)
-    return create_backbone("tiny_densenet", num_classes=3, block_config=(1, 1, 1), growth_rate=8,
-                           init_features=8, input_size=32).eval()
+    return create_backbone(
+        "tiny_densenet",
+        num_classes=3,
+        block_config=(1, 1, 1),
+        growth_rate=8,
+        init_features=8,
+        input_size=32,
+    ).eval()
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "kwargs", "size"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "size"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
 def test_cam_identity_spatial_mean_plus_bias_is_logit(name, kwargs, size):
     torch.manual_seed(0)
     net = create_backbone(name, **kwargs).eval()
@@ -27,8 +29,9 @@ def test_cam_identity_spatial_mean_plus_bias_is_logit(name, kwargs, size):
             targets = torch.full((3,), target)
             cam = net.cam(features, targets)
             assert cam.shape == (3, *features.shape[-2:])
-            torch.testing.assert_close(cam.mean(dim=(1, 2)) + net.fc.bias[target], logits[:, target],
-                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                cam.mean(dim=(1, 2)) + net.fc.bias[target], logits[:, target], rtol=1e-5, atol=1e-5
+            )
     # The contract: skip features at the strides and channel counts the backbone declares.
     assert features.shape[1] == net.num_features == net.fc.in_features
     for info, skip in zip(net.skip_info, skips, strict=True):
@@ -88,7 +91,9 @@ def test_densenet121_imagenet_weights_offline_error(monkeypatch):
         raise OSError("Temporary failure in name resolution")
 
     monkeypatch.setattr(type(DenseNet121_Weights.IMAGENET1K_V1), "get_state_dict", offline)
-    with pytest.raises(WeightsUnavailableError, match=r"could not be downloaded.*densenet121-a639ec97\.pth"):
+    with pytest.raises(
+        WeightsUnavailableError, match=r"could not be downloaded.*densenet121-a639ec97\.pth"
+    ):
         create_backbone("densenet121", weights="imagenet")
 
 
@@ -98,7 +103,10 @@ def test_densenet121_weights_from_a_cached_torchvision_file(tmp_path, monkeypatc
 
     torch.manual_seed(3)
     tv = densenet121(weights=None)
-    legacy = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v for k, v in tv.state_dict().items()}
+    legacy = {
+        k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2."): v
+        for k, v in tv.state_dict().items()
+    }
     checkpoints = tmp_path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save(legacy, checkpoints / "densenet121-a639ec97.pth")
@@ -107,7 +115,9 @@ def test_densenet121_weights_from_a_cached_torchvision_file(tmp_path, monkeypatc
     torch.testing.assert_close(net.fc.weight, tv.classifier.weight)
     assert net.class_names[0] == "tench"
     # Fine-tuning: the trunk keeps the weights, a new 3-class FC starts fresh.
-    net3 = create_backbone("densenet121", weights="imagenet", num_classes=3, class_names=["a", "b", "c"])
+    net3 = create_backbone(
+        "densenet121", weights="imagenet", num_classes=3, class_names=["a", "b", "c"]
+    )
     torch.testing.assert_close(net3.features.conv0.weight, tv.features.conv0.weight)
     assert net3.fc.out_features == 3 and net3.class_names == ["a", "b", "c"]
 

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from hrcam import HRCAM, create_backbone, export_model, load_model
-from hrcam.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from hrcam.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from hrcam.expansion import ExpansionNetwork
 
 
@@ -13,9 +18,16 @@ def _outputs(model, x):
 def test_training_checkpoint_round_trip(tiny_model, tmp_path):
     tiny_model.backbone.class_names = ["a", "b", "c"]
     optimizer = torch.optim.AdamW(tiny_model.expansion.parameters())
-    save_checkpoint(tmp_path / "ck.pt", backbone=tiny_model.backbone, expansion=tiny_model.expansion,
-                    stage="expansion", epoch=3, config={"lr": 0.1, "data": tmp_path}, metrics={"val_mse": 0.5},
-                    optimizer=optimizer)
+    save_checkpoint(
+        tmp_path / "ck.pt",
+        backbone=tiny_model.backbone,
+        expansion=tiny_model.expansion,
+        stage="expansion",
+        epoch=3,
+        config={"lr": 0.1, "data": tmp_path},
+        metrics={"val_mse": 0.5},
+        optimizer=optimizer,
+    )
     payload = load_checkpoint(tmp_path / "ck.pt")
     assert payload["epoch"] == 3 and payload["config"]["data"] == str(tmp_path)
     assert "optimizer_state" in payload
@@ -51,12 +63,18 @@ def test_corrupt_and_foreign_checkpoints(tiny_model, tmp_path):
 
 
 def test_checkpoint_and_backbone_mismatch(tiny_model, tmp_path):
-    save_checkpoint(tmp_path / "ck.pt", backbone=tiny_model.backbone, expansion=tiny_model.expansion,
-                    stage="expansion", epoch=1)
+    save_checkpoint(
+        tmp_path / "ck.pt",
+        backbone=tiny_model.backbone,
+        expansion=tiny_model.expansion,
+        stage="expansion",
+        epoch=1,
+    )
     payload = load_checkpoint(tmp_path / "ck.pt")
     # Weights of another architecture under the same description.
-    other = create_backbone("tiny_densenet", num_classes=3, block_config=(2, 1, 1), growth_rate=8,
-                            init_features=8)
+    other = create_backbone(
+        "tiny_densenet", num_classes=3, block_config=(2, 1, 1), growth_rate=8, init_features=8
+    )
     payload["backbone_state"] = other.state_dict()
     with pytest.raises(CheckpointError, match="localization network weights do not fit"):
         model_from_checkpoint(payload)

@@ -26,12 +26,19 @@ def test_folded_heads_equal_the_materialised_k_channel_maps(tiny_model):
         assert a_high.shape == (3, backbone.num_features, 40, 36)
         weights = backbone.fc.weight[torch.tensor([0, 2, 1])]
         expected = torch.einsum("bk,bkhw->bhw", weights, a_high)
-        torch.testing.assert_close(expansion.class_maps(decoded, weights), expected, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(expansion.reconstruct(decoded), expansion.reconstruction_head(a_high),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            expansion.class_maps(decoded, weights), expected, rtol=1e-5, atol=1e-5
+        )
+        torch.testing.assert_close(
+            expansion.reconstruct(decoded),
+            expansion.reconstruction_head(a_high),
+            rtol=1e-5,
+            atol=1e-5,
+        )
         pooled = torch.nn.functional.adaptive_avg_pool2d(a_high, features.shape[-2:])
-        torch.testing.assert_close(expansion.pooled_features(decoded, features.shape[-2:]), pooled,
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            expansion.pooled_features(decoded, features.shape[-2:]), pooled, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_mirrors_backbone_stages():
@@ -67,7 +74,9 @@ def test_bad_configuration(kwargs, match):
     args = {"num_features": 8, "feature_stride": 8, "skip_info": [("a", 2, 4), ("b", 4, 4)]}
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        ExpansionNetwork(args.pop("num_features"), args.pop("feature_stride"), args.pop("skip_info"), **args)
+        ExpansionNetwork(
+            args.pop("num_features"), args.pop("feature_stride"), args.pop("skip_info"), **args
+        )
 
 
 def test_guided_upsampling_is_linear_and_convex(tiny_model):
@@ -84,9 +93,15 @@ def test_guided_upsampling_is_linear_and_convex(tiny_model):
         # Upsampling the K maps then weighting by the FC row == upsampling the CAM.
         up = expansion.guided_upsample(decoded, features)
         targets = torch.tensor([0, 2])
-        cam_first = expansion.guided_upsample(decoded, backbone.cam(features, targets)[:, None])[:, 0]
-        torch.testing.assert_close(torch.einsum("bk,bkhw->bhw", backbone.fc.weight[targets], up), cam_first,
-                                   rtol=1e-5, atol=1e-5)
+        cam_first = expansion.guided_upsample(decoded, backbone.cam(features, targets)[:, None])[
+            :, 0
+        ]
+        torch.testing.assert_close(
+            torch.einsum("bk,bkhw->bhw", backbone.fc.weight[targets], up),
+            cam_first,
+            rtol=1e-5,
+            atol=1e-5,
+        )
         # Convex: a constant map stays constant, values stay inside the neighbours' range.
         const = expansion.guided_upsample(decoded, torch.full((2, 1, *features.shape[-2:]), 3.0))
         torch.testing.assert_close(const, torch.full_like(const, 3.0))
@@ -117,8 +132,12 @@ def test_guided_pool_equals_pooling_the_guided_upsampling(tiny_model):
         decoded = expansion.decode(features, skips, x.shape[-2:])
         full = expansion.guided_upsample(decoded, features, image=image)
         for size in [(4, 4), (8, 8), (2, 4)]:
-            torch.testing.assert_close(expansion.guided_pool(decoded, features, size, image=image),
-                                       torch.nn.functional.adaptive_avg_pool2d(full, size), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                expansion.guided_pool(decoded, features, size, image=image),
+                torch.nn.functional.adaptive_avg_pool2d(full, size),
+                rtol=1e-5,
+                atol=1e-5,
+            )
 
 
 def test_colour_term_block_path_equals_the_direct_formula(tiny_model):
@@ -129,7 +148,9 @@ def test_colour_term_block_path_equals_the_direct_formula(tiny_model):
     for size, cells in [((64, 64), (4, 4)), ((66, 70), (5, 6))]:  # whole blocks, and not
         image = torch.rand(2, 3, *size)
         means = torch.nn.functional.adaptive_avg_pool2d(image, cells)
-        direct = torch.stack([-(image - v).pow(2).sum(1) for v in _neighbour_values(means, size)], 1)
+        direct = torch.stack(
+            [-(image - v).pow(2).sum(1) for v in _neighbour_values(means, size)], 1
+        )
         direct = direct / (2 * expansion.guide_sigma**2)
         ours = expansion._colour_term(image, cells)
         # Equal up to a per-pixel constant (|x|²), which the softmax removes.
@@ -137,14 +158,19 @@ def test_colour_term_block_path_equals_the_direct_formula(tiny_model):
 
 
 def test_coarse_to_fine_climbs_one_doubling_per_stage():
-    backbone = create_backbone("tiny_densenet", num_classes=3, block_config=(1, 1, 1, 1))  # stride 16
+    backbone = create_backbone(
+        "tiny_densenet", num_classes=3, block_config=(1, 1, 1, 1)
+    )  # stride 16
     expansion = ExpansionNetwork.from_backbone(backbone).eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         features, skips = backbone.forward_features(x, return_skips=True)
         decoded = expansion.decode(features, skips, (64, 64))
         climbed = expansion._climb(features[:, :2], (64, 64), x)
-        assert climbed.shape[-2:] == (32, 32)  # 4 → 8 → 16 → 32, then the guidance head's step to 64
+        assert climbed.shape[-2:] == (
+            32,
+            32,
+        )  # 4 → 8 → 16 → 32, then the guidance head's step to 64
         const = expansion.guided_upsample(decoded, torch.ones(1, 1, 4, 4), image=x)
         torch.testing.assert_close(const, torch.ones_like(const))
         expansion.coarse_to_fine = False

@@ -25,10 +25,14 @@ def inputs(tmp_path):
     (folder / "nested").mkdir(parents=True)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(folder / "rgb.jpg")
-    Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(folder / "nested" / "tiny_gray.png")
+    Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8), "L").save(
+        folder / "nested" / "tiny_gray.png"
+    )
     Image.new("RGBA", (50, 30), (255, 0, 0, 100)).save(folder / "nested" / "rgba.png")
     Image.new("RGB", (30, 30), (0, 90, 0)).convert("P").save(folder / "palette.png")
-    Image.fromarray((np.arange(64 * 48).reshape(48, 64) * 20).astype(np.uint16)).save(folder / "deep16.png")
+    Image.fromarray((np.arange(64 * 48).reshape(48, 64) * 20).astype(np.uint16)).save(
+        folder / "deep16.png"
+    )
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (folder / "notes.png").write_text("a text file named like an image")
     data = (folder / "rgb.jpg").read_bytes()
@@ -38,8 +42,22 @@ def inputs(tmp_path):
 
 def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, tmp_path, capsys):
     out = tmp_path / "out"
-    status = cli(["explain", str(inputs), str(tmp_path / "missing.png"), "-o", str(out), "--model", str(model_file),
-                  "--batch-size", "2", "--input-size", "32", "--no-progress"])
+    status = cli(
+        [
+            "explain",
+            str(inputs),
+            str(tmp_path / "missing.png"),
+            "-o",
+            str(out),
+            "--model",
+            str(model_file),
+            "--batch-size",
+            "2",
+            "--input-size",
+            "32",
+            "--no-progress",
+        ]
+    )
     assert status == 1  # something failed, and the exit status says so
     summary = json.loads((out / "summary.json").read_text())
     assert summary["succeeded"] == 5 and summary["failed"] == 4
@@ -49,12 +67,25 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
     assert "missing.png: no such file" in errors
     assert "notes.png: not a recognised image" in errors
     ok = [r for r in summary["results"] if r["ok"]]
-    assert {r["name"] for r in ok} == {"rgb.jpg", "palette.png", "deep16.png", "nested__tiny_gray.png",
-                                       "nested__rgba.png"}
+    assert {r["name"] for r in ok} == {
+        "rgb.jpg",
+        "palette.png",
+        "deep16.png",
+        "nested__tiny_gray.png",
+        "nested__rgba.png",
+    }
     for r in ok:
         folder = out / "images" / r["name"]
-        for f in ("image.png", "overlay_low.png", "overlay_high.png", "overlay_refined.png", "masked.png",
-                  "pipeline.png", "maps.npz", "predictions.json"):
+        for f in (
+            "image.png",
+            "overlay_low.png",
+            "overlay_high.png",
+            "overlay_refined.png",
+            "masked.png",
+            "pipeline.png",
+            "maps.npz",
+            "predictions.json",
+        ):
             assert (folder / f).is_file(), (r["name"], f)
         assert len(r["top5"]) == 3 and abs(sum(t["probability"] for t in r["top5"]) - 1) < 1e-4
         maps = np.load(folder / "maps.npz")
@@ -71,19 +102,59 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
 
 def test_target_by_name_and_unknown_name(model_file, inputs, tmp_path):
     out = tmp_path / "out"
-    assert cli(["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(model_file), "--target", "square",
-                "--input-size", "32", "--no-progress", "--no-pipeline"]) == 0
+    assert (
+        cli(
+            [
+                "explain",
+                str(inputs / "rgb.jpg"),
+                "-o",
+                str(out),
+                "--model",
+                str(model_file),
+                "--target",
+                "square",
+                "--input-size",
+                "32",
+                "--no-progress",
+                "--no-pipeline",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "images" / "rgb.jpg" / "predictions.json").read_text())
     assert result["target"]["name"] == "square"
-    assert cli(["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(model_file), "--target", "sqare",
-                "--input-size", "32", "--no-progress"]) == 2
+    assert (
+        cli(
+            [
+                "explain",
+                str(inputs / "rgb.jpg"),
+                "-o",
+                str(out),
+                "--model",
+                str(model_file),
+                "--target",
+                "sqare",
+                "--input-size",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
 
 
 def test_shards_cover_the_folder_once_and_merge(tiny_model, inputs, tmp_path):
     out = tmp_path / "sharded"
     for i in range(3):
-        explain_images(tiny_model, [inputs], out, shard=(i, 3), input_size=32, pipeline_figures=False,
-                       show_progress=False)
+        explain_images(
+            tiny_model,
+            [inputs],
+            out,
+            shard=(i, 3),
+            input_size=32,
+            pipeline_figures=False,
+            show_progress=False,
+        )
     assert not (out / "summary.json").exists()
     merged = merge_shards(out)
     names = [r.name for r in merged.results]
@@ -91,7 +162,9 @@ def test_shards_cover_the_folder_once_and_merge(tiny_model, inputs, tmp_path):
     assert (out / "index.html").is_file()
     # Re-running with --skip-existing keeps finished images instead of redoing them.
     stamp = (out / "images" / "rgb.jpg" / "overlay_low.png").stat().st_mtime_ns
-    again = explain_images(tiny_model, [inputs], out, skip_existing=True, input_size=32, show_progress=False)
+    again = explain_images(
+        tiny_model, [inputs], out, skip_existing=True, input_size=32, show_progress=False
+    )
     assert (out / "images" / "rgb.jpg" / "overlay_low.png").stat().st_mtime_ns == stamp
     assert sum(r.ok for r in again.results) == 5
 

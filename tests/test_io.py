@@ -37,7 +37,9 @@ def test_bad_files_are_named(tmp_path):
     (tmp_path / "notes.jpg").write_text("this is not a picture")
     with pytest.raises(ImageLoadError, match=r"notes\.jpg: not a recognised image"):
         load_image(tmp_path / "notes.jpg")
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "ok.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        tmp_path / "ok.jpg"
+    )
     data = (tmp_path / "ok.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageLoadError, match=r"cut\.jpg: truncated or corrupt"):
@@ -53,7 +55,12 @@ def test_tensor_round_trip_and_sizes():
     x = image_to_tensor(image, size=None, mean=(0.5,) * 3, std=(0.5,) * 3)
     assert x.shape == (1, 3, 30, 50) and x.dtype == torch.float32
     assert np.array_equal(tensor_to_image(x, mean=(0.5,) * 3, std=(0.5,) * 3), np.asarray(image))
-    assert image_to_tensor(image, size=(20, 40), mean=(0,) * 3, std=(1,) * 3).shape == (1, 3, 20, 40)
+    assert image_to_tensor(image, size=(20, 40), mean=(0,) * 3, std=(1,) * 3).shape == (
+        1,
+        3,
+        20,
+        40,
+    )
     assert image_to_tensor(image, size=224, mean=(0,) * 3, std=(1,) * 3).shape == (1, 3, 224, 224)
 
 

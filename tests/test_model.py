@@ -18,8 +18,12 @@ def test_generate_cams_agrees_with_each_method(tiny_model):
     # Default target is the predicted class: the low-res CAM's identity with that logit.
     logits = tiny_model(x)
     pred = logits.argmax(1)
-    torch.testing.assert_close(low.mean((1, 2)) + tiny_model.backbone.fc.bias[pred],
-                               logits.gather(1, pred[:, None])[:, 0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        low.mean((1, 2)) + tiny_model.backbone.fc.bias[pred],
+        logits.gather(1, pred[:, None])[:, 0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_targets_by_index_name_and_per_image(tiny_model):

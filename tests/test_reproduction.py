@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("reproduce_fashion", ROOT / "benchmarks" / "reproduce_fashion.py")
+    spec = importlib.util.spec_from_file_location(
+        "reproduce_fashion", ROOT / "benchmarks" / "reproduce_fashion.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -28,10 +29,15 @@ def _load_script():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION.is_file(), reason="needs Debian's dataset-fashion-mnist (make test installs it)")
+@pytest.mark.skipif(
+    not FASHION.is_file(), reason="needs Debian's dataset-fashion-mnist (make test installs it)"
+)
 def test_quick_reproduction_on_fashion_mnist(tmp_path):
     summary = _load_script().reproduce(tmp_path / "run", quick=True, workers=0, progress=False)
-    assert summary["classification_identical"], (summary["classification_before"], summary["classification_after"])
+    assert summary["classification_identical"], (
+        summary["classification_before"],
+        summary["classification_after"],
+    )
     assert summary["classification_before"]["test_accuracy"] > 0.3  # ten classes: chance is 0.1
     from hrcam.data.localization import LocalizationDataset
 

@@ -66,7 +66,9 @@ def build_backbone(spec: dict[str, Any], *, weights: str | None = None) -> Backb
     try:
         return create_backbone(name, weights=weights, class_names=spec.get("class_names"), **config)
     except KeyError as err:
-        raise CheckpointError(f"checkpoint names a backbone this hrcam does not know: {err}") from None
+        raise CheckpointError(
+            f"checkpoint names a backbone this hrcam does not know: {err}"
+        ) from None
 
 
 def save_checkpoint(
@@ -96,7 +98,9 @@ def save_checkpoint(
     }
     if expansion is not None:
         payload["expansion"] = {"config": expansion.config}
-        payload["expansion_state"] = {k: v.detach().cpu() for k, v in expansion.state_dict().items()}
+        payload["expansion_state"] = {
+            k: v.detach().cpu() for k, v in expansion.state_dict().items()
+        }
     if optimizer is not None:
         payload["optimizer_state"] = optimizer.state_dict()
     if scheduler is not None:
@@ -123,14 +127,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             "`hrcam train-classifier` / `hrcam train-expansion`, or exported .safetensors models"
         )
     if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written by a newer hrcam (format {payload['format_version']})")
+        raise CheckpointError(
+            f"{path}: written by a newer hrcam (format {payload['format_version']})"
+        )
     for key in ("backbone", "backbone_state"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
     return payload
 
 
-def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: str) -> None:
+def _load_state(
+    module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, source: str
+) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -156,8 +164,14 @@ def model_from_checkpoint(payload: dict[str, Any], *, source: str = "checkpoint"
     return model.eval()
 
 
-def export_model(model: HRCAM, path: str | os.PathLike, *, include_backbone: bool = True,
-                 backbone_weights: str | None = None, metadata: dict[str, Any] | None = None) -> Path:
+def export_model(
+    model: HRCAM,
+    path: str | os.PathLike,
+    *,
+    include_backbone: bool = True,
+    backbone_weights: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` as ``path`` (.safetensors) plus a ``.json`` sidecar, atomically.
 
     With ``include_backbone=False`` only the expansion network is stored and the sidecar names
@@ -170,7 +184,9 @@ def export_model(model: HRCAM, path: str | os.PathLike, *, include_backbone: boo
     if include_backbone:
         tensors.update({f"backbone.{k}": v for k, v in model.backbone.state_dict().items()})
     elif backbone_weights is None:
-        raise ValueError("include_backbone=False needs backbone_weights (e.g. 'imagenet') to rebuild the backbone")
+        raise ValueError(
+            "include_backbone=False needs backbone_weights (e.g. 'imagenet') to rebuild the backbone"
+        )
     if model.expansion is not None:
         tensors.update({f"expansion.{k}": v for k, v in model.expansion.state_dict().items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -199,14 +215,23 @@ def _load_exported(path: Path) -> HRCAM:
         sidecar = json.loads(sidecar_path.read_text())
         tensors = load_file(str(path))
     except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{path}: unreadable exported model ({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"{path}: unreadable exported model ({type(err).__name__}: {err})"
+        ) from None
     if sidecar.get("format") != FORMAT:
         raise CheckpointError(f"{sidecar_path}: not an hrcam model description")
-    backbone_state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-    backbone = build_backbone(sidecar["backbone"], weights=None if backbone_state else sidecar["backbone_weights"])
+    backbone_state = {
+        k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")
+    }
+    backbone = build_backbone(
+        sidecar["backbone"], weights=None if backbone_state else sidecar["backbone_weights"]
+    )
     if backbone_state:
         _load_state(backbone, backbone_state, "localization network", str(path))
-    if sidecar.get("backbone_fingerprint") and backbone_fingerprint(backbone) != sidecar["backbone_fingerprint"]:
+    if (
+        sidecar.get("backbone_fingerprint")
+        and backbone_fingerprint(backbone) != sidecar["backbone_fingerprint"]
+    ):
         raise CheckpointError(
             f"{path}: this expansion network was trained on a different localization network "
             f"(fingerprint {sidecar['backbone_fingerprint']}, found {backbone_fingerprint(backbone)})"
@@ -214,13 +239,21 @@ def _load_exported(path: Path) -> HRCAM:
     expansion = None
     if sidecar.get("expansion"):
         expansion = ExpansionNetwork.from_config(sidecar["expansion"]["config"])
-        _load_state(expansion, {k[len("expansion."):]: v for k, v in tensors.items() if k.startswith("expansion.")},
-                    "expansion network", str(path))
+        _load_state(
+            expansion,
+            {k[len("expansion.") :]: v for k, v in tensors.items() if k.startswith("expansion.")},
+            "expansion network",
+            str(path),
+        )
     return HRCAM(backbone, expansion).eval()
 
 
-def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device | None = None,
-               high_res: str = "auto") -> HRCAM:
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    high_res: str = "auto",
+) -> HRCAM:
     """Load an :class:`HRCAM` by name or from a file.
 
     - ``"default"`` or ``"efficientnet_lite0"``: EfficientNet-Lite0 with ImageNet weights and the

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s" if rank == 0 else f"[rank {rank}] %(levelname)s: %(message)s",
+        format="%(levelname)s %(name)s: %(message)s"
+        if rank == 0
+        else f"[rank {rank}] %(levelname)s: %(message)s",
     )
     try:
         return int(args.func(args) or 0)

@@ -31,7 +31,9 @@ from .backbones.base import Backbone, FeatureInfo
 __all__ = ["Decoded", "ExpansionNetwork", "default_decoder_channels"]
 
 
-def default_decoder_channels(num_stages: int, *, start: int = 128, minimum: int = 16) -> tuple[int, ...]:
+def default_decoder_channels(
+    num_stages: int, *, start: int = 128, minimum: int = 16
+) -> tuple[int, ...]:
     """Widths from the bottleneck to full resolution: ``start``, then ×0.7 a stage, multiples of 8."""
     widths, w = [], float(start)
     for _ in range(num_stages + 1):
@@ -87,7 +89,9 @@ class _DecoderStage(nn.Module):
             _conv_bn_relu(out_ch, out_ch),
         )
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]
+    ) -> torch.Tensor:
         if self.upsample == "transposed":
             x = self.up(x)
             if x.shape[-2:] != size:
@@ -100,7 +104,9 @@ class _DecoderStage(nn.Module):
             weight, bias = fuse[0].weight, None
         else:
             weight, bias = _folded(fuse)
-        y = F.interpolate(F.conv2d(x, weight[:, : self.in_ch]), size=size, mode="bilinear", align_corners=False)
+        y = F.interpolate(
+            F.conv2d(x, weight[:, : self.in_ch]), size=size, mode="bilinear", align_corners=False
+        )
         if self.skip_proj is not None and skip is not None:
             y = y + F.conv2d(_run(self.skip_proj, skip), weight[:, self.in_ch :])
         y = F.relu(fuse[1](y)) if fuse.training else F.relu(y + bias.view(1, -1, 1, 1))
@@ -237,12 +243,25 @@ class ExpansionNetwork(nn.Module):
         config = dict(config)
         config.setdefault("guided", False)  # configs written before the guidance head existed
         config.setdefault("coarse_to_fine", False)
-        return cls(config.pop("num_features"), config.pop("feature_stride"), config.pop("skip_info"), **config)
+        return cls(
+            config.pop("num_features"),
+            config.pop("feature_stride"),
+            config.pop("skip_info"),
+            **config,
+        )
 
     def check_backbone(self, backbone: Backbone) -> None:
         """Raise ``ValueError`` when ``backbone`` does not have the contract this was built for."""
-        theirs = (backbone.num_features, backbone.feature_stride, [(s.stride, s.channels) for s in backbone.skip_info])
-        ours = (self.num_features, self.feature_stride, [(s.stride, s.channels) for s in self.skip_info])
+        theirs = (
+            backbone.num_features,
+            backbone.feature_stride,
+            [(s.stride, s.channels) for s in backbone.skip_info],
+        )
+        ours = (
+            self.num_features,
+            self.feature_stride,
+            [(s.stride, s.channels) for s in self.skip_info],
+        )
         if theirs != ours:
             raise ValueError(
                 "expansion network does not match the localization network: it was built for "
@@ -276,7 +295,9 @@ class ExpansionNetwork(nn.Module):
             x = stage(x, skip, size)
         if x.shape[-2] * 2 < height or x.shape[-1] * 2 < width:
             # Only when a backbone's stride-2 skip is smaller than ceil(H / 2).
-            x = F.interpolate(x, size=(-(-height // 2), -(-width // 2)), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(-(-height // 2), -(-width // 2)), mode="bilinear", align_corners=False
+            )
         return Decoded(_run(self.subpixel, x), (height, width))
 
     # -- heads, folded ----------------------------------------------------------------------------
@@ -305,7 +326,9 @@ class ExpansionNetwork(nn.Module):
         """``A_high`` average-pooled to ``size`` (B, K, h, w); pooling commutes with ``P``."""
         return self.to_features(F.adaptive_avg_pool2d(decoded.full(), tuple(size)))
 
-    def guidance_weights(self, decoded: Decoded, cells: Sequence[int], image: torch.Tensor | None = None) -> torch.Tensor:
+    def guidance_weights(
+        self, decoded: Decoded, cells: Sequence[int], image: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Softmax weights (B, 9, H, W) of each pixel over the 3×3 cells of a ``cells`` = (h, w) grid.
 
         The logits add three terms:
@@ -318,10 +341,13 @@ class ExpansionNetwork(nn.Module):
         - the guidance head's learned correction (zero until trained).
         """
         if self.guidance_head is None:
-            raise RuntimeError("this expansion network has no guidance head (built with guided=False)")
+            raise RuntimeError(
+                "this expansion network has no guidance head (built with guided=False)"
+            )
         batch = decoded.subpixel.shape[0]
         logits = decoded.apply_linear(
-            self.guidance_head.weight.flatten(1).expand(batch, -1, -1), self.guidance_head.bias.expand(batch, -1)
+            self.guidance_head.weight.flatten(1).expand(batch, -1, -1),
+            self.guidance_head.bias.expand(batch, -1),
         )
         cells = tuple(int(c) for c in cells)
         logits = logits + _cell_distance_prior(decoded.size, cells, logits.device, logits.dtype)
@@ -333,7 +359,9 @@ class ExpansionNetwork(nn.Module):
         # -|x - μ|²/2σ² = (x·μ - |μ|²/2)/σ² - |x|²/2σ²; the last term is the same for all 9
         # cells and cancels in the softmax, so it is left out.
         means = F.adaptive_avg_pool2d(image, cells)  # (B, 3, h, w)
-        cell_terms = torch.cat([means, -0.5 * means.pow(2).sum(1, keepdim=True)], dim=1)  # (B, 4, h, w)
+        cell_terms = torch.cat(
+            [means, -0.5 * means.pow(2).sum(1, keepdim=True)], dim=1
+        )  # (B, 4, h, w)
         pixel = torch.cat([image, torch.ones_like(image[:, :1])], dim=1)  # (B, 4, H, W)
         (h, w), (height, width) = cells, image.shape[-2:]
         scale = 1.0 / self.guide_sigma**2
@@ -341,16 +369,26 @@ class ExpansionNetwork(nn.Module):
             # Cells are whole blocks of pixels: one batched matmul per cell (9 × 4 by 4 × pixels).
             bh, bw = height // h, width // w
             padded = F.pad(cell_terms, (1, 1, 1, 1), mode="replicate")
-            neighbours = torch.stack([padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-                                      for dy, dx in _NEIGHBOURS], dim=1)  # (B, 9, 4, h, w)
+            neighbours = torch.stack(
+                [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBOURS],
+                dim=1,
+            )  # (B, 9, 4, h, w)
             blocks = pixel.view(pixel.shape[0], 4, h, bh, w, bw)
             out = torch.einsum("bkchw,bchiwj->bkhiwj", neighbours, blocks)
             return out.reshape(pixel.shape[0], 9, height, width) * scale
-        terms = [(pixel * values).sum(1) for values in _neighbour_values(cell_terms, (height, width))]
+        terms = [
+            (pixel * values).sum(1) for values in _neighbour_values(cell_terms, (height, width))
+        ]
         return torch.stack(terms, dim=1) * scale
 
-    def guided_pool(self, decoded: Decoded, maps: torch.Tensor, size: Sequence[int], *,
-                    image: torch.Tensor | None = None) -> torch.Tensor:
+    def guided_pool(
+        self,
+        decoded: Decoded,
+        maps: torch.Tensor,
+        size: Sequence[int],
+        *,
+        image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """:meth:`guided_upsample` of ``maps`` (B, M, h, w), then averaged over an ``size`` grid.
 
         Equal to ``adaptive_avg_pool2d(guided_upsample(...), size)`` when the input size is a
@@ -364,8 +402,13 @@ class ExpansionNetwork(nn.Module):
         weights = self.guidance_weights(decoded, (h, w), image)  # (B, 9, H, W)
         height, width = decoded.size
         device = maps.device
-        cell = (_cell_index(height, h, device)[:, None] * w + _cell_index(width, w, device)[None, :]).flatten()
-        bins = (_cell_index(height, out_h, device)[:, None] * out_w + _cell_index(width, out_w, device)[None, :]).flatten()
+        cell = (
+            _cell_index(height, h, device)[:, None] * w + _cell_index(width, w, device)[None, :]
+        ).flatten()
+        bins = (
+            _cell_index(height, out_h, device)[:, None] * out_w
+            + _cell_index(width, out_w, device)[None, :]
+        ).flatten()
         pair = bins * (h * w) + cell  # (H·W,)
         batch = weights.shape[0]
         summed = torch.zeros(batch, 9, out_h * out_w * h * w, device=device, dtype=weights.dtype)
@@ -375,13 +418,18 @@ class ExpansionNetwork(nn.Module):
         padded = F.pad(maps, (1, 1, 1, 1), mode="replicate")
         rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
         shifted = torch.stack(
-            [padded[:, :, (rows + 1 + dy)[:, None], (cols + 1 + dx)[None, :]].flatten(2) for dy, dx in _NEIGHBOURS],
+            [
+                padded[:, :, (rows + 1 + dy)[:, None], (cols + 1 + dx)[None, :]].flatten(2)
+                for dy, dx in _NEIGHBOURS
+            ],
             dim=1,
         )  # (B, 9, M, h·w): the value of neighbour k of every source cell
         out = torch.einsum("bkoc,bkmc->bmo", summed, shifted.to(summed.dtype))
         return out.view(batch, -1, out_h, out_w)
 
-    def _climb(self, maps: torch.Tensor, size: tuple[int, int], image: torch.Tensor | None) -> torch.Tensor:
+    def _climb(
+        self, maps: torch.Tensor, size: tuple[int, int], image: torch.Tensor | None
+    ) -> torch.Tensor:
         """With ``coarse_to_fine``: ``maps`` raised through the doublings below ``size`` (H, W).
 
         Each step is a joint-bilateral one (spatial prior + colour term against the image
@@ -406,8 +454,14 @@ class ExpansionNetwork(nn.Module):
             maps = _weighted_neighbours(maps, weights, level)
         return maps
 
-    def guided_upsample(self, decoded: Decoded, maps: torch.Tensor, weights: torch.Tensor | None = None, *,
-                        image: torch.Tensor | None = None) -> torch.Tensor:
+    def guided_upsample(
+        self,
+        decoded: Decoded,
+        maps: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        *,
+        image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Edge-aware upsampling of low-resolution ``maps`` (B, M, h, w) to (B, M, H, W).
 
         Every output pixel is a convex combination of the values of the 3×3 cells around its own
@@ -456,7 +510,9 @@ class Decoded:
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
-def _weighted_neighbours(maps: torch.Tensor, weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _weighted_neighbours(
+    maps: torch.Tensor, weights: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     """Σ_k weights_k · (neighbour k of each pixel's cell): (B, M, h, w), (B, 9, H, W) → (B, M, H, W)."""
     out = None
     for k, values in enumerate(_neighbour_values(maps, size)):
@@ -484,7 +540,9 @@ def _cell_index(size: int, cells: int, device) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=16)
-def _cell_distance_prior(size: tuple[int, int], cells: tuple[int, int], device, dtype) -> torch.Tensor:
+def _cell_distance_prior(
+    size: tuple[int, int], cells: tuple[int, int], device, dtype
+) -> torch.Tensor:
     """(1, 9, H, W): minus half the squared distance, in cells, from each pixel to each neighbour cell."""
     with torch.inference_mode(False):  # cached: must stay usable outside inference mode too
         return _make_prior(size, cells, device, dtype)

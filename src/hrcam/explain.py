@@ -17,6 +17,7 @@ file is written atomically: a crash never leaves a half-written output.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -93,7 +94,9 @@ def _slug(path: Path, base: Path | None) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
 
 
-def _collect(sources: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, str]], list[ImageResult]]:
+def _collect(
+    sources: Sequence[str | os.PathLike],
+) -> tuple[list[tuple[Path, str]], list[ImageResult]]:
     """(file, unique name) pairs for every image below ``sources``, and failures for missing paths."""
     items: list[tuple[Path, str]] = []
     missing: list[ImageResult] = []
@@ -101,7 +104,11 @@ def _collect(sources: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, str
     for source in sources:
         source = Path(source)
         if not source.exists():
-            missing.append(ImageResult(str(source), _slug(source, None), False, f"{source}: no such file or folder"))
+            missing.append(
+                ImageResult(
+                    str(source), _slug(source, None), False, f"{source}: no such file or folder"
+                )
+            )
             continue
         base = source if source.is_dir() else None
         for f in find_images([source]):
@@ -121,7 +128,9 @@ def _display(image: Image.Image, side: int) -> np.ndarray:
         image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
     elif max(image.size) < 64:  # a tiny image is shown enlarged, pixels kept visible
         factor = -(-64 // max(image.size))
-        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+        image = image.resize(
+            (image.width * factor, image.height * factor), Image.Resampling.NEAREST
+        )
     return np.asarray(image)
 
 
@@ -137,12 +146,16 @@ def _load_batch(items: Sequence[tuple[Path, str]], model: HRCAM, size: int | tup
     tensors, displays, originals, ok, errors = [], [], [], [], []
     for i, (path, _) in enumerate(items):
         try:
-            image = load_image(path, max_side=max(DISPLAY_SIDE, size if isinstance(size, int) else max(size)))
+            image = load_image(
+                path, max_side=max(DISPLAY_SIDE, size if isinstance(size, int) else max(size))
+            )
         except (ImageLoadError, OSError) as err:
             errors.append((i, str(err)))
             continue
         original = Image.open(path).size if path.suffix.lower() in (".jpg", ".jpeg") else image.size
-        tensors.append(image_to_tensor(image, size=size, mean=model.backbone.mean, std=model.backbone.std))
+        tensors.append(
+            image_to_tensor(image, size=size, mean=model.backbone.mean, std=model.backbone.std)
+        )
         displays.append(_display(image, DISPLAY_SIDE))
         originals.append(original)
         ok.append(i)
@@ -200,9 +213,16 @@ def explain_images(
         raise ValueError(f"shard index must lie in [0, {count - 1}], got {index}")
     items = items[index::count]
     summary = ExplainSummary(
-        model=model_name, output=str(output), options={"refine": asdict(options), "target": target,
-                                                        "input_size": size, "batch_size": batch_size,
-                                                        "flip": flip, "high_res": model.high_res_mode},
+        model=model_name,
+        output=str(output),
+        options={
+            "refine": asdict(options),
+            "target": target,
+            "input_size": size,
+            "batch_size": batch_size,
+            "flip": flip,
+            "high_res": model.high_res_mode,
+        },
         results=results,
     )
     summary_name = "summary.json" if count == 1 else f"summary.shard-{index}-of-{count}.json"
@@ -216,7 +236,9 @@ def explain_images(
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         if skip_existing:
-            done = [(p, n) for p, n in chunk if (output / "images" / n / "predictions.json").is_file()]
+            done = [
+                (p, n) for p, n in chunk if (output / "images" / n / "predictions.json").is_file()
+            ]
             for p, n in done:
                 summary.results.append(_reload(output, p, n))
             chunk = [(p, n) for p, n in chunk if (p, n) not in done]
@@ -227,8 +249,18 @@ def explain_images(
         if tensors:
             x = torch.cat(tensors).to(device)
             summary.results.extend(
-                _explain_batch(model, x, [chunk[i] for i in ok], displays, originals, output,
-                               target=target, options=options, pipeline_figures=pipeline_figures, flip=flip)
+                _explain_batch(
+                    model,
+                    x,
+                    [chunk[i] for i in ok],
+                    displays,
+                    originals,
+                    output,
+                    target=target,
+                    options=options,
+                    pipeline_figures=pipeline_figures,
+                    flip=flip,
+                )
             )
         summary.seconds = time.perf_counter() - started
         _write_run_files(output, summary, summary_name, write_report, final=False)
@@ -241,7 +273,9 @@ def explain_images(
     return summary
 
 
-def _write_run_files(output: Path, summary: ExplainSummary, summary_name: str, write_report, *, final: bool) -> None:
+def _write_run_files(
+    output: Path, summary: ExplainSummary, summary_name: str, write_report, *, final: bool
+) -> None:
     atomic_save_json(summary.as_dict(), output / summary_name)
     if summary_name == "summary.json":
         write_report(summary.as_dict(), output / "index.html", complete=final)
@@ -252,8 +286,19 @@ def _reload(output: Path, path: Path, name: str) -> ImageResult:
     return ImageResult(**record)
 
 
-def _explain_batch(model: HRCAM, x: torch.Tensor, items, displays, originals, output: Path, *,
-                   target, options: RefineOptions, pipeline_figures: bool, flip: bool = False) -> list[ImageResult]:
+def _explain_batch(
+    model: HRCAM,
+    x: torch.Tensor,
+    items,
+    displays,
+    originals,
+    output: Path,
+    *,
+    target,
+    options: RefineOptions,
+    pipeline_figures: bool,
+    flip: bool = False,
+) -> list[ImageResult]:
     from . import viz
 
     high, low, probs = model.generate_cams(x, target, flip=flip)
@@ -263,11 +308,15 @@ def _explain_batch(model: HRCAM, x: torch.Tensor, items, displays, originals, ou
     if high is None:  # no expansion network: the low-res CAM stands in, and the pipeline is skipped
         high = upsample_cam(low, x.shape[-2:])
     if x.device.type == "cuda":
-        steps_all = refine_batch(low, high, torch.from_numpy(np.stack(inputs)).to(x.device), options=options)
+        steps_all = refine_batch(
+            low, high, torch.from_numpy(np.stack(inputs)).to(x.device), options=options
+        )
         steps_list = [steps_all.select(i).numpy() for i in range(x.shape[0])]
     else:  # on a CPU the NumPy path is the faster one (see benchmarks/bench_refine.py)
         low_np, high_np = low.float().cpu().numpy(), high.float().cpu().numpy()
-        steps_list = [refine(low_np[i], high_np[i], inputs[i], options=options) for i in range(x.shape[0])]
+        steps_list = [
+            refine(low_np[i], high_np[i], inputs[i], options=options) for i in range(x.shape[0])
+        ]
     results = []
     for i, (path, name) in enumerate(items):
         folder = output / "images" / name
@@ -278,40 +327,88 @@ def _explain_batch(model: HRCAM, x: torch.Tensor, items, displays, originals, ou
         high_i = high[i].float().cpu()
         refined = steps.merged
         t = int(targets[i])
-        files = {}
-
-        def save(key: str, array: np.ndarray, filename: str) -> None:
-            viz.save_png(array, folder / filename)
-            files[key] = f"images/{name}/{filename}"
+        files: dict[str, str] = {}
+        save = functools.partial(_save_png, folder=folder, files=files, name=name)
 
         save("image", display, "image.png")
-        save("overlay_low", viz.overlay_cam(display, upsample_cam(low_i, (dh, dw)).numpy()), "overlay_low.png")
-        save("overlay_high", viz.overlay_cam(display, upsample_cam(high_i, (dh, dw)).numpy()), "overlay_high.png")
-        refined_display = upsample_cam(torch.from_numpy(np.ascontiguousarray(refined)), (dh, dw)).numpy()
+        save(
+            "overlay_low",
+            viz.overlay_cam(display, upsample_cam(low_i, (dh, dw)).numpy()),
+            "overlay_low.png",
+        )
+        save(
+            "overlay_high",
+            viz.overlay_cam(display, upsample_cam(high_i, (dh, dw)).numpy()),
+            "overlay_high.png",
+        )
+        refined_display = upsample_cam(
+            torch.from_numpy(np.ascontiguousarray(refined)), (dh, dw)
+        ).numpy()
         save("overlay_refined", viz.overlay_cam(display, refined_display), "overlay_refined.png")
-        save("masked", mask_image(display, refined_display, filter=options.filter,
-                                  keep_percentage=options.keep_percentage, threshold=options.threshold), "masked.png")
+        save(
+            "masked",
+            mask_image(
+                display,
+                refined_display,
+                filter=options.filter,
+                keep_percentage=options.keep_percentage,
+                threshold=options.threshold,
+            ),
+            "masked.png",
+        )
         if pipeline_figures:
             title = f"{path.name}: {model.class_names[t]} ({float(probs[i, t]):.1%})"
             viz.plot_pipeline(steps, inputs[i], path=folder / "pipeline.png", title=title)
             files["pipeline"] = f"images/{name}/pipeline.png"
-        _save_npz(folder / "maps.npz", {
-            "low_res_cam": low_i.numpy(), "high_res_cam": high_i.numpy(), "refined_cam": np.asarray(refined),
-            "low_resized": steps.low_resized, "edges": steps.edges, "roi": steps.roi,
-            "focal_points": steps.focal_points, "segment": steps.full_segment, "bounds": steps.bounds,
-            "target": np.int64(t), "probabilities": probs[i].float().cpu().numpy(),
-        })
+        _save_npz(
+            folder / "maps.npz",
+            {
+                "low_res_cam": low_i.numpy(),
+                "high_res_cam": high_i.numpy(),
+                "refined_cam": np.asarray(refined),
+                "low_resized": steps.low_resized,
+                "edges": steps.edges,
+                "roi": steps.roi,
+                "focal_points": steps.focal_points,
+                "segment": steps.full_segment,
+                "bounds": steps.bounds,
+                "target": np.int64(t),
+                "probabilities": probs[i].float().cpu().numpy(),
+            },
+        )
         files["maps"] = f"images/{name}/maps.npz"
         result = ImageResult(
-            source=str(path), name=name, ok=True, size=tuple(originals[i]),
-            top5=[{"index": int(j), "name": model.class_names[int(j)], "probability": round(float(p), 6)}
-                  for p, j in zip(top_p[i], top_i[i], strict=True)],
-            target={"index": t, "name": model.class_names[t], "probability": round(float(probs[i, t]), 6)},
+            source=str(path),
+            name=name,
+            ok=True,
+            size=tuple(originals[i]),
+            top5=[
+                {
+                    "index": int(j),
+                    "name": model.class_names[int(j)],
+                    "probability": round(float(p), 6),
+                }
+                for p, j in zip(top_p[i], top_i[i], strict=True)
+            ],
+            target={
+                "index": t,
+                "name": model.class_names[t],
+                "probability": round(float(probs[i, t]), 6),
+            },
             files=files,
         )
         atomic_save_json(asdict(result), folder / "predictions.json")
         results.append(result)
     return results
+
+
+def _save_png(
+    key: str, array: np.ndarray, filename: str, *, folder: Path, files: dict[str, str], name: str
+) -> None:
+    from . import viz
+
+    viz.save_png(array, folder / filename)
+    files[key] = f"images/{name}/{filename}"
 
 
 def merge_shards(output: str | os.PathLike, *, expected: int | None = None) -> ExplainSummary:
@@ -323,13 +420,25 @@ def merge_shards(output: str | os.PathLike, *, expected: int | None = None) -> E
     if not shards:
         raise FileNotFoundError(f"{output}: no summary.shard-*.json files to merge")
     counts = {int(re.search(r"-of-(\d+)", s.name).group(1)) for s in shards}
-    if len(counts) != 1 or (expected is not None and len(shards) != expected) or len(shards) != counts.pop():
+    if (
+        len(counts) != 1
+        or (expected is not None and len(shards) != expected)
+        or len(shards) != counts.pop()
+    ):
         raise ValueError(f"{output}: incomplete or mixed shards: {[s.name for s in shards]}")
     parts = [json.loads(s.read_text()) for s in shards]
-    results = [ImageResult(**{**r, "size": tuple(r["size"]) if r.get("size") else None})
-               for p in parts for r in p["results"]]
+    results = [
+        ImageResult(**{**r, "size": tuple(r["size"]) if r.get("size") else None})
+        for p in parts
+        for r in p["results"]
+    ]
     results.sort(key=lambda r: r.name)
-    summary = ExplainSummary(model=parts[0]["model"], output=str(output), options=parts[0]["options"],
-                             results=results, seconds=max(p["seconds"] for p in parts))
+    summary = ExplainSummary(
+        model=parts[0]["model"],
+        output=str(output),
+        options=parts[0]["options"],
+        results=results,
+        seconds=max(p["seconds"] for p in parts),
+    )
     _write_run_files(output, summary, "summary.json", write_report, final=True)
     return summary

@@ -24,7 +24,18 @@ __all__ = [
     "tensor_to_image",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+)
 
 # Refuse decompression bombs well above any photograph (≈ 16k × 16k) rather than PIL's warning level.
 _MAX_PIXELS = 268_435_456
@@ -56,7 +67,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: str | os.PathLike | Image.Image, *, max_side: int | None = None) -> Image.Image:
+def load_image(
+    source: str | os.PathLike | Image.Image, *, max_side: int | None = None
+) -> Image.Image:
     """Open an image file (or take a PIL image) and return it as 8-bit RGB.
 
     Palette, grayscale, 16-bit, CMYK and transparent images are converted (transparency is
@@ -145,9 +158,7 @@ def _float_to_uint8(a: np.ndarray) -> np.ndarray:
     return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def find_images(
-    sources: Iterable[str | os.PathLike], *, recursive: bool = True
-) -> Iterator[Path]:
+def find_images(sources: Iterable[str | os.PathLike], *, recursive: bool = True) -> Iterator[Path]:
     """Yield image files from files and folders, folders walked in sorted order.
 
     A named file is yielded whatever its extension (so a bad one is reported by the loader);

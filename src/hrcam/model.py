@@ -62,8 +62,13 @@ class HRCAM(nn.Module):
         >>> high, low, probs = model.generate_cams(x)            # (1, 224, 224), (1, 7, 7), (1, 1000)
     """
 
-    def __init__(self, backbone: Backbone, expansion: ExpansionNetwork | None = None, *,
-                 high_res: str = "auto") -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        expansion: ExpansionNetwork | None = None,
+        *,
+        high_res: str = "auto",
+    ) -> None:
         super().__init__()
         if expansion is not None:
             expansion.check_backbone(backbone)
@@ -113,9 +118,9 @@ class HRCAM(nn.Module):
         keeps the image's own size.
         """
         size = self.backbone.input_size if size == "default" else size
-        return image_to_tensor(load_image(image), size=size, mean=self.backbone.mean, std=self.backbone.std).to(
-            self.device
-        )
+        return image_to_tensor(
+            load_image(image), size=size, mean=self.backbone.mean, std=self.backbone.std
+        ).to(self.device)
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs back to RGB in [0, 1]: (B, 3, H, W) → (B, 3, H, W)."""
@@ -137,16 +142,26 @@ class HRCAM(nn.Module):
             if t.numel() == 1:
                 t = t.expand(batch)
         elif isinstance(target, (int, str)):
-            t = torch.full((batch,), self._class_index(target), dtype=torch.long, device=logits.device)
+            t = torch.full(
+                (batch,), self._class_index(target), dtype=torch.long, device=logits.device
+            )
         else:
             items = list(target)
             if len(items) != batch:
-                raise ValueError(f"got {len(items)} targets for a batch of {batch} images; give one per image")
-            t = torch.tensor([self._class_index(v) for v in items], dtype=torch.long, device=logits.device)
+                raise ValueError(
+                    f"got {len(items)} targets for a batch of {batch} images; give one per image"
+                )
+            t = torch.tensor(
+                [self._class_index(v) for v in items], dtype=torch.long, device=logits.device
+            )
         if t.numel() != batch:
-            raise ValueError(f"got {t.numel()} targets for a batch of {batch} images; give one per image")
+            raise ValueError(
+                f"got {t.numel()} targets for a batch of {batch} images; give one per image"
+            )
         if (t < 0).any() or (t >= self.num_classes).any():
-            raise ValueError(f"target class indices must lie in [0, {self.num_classes - 1}], got {t.tolist()}")
+            raise ValueError(
+                f"target class indices must lie in [0, {self.num_classes - 1}], got {t.tolist()}"
+            )
         return t
 
     def _class_index(self, target: int | str) -> int:
@@ -154,7 +169,9 @@ class HRCAM(nn.Module):
             raise TypeError("target must be a class index or name, not a bool")
         if isinstance(target, int):
             if not 0 <= target < self.num_classes:
-                raise ValueError(f"target class index must lie in [0, {self.num_classes - 1}], got {target}")
+                raise ValueError(
+                    f"target class index must lie in [0, {self.num_classes - 1}], got {target}"
+                )
             return target
         if isinstance(target, str):
             if target.strip().lstrip("-").isdigit():
@@ -163,7 +180,11 @@ class HRCAM(nn.Module):
             if target.lower() in lowered:
                 return lowered.index(target.lower())
             close = difflib.get_close_matches(target.lower(), lowered, n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(repr(self.class_names[lowered.index(c)]) for c in close)}?" if close else ""
+            hint = (
+                f"; did you mean {', '.join(repr(self.class_names[lowered.index(c)]) for c in close)}?"
+                if close
+                else ""
+            )
             raise ValueError(f"unknown class name {target!r}{hint}")
         raise TypeError(f"target must be a class index or name, got {type(target).__name__}")
 
@@ -212,8 +233,14 @@ class HRCAM(nn.Module):
             return cams
         targets = self.resolve_targets(target, cams.probabilities)
         mirrored = self._generate_cams(torch.flip(x, dims=[3]), targets)
-        high = None if cams.high_res is None else (cams.high_res + torch.flip(mirrored.high_res, dims=[2])) / 2
-        return CAMs(high, (cams.low_res + torch.flip(mirrored.low_res, dims=[2])) / 2, cams.probabilities)
+        high = (
+            None
+            if cams.high_res is None
+            else (cams.high_res + torch.flip(mirrored.high_res, dims=[2])) / 2
+        )
+        return CAMs(
+            high, (cams.low_res + torch.flip(mirrored.low_res, dims=[2])) / 2, cams.probabilities
+        )
 
     def _generate_cams(self, x: torch.Tensor, target: Target) -> CAMs:
         features, skips = self.backbone.forward_features(x, return_skips=True)
@@ -224,7 +251,9 @@ class HRCAM(nn.Module):
         if self.expansion is not None:
             decoded = self.expansion.decode(features, skips, x.shape[-2:])
             if self._high_res_mode == "guided":
-                high = self.expansion.guided_upsample(decoded, low[:, None], image=self.unnormalize(x))[:, 0]
+                high = self.expansion.guided_upsample(
+                    decoded, low[:, None], image=self.unnormalize(x)
+                )[:, 0]
             else:
                 high = self.expansion.class_maps(decoded, self.backbone.fc.weight[targets])
         return CAMs(high, low, logits.softmax(dim=1))
@@ -233,6 +262,8 @@ class HRCAM(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The expansion network's reconstruction of ``x`` (B, 3, H, W), in the input's normalisation."""
         if self.expansion is None:
-            raise RuntimeError("this model has no expansion network; train one with `hrcam train-expansion`")
+            raise RuntimeError(
+                "this model has no expansion network; train one with `hrcam train-expansion`"
+            )
         features, skips = self.backbone.forward_features(x, return_skips=True)
         return self.expansion.reconstruct(self.expansion.decode(features, skips, x.shape[-2:]))

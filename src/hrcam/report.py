@@ -54,8 +54,10 @@ def _figure(files: dict[str, str], key: str, caption: str) -> str:
     if key not in files:
         return f"<figure><figcaption>{html.escape(caption)}: not produced</figcaption></figure>"
     src = _href(files[key])
-    return (f'<figure><a href="{src}"><img loading="lazy" src="{src}" alt="{html.escape(caption)}"></a>'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><a href="{src}"><img loading="lazy" src="{src}" alt="{html.escape(caption)}"></a>'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _card(result: dict[str, Any]) -> str:
@@ -71,8 +73,10 @@ def _card(result: dict[str, Any]) -> str:
             f'<td class="p">{p:.1%}</td></tr>'
         )
     if target and target.get("index") not in [e["index"] for e in result.get("top5", [])]:
-        rows.append(f'<tr class="target"><td>{html.escape(str(target["name"]))} (target)</td><td></td>'
-                    f'<td class="p">{float(target["probability"]):.1%}</td></tr>')
+        rows.append(
+            f'<tr class="target"><td>{html.escape(str(target["name"]))} (target)</td><td></td>'
+            f'<td class="p">{float(target["probability"]):.1%}</td></tr>'
+        )
     links = "".join(
         f'<a href="{_href(files[k])}">{label}</a>'
         for k, label in (("pipeline", "pipeline figure"), ("maps", "raw maps (.npz)"))
@@ -82,26 +86,32 @@ def _card(result: dict[str, Any]) -> str:
     size_text = f" · {size[0]}×{size[1]} px" if size else ""
     cam_of = f"CAMs of “{html.escape(str(target.get('name', '')))}”" if target else ""
     return f"""
-<section class="card" id="{html.escape(result['name'])}">
-  <h2>{html.escape(result['source'])}<span class="meta">{size_text}</span></h2>
+<section class="card" id="{html.escape(result["name"])}">
+  <h2>{html.escape(result["source"])}<span class="meta">{size_text}</span></h2>
   <div class="row">
-    <div><table class="top5">{''.join(rows)}</table><p class="meta">{cam_of}</p><div class="links">{links}</div></div>
-    {_figure(files, 'image', 'image')}
-    {_figure(files, 'overlay_low', 'low-res CAM')}
-    {_figure(files, 'overlay_high', 'high-res CAM')}
-    {_figure(files, 'overlay_refined', 'refined CAM')}
-    {_figure(files, 'masked', 'masked image')}
+    <div><table class="top5">{"".join(rows)}</table><p class="meta">{cam_of}</p><div class="links">{links}</div></div>
+    {_figure(files, "image", "image")}
+    {_figure(files, "overlay_low", "low-res CAM")}
+    {_figure(files, "overlay_high", "high-res CAM")}
+    {_figure(files, "overlay_refined", "refined CAM")}
+    {_figure(files, "masked", "masked image")}
   </div>
 </section>"""
 
 
-def write_report(summary: dict[str, Any], path: str | os.PathLike, *, complete: bool = True) -> Path:
+def write_report(
+    summary: dict[str, Any], path: str | os.PathLike, *, complete: bool = True
+) -> Path:
     """Write the run's ``index.html`` (atomically) from its summary dict."""
     path = Path(path)
     results = summary.get("results", [])
     ok = [r for r in results if r.get("ok")]
     failed = [r for r in results if not r.get("ok")]
-    status = "" if complete else " · <strong>in progress</strong> (this page is rewritten as images finish)"
+    status = (
+        ""
+        if complete
+        else " · <strong>in progress</strong> (this page is rewritten as images finish)"
+    )
     fail_block = ""
     if failed:
         items = "".join(f"<li>{html.escape(str(r.get('error')))}</li>" for r in failed)
@@ -117,14 +127,14 @@ def write_report(summary: dict[str, Any], path: str | os.PathLike, *, complete: 
 <style>{_CSS}</style></head>
 <body>
 <h1>High-resolution class activation maps</h1>
-<div class="meta">model <code>{html.escape(str(summary.get('model', '')))}</code> ·
-{len(ok)} explained, {len(failed)} failed · {float(summary.get('seconds', 0)):.1f} s{status}<br>
-target: {html.escape('predicted class' if target is None else str(target))} ·
+<div class="meta">model <code>{html.escape(str(summary.get("model", "")))}</code> ·
+{len(ok)} explained, {len(failed)} failed · {float(summary.get("seconds", 0)):.1f} s{status}<br>
+target: {html.escape("predicted class" if target is None else str(target))} ·
 refinement: <code>{html.escape(option_text)}</code></div>
 <div class="legend">low <span class="scale"></span> high activation (each map scaled to its own range)</div>
 <br>
 {fail_block}
-{''.join(_card(r) for r in ok)}
+{"".join(_card(r) for r in ok)}
 <p class="meta">Made by hrcam: low-res CAM = Σ<sub>k</sub> w<sub>ck</sub>A<sub>k</sub> of the classifier;
 high-res CAM = the same weights over the expansion network's full-resolution maps; refined CAM = the
 postprocessing pipeline of Tagaris et al. (ICIP 2019) joining both.</p>

@@ -31,8 +31,12 @@ def test_matches_scikit_learn_on_random_data():
     labels = rng.integers(0, 7, size=300)
     r = classification_report(scores, labels)
     pred = scores.argmax(1)
-    assert r["macro_precision"] == pytest.approx(precision_score(labels, pred, average="macro", zero_division=0))
-    assert r["macro_recall"] == pytest.approx(recall_score(labels, pred, average="macro", zero_division=0))
+    assert r["macro_precision"] == pytest.approx(
+        precision_score(labels, pred, average="macro", zero_division=0)
+    )
+    assert r["macro_recall"] == pytest.approx(
+        recall_score(labels, pred, average="macro", zero_division=0)
+    )
     assert r["macro_f1"] == pytest.approx(f1_score(labels, pred, average="macro", zero_division=0))
     assert r["micro_f1"] == pytest.approx(f1_score(labels, pred, average="micro"))
 

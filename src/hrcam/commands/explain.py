@@ -9,12 +9,19 @@ from pathlib import Path
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default",
-                   help="'default' (EfficientNet-Lite0 + shipped expansion network), a backbone name, "
-                        "or a checkpoint / exported model file")
-    p.add_argument("--high-res", choices=("auto", "paper", "guided"), default="auto",
-                   help="high-res CAM: the paper's linear maps, or hrcam's guided upsampling (auto: guided "
-                        "when the model has a trained guidance head)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="'default' (EfficientNet-Lite0 + shipped expansion network), a backbone name, "
+        "or a checkpoint / exported model file",
+    )
+    p.add_argument(
+        "--high-res",
+        choices=("auto", "paper", "guided"),
+        default="auto",
+        help="high-res CAM: the paper's linear maps, or hrcam's guided upsampling (auto: guided "
+        "when the model has a trained guidance head)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=8)
 
@@ -26,30 +33,54 @@ def register(subparsers) -> None:
         "explain",
         help="explain images or folders: top-5 classes, low/high-res and refined CAMs, HTML report",
         description="Explain images: for each, the top-5 classes and PNG overlays of the low-res, "
-                    "high-res and refined CAMs, the pipeline figure, the masked image and the raw maps; "
-                    "for the run, index.html and summary.json. Exit status 1 if any image failed.",
+        "high-res and refined CAMs, the pipeline figure, the masked image and the raw maps; "
+        "for the run, index.html and summary.json. Exit status 1 if any image failed.",
     )
     p.add_argument("inputs", nargs="*", help="image files and folders (searched recursively)")
     p.add_argument("-o", "--output", type=Path, default=Path("hrcam-out"), help="output folder")
-    p.add_argument("--target", default=None,
-                   help="explain this class (index or name) in every image; default: each image's prediction")
+    p.add_argument(
+        "--target",
+        default=None,
+        help="explain this class (index or name) in every image; default: each image's prediction",
+    )
     _add_model_arguments(p)
-    p.add_argument("--input-size", type=int, default=None, help="network input side (default: the model's)")
-    p.add_argument("--no-pipeline", action="store_true", help="skip the per-image pipeline figure (faster)")
-    p.add_argument("--skip-existing", action="store_true", help="keep images already explained in OUTPUT")
-    p.add_argument("--shard", default=None, metavar="I/N",
-                   help="process only shard I of N (0-based); under torchrun the rank picks the shard")
-    p.add_argument("--merge-shards", action="store_true", help="only merge the shard summaries in OUTPUT")
+    p.add_argument(
+        "--input-size", type=int, default=None, help="network input side (default: the model's)"
+    )
+    p.add_argument(
+        "--no-pipeline", action="store_true", help="skip the per-image pipeline figure (faster)"
+    )
+    p.add_argument(
+        "--skip-existing", action="store_true", help="keep images already explained in OUTPUT"
+    )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="process only shard I of N (0-based); under torchrun the rank picks the shard",
+    )
+    p.add_argument(
+        "--merge-shards", action="store_true", help="only merge the shard summaries in OUTPUT"
+    )
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--preset", choices=("hrcam", "paper"), default="hrcam",
-                   help="refinement options to start from: hrcam's tuned ones (default) or the paper's; "
-                        "the options below change single values")
-    p.add_argument("--flip", action="store_true", help="test-time mirroring: average each CAM with the "
-                                                        "mirrored image's (twice the cost)")
+    p.add_argument(
+        "--preset",
+        choices=("hrcam", "paper"),
+        default="hrcam",
+        help="refinement options to start from: hrcam's tuned ones (default) or the paper's; "
+        "the options below change single values",
+    )
+    p.add_argument(
+        "--flip",
+        action="store_true",
+        help="test-time mirroring: average each CAM with the mirrored image's (twice the cost)",
+    )
     add_refine_arguments(p)
     p.set_defaults(func=run_explain)
 
-    d = subparsers.add_parser("demo", help="explain a few bundled photographs (no download) and say where the report is")
+    d = subparsers.add_parser(
+        "demo", help="explain a few bundled photographs (no download) and say where the report is"
+    )
     d.add_argument("-o", "--output", type=Path, default=Path("hrcam-demo"))
     _add_model_arguments(d)
     d.set_defaults(func=run_demo)
@@ -103,18 +134,32 @@ def run_explain(args) -> int:
     shard = _shard(args)
     model = _load(args)
     if model.expansion is None:
-        print(f"hrcam explain: note: {args.model} has no expansion network; the high-res CAM falls back "
-              "to the upsampled low-res CAM", file=sys.stderr)
+        print(
+            f"hrcam explain: note: {args.model} has no expansion network; the high-res CAM falls back "
+            "to the upsampled low-res CAM",
+            file=sys.stderr,
+        )
     summary = explain_images(
-        model, args.inputs, args.output, target=args.target, options=options, batch_size=args.batch_size,
-        input_size=args.input_size, pipeline_figures=not args.no_pipeline, skip_existing=args.skip_existing,
-        shard=shard, model_name=str(args.model), show_progress=not args.no_progress and shard[0] == 0,
+        model,
+        args.inputs,
+        args.output,
+        target=args.target,
+        options=options,
+        batch_size=args.batch_size,
+        input_size=args.input_size,
+        pipeline_figures=not args.no_pipeline,
+        skip_existing=args.skip_existing,
+        shard=shard,
+        model_name=str(args.model),
+        show_progress=not args.no_progress and shard[0] == 0,
         flip=args.flip,
     )
     if shard[1] > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _merge_under_torchrun(args.output, shard)
     elif shard[1] > 1:
-        print(f"shard {shard[0]}/{shard[1]} done; when all are, run: hrcam explain --merge-shards -o {args.output}")
+        print(
+            f"shard {shard[0]}/{shard[1]} done; when all are, run: hrcam explain --merge-shards -o {args.output}"
+        )
     ok = len(summary.results) - len(summary.failed)
     print(f"explained {ok} image(s), {len(summary.failed)} failed, in {summary.seconds:.1f} s")
     for r in summary.failed:
@@ -134,7 +179,9 @@ def _merge_under_torchrun(output: Path, shard: tuple[int, int]) -> None:
     dist.barrier()
     if shard[0] == 0:
         summary = merge_shards(output, expected=shard[1])
-        print(f"merged {shard[1]} shards, {len(summary.results)} images: {(output / 'index.html').resolve()}")
+        print(
+            f"merged {shard[1]} shards, {len(summary.results)} images: {(output / 'index.html').resolve()}"
+        )
     dist.barrier()
     dist.destroy_process_group()
 
@@ -157,10 +204,18 @@ def run_demo(args) -> int:
     from ..postprocess import RefineOptions
 
     model = _load(args)
-    summary = explain_images(model, [inputs], args.output, batch_size=args.batch_size, model_name=str(args.model),
-                             options=RefineOptions.preset("hrcam"))
+    summary = explain_images(
+        model,
+        [inputs],
+        args.output,
+        batch_size=args.batch_size,
+        model_name=str(args.model),
+        options=RefineOptions.preset("hrcam"),
+    )
     for r in summary.results:
         if r.ok:
             print(f"{r.name:>14}: {r.top5[0]['name']} ({r.top5[0]['probability']:.1%})")
-    print(f"\nreport: {(args.output / 'index.html').resolve()}\nopen it in a browser (it needs no server).")
+    print(
+        f"\nreport: {(args.output / 'index.html').resolve()}\nopen it in a browser (it needs no server)."
+    )
     return 1 if summary.failed else 0

@@ -29,14 +29,16 @@ def register(subparsers) -> None:
         "evaluate-classifier",
         help="accuracy, top-5 and macro/micro P/R/F1 of a model on FOLDER/<class>/…",
         description="Classification metrics of a model on a class-folder data set whose folder names are "
-                    "the model's class names (e.g. DATA/test of train-classifier).",
+        "the model's class names (e.g. DATA/test of train-classifier).",
     )
     p.add_argument("folder", type=Path)
     p.add_argument("--model", required=True, help="checkpoint, exported model or backbone name")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("-o", "--output", type=Path, default=None, help="also write the report as JSON here")
+    p.add_argument(
+        "-o", "--output", type=Path, default=None, help="also write the report as JSON here"
+    )
     p.set_defaults(func=_evaluate_classifier)
 
 
@@ -44,8 +46,13 @@ def _evaluate_classifier(args) -> int:
     from ..train.classifier import evaluate_folder
     from ..utils import atomic_save_json
 
-    report = evaluate_folder(args.model, args.folder, batch_size=args.batch_size, device=args.device,
-                             input_size=args.input_size)
+    report = evaluate_folder(
+        args.model,
+        args.folder,
+        batch_size=args.batch_size,
+        device=args.device,
+        input_size=args.input_size,
+    )
     if args.output:
         atomic_save_json(report, args.output)
     print(json.dumps(report, indent=1))
@@ -61,5 +68,9 @@ def _run(main, args) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if metrics and (not dist.is_available() or int(__import__("os").environ.get("RANK", "0")) == 0):
-        print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=1))
+        print(
+            json.dumps(
+                {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=1
+            )
+        )
     return 0

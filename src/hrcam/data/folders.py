@@ -70,7 +70,9 @@ class _RobustImages(Dataset):
                     logger.warning("skipping unreadable image: %s", err)
                 continue
             return i, (self.transform(image) if self.transform else image)
-        raise ImageLoadError(f"50 images in a row from {self.files[index]} could not be read; check the data folder")
+        raise ImageLoadError(
+            f"50 images in a row from {self.files[index]} could not be read; check the data folder"
+        )
 
 
 class ClassFolderDataset(_RobustImages):
@@ -83,8 +85,13 @@ class ClassFolderDataset(_RobustImages):
             not among them are an error, classes without a folder are allowed.
     """
 
-    def __init__(self, root: str | os.PathLike, transform: Callable | None = None, *,
-                 classes: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        transform: Callable | None = None,
+        *,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         super().__init__(transform)
         self.root = Path(root)
         found = list_class_folders(self.root)
@@ -110,7 +117,9 @@ class ClassFolderDataset(_RobustImages):
                 self.files.append(f)
                 self.labels.append(index[name])
         if not self.files:
-            raise ValueError(f"{self.root}: class folders hold no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise ValueError(
+                f"{self.root}: class folders hold no images ({', '.join(IMAGE_EXTENSIONS)})"
+            )
         empty = [c for c in found if not any(lbl == index[c] for lbl in self.labels)]
         if empty:
             logger.warning("%s: class folders without images: %s", self.root, ", ".join(empty[:10]))
@@ -123,8 +132,13 @@ class ClassFolderDataset(_RobustImages):
 class ImageFilesDataset(_RobustImages):
     """Every image file below ``root`` (recursively) or in an explicit list; no labels."""
 
-    def __init__(self, root: str | os.PathLike | None = None, transform: Callable | None = None, *,
-                 files: Sequence[str | os.PathLike] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        transform: Callable | None = None,
+        *,
+        files: Sequence[str | os.PathLike] | None = None,
+    ) -> None:
         super().__init__(transform)
         if files is not None:
             self.root = Path(root) if root else None
@@ -143,8 +157,14 @@ class ImageFilesDataset(_RobustImages):
         return self._load(index)[1]
 
 
-def build_transform(*, size: int, mean: Sequence[float], std: Sequence[float], train: bool,
-                    augment: str = "flip-affine") -> Callable:
+def build_transform(
+    *,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    train: bool,
+    augment: str = "flip-affine",
+) -> Callable:
     """PIL image → normalised tensor at ``size``×``size``.
 
     ``augment`` (training only): ``"none"``, ``"flip"`` (horizontal flips) or ``"flip-affine"``

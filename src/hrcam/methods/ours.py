@@ -121,7 +121,12 @@ class RefinedCAM(SharedCAMsMethod):
     """
 
     def __init__(
-        self, name: str, options: RefineOptions | None = None, *, impl: str = "auto", mode: str | None = None,
+        self,
+        name: str,
+        options: RefineOptions | None = None,
+        *,
+        impl: str = "auto",
+        mode: str | None = None,
         flip: bool = False,
     ) -> None:
         super().__init__(name)
@@ -148,8 +153,12 @@ class RefinedCAM(SharedCAMsMethod):
         return torch.from_numpy(np.stack(refined).astype(np.float32, copy=False))
 
     def settings(self) -> dict[str, Any]:
-        return {"options": dataclasses.asdict(self.options), "impl": self.impl, "mode": self.mode,
-                "flip": self.flip}
+        return {
+            "options": dataclasses.asdict(self.options),
+            "impl": self.impl,
+            "mode": self.mode,
+            "flip": self.flip,
+        }
 
 
 # -- builders -------------------------------------------------------------------------------------
@@ -181,8 +190,13 @@ def _refined(
         refine_options = RefineOptions.preset(params.pop("preset"))
     hints = typing.get_type_hints(RefineOptions)
     changes = {key: _parse_value(name, key, value, hints[key]) for key, value in params.items()}
-    return RefinedCAM(name, (refine_options or RefineOptions()).replace(**changes), impl=impl, mode=mode,
-                      flip=flip)
+    return RefinedCAM(
+        name,
+        (refine_options or RefineOptions()).replace(**changes),
+        impl=impl,
+        mode=mode,
+        flip=flip,
+    )
 
 
 def _flag(name: str, text: str) -> bool:

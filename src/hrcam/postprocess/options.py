@@ -114,7 +114,7 @@ class RefineOptions:
             "how the filled segment and the base map make the refined CAM: 'blend' (alpha*segment "
             "+ (1-alpha)*base), 'multiply' (segment*base), or 'gate' (base*(1-alpha+alpha*segment), "
             "hrcam's)",
-            MERGES
+            MERGES,
         ),
     )
     merge_base: str = field(

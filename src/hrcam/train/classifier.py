@@ -52,16 +52,29 @@ logger = logging.getLogger("hrcam.train")
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("data", type=Path, help="folder with train/ and test/, one sub-folder per class in each")
+    parser.add_argument(
+        "data", type=Path, help="folder with train/ and test/, one sub-folder per class in each"
+    )
     g = parser.add_argument_group("model")
-    g.add_argument("--backbone", default="tiny_densenet", help=f"one of: {', '.join(list_backbones())}")
-    g.add_argument("--weights", default=None,
-                   help="start from 'imagenet' weights or a weights file (default: random init)")
-    g.add_argument("--cam-channels", type=int, default=None,
-                   help="1×1 reduction to this many maps before GAP (the original code used 16)")
+    g.add_argument(
+        "--backbone", default="tiny_densenet", help=f"one of: {', '.join(list_backbones())}"
+    )
+    g.add_argument(
+        "--weights",
+        default=None,
+        help="start from 'imagenet' weights or a weights file (default: random init)",
+    )
+    g.add_argument(
+        "--cam-channels",
+        type=int,
+        default=None,
+        help="1×1 reduction to this many maps before GAP (the original code used 16)",
+    )
     g.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the FC layer")
     g.add_argument("--growth-rate", type=int, default=None, help="tiny_densenet: growth rate")
-    g.add_argument("--block-config", default=None, help="tiny_densenet: layers per dense block, e.g. 4,4,4")
+    g.add_argument(
+        "--block-config", default=None, help="tiny_densenet: layers per dense block, e.g. 4,4,4"
+    )
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument("--augment", choices=("none", "flip", "flip-affine"), default="flip-affine")
     add_common_arguments(parser, default_epochs=30, default_lr=1e-3, default_batch=64)
@@ -69,8 +82,12 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 
 def _build_backbone(args, classes: list[str]):
-    kwargs: dict[str, Any] = {"num_classes": len(classes), "class_names": classes,
-                              "cam_channels": args.cam_channels, "drop_rate": args.drop_rate}
+    kwargs: dict[str, Any] = {
+        "num_classes": len(classes),
+        "class_names": classes,
+        "cam_channels": args.cam_channels,
+        "drop_rate": args.drop_rate,
+    }
     if args.backbone == "tiny_densenet":
         if args.growth_rate:
             kwargs["growth_rate"] = args.growth_rate
@@ -96,14 +113,23 @@ def classification_loss(model, batch, *, ctx: DistContext, args) -> torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(backbone, loader, *, ctx: DistContext, num_classes: int, show_progress: bool = False,
-             amp: bool = False) -> dict[str, float]:
+def evaluate(
+    backbone,
+    loader,
+    *,
+    ctx: DistContext,
+    num_classes: int,
+    show_progress: bool = False,
+    amp: bool = False,
+) -> dict[str, float]:
     """Accuracy, top-5, macro/micro P/R/F1 over the whole loader (summed over processes)."""
     was_training = backbone.training
     backbone.eval()
     meter = ClassificationMeter(num_classes, k=5)
     loss_sum = 0.0
-    for images, labels in progress(loader, total=len(loader), desc="evaluate", enabled=show_progress):
+    for images, labels in progress(
+        loader, total=len(loader), desc="evaluate", enabled=show_progress
+    ):
         images, labels = images.to(ctx.device), labels.to(ctx.device)
         with autocast(ctx, amp):
             logits = backbone(images).float()
@@ -135,63 +161,127 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if payload is not None:
         backbone = model_from_checkpoint(payload, source=str(resume_path)).backbone
         if payload.get("stage") != "classifier":
-            raise ValueError(f"{resume_path}: a {payload.get('stage')} checkpoint cannot resume stage 1")
+            raise ValueError(
+                f"{resume_path}: a {payload.get('stage')} checkpoint cannot resume stage 1"
+            )
         classes = backbone.class_names
     else:
         classes = ClassFolderDataset(train_dir).classes
         backbone = _build_backbone(args, classes)
     size = args.input_size or backbone.input_size
-    train_set = ClassFolderDataset(train_dir, build_transform(size=size, mean=backbone.mean, std=backbone.std,
-                                                              train=True, augment=args.augment), classes=classes)
-    test_set = ClassFolderDataset(test_dir, build_transform(size=size, mean=backbone.mean, std=backbone.std,
-                                                            train=False), classes=classes)
+    train_set = ClassFolderDataset(
+        train_dir,
+        build_transform(
+            size=size, mean=backbone.mean, std=backbone.std, train=True, augment=args.augment
+        ),
+        classes=classes,
+    )
+    test_set = ClassFolderDataset(
+        test_dir,
+        build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
+        classes=classes,
+    )
     backbone.to(ctx.device).train()
     if args.channels_last:
         backbone.to(memory_format=torch.channels_last)
     model = backbone
     if ctx.distributed:
-        model = DistributedDataParallel(backbone, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+        model = DistributedDataParallel(
+            backbone, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
+        )
 
     sampler = TrainSampler(len(train_set), seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
-    loader = make_loader(train_set, batch_size=args.batch_size, sampler=sampler, workers=args.workers, ctx=ctx,
-                         drop_last=len(train_set) >= args.batch_size * ctx.world_size * 2)
-    test_loader = make_loader(test_set, batch_size=args.batch_size,
-                              sampler=ShardSampler(len(test_set), rank=ctx.rank, world_size=ctx.world_size),
-                              workers=args.workers, ctx=ctx)
-    optimizer = make_optimizer(args.optimizer, [p for p in backbone.parameters() if p.requires_grad],
-                               lr=args.lr, weight_decay=args.weight_decay)
-    steps = len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
-    scheduler = make_scheduler(optimizer, schedule=args.schedule, total_steps=steps * args.epochs,
-                               warmup_steps=args.warmup_steps)
+    loader = make_loader(
+        train_set,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        workers=args.workers,
+        ctx=ctx,
+        drop_last=len(train_set) >= args.batch_size * ctx.world_size * 2,
+    )
+    test_loader = make_loader(
+        test_set,
+        batch_size=args.batch_size,
+        sampler=ShardSampler(len(test_set), rank=ctx.rank, world_size=ctx.world_size),
+        workers=args.workers,
+        ctx=ctx,
+    )
+    optimizer = make_optimizer(
+        args.optimizer,
+        [p for p in backbone.parameters() if p.requires_grad],
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+    )
+    steps = (
+        len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
+    )
+    scheduler = make_scheduler(
+        optimizer,
+        schedule=args.schedule,
+        total_steps=steps * args.epochs,
+        warmup_steps=args.warmup_steps,
+    )
     state = LoopState()
     if payload is not None:
         optimizer.load_state_dict(payload["optimizer_state"])
         scheduler.load_state_dict(payload["scheduler_state"])
         state = LoopState.from_dict(payload.get("loop", {}))
         if ctx.is_main:
-            logger.info("resuming from %s at epoch %d, step %d", resume_path, state.epoch, state.step_in_epoch)
+            logger.info(
+                "resuming from %s at epoch %d, step %d",
+                resume_path,
+                state.epoch,
+                state.step_in_epoch,
+            )
     config = args_to_config(args)
 
     def save(name: str, loop: LoopState, metrics: dict[str, Any]) -> None:
-        save_checkpoint(output / name, backbone=backbone, stage="classifier", epoch=loop.epoch, config=config,
-                        metrics=metrics, optimizer=optimizer, scheduler=scheduler, extra={"loop": loop.as_dict()})
+        save_checkpoint(
+            output / name,
+            backbone=backbone,
+            stage="classifier",
+            epoch=loop.epoch,
+            config=config,
+            metrics=metrics,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            extra={"loop": loop.as_dict()},
+        )
 
     if len(test_set) < 1:
         warnings.warn(f"{test_dir} holds no images", stacklevel=1)
     metrics = fit(
-        ctx=ctx, args=args, loader=loader, sampler=sampler, optimizer=optimizer, scheduler=scheduler,
+        ctx=ctx,
+        args=args,
+        loader=loader,
+        sampler=sampler,
+        optimizer=optimizer,
+        scheduler=scheduler,
         train_step=lambda batch: classification_loss(model, batch, ctx=ctx, args=args),
-        evaluate=lambda: evaluate(backbone, test_loader, ctx=ctx, num_classes=len(classes), amp=args.amp),
-        save=save, state=state, best_key="test_accuracy", higher_is_better=True,
-        log=MetricsLog(output / "metrics.jsonl", enabled=ctx.is_main), desc="classifier",
+        evaluate=lambda: evaluate(
+            backbone, test_loader, ctx=ctx, num_classes=len(classes), amp=args.amp
+        ),
+        save=save,
+        state=state,
+        best_key="test_accuracy",
+        higher_is_better=True,
+        log=MetricsLog(output / "metrics.jsonl", enabled=ctx.is_main),
+        desc="classifier",
     )
     if not metrics:  # resumed a run that had already finished: report its model again
         metrics = evaluate(backbone, test_loader, ctx=ctx, num_classes=len(classes), amp=args.amp)
     return metrics
 
 
-def evaluate_folder(model_spec: str, folder: Path, *, batch_size: int = 64, workers: int = 0,
-                    device: str = "auto", input_size: int | None = None) -> dict[str, Any]:
+def evaluate_folder(
+    model_spec: str,
+    folder: Path,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "auto",
+    input_size: int | None = None,
+) -> dict[str, Any]:
     """Classification metrics of a model on ``folder/<class>/…`` (the model's class names)."""
     from ..checkpoint import load_model
 
@@ -199,10 +289,17 @@ def evaluate_folder(model_spec: str, folder: Path, *, batch_size: int = 64, work
     model = load_model(model_spec, device=ctx.device)
     backbone = model.backbone
     size = input_size or backbone.input_size
-    dataset = ClassFolderDataset(folder, build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
-                                 classes=backbone.class_names)
-    loader = make_loader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)), workers=workers, ctx=ctx)
-    report = evaluate(backbone, loader, ctx=ctx, num_classes=backbone.num_classes, show_progress=True)
+    dataset = ClassFolderDataset(
+        folder,
+        build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
+        classes=backbone.class_names,
+    )
+    loader = make_loader(
+        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)), workers=workers, ctx=ctx
+    )
+    report = evaluate(
+        backbone, loader, ctx=ctx, num_classes=backbone.num_classes, show_progress=True
+    )
     report["model"] = str(model_spec)
     report["data"] = str(folder)
     return report

@@ -63,7 +63,10 @@ class DistContext:
         """Sum an integer or float array over all processes (a no-op in one process)."""
         if not self.distributed:
             return array
-        t = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float64 if array.dtype.kind == "f" else torch.int64)
+        t = torch.as_tensor(
+            np.ascontiguousarray(array),
+            dtype=torch.float64 if array.dtype.kind == "f" else torch.int64,
+        )
         t = t.to(self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(t)
         return t.cpu().numpy()
@@ -94,7 +97,7 @@ def setup_distributed(device: str = "auto") -> DistContext:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the global RNG that libraries draw from
     torch.manual_seed(seed)
 
 
@@ -153,12 +156,19 @@ class ShardSampler(Sampler[int]):
 
 def _worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - each loader worker's global RNG, as torch documents
     random.seed(seed)
 
 
-def make_loader(dataset: Dataset, *, batch_size: int, sampler: Sampler, workers: int, ctx: DistContext,
-                drop_last: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    sampler: Sampler,
+    workers: int,
+    ctx: DistContext,
+    drop_last: bool = False,
+) -> DataLoader:
     """A loader that keeps a GPU fed: worker processes, pinned memory, prefetching."""
     cuda = ctx.device.type == "cuda"
     return DataLoader(
@@ -182,8 +192,16 @@ def progress(iterable, *, total: int | None, desc: str, enabled: bool):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=False,
-                file=sys.stderr, mininterval=0.5)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit="batch",
+        dynamic_ncols=True,
+        leave=False,
+        file=sys.stderr,
+        mininterval=0.5,
+    )
 
 
 class MetricsLog:
@@ -213,28 +231,62 @@ def resolve_resume(resume: str | None, output: Path) -> Path | None:
     return path
 
 
-def add_common_arguments(parser, *, default_epochs: int, default_lr: float, default_batch: int) -> None:
+def add_common_arguments(
+    parser, *, default_epochs: int, default_lr: float, default_batch: int
+) -> None:
     g = parser.add_argument_group("training")
-    g.add_argument("-o", "--output", required=True, type=Path, help="folder for checkpoints and logs")
+    g.add_argument(
+        "-o", "--output", required=True, type=Path, help="folder for checkpoints and logs"
+    )
     g.add_argument("--epochs", type=int, default=default_epochs)
     g.add_argument("--batch-size", type=int, default=default_batch, help="per process")
     g.add_argument("--lr", type=float, default=default_lr, help="peak learning rate")
     g.add_argument("--weight-decay", type=float, default=1e-4)
-    g.add_argument("--optimizer", choices=("adamw", "sgd", "adadelta"), default="adamw",
-                   help="adadelta is what the paper's code used")
-    g.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
-                   help="learning-rate schedule over all steps, after --warmup-steps of linear warm-up")
+    g.add_argument(
+        "--optimizer",
+        choices=("adamw", "sgd", "adadelta"),
+        default="adamw",
+        help="adadelta is what the paper's code used",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="learning-rate schedule over all steps, after --warmup-steps of linear warm-up",
+    )
     g.add_argument("--warmup-steps", type=int, default=0)
-    g.add_argument("--input-size", type=int, default=None, help="image side in pixels (default: the backbone's)")
-    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
+    g.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="image side in pixels (default: the backbone's)",
+    )
+    g.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes"
+    )
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     g.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast) on CUDA")
-    g.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on CUDA)")
-    g.add_argument("--seed", type=int, default=0, help="makes a run repeatable (same data order, same init)")
-    g.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
-                   help="continue from OUTPUT/last.pt, or from the checkpoint named")
-    g.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
-                   help="also save last.pt every STEPS steps inside an epoch (for long epochs)")
+    g.add_argument(
+        "--channels-last", action="store_true", help="channels-last memory format (faster on CUDA)"
+    )
+    g.add_argument(
+        "--seed", type=int, default=0, help="makes a run repeatable (same data order, same init)"
+    )
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from OUTPUT/last.pt, or from the checkpoint named",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also save last.pt every STEPS steps inside an epoch (for long epochs)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     # Hidden: cap an epoch's batches (quick runs), and stop as if killed after N steps (tests of --resume).
     g.add_argument("--max-steps-per-epoch", type=int, default=0, help=argparse_suppress())
@@ -247,11 +299,15 @@ def argparse_suppress():
     return argparse.SUPPRESS
 
 
-def make_optimizer(name: str, params: Sequence[torch.nn.Parameter], *, lr: float, weight_decay: float):
+def make_optimizer(
+    name: str, params: Sequence[torch.nn.Parameter], *, lr: float, weight_decay: float
+):
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        )
     if name == "adadelta":
         return torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}")
@@ -294,13 +350,21 @@ class LoopState:
 
     def as_dict(self) -> dict[str, Any]:
         best = None if self.best_metric is None else float(self.best_metric)
-        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-                "best_metric": best}
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_metric": best,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopState:
-        return cls(int(d.get("epoch", 0)), int(d.get("step_in_epoch", 0)), int(d.get("global_step", 0)),
-                   d.get("best_metric"))
+        return cls(
+            int(d.get("epoch", 0)),
+            int(d.get("step_in_epoch", 0)),
+            int(d.get("global_step", 0)),
+            d.get("best_metric"),
+        )
 
 
 def fit(
@@ -336,7 +400,12 @@ def fit(
         total = len(loader)
         if args.max_steps_per_epoch:
             total = min(total, args.max_steps_per_epoch)
-        bar = progress(loader, total=total, desc=f"{desc} epoch {epoch + 1}/{args.epochs}", enabled=ctx.is_main and not args.no_progress)
+        bar = progress(
+            loader,
+            total=total,
+            desc=f"{desc} epoch {epoch + 1}/{args.epochs}",
+            enabled=ctx.is_main and not args.no_progress,
+        )
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
         step = skip_batches
         stop = False
@@ -354,7 +423,9 @@ def fit(
             seen += n
             loss_sum += float(loss.detach()) * n
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}"
+                )
             if args.checkpoint_every and step % args.checkpoint_every == 0 and ctx.is_main:
                 mid = LoopState(epoch, step, state.global_step, state.best_metric)
                 save("last.pt", mid, {"train_loss": loss_sum / seen})
@@ -367,9 +438,13 @@ def fit(
             return {"stopped_at_step": state.global_step}
         elapsed = time.perf_counter() - started
         train_loss = ctx.all_reduce_sum(np.array([loss_sum, seen], dtype=np.float64))
-        metrics = {"epoch": epoch + 1, "train_loss": float(train_loss[0] / max(1.0, train_loss[1])),
-                   "lr": scheduler.get_last_lr()[0], "train_images_per_s": float(train_loss[1]) / max(elapsed, 1e-9),
-                   "epoch_seconds": elapsed}
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": float(train_loss[0] / max(1.0, train_loss[1])),
+            "lr": scheduler.get_last_lr()[0],
+            "train_images_per_s": float(train_loss[1]) / max(elapsed, 1e-9),
+            "epoch_seconds": elapsed,
+        }
         metrics.update(evaluate())
         value = metrics.get(best_key)
         improved = value is not None and (
@@ -383,7 +458,12 @@ def fit(
             save("last.pt", state, metrics)
             if improved:
                 save("best.pt", state, metrics)
-            logger.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+            logger.info(
+                " ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in metrics.items()
+                )
+            )
         ctx.barrier()
         if stop:
             return {"stopped_at_step": state.global_step}

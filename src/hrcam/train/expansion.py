@@ -56,36 +56,77 @@ logger = logging.getLogger("hrcam.train")
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("data", type=Path, help="folder of images (searched recursively; labels not needed)")
+    parser.add_argument(
+        "data", type=Path, help="folder of images (searched recursively; labels not needed)"
+    )
     g = parser.add_argument_group("model")
-    g.add_argument("--classifier", required=True,
-                   help="the frozen localization network: a stage-1 checkpoint (.pt), or a backbone name "
-                        "with ImageNet weights (e.g. efficientnet_lite0)")
-    g.add_argument("--decoder-channels", default=None,
-                   help="decoder widths from the bottleneck to full resolution, comma-separated")
-    g.add_argument("--no-skips", action="store_true", help="decoder without skip connections (ablation)")
+    g.add_argument(
+        "--classifier",
+        required=True,
+        help="the frozen localization network: a stage-1 checkpoint (.pt), or a backbone name "
+        "with ImageNet weights (e.g. efficientnet_lite0)",
+    )
+    g.add_argument(
+        "--decoder-channels",
+        default=None,
+        help="decoder widths from the bottleneck to full resolution, comma-separated",
+    )
+    g.add_argument(
+        "--no-skips", action="store_true", help="decoder without skip connections (ablation)"
+    )
     g.add_argument("--upsample", choices=("bilinear", "transposed"), default="bilinear")
-    g.add_argument("--consistency-weight", type=float, default=0.0,
-                   help="weight of the loss asking pooled high-res maps to equal the backbone's maps "
-                        "(0 = the paper's reconstruction loss alone)")
-    g.add_argument("--guide-weight", type=float, default=1.0,
-                   help="weight of the loss training the guidance head; 0 trains the paper's network alone")
-    g.add_argument("--guide-loss", choices=("scale", "colour"), default="scale",
-                   help="scale: guided upsampling of the maps of the half-size image must pool to the maps "
-                        "of the full-size image; colour: it must rebuild each pixel's colour from the cell means")
-    g.add_argument("--guide-sigma", type=float, default=0.1,
-                   help="colour scale of the guidance's joint-bilateral term (0: none)")
-    g.add_argument("--no-guidance", action="store_true", help="build the expansion network without a guidance head")
-    g.add_argument("--no-coarse-to-fine", action="store_true",
-                   help="guided upsampling in one step from the feature grid (default: a joint-bilateral "
-                        "step per doubling, then the learned step to full resolution)")
-    g.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                   help="start from the expansion network of this stage-2 checkpoint (not a resume: a new "
-                        "optimiser and schedule), e.g. to add the guidance loss to a paper-faithful network")
+    g.add_argument(
+        "--consistency-weight",
+        type=float,
+        default=0.0,
+        help="weight of the loss asking pooled high-res maps to equal the backbone's maps "
+        "(0 = the paper's reconstruction loss alone)",
+    )
+    g.add_argument(
+        "--guide-weight",
+        type=float,
+        default=1.0,
+        help="weight of the loss training the guidance head; 0 trains the paper's network alone",
+    )
+    g.add_argument(
+        "--guide-loss",
+        choices=("scale", "colour"),
+        default="scale",
+        help="scale: guided upsampling of the maps of the half-size image must pool to the maps "
+        "of the full-size image; colour: it must rebuild each pixel's colour from the cell means",
+    )
+    g.add_argument(
+        "--guide-sigma",
+        type=float,
+        default=0.1,
+        help="colour scale of the guidance's joint-bilateral term (0: none)",
+    )
+    g.add_argument(
+        "--no-guidance",
+        action="store_true",
+        help="build the expansion network without a guidance head",
+    )
+    g.add_argument(
+        "--no-coarse-to-fine",
+        action="store_true",
+        help="guided upsampling in one step from the feature grid (default: a joint-bilateral "
+        "step per doubling, then the learned step to full resolution)",
+    )
+    g.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from the expansion network of this stage-2 checkpoint (not a resume: a new "
+        "optimiser and schedule), e.g. to add the guidance loss to a paper-faithful network",
+    )
     g.add_argument("--augment", choices=("none", "flip"), default="flip")
     d = parser.add_argument_group("held-out images")
-    d.add_argument("--val-dir", type=Path, default=None, help="held-out images (default: a split of DATA)")
-    d.add_argument("--val-fraction", type=float, default=0.1, help="share of DATA held out when no --val-dir")
+    d.add_argument(
+        "--val-dir", type=Path, default=None, help="held-out images (default: a split of DATA)"
+    )
+    d.add_argument(
+        "--val-fraction", type=float, default=0.1, help="share of DATA held out when no --val-dir"
+    )
     add_common_arguments(parser, default_epochs=10, default_lr=2e-3, default_batch=32)
     return parser
 
@@ -156,8 +197,12 @@ class _DecodeForDDP(torch.nn.Module):
         elif guide == "scale":
             small_images, small_features, small_skips = half
             small = expansion.decode(small_features, small_skips, small_images.shape[-2:])
-            maps = torch.einsum("mk,bkhw->bmhw", self.projection.to(small_features.dtype), small_features)
-            guided = expansion.guided_pool(small, maps, features.shape[-2:], image=self._rgb(small_images))
+            maps = torch.einsum(
+                "mk,bkhw->bmhw", self.projection.to(small_features.dtype), small_features
+            )
+            guided = expansion.guided_pool(
+                small, maps, features.shape[-2:], image=self._rgb(small_images)
+            )
         return recon, pooled, guided
 
 
@@ -166,9 +211,17 @@ def _unit(maps: torch.Tensor) -> torch.Tensor:
     return maps / maps.pow(2).flatten(1).sum(1).sqrt().clamp_min(1e-8)[:, None, None, None]
 
 
-def expansion_loss(backbone: Backbone, decoder: _DecodeForDDP, images: torch.Tensor, *, consistency_weight: float,
-                   guide_weight: float, guide_loss: str, ctx: DistContext, amp: bool
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def expansion_loss(
+    backbone: Backbone,
+    decoder: _DecodeForDDP,
+    images: torch.Tensor,
+    *,
+    consistency_weight: float,
+    guide_weight: float,
+    guide_loss: str,
+    ctx: DistContext,
+    amp: bool,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Reconstruction MSE (the paper's loss) + weighted guidance and consistency losses of one batch.
 
     Guidance (beyond the paper, no labels needed):
@@ -190,7 +243,9 @@ def expansion_loss(backbone: Backbone, decoder: _DecodeForDDP, images: torch.Ten
             small_features, small_skips = backbone.forward_features(small_images, return_skips=True)
             half = (small_images, small_features, small_skips)
     with autocast(ctx, amp):
-        recon, pooled, guided = decoder(features, skips, images, consistency_weight > 0, guide, half)
+        recon, pooled, guided = decoder(
+            features, skips, images, consistency_weight > 0, guide, half
+        )
     recon_loss = F.mse_loss(recon.float(), images.float())
     parts = {"recon_mse": recon_loss.detach()}
     loss = recon_loss
@@ -214,8 +269,15 @@ def expansion_loss(backbone: Backbone, decoder: _DecodeForDDP, images: torch.Ten
 
 
 @torch.no_grad()
-def evaluate(backbone: Backbone, decoder: _DecodeForDDP, loader, *, ctx: DistContext,
-             show_progress: bool = False, amp: bool = False) -> dict[str, float]:
+def evaluate(
+    backbone: Backbone,
+    decoder: _DecodeForDDP,
+    loader,
+    *,
+    ctx: DistContext,
+    show_progress: bool = False,
+    amp: bool = False,
+) -> dict[str, float]:
     """Held-out scores of the expansion network.
 
     - ``val_mse``: reconstruction MSE in the input's normalisation; ``val_psnr``: PSNR of the
@@ -231,7 +293,9 @@ def evaluate(backbone: Backbone, decoder: _DecodeForDDP, loader, *, ctx: DistCon
     expansion.eval()
     std = torch.tensor(backbone.std, device=ctx.device).view(1, 3, 1, 1)
     mean = torch.tensor(backbone.mean, device=ctx.device).view(1, 3, 1, 1)
-    sums = np.zeros(6)  # mse, psnr, consistency, images, scale error (guided), scale error (bilinear)
+    sums = np.zeros(
+        6
+    )  # mse, psnr, consistency, images, scale error (guided), scale error (bilinear)
     guided_head = expansion.guidance_head is not None
     for images in progress(loader, total=len(loader), desc="held-out", enabled=show_progress):
         images = images.to(ctx.device)
@@ -241,29 +305,45 @@ def evaluate(backbone: Backbone, decoder: _DecodeForDDP, loader, *, ctx: DistCon
             if guided_head:
                 small_images = F.avg_pool2d(images, 2, ceil_mode=True)
                 half = (small_images, *backbone.forward_features(small_images, return_skips=True))
-            recon, pooled, guided = decoder(features, skips, images, True, "scale" if guided_head else None, half)
+            recon, pooled, guided = decoder(
+                features, skips, images, True, "scale" if guided_head else None, half
+            )
         recon, pooled = recon.float(), pooled.float()
         pixels = (images.float() * std + mean).clamp(0, 1)
         mse_pix = ((recon * std + mean).clamp(0, 1) - pixels).pow(2).flatten(1).mean(1)
         psnr = 10 * torch.log10(1.0 / mse_pix.clamp_min(1e-10))
         mse = (recon - images.float()).pow(2).flatten(1).mean(1)
         target = features.float()
-        rel = (pooled - target).pow(2).flatten(1).sum(1) / target.pow(2).flatten(1).sum(1).clamp_min(1e-8)
+        rel = (pooled - target).pow(2).flatten(1).sum(1) / target.pow(2).flatten(1).sum(
+            1
+        ).clamp_min(1e-8)
         scale = scale_bilinear = torch.zeros(1)
         if guided_head:
             projected = _unit(torch.einsum("mk,bkhw->bmhw", decoder.projection, target))
             scale = (_unit(guided.float()) - projected).pow(2).flatten(1).sum(1)
             small_maps = torch.einsum("mk,bkhw->bmhw", decoder.projection, half[1].float())
-            bilinear = F.interpolate(small_maps, size=half[0].shape[-2:], mode="bilinear", align_corners=False)
+            bilinear = F.interpolate(
+                small_maps, size=half[0].shape[-2:], mode="bilinear", align_corners=False
+            )
             bilinear = F.adaptive_avg_pool2d(bilinear, target.shape[-2:])
             scale_bilinear = (_unit(bilinear) - projected).pow(2).flatten(1).sum(1)
-        sums += [mse.sum().item(), psnr.sum().item(), rel.sum().item(), images.shape[0],
-                 scale.sum().item(), scale_bilinear.sum().item()]
+        sums += [
+            mse.sum().item(),
+            psnr.sum().item(),
+            rel.sum().item(),
+            images.shape[0],
+            scale.sum().item(),
+            scale_bilinear.sum().item(),
+        ]
     sums = ctx.all_reduce_sum(sums)
     expansion.train(was_training)
     n = max(1.0, sums[3])
-    out = {"val_mse": float(sums[0] / n), "val_psnr": float(sums[1] / n),
-           "val_consistency_rel_error": float(sums[2] / n), "val_images": int(sums[3])}
+    out = {
+        "val_mse": float(sums[0] / n),
+        "val_psnr": float(sums[1] / n),
+        "val_consistency_rel_error": float(sums[2] / n),
+        "val_images": int(sums[3]),
+    }
     if guided_head:
         out["val_scale_rel_error"] = float(sums[4] / n)
         out["val_scale_rel_error_bilinear"] = float(sums[5] / n)
@@ -281,20 +361,35 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     payload = load_checkpoint(resume_path) if resume_path else None
     if payload is not None:
         if payload.get("stage") != "expansion":
-            raise ValueError(f"{resume_path}: a {payload.get('stage')} checkpoint cannot resume stage 2")
+            raise ValueError(
+                f"{resume_path}: a {payload.get('stage')} checkpoint cannot resume stage 2"
+            )
         model = model_from_checkpoint(payload, source=str(resume_path))
         backbone, expansion = model.backbone, model.expansion
     else:
         backbone = load_classifier(args.classifier)
-        channels = tuple(int(v) for v in args.decoder_channels.split(",")) if args.decoder_channels else None
-        expansion = ExpansionNetwork.from_backbone(backbone, decoder_channels=channels,
-                                                   skip_connections=not args.no_skips, upsample=args.upsample,
-                                                   guided=not args.no_guidance, guide_sigma=args.guide_sigma,
-                                                   coarse_to_fine=not args.no_coarse_to_fine)
+        channels = (
+            tuple(int(v) for v in args.decoder_channels.split(","))
+            if args.decoder_channels
+            else None
+        )
+        expansion = ExpansionNetwork.from_backbone(
+            backbone,
+            decoder_channels=channels,
+            skip_connections=not args.no_skips,
+            upsample=args.upsample,
+            guided=not args.no_guidance,
+            guide_sigma=args.guide_sigma,
+            coarse_to_fine=not args.no_coarse_to_fine,
+        )
         if args.init_from:
-            source = model_from_checkpoint(load_checkpoint(args.init_from), source=str(args.init_from))
+            source = model_from_checkpoint(
+                load_checkpoint(args.init_from), source=str(args.init_from)
+            )
             if source.expansion is None or state_hash(source.backbone) != state_hash(backbone):
-                raise ValueError(f"--init-from {args.init_from}: not a stage-2 checkpoint of this classifier")
+                raise ValueError(
+                    f"--init-from {args.init_from}: not a stage-2 checkpoint of this classifier"
+                )
             expansion = source.expansion
         expansion.coarse_to_fine = not args.no_coarse_to_fine
         expansion.config["coarse_to_fine"] = expansion.coarse_to_fine
@@ -306,19 +401,28 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         train_files = ImageFilesDataset(args.data).files
         val_files = ImageFilesDataset(args.val_dir).files
     else:
-        train_files, val_files = split_files(ImageFilesDataset(args.data).files, fraction=args.val_fraction,
-                                             seed=args.seed)
+        train_files, val_files = split_files(
+            ImageFilesDataset(args.data).files, fraction=args.val_fraction, seed=args.seed
+        )
     if not val_files:
         raise ValueError("no held-out images: give --val-dir or a --val-fraction above 0")
-    train_set = ImageFilesDataset(files=train_files, transform=build_transform(
-        size=size, mean=backbone.mean, std=backbone.std, train=True, augment=args.augment))
-    val_set = ImageFilesDataset(files=val_files, transform=build_transform(
-        size=size, mean=backbone.mean, std=backbone.std, train=False))
+    train_set = ImageFilesDataset(
+        files=train_files,
+        transform=build_transform(
+            size=size, mean=backbone.mean, std=backbone.std, train=True, augment=args.augment
+        ),
+    )
+    val_set = ImageFilesDataset(
+        files=val_files,
+        transform=build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
+    )
     if ctx.is_main:
         from ..utils import atomic_save_json
 
-        atomic_save_json({"train": [str(f) for f in train_files], "held_out": [str(f) for f in val_files]},
-                         output / "split.json")
+        atomic_save_json(
+            {"train": [str(f) for f in train_files], "held_out": [str(f) for f in val_files]},
+            output / "split.json",
+        )
 
     backbone.to(ctx.device)
     expansion.to(ctx.device).train()
@@ -328,56 +432,111 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     decoder = _DecodeForDDP(expansion, backbone).to(ctx.device)
     if ctx.distributed:
         unused = args.guide_weight == 0 and expansion.guidance_head is not None
-        decoder = DistributedDataParallel(decoder, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
-                                          find_unused_parameters=unused)
+        decoder = DistributedDataParallel(
+            decoder,
+            device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
 
     sampler = TrainSampler(len(train_set), seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
-    loader = make_loader(train_set, batch_size=args.batch_size, sampler=sampler, workers=args.workers, ctx=ctx,
-                         drop_last=len(train_set) >= args.batch_size * ctx.world_size * 2)
-    val_loader = make_loader(val_set, batch_size=args.batch_size,
-                             sampler=ShardSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size),
-                             workers=args.workers, ctx=ctx)
-    optimizer = make_optimizer(args.optimizer, list(expansion.parameters()), lr=args.lr,
-                               weight_decay=args.weight_decay)
-    steps = len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
-    scheduler = make_scheduler(optimizer, schedule=args.schedule, total_steps=steps * args.epochs,
-                               warmup_steps=args.warmup_steps)
+    loader = make_loader(
+        train_set,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        workers=args.workers,
+        ctx=ctx,
+        drop_last=len(train_set) >= args.batch_size * ctx.world_size * 2,
+    )
+    val_loader = make_loader(
+        val_set,
+        batch_size=args.batch_size,
+        sampler=ShardSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size),
+        workers=args.workers,
+        ctx=ctx,
+    )
+    optimizer = make_optimizer(
+        args.optimizer, list(expansion.parameters()), lr=args.lr, weight_decay=args.weight_decay
+    )
+    steps = (
+        len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
+    )
+    scheduler = make_scheduler(
+        optimizer,
+        schedule=args.schedule,
+        total_steps=steps * args.epochs,
+        warmup_steps=args.warmup_steps,
+    )
     state = LoopState()
     if payload is not None:
         optimizer.load_state_dict(payload["optimizer_state"])
         scheduler.load_state_dict(payload["scheduler_state"])
         state = LoopState.from_dict(payload.get("loop", {}))
         if ctx.is_main:
-            logger.info("resuming from %s at epoch %d, step %d", resume_path, state.epoch, state.step_in_epoch)
+            logger.info(
+                "resuming from %s at epoch %d, step %d",
+                resume_path,
+                state.epoch,
+                state.step_in_epoch,
+            )
     config = args_to_config(args)
 
     def train_step(images: torch.Tensor) -> torch.Tensor:
         images = images.to(ctx.device, non_blocking=True)
         if args.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        loss, _ = expansion_loss(backbone, decoder, images, consistency_weight=args.consistency_weight,
-                                 guide_weight=args.guide_weight if expansion.guidance_head is not None else 0.0,
-                                 guide_loss=args.guide_loss, ctx=ctx, amp=args.amp)
+        loss, _ = expansion_loss(
+            backbone,
+            decoder,
+            images,
+            consistency_weight=args.consistency_weight,
+            guide_weight=args.guide_weight if expansion.guidance_head is not None else 0.0,
+            guide_loss=args.guide_loss,
+            ctx=ctx,
+            amp=args.amp,
+        )
         return loss
 
     def save(name: str, loop: LoopState, metrics: dict[str, Any]) -> None:
-        save_checkpoint(output / name, backbone=backbone, expansion=expansion, stage="expansion", epoch=loop.epoch,
-                        config=config, metrics=metrics, optimizer=optimizer, scheduler=scheduler,
-                        extra={"loop": loop.as_dict(), "backbone_state_sha256": frozen_hash})
+        save_checkpoint(
+            output / name,
+            backbone=backbone,
+            expansion=expansion,
+            stage="expansion",
+            epoch=loop.epoch,
+            config=config,
+            metrics=metrics,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            extra={"loop": loop.as_dict(), "backbone_state_sha256": frozen_hash},
+        )
 
     plain_decoder = decoder.module if isinstance(decoder, DistributedDataParallel) else decoder
 
     def run_eval() -> dict[str, float]:
         return evaluate(backbone, plain_decoder, val_loader, ctx=ctx, amp=args.amp)
 
-    metrics = fit(ctx=ctx, args=args, loader=loader, sampler=sampler, optimizer=optimizer, scheduler=scheduler,
-                  train_step=train_step, evaluate=run_eval, save=save, state=state, best_key="val_mse",
-                  higher_is_better=False, log=MetricsLog(output / "metrics.jsonl", enabled=ctx.is_main),
-                  desc="expansion")
+    metrics = fit(
+        ctx=ctx,
+        args=args,
+        loader=loader,
+        sampler=sampler,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_step=train_step,
+        evaluate=run_eval,
+        save=save,
+        state=state,
+        best_key="val_mse",
+        higher_is_better=False,
+        log=MetricsLog(output / "metrics.jsonl", enabled=ctx.is_main),
+        desc="expansion",
+    )
     if not metrics:
         metrics = run_eval()
     if state_hash(backbone) != frozen_hash:  # cannot happen unless the code above is changed
-        raise RuntimeError("the localization network changed during stage 2; this is a bug in hrcam")
+        raise RuntimeError(
+            "the localization network changed during stage 2; this is a bug in hrcam"
+        )
     if not math.isfinite(metrics.get("val_mse", 0.0)):
         raise FloatingPointError("held-out reconstruction error is not finite; lower --lr")
     return metrics
