@@ -103,3 +103,20 @@ def test_high_res_modes(tiny_model):
     no_head = HRCAM(tiny_model.backbone, None)
     with pytest.raises(ValueError, match="guidance head"):
         no_head.high_res_mode = "guided"
+
+
+def test_untrained_guidance_skips_the_decoder_with_the_same_result(tiny_model):
+    expansion, backbone = tiny_model.expansion, tiny_model.backbone
+    assert expansion.guidance_is_untrained
+    x = torch.randn(2, 3, 32, 32)
+    high = tiny_model.high_res_cam(x)
+    with torch.no_grad():
+        features, skips = backbone.forward_features(x, return_skips=True)
+        decoded = expansion.decode(features, skips, (32, 32))
+        low = backbone.cam(features, backbone.forward_head(features).argmax(1))
+        full = expansion.guided_upsample(decoded, low[:, None], image=tiny_model.unnormalize(x))[
+            :, 0
+        ]
+    torch.testing.assert_close(high, full)
+    torch.nn.init.normal_(expansion.guidance_head.weight, std=0.1)
+    assert not expansion.guidance_is_untrained

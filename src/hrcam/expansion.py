@@ -344,16 +344,30 @@ class ExpansionNetwork(nn.Module):
             raise RuntimeError(
                 "this expansion network has no guidance head (built with guided=False)"
             )
-        batch = decoded.subpixel.shape[0]
-        logits = decoded.apply_linear(
-            self.guidance_head.weight.flatten(1).expand(batch, -1, -1),
-            self.guidance_head.bias.expand(batch, -1),
-        )
         cells = tuple(int(c) for c in cells)
-        logits = logits + _cell_distance_prior(decoded.size, cells, logits.device, logits.dtype)
+        if decoded is None:  # the learned term is known to be zero: see guidance_is_untrained
+            if image is None:
+                raise ValueError("guidance_weights without decoder features needs the image")
+            size, batch = tuple(image.shape[-2:]), image.shape[0]
+            prior = _cell_distance_prior(size, cells, image.device, image.dtype)
+            logits = prior.expand(batch, -1, -1, -1)
+        else:
+            batch = decoded.subpixel.shape[0]
+            logits = decoded.apply_linear(
+                self.guidance_head.weight.flatten(1).expand(batch, -1, -1),
+                self.guidance_head.bias.expand(batch, -1),
+            )
+            prior = _cell_distance_prior(decoded.size, cells, logits.device, logits.dtype)
+            logits = logits + prior
         if image is not None and self.guide_sigma > 0:
             logits = logits + self._colour_term(image.to(logits.dtype), cells)
         return torch.softmax(logits, dim=1)
+
+    @property
+    def guidance_is_untrained(self) -> bool:
+        """True when the guidance head is exactly zero: guided upsampling then needs no decoder."""
+        head = self.guidance_head
+        return head is not None and not bool(head.weight.any()) and not bool(head.bias.any())
 
     def _colour_term(self, image: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
         # -|x - μ|²/2σ² = (x·μ - |μ|²/2)/σ² - |x|²/2σ²; the last term is the same for all 9
@@ -456,7 +470,7 @@ class ExpansionNetwork(nn.Module):
 
     def guided_upsample(
         self,
-        decoded: Decoded,
+        decoded: Decoded | None,
         maps: torch.Tensor,
         weights: torch.Tensor | None = None,
         *,
@@ -467,12 +481,14 @@ class ExpansionNetwork(nn.Module):
         Every output pixel is a convex combination of the values of the 3×3 cells around its own
         cell, weighted by :meth:`guidance_weights`. Linear in ``maps``: upsampling the K feature
         maps and then weighting them by FC weights equals upsampling the CAM, so the CAM is
-        upsampled directly and no K-channel full-resolution tensor is made.
+        upsampled directly and no K-channel full-resolution tensor is made. ``decoded`` may be
+        None when :attr:`guidance_is_untrained` (then ``image`` gives the size).
         """
+        size = decoded.size if decoded is not None else tuple(image.shape[-2:])
         if weights is None:
-            maps = self._climb(maps, decoded.size, image)
+            maps = self._climb(maps, size, image)
             weights = self.guidance_weights(decoded, tuple(maps.shape[-2:]), image)
-        return _weighted_neighbours(maps, weights, decoded.size)
+        return _weighted_neighbours(maps, weights, size)
 
 
 class Decoded:

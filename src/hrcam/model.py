@@ -249,13 +249,17 @@ class HRCAM(nn.Module):
         low = self.backbone.cam(features, targets)
         high = None
         if self.expansion is not None:
-            decoded = self.expansion.decode(features, skips, x.shape[-2:])
-            if self._high_res_mode == "guided":
-                high = self.expansion.guided_upsample(
-                    decoded, low[:, None], image=self.unnormalize(x)
-                )[:, 0]
+            expansion = self.expansion
+            guided = self._high_res_mode == "guided"
+            # An untrained (zero) guidance head adds nothing, so the decoder pass is skipped.
+            decoded = None
+            if not (guided and expansion.guidance_is_untrained):
+                decoded = expansion.decode(features, skips, x.shape[-2:])
+            if guided:
+                image = self.unnormalize(x)
+                high = expansion.guided_upsample(decoded, low[:, None], image=image)[:, 0]
             else:
-                high = self.expansion.class_maps(decoded, self.backbone.fc.weight[targets])
+                high = expansion.class_maps(decoded, self.backbone.fc.weight[targets])
         return CAMs(high, low, logits.softmax(dim=1))
 
     @torch.inference_mode()
