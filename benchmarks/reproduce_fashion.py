@@ -38,9 +38,9 @@ FULL = {
 }
 QUICK = {
     "canvas": 64,
-    "train_per_class": 40,
-    "test_per_class": 8,
-    "epochs1": 6,
+    "train_per_class": 100,
+    "test_per_class": 10,
+    "epochs1": 10,
     "epochs2": 2,
     "block_config": "1,1,1,1",
     "growth_rate": 8,
