@@ -96,6 +96,8 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
     html = (out / "index.html").read_text()
     assert html.count('<section class="card"') == 5 and "4 file(s) could not be explained" in html
     assert "images/rgb.jpg/overlay_refined.png" in html
+    mode = summary["options"]["high_res"]  # the page says how its high-res CAMs were made
+    assert mode in ("paper", "guided") and f"high-res CAM: {mode}" in html
     assert not list(out.rglob("*.tmp"))  # no half-written files
     assert "report:" in capsys.readouterr().out
 

@@ -99,6 +99,13 @@ def _card(result: dict[str, Any]) -> str:
 </section>"""
 
 
+_HIGH_RES_TEXT = {
+    "paper": "the same weights over the expansion network's full-resolution maps (the paper's)",
+    "guided": "the low-res CAM upsampled with per-pixel weights over its neighbouring cells, "
+    "taken from the image's colours (joint-bilateral) and the expansion network's guidance head",
+}
+
+
 def write_report(
     summary: dict[str, Any], path: str | os.PathLike, *, complete: bool = True
 ) -> Path:
@@ -130,14 +137,14 @@ def write_report(
 <div class="meta">model <code>{html.escape(str(summary.get("model", "")))}</code> ·
 {len(ok)} explained, {len(failed)} failed · {float(summary.get("seconds", 0)):.1f} s{status}<br>
 target: {html.escape("predicted class" if target is None else str(target))} ·
-refinement: <code>{html.escape(option_text)}</code></div>
+high-res CAM: {html.escape(str(options.get("high_res", "paper")))} · refinement: <code>{html.escape(option_text)}</code></div>
 <div class="legend">low <span class="scale"></span> high activation (each map scaled to its own range)</div>
 <br>
 {fail_block}
 {"".join(_card(r) for r in ok)}
 <p class="meta">Made by hrcam: low-res CAM = Σ<sub>k</sub> w<sub>ck</sub>A<sub>k</sub> of the classifier;
-high-res CAM = the same weights over the expansion network's full-resolution maps; refined CAM = the
-postprocessing pipeline of Tagaris et al. (ICIP 2019) joining both.</p>
+high-res CAM = {_HIGH_RES_TEXT.get(str(options.get("high_res")), _HIGH_RES_TEXT["paper"])};
+refined CAM = the postprocessing pipeline of Tagaris et al. (ICIP 2019) joining both.</p>
 </body></html>
 """
     with atomic_write(path, "w") as f:
