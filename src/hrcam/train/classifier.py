@@ -30,19 +30,18 @@ from .common import (
     LoopState,
     MetricsLog,
     ShardSampler,
-    TrainSampler,
     add_common_arguments,
     args_to_config,
     autocast,
     fit,
     make_loader,
-    make_optimizer,
-    make_scheduler,
+    make_loaders,
     progress,
     resolve_resume,
     save_run_config,
     seed_everything,
     setup_distributed,
+    setup_optimization,
 )
 
 __all__ = ["classification_loss", "evaluate", "get_args_parser", "main"]
@@ -190,49 +189,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             backbone, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
         )
 
-    sampler = TrainSampler(len(train_set), seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
-    loader = make_loader(
-        train_set,
-        batch_size=args.batch_size,
-        sampler=sampler,
-        workers=args.workers,
-        ctx=ctx,
-        drop_last=len(train_set) >= args.batch_size * ctx.world_size * 2,
-    )
-    test_loader = make_loader(
-        test_set,
-        batch_size=args.batch_size,
-        sampler=ShardSampler(len(test_set), rank=ctx.rank, world_size=ctx.world_size),
-        workers=args.workers,
-        ctx=ctx,
-    )
-    optimizer = make_optimizer(
-        args.optimizer,
+    sampler, loader, test_loader = make_loaders(train_set, test_set, args=args, ctx=ctx)
+    optimizer, scheduler, state = setup_optimization(
+        args,
         [p for p in backbone.parameters() if p.requires_grad],
-        lr=args.lr,
-        weight_decay=args.weight_decay,
+        loader=loader,
+        payload=payload,
+        resume_path=resume_path,
+        ctx=ctx,
     )
-    steps = (
-        len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
-    )
-    scheduler = make_scheduler(
-        optimizer,
-        schedule=args.schedule,
-        total_steps=steps * args.epochs,
-        warmup_steps=args.warmup_steps,
-    )
-    state = LoopState()
-    if payload is not None:
-        optimizer.load_state_dict(payload["optimizer_state"])
-        scheduler.load_state_dict(payload["scheduler_state"])
-        state = LoopState.from_dict(payload.get("loop", {}))
-        if ctx.is_main:
-            logger.info(
-                "resuming from %s at epoch %d, step %d",
-                resume_path,
-                state.epoch,
-                state.step_in_epoch,
-            )
     config = args_to_config(args)
 
     def save(name: str, loop: LoopState, metrics: dict[str, Any]) -> None:

@@ -367,6 +367,64 @@ class LoopState:
         )
 
 
+def make_loaders(train_set, eval_set, *, args, ctx: DistContext):
+    """The training loader (seeded shuffling, sharded per process) and the evaluation loader.
+
+    Returns ``(sampler, train_loader, eval_loader)``; the sampler is what ``fit`` re-seeds each
+    epoch.
+    """
+    sampler = TrainSampler(len(train_set), seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
+    loader = make_loader(
+        train_set,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        workers=args.workers,
+        ctx=ctx,
+        drop_last=len(train_set) >= args.batch_size * ctx.world_size * 2,
+    )
+    eval_loader = make_loader(
+        eval_set,
+        batch_size=args.batch_size,
+        sampler=ShardSampler(len(eval_set), rank=ctx.rank, world_size=ctx.world_size),
+        workers=args.workers,
+        ctx=ctx,
+    )
+    return sampler, loader, eval_loader
+
+
+def setup_optimization(
+    args, params: Sequence[torch.nn.Parameter], *, loader, payload, resume_path, ctx: DistContext
+):
+    """Optimiser, LR schedule and loop state of a run, restored from ``payload`` when resuming.
+
+    The schedule spans ``args.epochs`` epochs of ``len(loader)`` steps (or
+    ``args.max_steps_per_epoch``, when set).
+    """
+    optimizer = make_optimizer(args.optimizer, params, lr=args.lr, weight_decay=args.weight_decay)
+    steps = (
+        len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
+    )
+    scheduler = make_scheduler(
+        optimizer,
+        schedule=args.schedule,
+        total_steps=steps * args.epochs,
+        warmup_steps=args.warmup_steps,
+    )
+    state = LoopState()
+    if payload is not None:
+        optimizer.load_state_dict(payload["optimizer_state"])
+        scheduler.load_state_dict(payload["scheduler_state"])
+        state = LoopState.from_dict(payload.get("loop", {}))
+        if ctx.is_main:
+            logger.info(
+                "resuming from %s at epoch %d, step %d",
+                resume_path,
+                state.epoch,
+                state.step_in_epoch,
+            )
+    return optimizer, scheduler, state
+
+
 def fit(
     *,
     ctx: DistContext,

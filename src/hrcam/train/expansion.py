@@ -33,20 +33,17 @@ from .common import (
     DistContext,
     LoopState,
     MetricsLog,
-    ShardSampler,
-    TrainSampler,
     add_common_arguments,
     args_to_config,
     autocast,
     fit,
-    make_loader,
-    make_optimizer,
-    make_scheduler,
+    make_loaders,
     progress,
     resolve_resume,
     save_run_config,
     seed_everything,
     setup_distributed,
+    setup_optimization,
 )
 
 __all__ = ["expansion_loss", "evaluate", "get_args_parser", "main", "split_files", "state_hash"]
@@ -438,46 +435,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             find_unused_parameters=unused,
         )
 
-    sampler = TrainSampler(len(train_set), seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
-    loader = make_loader(
-        train_set,
-        batch_size=args.batch_size,
-        sampler=sampler,
-        workers=args.workers,
-        ctx=ctx,
-        drop_last=len(train_set) >= args.batch_size * ctx.world_size * 2,
-    )
-    val_loader = make_loader(
-        val_set,
-        batch_size=args.batch_size,
-        sampler=ShardSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size),
-        workers=args.workers,
+    sampler, loader, val_loader = make_loaders(train_set, val_set, args=args, ctx=ctx)
+    optimizer, scheduler, state = setup_optimization(
+        args,
+        list(expansion.parameters()),
+        loader=loader,
+        payload=payload,
+        resume_path=resume_path,
         ctx=ctx,
     )
-    optimizer = make_optimizer(
-        args.optimizer, list(expansion.parameters()), lr=args.lr, weight_decay=args.weight_decay
-    )
-    steps = (
-        len(loader) if not args.max_steps_per_epoch else min(len(loader), args.max_steps_per_epoch)
-    )
-    scheduler = make_scheduler(
-        optimizer,
-        schedule=args.schedule,
-        total_steps=steps * args.epochs,
-        warmup_steps=args.warmup_steps,
-    )
-    state = LoopState()
-    if payload is not None:
-        optimizer.load_state_dict(payload["optimizer_state"])
-        scheduler.load_state_dict(payload["scheduler_state"])
-        state = LoopState.from_dict(payload.get("loop", {}))
-        if ctx.is_main:
-            logger.info(
-                "resuming from %s at epoch %d, step %d",
-                resume_path,
-                state.epoch,
-                state.step_in_epoch,
-            )
     config = args_to_config(args)
 
     def train_step(images: torch.Tensor) -> torch.Tensor:
