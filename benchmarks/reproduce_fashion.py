@@ -31,7 +31,7 @@ FULL = {
     "train_per_class": 500,
     "test_per_class": 60,
     "epochs1": 12,
-    "epochs2": 6,
+    "epochs2": 4,
     "block_config": "2,2,2,2",
     "growth_rate": 16,
     "batch": 64,
@@ -153,7 +153,12 @@ def reproduce(out: Path, *, quick: bool, workers: int = 2, progress: bool = True
             ],
             log,
         )
-    methods = "low_res,high_res,high_res:mode=paper,refined,refined:merge_base=high,alpha=0.3,gradcam,layercam,layercam_fused"
+    # the paper's maps and pipeline (mode=paper), the paper's pipeline on the guided high-res CAM
+    # (refined), hrcam's preset, and the peers on the same network
+    methods = (
+        "low_res,high_res,high_res:mode=paper,refined:mode=paper,refined,refined:preset=hrcam,"
+        "gradcam,layercam,layercam_fused"
+    )
     run(
         [
             *hrcam,
