@@ -1,0 +1,222 @@
+"""Throughput at the paper's scale: stage-2 training steps and explaining, in images per second.
+
+The device check of the multi-GPU route (README, "Several GPUs or machines"): on one device it
+times, with the batch on the device and after warm-up steps,
+
+1. a stage-2 training step (frozen localization network forward, expansion network forward,
+   the paper's reconstruction loss, backward, AdamW step) — the work of ``hrcam train-expansion``,
+   through the very functions it calls;
+2. ``generate_cams`` (prediction + low-res + high-res CAM, the default guided mode and the
+   paper's decoder mode);
+3. the batched refinement (``refine_batch``, hrcam preset, masked image included);
+4. 2 and 3 together, as ``hrcam explain`` runs them.
+
+Inputs are scikit-image's photographs (no download) resized to ``--size`` and tiled to the batch,
+so region growing sees real content. Models: the shipped default (EfficientNet-Lite0) and
+DenseNet-121 (the paper's family; random weights, which cost the same). Prints a table; with
+``--json`` also writes it.
+
+Usage::
+
+    python benchmarks/bench_throughput.py --device cuda --amp --channels-last   # on a GPU
+    python benchmarks/bench_throughput.py --device cpu --train-batch 8 --explain-batch 16 --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+import hrcam
+from hrcam.checkpoint import load_model
+from hrcam.expansion import ExpansionNetwork
+from hrcam.postprocess import RefineOptions, refine_batch
+from hrcam.train.common import autocast, make_optimizer, setup_distributed
+from hrcam.train.expansion import _DecodeForDDP, expansion_loss
+
+
+def _photos(model: hrcam.HRCAM, size: int, batch: int, device) -> torch.Tensor:
+    from skimage import data
+
+    arrays = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
+    x = torch.cat([model.preprocess(Image.fromarray(a), size=size) for a in arrays])
+    reps = -(-batch // len(arrays))
+    return x.repeat(reps, 1, 1, 1)[:batch].to(device)
+
+
+def _timed(fn, *, steps: int, warmup: int, device) -> list[float]:
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def _models(names: list[str]) -> list[tuple[str, hrcam.HRCAM]]:
+    out = []
+    for name in names:
+        if name == "default":
+            out.append(("efficientnet_lite0 (shipped)", load_model("default")))
+        else:
+            backbone = hrcam.create_backbone(name)
+            out.append((f"{name} (random init)", hrcam.HRCAM(backbone, None)))
+    return out
+
+
+def _bench_model(model_name: str, model: hrcam.HRCAM, *, args, ctx, report) -> None:
+    device = ctx.device
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    backbone = model.backbone.to(device).eval().requires_grad_(False)
+    backbone.to(memory_format=memory_format)
+
+    def reset_peak() -> None:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def timed(fn) -> list[float]:
+        return _timed(fn, steps=args.steps, warmup=args.warmup, device=device)
+
+    # 1. stage-2 training step: a fresh expansion network, as train-expansion builds it
+    expansion = ExpansionNetwork.from_backbone(backbone).to(device).train()
+    expansion.to(memory_format=memory_format)
+    decoder = _DecodeForDDP(expansion, backbone).to(device)
+    optimizer = make_optimizer("adamw", list(expansion.parameters()), lr=1e-4, weight_decay=0)
+    x_train = _photos(model, args.size, args.train_batch, device)
+    x_train = x_train.contiguous(memory_format=memory_format)
+
+    def train_step() -> None:
+        loss, _ = expansion_loss(
+            backbone,
+            decoder,
+            x_train,
+            consistency_weight=0.0,
+            guide_weight=0.0,
+            guide_loss="scale",
+            ctx=ctx,
+            amp=args.amp,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    reset_peak()
+    report(model_name, "stage-2 training step", args.train_batch, timed(train_step))
+
+    # 2-4. explaining: the model as hrcam explain uses it (eval mode, no gradients)
+    if model.expansion is None:
+        model = hrcam.HRCAM(backbone, expansion.eval())
+    model.to(device).eval()
+    x = _photos(model, args.size, args.explain_batch, device)
+    x = x.contiguous(memory_format=memory_format)
+    options = RefineOptions.preset("hrcam")
+    images = model.unnormalize(x).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    def cams():
+        with torch.inference_mode(), autocast(ctx, args.amp):
+            return model.generate_cams(x)
+
+    def refine(result):
+        low, high = result.low_res.float(), result.high_res.float()
+        return refine_batch(low, high, images, options=options, device=device)
+
+    for mode in ("guided", "paper"):
+        model.high_res_mode = mode
+        reset_peak()
+        report(model_name, f"generate_cams ({mode})", args.explain_batch, timed(cams))
+        if mode == "guided":
+            reset_peak()
+            report(
+                model_name,
+                "refine_batch (hrcam preset)",
+                args.explain_batch,
+                timed(functools.partial(refine, cams())),
+            )
+        reset_peak()
+        report(
+            model_name,
+            f"generate_cams ({mode}) + refine_batch",
+            args.explain_batch,
+            timed(lambda: refine(cams())),
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--models", default="default,densenet121")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--explain-batch", type=int, default=256)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per row (median reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA), as --amp trains")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="also write the rows to this file")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = setup_distributed(args.device)
+    device = ctx.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(
+        f"device: {device} ({name or platform.machine()}), torch {torch.__version__}, "
+        f"amp={args.amp}, channels_last={args.channels_last}, {torch.get_num_threads()} CPU threads"
+    )
+    rows = []
+
+    def report(model_name: str, what: str, batch: int, times: list[float]) -> None:
+        median = statistics.median(times)
+        peak = (
+            torch.cuda.max_memory_allocated(device) / 2**30
+            if device.type == "cuda"
+            else float("nan")
+        )
+        rows.append(
+            {
+                "model": model_name,
+                "what": what,
+                "batch": batch,
+                "ms_per_batch": median * 1e3,
+                "images_per_s": batch / median,
+                "peak_gpu_gib": peak,
+                "steps": len(times),
+            }
+        )
+        r = rows[-1]
+        print(
+            f"| {model_name} | {what} | {batch} | {r['ms_per_batch']:.1f} | "
+            f"{r['images_per_s']:.0f} | {peak:.1f} |",
+            flush=True,
+        )
+
+    print("\n| model | work | batch | ms/batch | images/s | peak GPU GiB |")
+    print("|---|---|---:|---:|---:|---:|")
+    for model_name, model in _models([m for m in args.models.split(",") if m]):
+        _bench_model(model_name, model, args=args, ctx=ctx, report=report)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"device": str(device), "name": name, "args": vars(args), "rows": rows}, f, indent=1
+            )
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
