@@ -376,20 +376,23 @@ class ExpansionNetwork(nn.Module):
         cell_terms = torch.cat(
             [means, -0.5 * means.pow(2).sum(1, keepdim=True)], dim=1
         )  # (B, 4, h, w)
-        pixel = torch.cat([image, torch.ones_like(image[:, :1])], dim=1)  # (B, 4, H, W)
         (h, w), (height, width) = cells, image.shape[-2:]
         scale = 1.0 / self.guide_sigma**2
         if height % h == 0 and width % w == 0:
-            # Cells are whole blocks of pixels: one batched matmul per cell (9 × 4 by 4 × pixels).
-            bh, bw = height // h, width // w
-            padded = F.pad(cell_terms, (1, 1, 1, 1), mode="replicate")
+            # Cells are whole blocks of pixels: broadcast each cell's 9 neighbour terms over its
+            # block, one colour channel at a time (half the time of one einsum over the four).
+            batch, bh, bw = image.shape[0], height // h, width // w
+            padded = F.pad(cell_terms * scale, (1, 1, 1, 1), mode="replicate")
             neighbours = torch.stack(
                 [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBOURS],
                 dim=1,
-            )  # (B, 9, 4, h, w)
-            blocks = pixel.view(pixel.shape[0], 4, h, bh, w, bw)
-            out = torch.einsum("bkchw,bchiwj->bkhiwj", neighbours, blocks)
-            return out.reshape(pixel.shape[0], 9, height, width) * scale
+            )[:, :, :, :, None, :, None]  # (B, 9, 4, h, 1, w, 1)
+            blocks = image.view(batch, 3, 1, h, bh, w, bw)
+            out = neighbours[:, :, 3].expand(batch, 9, h, bh, w, bw).clone()
+            for c in range(3):
+                out.add_(neighbours[:, :, c] * blocks[:, c])
+            return out.view(batch, 9, height, width)
+        pixel = torch.cat([image, torch.ones_like(image[:, :1])], dim=1)  # (B, 4, H, W)
         terms = [
             (pixel * values).sum(1) for values in _neighbour_values(cell_terms, (height, width))
         ]
