@@ -81,3 +81,14 @@ def test_save_png_round_trips(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")), [[0, 128, 255]])
     with pytest.raises(ValueError, match="image"):
         viz.save_png(np.zeros((3, 5, 5)), tmp_path / "c.png")
+
+
+def test_viz_and_metrics_load_on_first_attribute_access():
+    import hrcam
+
+    assert hrcam.viz.plot_pipeline is viz.plot_pipeline  # as the README's example uses it
+    from hrcam.metrics import MaxBoxAccV2
+
+    assert hrcam.metrics.MaxBoxAccV2 is MaxBoxAccV2
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        hrcam.nonexistent  # noqa: B018

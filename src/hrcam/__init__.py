@@ -38,3 +38,13 @@ __all__ = [
     "register_backbone",
     "upsample_cam",
 ]
+
+
+def __getattr__(name: str):
+    # hrcam.viz and hrcam.metrics load on first use: matplotlib and the metrics stay out of
+    # `import hrcam`.
+    if name in ("viz", "metrics"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'hrcam' has no attribute {name!r}")
