@@ -59,3 +59,14 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
+
+
+def resolve_device(name: str) -> str:
+    """``"auto"`` → ``"cuda"`` when available, else ``"cpu"``; ``"cuda"`` without a GPU raises."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+    return name

@@ -17,6 +17,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..utils import resolve_device
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..evaluation import DEFAULT_METHODS, SPLITS
@@ -170,16 +172,6 @@ def parse_max_images(items: list[str]) -> dict[str, int]:
     return out
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
-    return name
-
-
 def _command_line() -> str | None:
     if Path(sys.argv[0]).name in ("hrcam", "__main__.py") and "evaluate" in sys.argv:
         return shlex.join(["hrcam", *sys.argv[1:]])
@@ -206,7 +198,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     max_images = parse_max_images(args.max_images)
     options = refine_options_from_args(args, prefix="refine-")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     dataset = LocalizationDataset(
         args.data,

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..utils import resolve_device
+
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -86,22 +88,12 @@ def register(subparsers) -> None:
     d.set_defaults(func=run_demo)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
-    return name
-
-
 def _load(args):
     import torch
 
     from ..checkpoint import load_model
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     return load_model(args.model, device=device, high_res=args.high_res)
