@@ -104,45 +104,17 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
 
 def test_target_by_name_and_unknown_name(model_file, inputs, tmp_path):
     out = tmp_path / "out"
-    assert (
-        cli(
-            [
-                "explain",
-                str(inputs / "rgb.jpg"),
-                "-o",
-                str(out),
-                "--model",
-                str(model_file),
-                "--target",
-                "square",
-                "--input-size",
-                "32",
-                "--no-progress",
-                "--no-pipeline",
-            ]
+
+    def explain(target: str) -> int:
+        args = ["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(model_file)]
+        return cli(
+            [*args, "--target", target, "--input-size", "32", "--no-progress", "--no-pipeline"]
         )
-        == 0
-    )
+
+    assert explain("square") == 0
     result = json.loads((out / "images" / "rgb.jpg" / "predictions.json").read_text())
     assert result["target"]["name"] == "square"
-    assert (
-        cli(
-            [
-                "explain",
-                str(inputs / "rgb.jpg"),
-                "-o",
-                str(out),
-                "--model",
-                str(model_file),
-                "--target",
-                "sqare",
-                "--input-size",
-                "32",
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
+    assert explain("sqare") == 2  # a misspelt class name is a usage error
 
 
 def test_shards_cover_the_folder_once_and_merge(tiny_model, inputs, tmp_path):
