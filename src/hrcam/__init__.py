@@ -3,10 +3,13 @@
 The three parts of the framework (Tagaris, Sdraka & Stafylopatis, ICIP 2019):
 
 - localization networks — :func:`create_backbone`, :func:`list_backbones` (``hrcam.backbones``);
-- the expansion network — :class:`ExpansionNetwork` (``hrcam.expansion``);
+- the expansion network — :class:`ExpansionNetwork` (``hrcam.expansion``), and its
+  training-free alternative for any model and any CAM method, :func:`guided_upsample`
+  (``hrcam.guided_upsampling``);
 - the postprocessing pipeline — :func:`refine`, :func:`refine_batch` (``hrcam.postprocess``);
 
-joined by :class:`HRCAM` and loaded with :func:`load_model`.
+joined by :class:`HRCAM`, loaded with :func:`load_model`, or wrapped around a torchvision or
+timm classifier you already have with :func:`from_model`.
 """
 
 __version__ = "0.1.0"
@@ -14,8 +17,9 @@ __version__ = "0.1.0"
 from .backbones import Backbone, FeatureInfo, create_backbone, list_backbones, register_backbone
 from .checkpoint import export_model, load_model
 from .expansion import ExpansionNetwork
+from .guided_upsampling import guided_upsample
 from .io import ImageLoadError, load_image
-from .model import HRCAM, CAMs, upsample_cam
+from .model import HRCAM, CAMs, from_model, upsample_cam
 from .postprocess import RefineOptions, RefineSteps, refine, refine_batch
 
 __all__ = [
@@ -30,6 +34,8 @@ __all__ = [
     "__version__",
     "create_backbone",
     "export_model",
+    "from_model",
+    "guided_upsample",
     "list_backbones",
     "load_image",
     "load_model",

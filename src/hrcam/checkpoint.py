@@ -149,6 +149,19 @@ def _load_state(
         ) from None
 
 
+def _expansion_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """``state`` without the guidance head of hrcam 0.1 (now :func:`hrcam.guided_upsample`)."""
+    legacy = {k: v for k, v in state.items() if k.startswith("guidance_head.")}
+    if any(bool(v.any()) for v in legacy.values()):
+        warnings.warn(
+            f"{source}: its expansion network has a trained guidance head (hrcam 0.1), which "
+            "hrcam no longer uses; the decoder is loaded, and the guided high-res CAM is "
+            "hrcam.guided_upsample's",
+            stacklevel=3,
+        )
+    return {k: v for k, v in state.items() if k not in legacy}
+
+
 def model_from_checkpoint(payload: dict[str, Any], *, source: str = "checkpoint") -> HRCAM:
     """Build the :class:`HRCAM` a checkpoint describes (backbone, and expansion if stage 2)."""
     backbone = build_backbone(payload["backbone"], weights=None)
@@ -156,7 +169,8 @@ def model_from_checkpoint(payload: dict[str, Any], *, source: str = "checkpoint"
     expansion = None
     if "expansion" in payload:
         expansion = ExpansionNetwork.from_config(payload["expansion"]["config"])
-        _load_state(expansion, payload["expansion_state"], "expansion network", source)
+        state = _expansion_state(payload["expansion_state"], source)
+        _load_state(expansion, state, "expansion network", source)
     try:
         model = HRCAM(backbone, expansion)
     except ValueError as err:
@@ -239,12 +253,10 @@ def _load_exported(path: Path) -> HRCAM:
     expansion = None
     if sidecar.get("expansion"):
         expansion = ExpansionNetwork.from_config(sidecar["expansion"]["config"])
-        _load_state(
-            expansion,
-            {k[len("expansion.") :]: v for k, v in tensors.items() if k.startswith("expansion.")},
-            "expansion network",
-            str(path),
-        )
+        state = {
+            k[len("expansion.") :]: v for k, v in tensors.items() if k.startswith("expansion.")
+        }
+        _load_state(expansion, _expansion_state(state, str(path)), "expansion network", str(path))
     return HRCAM(backbone, expansion).eval()
 
 
@@ -258,13 +270,15 @@ def load_model(
 
     - ``"default"`` or ``"efficientnet_lite0"``: EfficientNet-Lite0 with ImageNet weights and the
       expansion network shipped inside hrcam (works offline);
-    - another registered backbone name (e.g. ``"densenet121"``): its ImageNet weights, and the
-      shipped expansion network if hrcam has one for it (else low-res CAMs only, with a warning);
+    - another registered backbone name (``"efficientnet_lite1"``, ``"densenet121"``,
+      ``"timm/<name>"``, …): its ImageNet weights, and the shipped expansion network if hrcam
+      has one for it; every map but the paper's high-res CAM works without one;
     - a ``.pt`` checkpoint from ``hrcam train-classifier`` / ``hrcam train-expansion``;
     - an exported ``.safetensors`` model (with its ``.json`` beside it).
 
-    ``high_res`` picks how high-resolution CAMs are made (see :class:`HRCAM`): ``"paper"``,
-    ``"guided"`` or ``"auto"``.
+    ``high_res`` picks how high-resolution CAMs are made (see :class:`HRCAM`): ``"guided"``,
+    ``"paper"`` (needs an expansion network) or ``"auto"``. A model of your own that is already
+    in memory is wrapped by :func:`hrcam.from_model` instead.
     """
     name = str(name_or_path)
     if name == "default":
@@ -289,16 +303,11 @@ def load_model(
                     f"{name!r} is neither a model file nor a known model; known: "
                     f"{', '.join(list_backbones())} (or 'default')"
                 ) from None
-            warnings.warn(
-                f"hrcam ships no expansion network for {name!r}: only low-resolution CAMs are available "
-                "until you train one with `hrcam train-expansion`",
-                stacklevel=2,
-            )
             model = HRCAM(backbone).eval()
-    if model.expansion is not None:
+    try:
         model.high_res_mode = high_res
-    elif high_res == "guided":
-        raise ValueError(f"{name}: high_res='guided' needs an expansion network")
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
     return model.to(device) if device is not None else model
 
 

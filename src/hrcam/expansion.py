@@ -18,7 +18,6 @@ K-channel full-resolution tensor is never built: for EfficientNet-Lite0, K = 128
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +27,11 @@ from torch import nn
 
 from .backbones.base import Backbone, FeatureInfo
 
-__all__ = ["Decoded", "ExpansionNetwork", "default_decoder_channels"]
+__all__ = ["LEGACY_CONFIG_KEYS", "Decoded", "ExpansionNetwork", "default_decoder_channels"]
+
+# Options of the guidance head that hrcam 0.1 kept inside the expansion network; its training-free
+# part is hrcam.guided_upsample now, and the learned part (which shipped as zeros) is gone.
+LEGACY_CONFIG_KEYS = ("guided", "guide_sigma", "coarse_to_fine")
 
 
 def default_decoder_channels(
@@ -127,12 +130,6 @@ class ExpansionNetwork(nn.Module):
             ablation without them.
         upsample: ``"bilinear"`` (default, no checkerboard artefacts) or ``"transposed"``
             (a learned 2×2 transposed conv, as the paper's "transition up" layers).
-        guided: add the guidance head (:meth:`guided_upsample`), hrcam's edge-aware alternative
-            to the paper's linear high-resolution maps; trained by ``--guide-weight``.
-        guide_sigma: colour scale of the guidance's image term (RGB in [0, 1]); 0 leaves it out.
-        coarse_to_fine: upsample in doublings, one joint-bilateral step per decoder stage
-            (stride S → S/2 → … → 2), before the guidance head's last step to full resolution,
-            so values travel along regions of like colour further than one cell.
 
     Example::
 
@@ -155,9 +152,6 @@ class ExpansionNetwork(nn.Module):
         out_channels: int = 3,
         skip_connections: bool = True,
         upsample: str = "bilinear",
-        guided: bool = True,
-        guide_sigma: float = 0.1,
-        coarse_to_fine: bool = True,
     ) -> None:
         super().__init__()
         if feature_stride < 2 or feature_stride & (feature_stride - 1):
@@ -187,12 +181,7 @@ class ExpansionNetwork(nn.Module):
             "out_channels": out_channels,
             "skip_connections": skip_connections,
             "upsample": upsample,
-            "guided": guided,
-            "guide_sigma": guide_sigma,
-            "coarse_to_fine": coarse_to_fine,
         }
-        self.guide_sigma = float(guide_sigma)
-        self.coarse_to_fine = bool(coarse_to_fine)
 
         skip_by_stride = {s.stride: s for s in skip_info} if skip_connections else {}
         self.bottleneck = _conv_bn_relu(num_features, decoder_channels[0])
@@ -225,13 +214,6 @@ class ExpansionNetwork(nn.Module):
         self.to_features = nn.Conv2d(decoder_channels[-1], num_features, 1)
         # R: high-resolution maps -> image (the autoencoder's output).
         self.reconstruction_head = nn.Conv2d(num_features, out_channels, 1)
-        # G: per-pixel weights over the 3×3 feature cells around each pixel (guided upsampling,
-        # beyond the paper). Zero-initialised: it starts as a smooth, bilinear-like upsampling.
-        self.guidance_head: nn.Conv2d | None = None
-        if guided:
-            self.guidance_head = nn.Conv2d(decoder_channels[-1], 9, 1)
-            nn.init.zeros_(self.guidance_head.weight)
-            nn.init.zeros_(self.guidance_head.bias)
 
     @classmethod
     def from_backbone(cls, backbone: Backbone, **kwargs: Any) -> ExpansionNetwork:
@@ -241,8 +223,8 @@ class ExpansionNetwork(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ExpansionNetwork:
         config = dict(config)
-        config.setdefault("guided", False)  # configs written before the guidance head existed
-        config.setdefault("coarse_to_fine", False)
+        for key in LEGACY_CONFIG_KEYS:  # the guidance head of hrcam 0.1, now guided_upsample
+            config.pop(key, None)
         return cls(
             config.pop("num_features"),
             config.pop("feature_stride"),
@@ -326,173 +308,6 @@ class ExpansionNetwork(nn.Module):
         """``A_high`` average-pooled to ``size`` (B, K, h, w); pooling commutes with ``P``."""
         return self.to_features(F.adaptive_avg_pool2d(decoded.full(), tuple(size)))
 
-    def guidance_weights(
-        self, decoded: Decoded, cells: Sequence[int], image: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Softmax weights (B, 9, H, W) of each pixel over the 3×3 cells of a ``cells`` = (h, w) grid.
-
-        The logits add three terms:
-
-        - a fixed spatial prior, minus half the squared distance (in cells) from the pixel to
-          each cell's centre — alone, a smooth interpolation;
-        - with ``image`` (B, 3, H, W, RGB in [0, 1]) and ``guide_sigma > 0``, a colour term,
-          ``-|x_p - μ_j|² / 2σ²`` against each cell's mean colour ``μ_j`` — together with the
-          prior, the joint bilateral upsampling of Kopf et al. (SIGGRAPH 2007);
-        - the guidance head's learned correction (zero until trained).
-        """
-        if self.guidance_head is None:
-            raise RuntimeError(
-                "this expansion network has no guidance head (built with guided=False)"
-            )
-        cells = tuple(int(c) for c in cells)
-        if decoded is None:  # the learned term is known to be zero: see guidance_is_untrained
-            if image is None:
-                raise ValueError("guidance_weights without decoder features needs the image")
-            size, batch = tuple(image.shape[-2:]), image.shape[0]
-            prior = _cell_distance_prior(size, cells, image.device, image.dtype)
-            logits = prior.expand(batch, -1, -1, -1)
-        else:
-            batch = decoded.subpixel.shape[0]
-            logits = decoded.apply_linear(
-                self.guidance_head.weight.flatten(1).expand(batch, -1, -1),
-                self.guidance_head.bias.expand(batch, -1),
-            )
-            prior = _cell_distance_prior(decoded.size, cells, logits.device, logits.dtype)
-            logits = logits + prior
-        if image is not None and self.guide_sigma > 0:
-            logits = logits + self._colour_term(image.to(logits.dtype), cells)
-        return torch.softmax(logits, dim=1)
-
-    @property
-    def guidance_is_untrained(self) -> bool:
-        """True when the guidance head is exactly zero: guided upsampling then needs no decoder."""
-        head = self.guidance_head
-        return head is not None and not bool(head.weight.any()) and not bool(head.bias.any())
-
-    def _colour_term(self, image: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
-        # -|x - μ|²/2σ² = (x·μ - |μ|²/2)/σ² - |x|²/2σ²; the last term is the same for all 9
-        # cells and cancels in the softmax, so it is left out.
-        means = F.adaptive_avg_pool2d(image, cells)  # (B, 3, h, w)
-        cell_terms = torch.cat(
-            [means, -0.5 * means.pow(2).sum(1, keepdim=True)], dim=1
-        )  # (B, 4, h, w)
-        (h, w), (height, width) = cells, image.shape[-2:]
-        scale = 1.0 / self.guide_sigma**2
-        if height % h == 0 and width % w == 0:
-            # Cells are whole blocks of pixels: broadcast each cell's 9 neighbour terms over its
-            # block, one colour channel at a time (half the time of one einsum over the four).
-            batch, bh, bw = image.shape[0], height // h, width // w
-            padded = F.pad(cell_terms * scale, (1, 1, 1, 1), mode="replicate")
-            neighbours = torch.stack(
-                [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBOURS],
-                dim=1,
-            )[:, :, :, :, None, :, None]  # (B, 9, 4, h, 1, w, 1)
-            blocks = image.view(batch, 3, 1, h, bh, w, bw)
-            out = neighbours[:, :, 3].expand(batch, 9, h, bh, w, bw).clone()
-            for c in range(3):
-                out.add_(neighbours[:, :, c] * blocks[:, c])
-            return out.view(batch, 9, height, width)
-        pixel = torch.cat([image, torch.ones_like(image[:, :1])], dim=1)  # (B, 4, H, W)
-        terms = [
-            (pixel * values).sum(1) for values in _neighbour_values(cell_terms, (height, width))
-        ]
-        return torch.stack(terms, dim=1) * scale
-
-    def guided_pool(
-        self,
-        decoded: Decoded,
-        maps: torch.Tensor,
-        size: Sequence[int],
-        *,
-        image: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """:meth:`guided_upsample` of ``maps`` (B, M, h, w), then averaged over an ``size`` grid.
-
-        Equal to ``adaptive_avg_pool2d(guided_upsample(...), size)`` when the input size is a
-        multiple of ``size`` (otherwise pixels are split into ``size`` bins by flooring), but it
-        never builds the (B, M, H, W) tensor: the guidance weights are first summed per (output
-        bin, source cell) pair, which is what makes the scale-consistency loss cheap to train.
-        """
-        maps = self._climb(maps, decoded.size, image)
-        h, w = maps.shape[-2:]
-        out_h, out_w = int(size[0]), int(size[1])
-        weights = self.guidance_weights(decoded, (h, w), image)  # (B, 9, H, W)
-        height, width = decoded.size
-        device = maps.device
-        cell = (
-            _cell_index(height, h, device)[:, None] * w + _cell_index(width, w, device)[None, :]
-        ).flatten()
-        bins = (
-            _cell_index(height, out_h, device)[:, None] * out_w
-            + _cell_index(width, out_w, device)[None, :]
-        ).flatten()
-        pair = bins * (h * w) + cell  # (H·W,)
-        batch = weights.shape[0]
-        summed = torch.zeros(batch, 9, out_h * out_w * h * w, device=device, dtype=weights.dtype)
-        summed = summed.index_add(2, pair, weights.flatten(2))
-        counts = torch.bincount(bins, minlength=out_h * out_w).to(weights.dtype)
-        summed = summed.view(batch, 9, out_h * out_w, h * w) / counts[None, None, :, None]
-        padded = F.pad(maps, (1, 1, 1, 1), mode="replicate")
-        rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-        shifted = torch.stack(
-            [
-                padded[:, :, (rows + 1 + dy)[:, None], (cols + 1 + dx)[None, :]].flatten(2)
-                for dy, dx in _NEIGHBOURS
-            ],
-            dim=1,
-        )  # (B, 9, M, h·w): the value of neighbour k of every source cell
-        out = torch.einsum("bkoc,bkmc->bmo", summed, shifted.to(summed.dtype))
-        return out.view(batch, -1, out_h, out_w)
-
-    def _climb(
-        self, maps: torch.Tensor, size: tuple[int, int], image: torch.Tensor | None
-    ) -> torch.Tensor:
-        """With ``coarse_to_fine``: ``maps`` raised through the doublings below ``size`` (H, W).
-
-        Each step is a joint-bilateral one (spatial prior + colour term against the image
-        average-pooled to that level), the stride halving each time: 7×7 → 14 → 28 → 56 → 112 for
-        a 224×224 input. The last step, to full resolution, is :meth:`guidance_weights`'.
-        """
-        if not self.coarse_to_fine:
-            return maps
-        height, width = size
-        stride = max(1, -(-height // maps.shape[-2]))
-        stride = 1 << (stride - 1).bit_length()  # the power of two ≥ H / h
-        while stride > 2:
-            stride //= 2
-            level = (-(-height // stride), -(-width // stride))
-            if level[0] <= maps.shape[-2] and level[1] <= maps.shape[-1]:
-                continue
-            guide = None if image is None else F.adaptive_avg_pool2d(image, level)
-            logits = _cell_distance_prior(level, tuple(maps.shape[-2:]), maps.device, maps.dtype)
-            if guide is not None and self.guide_sigma > 0:
-                logits = logits + self._colour_term(guide, tuple(maps.shape[-2:]))
-            weights = torch.softmax(logits.expand(maps.shape[0], -1, -1, -1), dim=1)
-            maps = _weighted_neighbours(maps, weights, level)
-        return maps
-
-    def guided_upsample(
-        self,
-        decoded: Decoded | None,
-        maps: torch.Tensor,
-        weights: torch.Tensor | None = None,
-        *,
-        image: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Edge-aware upsampling of low-resolution ``maps`` (B, M, h, w) to (B, M, H, W).
-
-        Every output pixel is a convex combination of the values of the 3×3 cells around its own
-        cell, weighted by :meth:`guidance_weights`. Linear in ``maps``: upsampling the K feature
-        maps and then weighting them by FC weights equals upsampling the CAM, so the CAM is
-        upsampled directly and no K-channel full-resolution tensor is made. ``decoded`` may be
-        None when :attr:`guidance_is_untrained` (then ``image`` gives the size).
-        """
-        size = decoded.size if decoded is not None else tuple(image.shape[-2:])
-        if weights is None:
-            maps = self._climb(maps, size, image)
-            weights = self.guidance_weights(decoded, tuple(maps.shape[-2:]), image)
-        return _weighted_neighbours(maps, weights, size)
-
 
 class Decoded:
     """The expansion network's full-resolution features ``D``, held before the pixel shuffle.
@@ -524,60 +339,6 @@ class Decoded:
         out = out + bias.to(out.dtype)[:, :, None, None]
         out = out.reshape(b, -1, h2, w2)  # channels ordered (o, subpixel), as pixel_shuffle expects
         return self._crop(F.pixel_shuffle(out, 2))
-
-
-_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-
-
-def _weighted_neighbours(
-    maps: torch.Tensor, weights: torch.Tensor, size: tuple[int, int]
-) -> torch.Tensor:
-    """Σ_k weights_k · (neighbour k of each pixel's cell): (B, M, h, w), (B, 9, H, W) → (B, M, H, W)."""
-    out = None
-    for k, values in enumerate(_neighbour_values(maps, size)):
-        term = values * weights[:, k : k + 1]
-        out = term if out is None else out + term
-    return out
-
-
-def _neighbour_values(maps: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor]:
-    """For each of the 9 neighbour offsets, every pixel's value of that neighbour of its cell.
-
-    ``maps`` (B, M, h, w) → 9 tensors (B, M, H, W), by two ``index_select`` (rows, then columns)
-    on the replicate-padded grid — much cheaper than advanced indexing at full resolution.
-    """
-    h, w = maps.shape[-2:]
-    padded = F.pad(maps, (1, 1, 1, 1), mode="replicate")
-    rows, cols = _cell_index(size[0], h, maps.device), _cell_index(size[1], w, maps.device)
-    by_row = {dy: padded.index_select(2, rows + 1 + dy) for dy in (-1, 0, 1)}
-    return [by_row[dy].index_select(3, cols + 1 + dx) for dy, dx in _NEIGHBOURS]
-
-
-def _cell_index(size: int, cells: int, device) -> torch.Tensor:
-    """The cell of each pixel when ``size`` pixels are split into ``cells`` (adaptive-pooling bins)."""
-    return torch.clamp((torch.arange(size, device=device) * cells) // size, max=cells - 1)
-
-
-@functools.lru_cache(maxsize=16)
-def _cell_distance_prior(
-    size: tuple[int, int], cells: tuple[int, int], device, dtype
-) -> torch.Tensor:
-    """(1, 9, H, W): minus half the squared distance, in cells, from each pixel to each neighbour cell."""
-    with torch.inference_mode(False):  # cached: must stay usable outside inference mode too
-        return _make_prior(size, cells, device, dtype)
-
-
-def _make_prior(size: tuple[int, int], cells: tuple[int, int], device, dtype) -> torch.Tensor:
-    (height, width), (h, w) = size, cells
-    py = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * h / height - 0.5
-    px = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * w / width - 0.5
-    cy = _cell_index(height, h, device).float()
-    cx = _cell_index(width, w, device).float()
-    priors = []
-    for dy, dx in _NEIGHBOURS:
-        d2 = (py - (cy + dy))[:, None] ** 2 + (px - (cx + dx))[None, :] ** 2
-        priors.append(-0.5 * d2)
-    return torch.stack(priors)[None].to(dtype)
 
 
 def _as_feature_info(item: FeatureInfo | dict | Sequence) -> FeatureInfo:

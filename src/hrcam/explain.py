@@ -305,8 +305,6 @@ def _explain_batch(
     targets = model.resolve_targets(target, probs)
     top_p, top_i = probs.topk(min(5, probs.shape[1]), dim=1)
     inputs = [model.to_image(x[i : i + 1]) for i in range(x.shape[0])]
-    if high is None:  # no expansion network: the low-res CAM stands in, and the pipeline is skipped
-        high = upsample_cam(low, x.shape[-2:])
     if x.device.type == "cuda":
         steps_all = refine_batch(
             low, high, torch.from_numpy(np.stack(inputs)).to(x.device), options=options

@@ -19,9 +19,10 @@ from torch import nn
 
 from .backbones.base import Backbone
 from .expansion import ExpansionNetwork
+from .guided_upsampling import guided_upsample
 from .io import image_to_tensor, load_image, tensor_to_image
 
-__all__ = ["HRCAM", "CAMs", "Target", "upsample_cam"]
+__all__ = ["HIGH_RES_MODES", "HRCAM", "CAMs", "Target", "from_model", "upsample_cam"]
 
 Target = int | str | Sequence[int | str] | torch.Tensor | None
 
@@ -29,7 +30,7 @@ Target = int | str | Sequence[int | str] | torch.Tensor | None
 class CAMs(NamedTuple):
     """What :meth:`HRCAM.generate_cams` returns."""
 
-    high_res: torch.Tensor | None  # (B, H, W) at the input's resolution; None without expansion
+    high_res: torch.Tensor  # (B, H, W) at the input's resolution
     low_res: torch.Tensor  # (B, h, w) at the feature resolution
     probabilities: torch.Tensor  # (B, C) softmax of the logits
 
@@ -43,23 +44,30 @@ def upsample_cam(cam: torch.Tensor, size: Sequence[int], *, mode: str = "bilinea
     return out[0, 0] if squeeze else out[:, 0]
 
 
+HIGH_RES_MODES = ("auto", "guided", "paper")
+
+
 class HRCAM(nn.Module):
-    """High-resolution CAM model: a localization network and (optionally) its expansion network.
+    """High-resolution CAM model: a localization network and, optionally, its expansion network.
 
     Args:
         backbone: the localization network (classification is entirely its own).
-        expansion: the trained expansion network, or None for low-res CAMs only.
-        high_res: how the high-resolution CAM is made from the expansion network:
-            ``"paper"`` — ``Σ_k w_ck A_high_k`` over its linear full-resolution maps, as the
-            paper; ``"guided"`` — the low-res CAM upsampled by its guidance head (edge-aware,
-            class-discriminative); ``"auto"`` (default) — guided when the network has a
-            guidance head, else paper.
+        expansion: the paper's trained expansion network, or None (every map but the paper's
+            high-res CAM still works).
+        high_res: how :meth:`generate_cams` makes the high-resolution CAM:
+            ``"guided"`` — the low-res CAM upsampled by :func:`hrcam.guided_upsample`, guided by
+            the image (training-free, any model; hrcam's default); ``"paper"`` —
+            ``Σ_k w_ck A_high_k`` over the expansion network's full-resolution maps, as the
+            paper (needs ``expansion``); ``"auto"`` (default) — ``"guided"``.
+        guided_options: keyword options of :func:`hrcam.guided_upsample` (``colour_sigma``,
+            ``spatial_sigma``, ``coarse_to_fine``); its measured defaults when None.
 
     Example::
 
         >>> model = hrcam.load_model("efficientnet_lite0")      # doctest: +SKIP
         >>> x = model.preprocess("cat.jpg")                      # (1, 3, 224, 224)
-        >>> high, low, probs = model.generate_cams(x)            # (1, 224, 224), (1, 7, 7), (1, 1000)
+        >>> cams = model.generate_cams(x)
+        >>> cams.high_res.shape, cams.low_res.shape              # (1, 224, 224), (1, 7, 7)
     """
 
     def __init__(
@@ -68,29 +76,31 @@ class HRCAM(nn.Module):
         expansion: ExpansionNetwork | None = None,
         *,
         high_res: str = "auto",
+        guided_options: dict | None = None,
     ) -> None:
         super().__init__()
         if expansion is not None:
             expansion.check_backbone(backbone)
         self.backbone = backbone
         self.expansion = expansion
+        self.guided_options = dict(guided_options or {})
         self.high_res_mode = high_res
 
     @property
     def high_res_mode(self) -> str:
-        """``"paper"`` or ``"guided"``: how :meth:`high_res_cam` is computed (see the class docs)."""
+        """``"guided"`` or ``"paper"``: how :meth:`high_res_cam` is computed (see the class docs)."""
         return self._high_res_mode
 
     @high_res_mode.setter
     def high_res_mode(self, mode: str) -> None:
-        if mode not in ("auto", "paper", "guided"):
-            raise ValueError(f"high_res must be 'auto', 'paper' or 'guided', got {mode!r}")
-        has_guidance = self.expansion is not None and self.expansion.guidance_head is not None
-        if mode == "guided" and not has_guidance:
-            raise ValueError("high_res='guided' needs an expansion network with a guidance head")
-        if mode == "auto":
-            mode = "guided" if has_guidance else "paper"
-        self._high_res_mode = mode
+        if mode not in HIGH_RES_MODES:
+            raise ValueError(f"high_res must be one of {', '.join(HIGH_RES_MODES)}; got {mode!r}")
+        if mode == "paper" and self.expansion is None:
+            raise ValueError(
+                "high_res='paper' needs an expansion network, and this model has none: train "
+                "one with `hrcam train-expansion` (the guided high-res CAM needs none)"
+            )
+        self._high_res_mode = "guided" if mode == "auto" else mode
 
     # -- metadata ---------------------------------------------------------------------------------
     @property
@@ -226,40 +236,31 @@ class HRCAM(nn.Module):
 
         Returns:
             ``CAMs(high_res, low_res, probabilities)``: (B, H, W), (B, h, w), (B, C).
-            ``high_res`` is None when the model has no expansion network.
         """
         cams = self._generate_cams(x, target)
         if not flip:
             return cams
         targets = self.resolve_targets(target, cams.probabilities)
         mirrored = self._generate_cams(torch.flip(x, dims=[3]), targets)
-        high = (
-            None
-            if cams.high_res is None
-            else (cams.high_res + torch.flip(mirrored.high_res, dims=[2])) / 2
-        )
+        high = (cams.high_res + torch.flip(mirrored.high_res, dims=[2])) / 2
         return CAMs(
             high, (cams.low_res + torch.flip(mirrored.low_res, dims=[2])) / 2, cams.probabilities
         )
 
     def _generate_cams(self, x: torch.Tensor, target: Target) -> CAMs:
-        features, skips = self.backbone.forward_features(x, return_skips=True)
+        paper = self._high_res_mode == "paper"
+        if paper:
+            features, skips = self.backbone.forward_features(x, return_skips=True)
+        else:
+            features = self.backbone.forward_features(x)
         logits = self.backbone.forward_head(features)
         targets = self.resolve_targets(target, logits)
         low = self.backbone.cam(features, targets)
-        high = None
-        if self.expansion is not None:
-            expansion = self.expansion
-            guided = self._high_res_mode == "guided"
-            # An untrained (zero) guidance head adds nothing, so the decoder pass is skipped.
-            decoded = None
-            if not (guided and expansion.guidance_is_untrained):
-                decoded = expansion.decode(features, skips, x.shape[-2:])
-            if guided:
-                image = self.unnormalize(x)
-                high = expansion.guided_upsample(decoded, low[:, None], image=image)[:, 0]
-            else:
-                high = expansion.class_maps(decoded, self.backbone.fc.weight[targets])
+        if paper:
+            decoded = self.expansion.decode(features, skips, x.shape[-2:])
+            high = self.expansion.class_maps(decoded, self.backbone.fc.weight[targets])
+        else:
+            high = guided_upsample(low, self.unnormalize(x), **self.guided_options)
         return CAMs(high, low, logits.softmax(dim=1))
 
     @torch.inference_mode()
@@ -271,3 +272,42 @@ class HRCAM(nn.Module):
             )
         features, skips = self.backbone.forward_features(x, return_skips=True)
         return self.expansion.reconstruct(self.expansion.decode(features, skips, x.shape[-2:]))
+
+
+def from_model(
+    module: nn.Module,
+    *,
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    input_size: int | None = None,
+    guided_options: dict | None = None,
+) -> HRCAM:
+    """An :class:`HRCAM` of a classifier object you already have (torchvision or timm).
+
+    The module is wrapped, not copied (:mod:`hrcam.backbones.wrapped` lists the families and
+    says why the others have no exact CAM): its logits through hrcam equal ``module(x)``, and
+    its low-res CAM, guided high-res CAM and refined CAM work with no training.
+
+    Args:
+        module: e.g. ``torchvision.models.resnet50(weights=...)`` or ``timm.create_model(...)``;
+            put in eval mode.
+        class_names: one name per class (default: ImageNet's for 1000 classes).
+        mean, std: the input normalisation of :meth:`HRCAM.preprocess` (default: timm's
+            ``pretrained_cfg``, else ImageNet's).
+        input_size: the side images are resized to (default: timm's, else 224).
+        guided_options: options of :func:`hrcam.guided_upsample`.
+
+    Example::
+
+        >>> import torchvision
+        >>> model = from_model(torchvision.models.resnet18(weights=None))
+        >>> model.generate_cams(torch.rand(1, 3, 224, 224)).high_res.shape
+        torch.Size([1, 224, 224])
+    """
+    from .backbones.wrapped import wrap_classifier
+
+    backbone = wrap_classifier(
+        module, class_names=class_names, mean=mean, std=std, input_size=input_size
+    )
+    return HRCAM(backbone, guided_options=guided_options).eval()

@@ -101,8 +101,8 @@ def _card(result: dict[str, Any]) -> str:
 
 _HIGH_RES_TEXT = {
     "paper": "the same weights over the expansion network's full-resolution maps (the paper's)",
-    "guided": "the low-res CAM upsampled with per-pixel weights over its neighbouring cells, "
-    "taken from the image's colours (joint-bilateral) and the expansion network's guidance head",
+    "guided": "the low-res CAM upsampled coarse to fine, each pixel a mix of its neighbouring "
+    "cells weighted by distance and by colour likeness (joint-bilateral guided upsampling)",
 }
 
 

@@ -12,7 +12,9 @@ A :class:`Backbone` is a CNN whose logits are exactly ``fc(GAP(A))`` for its fin
 - ``config`` — everything :func:`hrcam.create_backbone` needs to build the same network again.
 
 Subclasses implement ``_forward_trunk``; the base class owns the optional "CAM channels"
-reduction, the classifier, input checks and the CAM itself.
+reduction, the classifier, input checks and the CAM itself. :func:`hrcam.from_model` wraps a
+classifier object a user already has (torchvision, timm) in this contract without copying it
+(:mod:`hrcam.backbones.wrapped`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Backbone", "FeatureInfo", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["Backbone", "FeatureInfo", "IMAGENET_MEAN", "IMAGENET_STD", "logits_mismatch"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -105,8 +107,13 @@ class Backbone(nn.Module):
             num_features = trunk_channels
         self.num_features = num_features
         self.drop_rate = float(drop_rate)
-        self.fc = nn.Linear(num_features, num_classes)
+        if not self.external_classifier:
+            self.fc = nn.Linear(num_features, num_classes)
         self.config: dict[str, Any] = dict(config or {})
+
+    #: Subclasses that wrap a user's model set this and define ``fc`` as a property returning the
+    #: model's own ``nn.Linear`` (so it is neither copied nor registered twice).
+    external_classifier = False
 
     # -- to implement -------------------------------------------------------------------------
     def _forward_trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -176,3 +183,18 @@ class Backbone(nn.Module):
             f"num_features={self.num_features}, feature_stride={self.feature_stride}, "
             f"num_classes={self.num_classes}, skips={[(s.stride, s.channels) for s in self.skip_info]}"
         )
+
+
+@torch.no_grad()
+def logits_mismatch(backbone: Backbone, x: torch.Tensor, expected: torch.Tensor) -> str | None:
+    """How the contract's logits differ from ``expected``, or None when they agree to 1e-4."""
+    try:
+        got = backbone(x)
+    except RuntimeError as err:  # e.g. a layer between pooling and the classifier
+        return f"the contract's forward failed: {str(err).splitlines()[0]}"
+    if got.shape != expected.shape:
+        return f"shapes {tuple(got.shape)} and {tuple(expected.shape)}"
+    diff = float((got - expected).abs().max())
+    if diff > 1e-4 * float(expected.abs().max().clamp_min(1.0)):
+        return f"max difference {diff:.3g}"
+    return None

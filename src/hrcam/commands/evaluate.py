@@ -72,8 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="SPECS",
-        help=f"comma-separated method specs (repeatable; default: {','.join(DEFAULT_METHODS)}, "
-        "without high_res/refined when the model has no expansion network)",
+        help=f"comma-separated method specs (repeatable; default: {','.join(DEFAULT_METHODS)})",
     )
     p.add_argument("-o", "--output", type=Path, default=Path("hrcam-eval"), help="output folder")
     p.add_argument(
@@ -211,12 +210,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         methods = parse_method_list(args.methods)
     else:
         methods = list(DEFAULT_METHODS)
-        if model.expansion is None:
-            methods = [m for m in methods if m not in ("high_res", "refined")]
-            print(
-                f"hrcam evaluate: note: {args.model} has no expansion network; leaving out high_res and refined",
-                file=sys.stderr,
-            )
     try:
         results = evaluate_localization(
             model,

@@ -21,8 +21,8 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--high-res",
         choices=("auto", "paper", "guided"),
         default="auto",
-        help="high-res CAM: the paper's linear maps, or hrcam's guided upsampling (auto: guided "
-        "when the model has a trained guidance head)",
+        help="high-res CAM: hrcam's guided upsampling of the low-res CAM (any model; 'auto' is "
+        "guided), or the paper's expansion-network maps (a model with one, e.g. the default)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=8)
@@ -125,12 +125,6 @@ def run_explain(args) -> int:
     options = refine_options_from_args(args, base=RefineOptions.preset(args.preset))
     shard = _shard(args)
     model = _load(args)
-    if model.expansion is None:
-        print(
-            f"hrcam explain: note: {args.model} has no expansion network; the high-res CAM falls back "
-            "to the upsampled low-res CAM",
-            file=sys.stderr,
-        )
     summary = explain_images(
         model,
         args.inputs,

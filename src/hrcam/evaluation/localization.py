@@ -115,7 +115,7 @@ def evaluate_localization(
     """Score and time CAM methods on one model over a localization data set (see the module doc).
 
     Args:
-        model: an :class:`hrcam.HRCAM` (with an expansion network for ``high_res``/``refined``).
+        model: an :class:`hrcam.HRCAM` (``mode=paper`` maps need its expansion network).
         dataset: a :class:`hrcam.data.localization.LocalizationDataset` (masks and/or boxes).
         methods: method specs (``"refined:merge=multiply"``) or :class:`CAMMethod` objects.
         batch_size: images per batch (Score-CAM still takes one image at a time).
@@ -328,9 +328,7 @@ def evaluate_localization(
             "torch_version": torch.__version__,
             "model": dict(model.backbone.config),
             "expansion": model.expansion is not None,
-            "high_res_mode": getattr(model, "high_res_mode", None)
-            if model.expansion is not None
-            else None,
+            "high_res_mode": getattr(model, "high_res_mode", None),
             "dataset": str(getattr(dataset, "root", "")),
             "has_masks": has_masks,
             "boxes": "csv" if getattr(dataset, "boxes_csv", None) else f"mask {mask_boxes}",
@@ -538,8 +536,9 @@ def _method_result(run: _MethodRun, num_planned: int, backbone) -> dict[str, Any
             "num_images": len(f["drop"]),
         }
     settings = run.method.settings()
-    if hasattr(run.method, "layer_names"):
-        settings["target_layers"] = run.method.layer_names(backbone)
+    layers = run.method.layer_names(backbone) if hasattr(run.method, "layer_names") else []
+    if layers:
+        settings["target_layers"] = layers
     return {
         "family": run.method.family,
         "settings": settings,

@@ -148,10 +148,9 @@ def _settings_lines(results: dict[str, Any]) -> list[str]:
 
 
 def _expansion(run: dict[str, Any]) -> str:
-    if not run["expansion"]:
-        return "no expansion network"
     mode = run.get("high_res_mode")
-    return "with expansion network" + (f", {mode} high-res CAM" if mode else "")
+    what = "with expansion network" if run["expansion"] else "no expansion network"
+    return what + (f", {mode} high-res CAM" if mode else "")
 
 
 def render_markdown(results: dict[str, Any], *, command: str | None = None) -> str:

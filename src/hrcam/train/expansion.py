@@ -80,41 +80,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         "(0 = the paper's reconstruction loss alone)",
     )
     g.add_argument(
-        "--guide-weight",
-        type=float,
-        default=1.0,
-        help="weight of the loss training the guidance head; 0 trains the paper's network alone",
-    )
-    g.add_argument(
-        "--guide-loss",
-        choices=("scale", "colour"),
-        default="scale",
-        help="scale: guided upsampling of the maps of the half-size image must pool to the maps "
-        "of the full-size image; colour: it must rebuild each pixel's colour from the cell means",
-    )
-    g.add_argument(
-        "--guide-sigma",
-        type=float,
-        default=0.1,
-        help="colour scale of the guidance's joint-bilateral term (0: none)",
-    )
-    g.add_argument(
-        "--no-guidance",
-        action="store_true",
-        help="build the expansion network without a guidance head",
-    )
-    g.add_argument(
-        "--no-coarse-to-fine",
-        action="store_true",
-        help="guided upsampling in one step from the feature grid (default: a joint-bilateral "
-        "step per doubling, then the learned step to full resolution)",
-    )
-    g.add_argument(
         "--init-from",
         default=None,
         metavar="CHECKPOINT",
         help="start from the expansion network of this stage-2 checkpoint (not a resume: a new "
-        "optimiser and schedule), e.g. to add the guidance loss to a paper-faithful network",
+        "optimiser and schedule), e.g. to fine-tune a trained network with another loss",
     )
     g.add_argument("--augment", choices=("none", "flip"), default="flip")
     d = parser.add_argument_group("held-out images")
@@ -165,47 +135,16 @@ def load_classifier(spec: str) -> Backbone:
 class _DecodeForDDP(torch.nn.Module):
     """DDP wraps ``forward``; this makes ``forward`` run the decoder and every training head."""
 
-    def __init__(self, expansion: ExpansionNetwork, backbone: Backbone) -> None:
+    def __init__(self, expansion: ExpansionNetwork) -> None:
         super().__init__()
         self.expansion = expansion
-        self.mean = tuple(backbone.mean)
-        self.std = tuple(backbone.std)
-        # Scale-consistency compares maps in the span of the FC rows that matter most: the top
-        # right-singular vectors of W (C, K), so the loss counts what CAMs are made of.
-        with torch.no_grad():
-            weight = backbone.fc.weight.detach().float().cpu()
-            _, _, vh = torch.linalg.svd(weight, full_matrices=False)
-        self.register_buffer("projection", vh[: min(64, vh.shape[0])].clone(), persistent=False)
 
-    def _rgb(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        return (x * std + mean).clamp(0, 1)
-
-    def forward(self, features, skips, images, consistency: bool, guide: str | None, half=None):
+    def forward(self, features, skips, images, consistency: bool):
         expansion = self.expansion
         decoded = expansion.decode(features, skips, images.shape[-2:])
         recon = expansion.reconstruct(decoded)
         pooled = expansion.pooled_features(decoded, features.shape[-2:]) if consistency else None
-        guided = None
-        if guide == "colour":
-            cell_means = F.adaptive_avg_pool2d(images, features.shape[-2:])
-            guided = expansion.guided_upsample(decoded, cell_means)
-        elif guide == "scale":
-            small_images, small_features, small_skips = half
-            small = expansion.decode(small_features, small_skips, small_images.shape[-2:])
-            maps = torch.einsum(
-                "mk,bkhw->bmhw", self.projection.to(small_features.dtype), small_features
-            )
-            guided = expansion.guided_pool(
-                small, maps, features.shape[-2:], image=self._rgb(small_images)
-            )
-        return recon, pooled, guided
-
-
-def _unit(maps: torch.Tensor) -> torch.Tensor:
-    """Each image's maps (B, M, h, w) scaled to unit energy."""
-    return maps / maps.pow(2).flatten(1).sum(1).sqrt().clamp_min(1e-8)[:, None, None, None]
+        return recon, pooled
 
 
 def expansion_loss(
@@ -214,48 +153,17 @@ def expansion_loss(
     images: torch.Tensor,
     *,
     consistency_weight: float,
-    guide_weight: float,
-    guide_loss: str,
     ctx: DistContext,
     amp: bool,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Reconstruction MSE (the paper's loss) + weighted guidance and consistency losses of one batch.
-
-    Guidance (beyond the paper, no labels needed):
-
-    - ``"scale"``: the localization network sees the image at half size; the guided upsampling
-      of those (coarser) maps, average-pooled to the full-size image's feature grid, should
-      equal the maps the network computes from the full-size image. The weights thus learn which
-      neighbouring cell each finer region belongs to, in the network's own terms.
-    - ``"colour"``: each pixel, predicted as the guided mix of the mean colours of the 3×3
-      cells around it, should have its own colour.
-    """
-    module = decoder.module if isinstance(decoder, DistributedDataParallel) else decoder
-    guide = guide_loss if guide_weight > 0 else None
-    half = None
+    """Reconstruction MSE (the paper's loss), plus the weighted consistency loss, of one batch."""
     with torch.no_grad(), autocast(ctx, amp):
         features, skips = backbone.forward_features(images, return_skips=True)
-        if guide == "scale":
-            small_images = F.avg_pool2d(images, 2, ceil_mode=True)
-            small_features, small_skips = backbone.forward_features(small_images, return_skips=True)
-            half = (small_images, small_features, small_skips)
     with autocast(ctx, amp):
-        recon, pooled, guided = decoder(
-            features, skips, images, consistency_weight > 0, guide, half
-        )
+        recon, pooled = decoder(features, skips, images, consistency_weight > 0)
     recon_loss = F.mse_loss(recon.float(), images.float())
     parts = {"recon_mse": recon_loss.detach()}
     loss = recon_loss
-    if guided is not None:
-        if guide == "scale":
-            # Compared after normalising each image's maps to unit energy: the network's
-            # activations change in size with the image's scale; where they lie should not.
-            target = _unit(torch.einsum("mk,bkhw->bmhw", module.projection, features.float()))
-            guide_value = (_unit(guided.float()) - target).pow(2).flatten(1).sum(1).mean()
-        else:
-            guide_value = F.mse_loss(guided.float(), images.float())
-        parts["guide"] = guide_value.detach()
-        loss = loss + guide_weight * guide_value
     if pooled is not None:
         # Scale-free: the backbone's maps are compared relative to their mean energy.
         target = features.float()
@@ -277,34 +185,21 @@ def evaluate(
 ) -> dict[str, float]:
     """Held-out scores of the expansion network.
 
-    - ``val_mse``: reconstruction MSE in the input's normalisation; ``val_psnr``: PSNR of the
-      reconstruction in [0, 1] RGB (clipped, as a saved image would be);
-    - ``val_consistency_rel_error``: relative error of the pooled high-res maps against ``A``;
-    - ``val_scale_rel_error`` (with a guidance head): squared error, in the projected map space
-      with each image's maps at unit energy, of the guided upsampling of the half-size image's
-      maps against the full-size maps, and ``val_scale_rel_error_bilinear``, the same for plain
-      bilinear upsampling, to compare.
+    ``val_mse``: reconstruction MSE in the input's normalisation; ``val_psnr``: PSNR of the
+    reconstruction in [0, 1] RGB (clipped, as a saved image would be);
+    ``val_consistency_rel_error``: relative error of the pooled high-res maps against ``A``.
     """
     expansion = decoder.expansion
     was_training = expansion.training
     expansion.eval()
     std = torch.tensor(backbone.std, device=ctx.device).view(1, 3, 1, 1)
     mean = torch.tensor(backbone.mean, device=ctx.device).view(1, 3, 1, 1)
-    sums = np.zeros(
-        6
-    )  # mse, psnr, consistency, images, scale error (guided), scale error (bilinear)
-    guided_head = expansion.guidance_head is not None
+    sums = np.zeros(4)  # mse, psnr, consistency, images
     for images in progress(loader, total=len(loader), desc="held-out", enabled=show_progress):
         images = images.to(ctx.device)
         with autocast(ctx, amp):
             features, skips = backbone.forward_features(images, return_skips=True)
-            half = None
-            if guided_head:
-                small_images = F.avg_pool2d(images, 2, ceil_mode=True)
-                half = (small_images, *backbone.forward_features(small_images, return_skips=True))
-            recon, pooled, guided = decoder(
-                features, skips, images, True, "scale" if guided_head else None, half
-            )
+            recon, pooled = decoder(features, skips, images, True)
         recon, pooled = recon.float(), pooled.float()
         pixels = (images.float() * std + mean).clamp(0, 1)
         mse_pix = ((recon * std + mean).clamp(0, 1) - pixels).pow(2).flatten(1).mean(1)
@@ -314,37 +209,16 @@ def evaluate(
         rel = (pooled - target).pow(2).flatten(1).sum(1) / target.pow(2).flatten(1).sum(
             1
         ).clamp_min(1e-8)
-        scale = scale_bilinear = torch.zeros(1)
-        if guided_head:
-            projected = _unit(torch.einsum("mk,bkhw->bmhw", decoder.projection, target))
-            scale = (_unit(guided.float()) - projected).pow(2).flatten(1).sum(1)
-            small_maps = torch.einsum("mk,bkhw->bmhw", decoder.projection, half[1].float())
-            bilinear = F.interpolate(
-                small_maps, size=half[0].shape[-2:], mode="bilinear", align_corners=False
-            )
-            bilinear = F.adaptive_avg_pool2d(bilinear, target.shape[-2:])
-            scale_bilinear = (_unit(bilinear) - projected).pow(2).flatten(1).sum(1)
-        sums += [
-            mse.sum().item(),
-            psnr.sum().item(),
-            rel.sum().item(),
-            images.shape[0],
-            scale.sum().item(),
-            scale_bilinear.sum().item(),
-        ]
+        sums += [mse.sum().item(), psnr.sum().item(), rel.sum().item(), images.shape[0]]
     sums = ctx.all_reduce_sum(sums)
     expansion.train(was_training)
     n = max(1.0, sums[3])
-    out = {
+    return {
         "val_mse": float(sums[0] / n),
         "val_psnr": float(sums[1] / n),
         "val_consistency_rel_error": float(sums[2] / n),
         "val_images": int(sums[3]),
     }
-    if guided_head:
-        out["val_scale_rel_error"] = float(sums[4] / n)
-        out["val_scale_rel_error_bilinear"] = float(sums[5] / n)
-    return out
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -375,9 +249,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             decoder_channels=channels,
             skip_connections=not args.no_skips,
             upsample=args.upsample,
-            guided=not args.no_guidance,
-            guide_sigma=args.guide_sigma,
-            coarse_to_fine=not args.no_coarse_to_fine,
         )
         if args.init_from:
             source = model_from_checkpoint(
@@ -388,8 +259,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     f"--init-from {args.init_from}: not a stage-2 checkpoint of this classifier"
                 )
             expansion = source.expansion
-        expansion.coarse_to_fine = not args.no_coarse_to_fine
-        expansion.config["coarse_to_fine"] = expansion.coarse_to_fine
     backbone.eval().requires_grad_(False)
     frozen_hash = state_hash(backbone)
     size = args.input_size or backbone.input_size
@@ -426,13 +295,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.channels_last:
         backbone.to(memory_format=torch.channels_last)
         expansion.to(memory_format=torch.channels_last)
-    decoder = _DecodeForDDP(expansion, backbone).to(ctx.device)
+    decoder = _DecodeForDDP(expansion).to(ctx.device)
     if ctx.distributed:
-        unused = args.guide_weight == 0 and expansion.guidance_head is not None
         decoder = DistributedDataParallel(
-            decoder,
-            device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
-            find_unused_parameters=unused,
+            decoder, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
         )
 
     sampler, loader, val_loader = make_loaders(train_set, val_set, args=args, ctx=ctx)
@@ -455,8 +321,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             decoder,
             images,
             consistency_weight=args.consistency_weight,
-            guide_weight=args.guide_weight if expansion.guidance_head is not None else 0.0,
-            guide_loss=args.guide_loss,
             ctx=ctx,
             amp=args.amp,
         )

@@ -1,0 +1,143 @@
+"""hrcam.guided_upsample: hand-made maps and guides with answers worked out by hand."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hrcam import guided_upsample
+from hrcam.guided_upsampling import _colour_term, _levels, _neighbour_values
+
+
+def _step_guide(height: int, width: int, edge: int) -> torch.Tensor:
+    """A black image with a white right part from column ``edge`` on."""
+    image = torch.zeros(1, 3, height, width)
+    image[..., edge:] = 1.0
+    return image
+
+
+def test_a_step_edge_in_the_guide_moves_the_map_edge_onto_it():
+    # Two cells of 16 px: cold left, hot right. Bilinear interpolation ramps over the middle 16
+    # pixels; the guide's edge is at column 11, inside the left cell.
+    cams = torch.tensor([[[0.0, 1.0]]])
+    out = guided_upsample(cams, _step_guide(4, 32, 11))[0, 0]
+    bilinear = F.interpolate(cams[:, None], size=(4, 32), mode="bilinear", align_corners=False)
+    assert out[:11].max() < 0.05 and out[11:].min() > 0.9
+    assert bilinear[0, 0, 0, 10] > 0.1 and bilinear[0, 0, 0, 11] < 0.5  # bilinear ignores it
+    # Move the guide's edge: the map's edge follows, one pixel at a time.
+    for edge in (13, 19, 22):
+        out = guided_upsample(cams, _step_guide(4, 32, edge))[0, 0]
+        assert out[edge - 1] < 0.1 and out[edge] > 0.9, edge
+
+
+def test_a_constant_guide_gives_a_smooth_bilinear_like_upsampling():
+    ramp = torch.arange(7.0).view(1, 1, 7).expand(1, 7, 7).contiguous()
+    grey, red = torch.full((1, 3, 224, 224), 0.5), torch.zeros(1, 3, 224, 224)
+    red[:, 0] = 1.0
+    out = guided_upsample(ramp, grey)
+    # The colour term is the same for every cell, so the guide's colour does not matter.
+    torch.testing.assert_close(guided_upsample(ramp, red), out)
+    row = out[0, 100]
+    assert (row[1:] >= row[:-1] - 1e-6).all()  # a ramp stays a non-decreasing ramp
+    torch.testing.assert_close(out[0], row.expand(224, -1))  # constant down each column
+    bilinear = F.interpolate(ramp[:, None], size=(224, 224), mode="bilinear", align_corners=False)
+    # Gaussian weights over the 3×3 cells (σ = 1 cell) are not bilinear's, but within a third
+    # of the step between two cells of it.
+    assert (out - bilinear[:, 0]).abs().max() <= 1 / 3 + 1e-4
+
+
+def test_linear_in_the_map_and_convex():
+    torch.manual_seed(0)
+    image = torch.rand(2, 3, 40, 56)
+    a, b = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
+    up = guided_upsample(2 * a - 3 * b, image)
+    torch.testing.assert_close(
+        up, 2 * guided_upsample(a, image) - 3 * guided_upsample(b, image), rtol=1e-5, atol=1e-5
+    )
+    const = guided_upsample(torch.full((2, 5, 7), 3.0), image)
+    torch.testing.assert_close(const, torch.full_like(const, 3.0))
+    single = guided_upsample(a, image)
+    for i in range(2):  # every value is a mix of the map's own values
+        assert a[i].min() - 1e-5 <= single[i].min() and single[i].max() <= a[i].max() + 1e-5
+
+
+def test_coarse_to_fine_levels_double_until_the_image_size():
+    assert _levels((7, 7), (224, 224)) == [(14, 14), (28, 28), (56, 56), (112, 112), (224, 224)]
+    assert _levels((8, 8), (240, 240)) == [(15, 15), (30, 30), (60, 60), (120, 120), (240, 240)]
+    assert _levels((28, 28), (224, 224)) == [(56, 56), (112, 112), (224, 224)]
+    # A map far from square never shrinks along an axis on the way.
+    assert all(h >= 100 for h, _ in _levels((100, 7), (224, 224)))
+    assert _levels((4, 4), (4, 9)) == [(4, 5), (4, 9)]  # 9 / 4 = 2.25: one doubling, then the rest
+    assert _levels((4, 4), (4, 7)) == [(4, 7)]
+
+
+def test_output_shape_device_and_dtype():
+    torch.manual_seed(0)
+    image = torch.rand(3, 3, 64, 48)
+    cams = torch.randn(3, 4, 3)
+    out = guided_upsample(cams, image)
+    assert out.shape == (3, 64, 48) and out.dtype == torch.float32
+    for dtype in (torch.float16, torch.bfloat16):
+        half = guided_upsample(cams.to(dtype), image.to(dtype))
+        assert half.dtype == dtype and half.shape == (3, 64, 48)
+        # Computed in float32: only the inputs' and the output's rounding differ.
+        torch.testing.assert_close(half.float(), out, rtol=2e-2, atol=2e-2)
+    # Already at the image's size: returned as it is.
+    same = torch.randn(3, 64, 48)
+    torch.testing.assert_close(guided_upsample(same, image), same)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_equals_cpu():
+    torch.manual_seed(0)
+    image, cams = torch.rand(2, 3, 224, 224), torch.randn(2, 7, 7)
+    gpu = guided_upsample(cams.cuda(), image.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), guided_upsample(cams, image), rtol=1e-4, atol=1e-5)
+
+
+def test_colour_term_equals_the_direct_formula_with_and_without_whole_blocks():
+    torch.manual_seed(0)
+    for size, cells in [((64, 64), (4, 4)), ((66, 70), (5, 6))]:
+        image = torch.rand(2, 3, *size)
+        means = F.adaptive_avg_pool2d(image, cells)
+        direct = torch.stack(
+            [-(image - v).pow(2).sum(1) for v in _neighbour_values(means, size)], 1
+        )
+        ours = _colour_term(image, cells, 0.1)
+        # Equal up to a per-pixel constant (|x|²), which the softmax removes.
+        torch.testing.assert_close(
+            ours.softmax(1), (direct / (2 * 0.1**2)).softmax(1), rtol=1e-4, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize(
+    ("cams", "images", "match"),
+    [
+        (
+            torch.rand(1, 1, 7, 7),
+            torch.rand(1, 3, 32, 32),
+            r"cams must be \(B, h, w\).*cams\[:, 0\]",
+        ),
+        (torch.rand(1, 7, 7), torch.rand(1, 32, 32, 3), "channels-last"),
+        (torch.rand(1, 7, 7), torch.rand(1, 1, 32, 32), "repeat a grayscale guide"),
+        (torch.rand(1, 7, 7), torch.rand(3, 32, 32), "batch dimension"),
+        (torch.rand(2, 7, 7), torch.rand(1, 3, 32, 32), "2 maps and 1 images"),
+        (torch.rand(1, 40, 7), torch.rand(1, 3, 32, 32), "larger than the images"),
+        (torch.rand(1, 7, 7), torch.rand(1, 3, 32, 32) * 4 - 2, r"in \[0, 1\].*unnormalize"),
+        (torch.ones(1, 7, 7, dtype=torch.long), torch.rand(1, 3, 32, 32), "float tensor"),
+        ([[0.0]], torch.rand(1, 3, 32, 32), "torch.Tensor"),
+    ],
+)
+def test_bad_input_says_what_was_expected(cams, images, match):
+    with pytest.raises(ValueError, match=match):
+        guided_upsample(cams, images)
+
+
+def test_non_finite_maps_are_refused_with_their_count():
+    cams = torch.rand(2, 7, 7)
+    cams[0, 1, 1] = float("nan")
+    cams[1, 2, :3] = float("inf")
+    with pytest.raises(ValueError, match=r"4 non-finite value\(s\)"):
+        guided_upsample(cams, torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="spatial_sigma"):
+        guided_upsample(torch.rand(1, 7, 7), torch.rand(1, 3, 32, 32), spatial_sigma=0)
