@@ -294,8 +294,8 @@ def test_bad_arguments_are_refused(tiny_model, pets_tree, tiny_backbone):
     dataset = LocalizationDataset(pets_tree)
     with pytest.raises(ValueError, match="max_images names methods not in this run"):
         evaluate_localization(tiny_model, dataset, ["low_res"], max_images={"scorecam": 3})
-    with pytest.raises(ValueError, match="needs a model with an expansion network"):
-        evaluate_localization(HRCAM(tiny_backbone), dataset, ["refined"])
+    with pytest.raises(ValueError, match="needs the paper's expansion network"):
+        evaluate_localization(HRCAM(tiny_backbone), dataset, ["refined:mode=paper"])
     with pytest.raises(KeyError, match="unknown CAM method"):
         evaluate_localization(tiny_model, dataset, ["oracle"])
 

@@ -144,11 +144,13 @@ def test_high_res_and_refined_come_from_generate_cams(tiny_model, batch):
     )
 
 
-def test_high_res_needs_an_expansion_network(tiny_backbone, batch):
+def test_only_the_papers_high_res_needs_an_expansion_network(tiny_backbone, batch):
     x, targets = batch
+    model = HRCAM(tiny_backbone).eval()
     for name in ("high_res", "refined"):
-        with pytest.raises(ValueError, match="needs a model with an expansion network"):
-            create_method(name)(HRCAM(tiny_backbone), x, targets)
+        assert create_method(name)(model, x, targets).shape == (3, *x.shape[-2:])
+        with pytest.raises(ValueError, match="needs the paper's expansion network"):
+            create_method(f"{name}:mode=paper")(model, x, targets)
 
 
 def test_bad_inputs_are_refused(tiny_model, batch):

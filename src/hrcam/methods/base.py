@@ -11,7 +11,10 @@ the metrics min-max normalise each map).
 
 Methods are built from a *spec* string, ``name`` or ``name:key=value,key=value``, e.g.
 ``"refined:focal_scope=local,merge=multiply"`` (a refined CAM with two options changed) or
-``"scorecam:batch_size=64"``. :func:`parse_method_list` splits a comma-separated list of specs
+``"scorecam:batch_size=64"``. ``name+guided`` is any method's map at its own resolution
+(:meth:`CAMMethod.native`) upsampled by :func:`hrcam.guided_upsample`, e.g. ``"gradcam+guided"``
+or ``"layercam_fused+guided:colour_sigma=0.2"`` (the upsampler's options ``colour_sigma``,
+``spatial_sigma``, ``coarse_to_fine`` go to it, the rest to the method). :func:`parse_method_list` splits a comma-separated list of specs
 (``key=value`` items without a name belong to the spec before them).
 
 Example::
@@ -61,6 +64,16 @@ class CAMMethod:
         """Maps ``(B, H, W)`` float32 on the CPU for inputs ``x`` ``(B, 3, H, W)``, ``targets`` ``(B,)``."""
         targets = check_inputs(model, x, targets)
         return self._compute(model, x, targets)
+
+    def native(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The map at the method's own resolution, ``(B, h, w)`` float32 on the CPU.
+
+        For a CAM that is the target layer's grid (7×7 for a 224 input at stride 32), before
+        any resizing to the input; ``name+guided`` upsamples this with
+        :func:`hrcam.guided_upsample`. Methods that are made at the input's resolution
+        return the same maps as calling the method.
+        """
+        return self(model, x, targets)
 
     def check_model(self, model) -> None:
         """Raise a ``ValueError`` when ``model`` cannot give this method's maps (say why)."""
@@ -186,6 +199,9 @@ def create_method(spec: str, **context: Any) -> CAMMethod:
     if isinstance(spec, CAMMethod):
         return spec
     name, params = parse_method_spec(spec)
+    base_name, plus, upsampler = name.partition("+")
+    if plus:
+        return _create_upsampled(base_name, upsampler, params, context)
     if name not in _BUILDERS:
         close = difflib.get_close_matches(name, list(_BUILDERS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -200,3 +216,33 @@ def reject_unknown(name: str, params: dict[str, str], allowed: Sequence[str]) ->
     if unknown:
         valid = ", ".join(allowed) if allowed else "none"
         raise ValueError(f"method {name!r}: unknown option(s) {unknown}; valid options: {valid}")
+
+
+# -- "name+guided" --------------------------------------------------------------------------------
+
+UPSAMPLER_OPTIONS = ("colour_sigma", "spatial_sigma", "coarse_to_fine")
+
+
+def _canonical(name: str, params: dict[str, str]) -> str:
+    return name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
+
+def _create_upsampled(base_name: str, upsampler: str, params: dict[str, str], context) -> CAMMethod:
+    """``base+guided``: the base method's native map through :func:`hrcam.guided_upsample`."""
+    from .ours import GuidedUpsampledCAM
+
+    if upsampler != "guided":
+        raise KeyError(f"unknown upsampler {upsampler!r} in a method spec; the one is 'guided'")
+    given = dict(params)
+    options: dict[str, Any] = {}
+    for key in UPSAMPLER_OPTIONS:
+        if key in params:
+            text = params.pop(key)
+            try:
+                options[key] = (
+                    text.lower() in ("1", "true", "yes") if key == "coarse_to_fine" else float(text)
+                )
+            except ValueError:
+                raise ValueError(f"{key}={text!r} is not a number") from None
+    base = create_method(_canonical(base_name, params), **context)
+    return GuidedUpsampledCAM(_canonical(f"{base_name}+{upsampler}", given), base, options)

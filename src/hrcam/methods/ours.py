@@ -28,16 +28,36 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..guided_upsampling import guided_upsample
 from ..model import CAMs, upsample_cam
 from ..postprocess import RefineOptions, refine, refine_batch
 from .base import CAMMethod, register_method, reject_unknown
 
-__all__ = ["HighResCAM", "LowResCAM", "RefinedCAM", "SharedCAMsMethod"]
+__all__ = [
+    "GuidedUpsampledCAM",
+    "HighResCAM",
+    "LowResCAM",
+    "MultiScaleCAM",
+    "RefinedCAM",
+    "SharedCAMsMethod",
+]
 
 
 class LowResCAM(CAMMethod):
-    """The low-res CAM of the localization network, upsampled bilinearly to the input size."""
+    """The low-res CAM of the localization network, upsampled bilinearly to the input size.
+
+    ``scale`` > 1 runs the network on the input enlarged that many times (bilinearly), so the
+    CAM has ``scale``² as many cells (14×14 for a 224 input at ``scale=2``): the baseline
+    CAMERAS (Jalwana et al., CVPR 2021) builds its multi-scale fusion on, at ``scale``² the cost.
+    """
+
+    def __init__(self, name: str, scale: float = 1.0) -> None:
+        super().__init__(name)
+        if not 1.0 <= scale <= 8.0:
+            raise ValueError(f"method {name!r}: scale must lie in [1, 8], got {scale}")
+        self.scale = float(scale)
 
     def _compute(self, model, x, targets):
         return upsample_cam(self.native(model, x, targets), x.shape[-2:]).float().cpu()
@@ -45,24 +65,101 @@ class LowResCAM(CAMMethod):
     @torch.inference_mode()
     def native(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The CAM at the feature resolution, ``(B, h, w)`` (e.g. 7×7 for 224×224 at stride 32)."""
-        return model.low_res_cam(x, targets)
+        return model.low_res_cam(_enlarged(x, self.scale), targets).float().cpu()
 
     def settings(self) -> dict[str, Any]:
-        return {
+        out = {
             "map": "sum_k w_ck A_k over the final features A (backbone.cam)",
             "resize": "bilinear to the input size (upsample_cam, align_corners=False)",
         }
+        if self.scale != 1:
+            out["input"] = f"enlarged {self.scale:g}× bilinearly before the network"
+        return out
+
+
+class MultiScaleCAM(CAMMethod):
+    """Mean of the CAMs of the input at several scales, on the largest scale's grid.
+
+    For a GAP + FC network this is what CAMERAS (Jalwana et al., CVPR 2021) computes: it averages
+    activations and gradients over scales, and the gradient of a logit with respect to ``A_k``
+    is ``w_ck / (h w)``, so its map is the scale-averaged CAM up to a constant factor.
+    """
+
+    def __init__(self, name: str, scales: tuple[float, ...] = (1.0, 1.5, 2.0)) -> None:
+        super().__init__(name)
+        if not scales or min(scales) < 1 or max(scales) > 8:
+            raise ValueError(f"method {name!r}: scales must lie in [1, 8], got {scales}")
+        self.scales = tuple(float(s) for s in scales)
+
+    def _compute(self, model, x, targets):
+        return upsample_cam(self.native(model, x, targets), x.shape[-2:]).float().cpu()
+
+    @torch.inference_mode()
+    def native(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        cams = [model.low_res_cam(_enlarged(x, s), targets).float() for s in self.scales]
+        size = max((c.shape[-2:] for c in cams), key=lambda hw: hw[0] * hw[1])
+        return torch.stack([upsample_cam(c, size) for c in cams]).mean(0).cpu()
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "map": "mean over scales of the CAM of the enlarged input, on the finest grid",
+            "scales": list(self.scales),
+        }
+
+
+def _enlarged(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` resized by ``scale`` (bilinear; the identity for 1)."""
+    if scale == 1:
+        return x
+    size = [max(1, round(s * scale)) for s in x.shape[-2:]]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class GuidedUpsampledCAM(CAMMethod):
+    """``base+guided``: another method's native map upsampled by :func:`hrcam.guided_upsample`.
+
+    The base's map at its own resolution (:meth:`CAMMethod.native`: a peer's at its target
+    layer's grid, not resized to the input), the image (the input un-normalised) as the guide.
+    """
+
+    def __init__(self, name: str, base: CAMMethod, options: dict[str, Any] | None = None) -> None:
+        super().__init__(name)
+        self.base = base
+        self.options = dict(options or {})
+        self.family = base.family if base.family == "ours" else f"{base.family}+guided"
+        self.slow = base.slow
+
+    def check_model(self, model) -> None:
+        self.base.check_model(model)
+
+    def _compute(self, model, x, targets):
+        native = self.base.native(model, x, targets).float()
+        with torch.inference_mode():
+            image = model.unnormalize(x)
+            return guided_upsample(native.to(x.device), image, **self.options).float().cpu()
+
+    def settings(self) -> dict[str, Any]:
+        settings = dict(self.base.settings())
+        settings["upsampling"] = "hrcam.guided_upsample of the native map" + (
+            f" ({', '.join(f'{k}={v}' for k, v in self.options.items())})" if self.options else ""
+        )
+        return settings
+
+    def layer_names(self, backbone) -> list[str]:
+        return self.base.layer_names(backbone) if hasattr(self.base, "layer_names") else []
 
 
 class SharedCAMsMethod(CAMMethod):
     """A method computed from :meth:`HRCAM.generate_cams`; :meth:`from_cams` does the rest."""
 
+    mode: str | None = None
+
     def check_model(self, model) -> None:
-        if model.expansion is None:
+        if model.expansion is None and (self.mode or model.high_res_mode) == "paper":
             raise ValueError(
-                f"method {self.name!r} needs a model with an expansion network, and this one has "
-                "none; leave it out, or load a model that has one (a stage-2 checkpoint, or "
-                "'default' once its expansion weights ship)"
+                f"method {self.name!r} needs the paper's expansion network, and this model has "
+                "none; use mode=guided (no training), or a model with one (a stage-2 checkpoint, "
+                "or 'default')"
             )
 
     def _compute(self, model, x, targets):
@@ -166,8 +263,15 @@ class RefinedCAM(SharedCAMsMethod):
 
 @register_method("low_res")
 def _low_res(name: str, params: dict[str, str], **context) -> LowResCAM:
-    reject_unknown(name, params, ())
-    return LowResCAM(name)
+    reject_unknown(name, params, ("scale",))
+    return LowResCAM(name, scale=_number(name, "scale", params.get("scale", "1")))
+
+
+def _number(name: str, key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"method {name!r}: {key}={text!r} is not a number") from None
 
 
 @register_method("high_res")
@@ -197,6 +301,13 @@ def _refined(
         mode=mode,
         flip=flip,
     )
+
+
+@register_method("multiscale")
+def _multiscale(name: str, params: dict[str, str], **context) -> MultiScaleCAM:
+    reject_unknown(name, params, ("scales",))
+    text = params.get("scales", "1/1.5/2")
+    return MultiScaleCAM(name, tuple(_number(name, "scales", v) for v in text.split("/")))
 
 
 def _flag(name: str, text: str) -> bool:

@@ -33,6 +33,7 @@ computes their gradients too (what a user calling pytorch-grad-cam on the model 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -213,6 +214,15 @@ class GradCAMMethod(CAMMethod):
             )
 
     def _compute(self, model, x, targets):
+        return self._run(model, x, targets, native=False)
+
+    def native(self, model, x, targets):
+        """The library's map before its resize to the input: at the (finest) target layer's grid."""
+        from .base import check_inputs
+
+        return self._run(model, x, check_inputs(model, x, targets), native=True)
+
+    def _run(self, model, x, targets, *, native: bool):
         self.check_model(model)
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -232,6 +242,8 @@ class GradCAMMethod(CAMMethod):
                     cam = self._cam_cls(model=wrapper, target_layers=self.target_layers(wrapper))
                     if self.batch_size is not None:
                         cam.batch_size = self.batch_size
+                    if native:  # the size every layer's map is scaled to: the finest layer's
+                        cam.get_target_width_height = functools.partial(_finest_layer_size, cam)
                     try:
                         cam_targets = [ClassifierOutputTarget(int(t)) for t in targets[chunk]]
                         # Score-CAM draws a tqdm bar per image on stderr; keep the log readable.
@@ -274,6 +286,13 @@ class GradCAMMethod(CAMMethod):
         if self.per_image:
             out["images_per_call"] = 1
         return out
+
+
+def _finest_layer_size(cam, input_tensor) -> tuple[int, int]:
+    """(width, height) of the largest activation the hooks saw (pytorch-grad-cam's order)."""
+    shapes = [tuple(a.shape[-2:]) for a in cam.activations_and_grads.activations]
+    height, width = max(shapes, key=lambda hw: hw[0] * hw[1])
+    return int(width), int(height)
 
 
 # name -> (class, layers, uses gradients, slow)
