@@ -154,3 +154,19 @@ def test_bad_input_raises_clear_error(tiny_backbone, shape, dtype, match):
 def test_class_names_must_match_classes():
     with pytest.raises(ValueError, match="one name per class"):
         create_backbone("tiny_densenet", num_classes=3, class_names=["a", "b"])
+
+
+def test_positive_weight_cam_keeps_only_the_evidence_for_the_class(tiny_backbone):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = tiny_backbone.forward_features(x)
+        targets = torch.tensor([0, 2])
+        w = tiny_backbone.fc.weight[targets]
+        assert (w < 0).any() and (w > 0).any()  # a fair test: both signs are there
+        expected = torch.einsum("bk,bkhw->bhw", w.clamp_min(0), features)
+        torch.testing.assert_close(
+            tiny_backbone.cam(features, targets, weights="positive"), expected
+        )
+    with pytest.raises(ValueError, match="'all' or 'positive'"):
+        tiny_backbone.cam(features, targets, weights="negative")

@@ -12,7 +12,12 @@ from hrcam.expansion import ExpansionNetwork
 
 
 def _outputs(model, x):
-    return model.generate_cams(x)
+    """Every output of the model: each CAM (guided and the paper's) and the probabilities."""
+    model.high_res_mode = "paper"
+    paper = model.generate_cams(x)
+    model.high_res_mode = "guided"
+    cams = model.generate_cams(x)
+    return [paper.high_res, cams.high_res, cams.low_res, cams.probabilities]
 
 
 def test_training_checkpoint_round_trip(tiny_model, tmp_path):
@@ -108,7 +113,8 @@ def test_shipped_default_model_loads_offline():
     assert model.expansion is not None and model.high_res_mode == "guided"
     assert model.backbone.config["name"] == "efficientnet_lite0" and len(model.class_names) == 1000
     x = torch.zeros(1, 3, 224, 224)
-    high, low, probs = model.generate_cams(x)
+    cams = model.generate_cams(x)
+    high, low, probs = cams.high_res, cams.low_res, cams.probabilities
     assert high.shape == (1, 224, 224) and low.shape == (1, 7, 7)
     model.high_res_mode = "paper"
     assert torch.isfinite(model.high_res_cam(x)).all()

@@ -149,3 +149,19 @@ def test_demo_uses_bundled_photographs(model_file, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["succeeded"] == 4
     assert "report:" in capsys.readouterr().out
+
+
+def test_a_model_without_expansion_network_gets_every_map(tiny_backbone, inputs, tmp_path):
+    from hrcam import HRCAM
+
+    tiny_backbone.class_names = ["disc", "square", "other"]
+    path = export_model(HRCAM(tiny_backbone), tmp_path / "no_expansion.safetensors")
+    out = tmp_path / "out"
+    args = ["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(path)]
+    assert cli([*args, "--input-size", "32", "--no-progress"]) == 0
+    folder = out / "images" / "rgb.jpg"
+    maps = np.load(folder / "maps.npz")
+    assert maps["high_res_cam"].shape == maps["refined_cam"].shape == (32, 32)
+    assert (folder / "pipeline.png").is_file() and (folder / "overlay_high.png").is_file()
+    # The paper's high-res CAM is the one map that needs the expansion network: said so, exit 2.
+    assert cli([*args, "--high-res", "paper", "--no-progress"]) == 2

@@ -9,7 +9,8 @@ from hrcam import HRCAM, guided_upsample, upsample_cam
 def test_generate_cams_agrees_with_each_method(tiny_model):
     torch.manual_seed(0)
     x = torch.randn(4, 3, 32, 32)
-    high, low, probs = tiny_model.generate_cams(x)
+    cams = tiny_model.generate_cams(x)
+    high, low, probs = cams.high_res, cams.low_res, cams.probabilities
     assert high.shape == (4, 32, 32) and low.shape == (4, 4, 4) and probs.shape == (4, 3)
     torch.testing.assert_close(probs.sum(1), torch.ones(4))
     torch.testing.assert_close(tiny_model.low_res_cam(x), low)
@@ -75,9 +76,13 @@ def test_preprocess_handles_odd_images(tiny_model, tmp_path):
 def test_without_expansion_every_map_but_the_papers(tiny_backbone):
     model = HRCAM(tiny_backbone).eval()
     x = torch.randn(2, 3, 32, 32)
-    high, low, probs = model.generate_cams(x)
+    cams = model.generate_cams(x)
+    high, low = cams.high_res, cams.low_res
     assert model.high_res_mode == "guided" and low.shape == (2, 4, 4)
-    torch.testing.assert_close(high, guided_upsample(low, model.unnormalize(x)))
+    positive = model.low_res_cam(x, weights="positive")
+    torch.testing.assert_close(high, guided_upsample(positive, model.unnormalize(x)))
+    model.cam_weights = "all"
+    torch.testing.assert_close(model.high_res_cam(x), guided_upsample(low, model.unnormalize(x)))
     with pytest.raises(ValueError, match="needs an expansion network"):
         model.high_res_mode = "paper"
     with pytest.raises(ValueError, match="needs an expansion network"):
@@ -100,10 +105,13 @@ def test_high_res_modes(tiny_model):
     paper = tiny_model.high_res_cam(x)
     tiny_model.high_res_mode = "auto"
     assert tiny_model.high_res_mode == "guided"
-    high, low, _ = tiny_model.generate_cams(x)
+    cams = tiny_model.generate_cams(x)
+    high, low = cams.high_res, cams.low_res
     assert not torch.allclose(high, paper)
-    # The guided CAM mixes the low-res CAM's values: it stays within their range per image.
-    assert (high.amax((1, 2)) <= low.amax((1, 2)) + 1e-5).all()
+    # The guided CAM mixes the (positive-weight) low-res CAM's values: it stays in their range.
+    positive = tiny_model.low_res_cam(x, weights="positive")
+    assert (high.amax((1, 2)) <= positive.amax((1, 2)) + 1e-5).all()
+    assert (high.amin((1, 2)) >= positive.amin((1, 2)) - 1e-5).all()
     with pytest.raises(ValueError, match="one of auto, guided, paper"):
         tiny_model.high_res_mode = "fancy"
 
@@ -112,7 +120,18 @@ def test_guided_options_reach_the_upsampler(tiny_backbone):
     x = torch.randn(1, 3, 32, 32)
     plain = HRCAM(tiny_backbone).eval()
     spatial = HRCAM(tiny_backbone, guided_options={"colour_sigma": 0.0}).eval()
-    low = plain.low_res_cam(x)
+    low = plain.low_res_cam(x, weights="positive")
     torch.testing.assert_close(
         spatial.high_res_cam(x), guided_upsample(low, plain.unnormalize(x), colour_sigma=0.0)
     )
+
+
+def test_cams_are_read_by_name_and_select_rows(tiny_model):
+    x = torch.randn(3, 3, 32, 32)
+    cams = tiny_model.generate_cams(x, target=[0, 2, 1])
+    assert cams.targets.tolist() == [0, 2, 1]
+    with pytest.raises(TypeError):
+        high, low, probs, targets = cams  # a dataclass: no positional unpacking to get wrong
+    part = cams.select([2, 0])
+    torch.testing.assert_close(part.low_res, cams.low_res[[2, 0]])
+    assert part.targets.tolist() == [1, 0] and part.high_res.shape == (2, 32, 32)

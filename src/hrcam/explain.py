@@ -301,8 +301,8 @@ def _explain_batch(
 ) -> list[ImageResult]:
     from . import viz
 
-    high, low, probs = model.generate_cams(x, target, flip=flip)
-    targets = model.resolve_targets(target, probs)
+    cams = model.generate_cams(x, target, flip=flip)
+    high, low, probs, targets = cams.high_res, cams.low_res, cams.probabilities, cams.targets
     top_p, top_i = probs.topk(min(5, probs.shape[1]), dim=1)
     inputs = [model.to_image(x[i : i + 1]) for i in range(x.shape[0])]
     if x.device.type == "cuda":

@@ -245,3 +245,98 @@ def test_fused_layers_on_a_shallow_backbone(tiny_backbone):
     assert layers[0].startswith("skip block1 (stride 2") and layers[-1].startswith(
         "final features A"
     )
+
+
+# -- native maps, "+guided" and the multi-scale baselines -----------------------------------------
+
+
+def test_native_maps_are_at_the_layers_own_grid(tiny_model, batch):
+    x, targets = batch  # 32×40 at stride 8: a 4×5 grid
+    assert create_method("gradcam").native(tiny_model, x, targets).shape == (3, 4, 5)
+    assert create_method("low_res").native(tiny_model, x, targets).shape == (3, 4, 5)
+    # Fused layers are combined at the finest one's grid (the stride-2 skip here: 16×20).
+    fine = fused_skip_indices(tiny_model.backbone)[0]
+    stride = tiny_model.backbone.skip_info[fine].stride
+    fused = create_method("layercam_fused").native(tiny_model, x, targets)
+    assert fused.shape == (3, 32 // stride, 40 // stride)
+    # The native map resized the library's way is the library's own map.
+    native = create_method("gradcam").native(tiny_model, x, targets)
+    full = create_method("gradcam")(tiny_model, x, targets)
+    resized = torch.nn.functional.interpolate(
+        native[:, None], size=(32, 40), mode="bilinear", align_corners=False
+    )[:, 0]
+    torch.testing.assert_close(_normalise(resized), full, rtol=0, atol=0.02)
+
+
+def test_plus_guided_upsamples_the_native_map(tiny_model, batch):
+    from hrcam import guided_upsample
+
+    x, targets = batch
+    method = create_method("gradcam+guided:colour_sigma=0.2")
+    assert method.name == "gradcam+guided:colour_sigma=0.2" and method.family == "peer+guided"
+    native = create_method("gradcam").native(tiny_model, x, targets)
+    expected = guided_upsample(native, tiny_model.unnormalize(x), colour_sigma=0.2)
+    torch.testing.assert_close(method(tiny_model, x, targets), expected)
+    # low_res+guided is the guided high-res CAM itself, of all or of the positive FC weights.
+    torch.testing.assert_close(
+        create_method("low_res+guided:weights=positive")(tiny_model, x, targets),
+        create_method("high_res")(tiny_model, x, targets),  # the model's default
+    )
+    torch.testing.assert_close(
+        create_method("low_res+guided")(tiny_model, x, targets),
+        create_method("high_res:weights=all")(tiny_model, x, targets),
+    )
+    with pytest.raises(KeyError, match="unknown upsampler 'bilinear'"):
+        create_method("gradcam+bilinear")
+    with pytest.raises(ValueError, match="not a number"):
+        create_method("gradcam+guided:colour_sigma=big")
+    with pytest.raises(ValueError, match="unknown option"):
+        create_method("gradcam+guided:alpha=0.3")
+
+
+def test_enlarged_input_and_multiscale_baselines(tiny_model, batch):
+    x, targets = batch
+    twice = create_method("low_res:scale=2").native(tiny_model, x, targets)
+    big = torch.nn.functional.interpolate(x, size=(64, 80), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(twice, tiny_model.low_res_cam(big, targets))
+    fused = create_method("multiscale").native(tiny_model, x, targets)
+    assert fused.shape == twice.shape  # on the finest (2×) grid
+    cams = [
+        upsample_cam(
+            tiny_model.low_res_cam(
+                torch.nn.functional.interpolate(
+                    x, size=(round(32 * s), round(40 * s)), mode="bilinear", align_corners=False
+                )
+                if s != 1
+                else x,
+                targets,
+            ),
+            (8, 10),
+        )
+        for s in (1, 1.5, 2)
+    ]
+    torch.testing.assert_close(fused, torch.stack(cams).mean(0), rtol=1e-5, atol=1e-5)
+    assert create_method("multiscale:scales=1/2")(tiny_model, x, targets).shape == (3, 32, 40)
+    with pytest.raises(ValueError, match="scale must lie in"):
+        create_method("low_res:scale=0.5")
+
+
+def test_at_layer_resolution_gives_pytorch_grad_cams_map_before_its_resize():
+    import torchvision
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from hrcam.methods import at_layer_resolution
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 96)
+    cam = GradCAM(model=model, target_layers=[model.layer4[-1]])
+    targets = [ClassifierOutputTarget(1), ClassifierOutputTarget(3)]
+    with at_layer_resolution(cam):
+        low = cam(input_tensor=x, targets=targets)
+    assert low.shape == (2, 2, 3)  # layer4's grid at stride 32
+    assert cam(input_tensor=x, targets=targets).shape == (2, 64, 96)  # restored afterwards
+    with pytest.raises(TypeError, match="pytorch-grad-cam CAM object"):
+        with at_layer_resolution(model):
+            pass

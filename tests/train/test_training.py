@@ -158,7 +158,8 @@ def test_stage2_leaves_classifier_bit_identical(stage1_run, tmp_path):
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(after(x), before.backbone(x))  # full model predicts as the half model
-    high, low, _ = after.generate_cams(x)
+    cams = after.generate_cams(x)
+    high, low = cams.high_res, cams.low_res
     assert high.shape == (4, 32, 32)
     records = [
         json.loads(line) for line in (tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()

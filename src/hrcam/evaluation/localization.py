@@ -478,7 +478,7 @@ def _run_methods(
             index = torch.tensor(rows, device=device)
             if unit is shared:
                 pick = torch.tensor([shared_rows.index(i) for i in rows], device=device)
-                part = type(cams)(*(None if t is None else t[pick] for t in cams))
+                part = cams.select(pick)
                 t0 = _now(device)
                 maps = run.method.from_cams(model, x[index], targets[index], part)
                 per_image = shared_per_image + (_now(device) - t0) / len(rows)

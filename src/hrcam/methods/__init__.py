@@ -1,7 +1,9 @@
 """CAM methods behind one interface: ``method(model, x, targets) -> (B, H, W) maps``.
 
-Ours (:mod:`.ours`): ``low_res``, ``high_res``, ``refined`` (with any refinement option, e.g.
-``refined:focal_scope=local,merge=multiply``). Peers (:mod:`.peers`, through pytorch-grad-cam,
+Ours (:mod:`.ours`): ``low_res`` (``low_res:scale=2``: of the enlarged input), ``high_res``,
+``refined`` (with any refinement option, e.g. ``refined:focal_scope=local,merge=multiply``),
+``multiscale`` (CAMs at 1, 1.5, 2×, averaged). Any of them, or any peer, followed by ``+guided``:
+its map at its own resolution upsampled by :func:`hrcam.guided_upsample`. Peers (:mod:`.peers`, through pytorch-grad-cam,
 ``pip install hrcam[compare]``): ``gradcam``, ``gradcampp``, ``hirescam``, ``layercam``,
 ``layercam_fused``, ``eigencam``, ``scorecam``.
 
@@ -21,18 +23,28 @@ from .base import (
     parse_method_spec,
     register_method,
 )
-from .ours import HighResCAM, LowResCAM, RefinedCAM, SharedCAMsMethod
-from .peers import GradCAMMethod, MissingDependencyError, TappedBackbone
+from .ours import (
+    GuidedUpsampledCAM,
+    HighResCAM,
+    LowResCAM,
+    MultiScaleCAM,
+    RefinedCAM,
+    SharedCAMsMethod,
+)
+from .peers import GradCAMMethod, MissingDependencyError, TappedBackbone, at_layer_resolution
 
 __all__ = [
     "CAMMethod",
     "GradCAMMethod",
+    "GuidedUpsampledCAM",
     "HighResCAM",
     "LowResCAM",
     "MissingDependencyError",
+    "MultiScaleCAM",
     "RefinedCAM",
     "SharedCAMsMethod",
     "TappedBackbone",
+    "at_layer_resolution",
     "create_method",
     "list_methods",
     "parse_method_list",

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..guided_upsampling import guided_upsample
-from ..model import CAMs, upsample_cam
+from ..model import CAM_WEIGHTS, CAMs, upsample_cam
 from ..postprocess import RefineOptions, refine, refine_batch
 from .base import CAMMethod, register_method, reject_unknown
 
@@ -53,11 +53,13 @@ class LowResCAM(CAMMethod):
     CAMERAS (Jalwana et al., CVPR 2021) builds its multi-scale fusion on, at ``scale``² the cost.
     """
 
-    def __init__(self, name: str, scale: float = 1.0) -> None:
+    def __init__(self, name: str, scale: float = 1.0, weights: str = "all") -> None:
         super().__init__(name)
         if not 1.0 <= scale <= 8.0:
             raise ValueError(f"method {name!r}: scale must lie in [1, 8], got {scale}")
+        _check_weights(name, weights)
         self.scale = float(scale)
+        self.weights = weights
 
     def _compute(self, model, x, targets):
         return upsample_cam(self.native(model, x, targets), x.shape[-2:]).float().cpu()
@@ -65,7 +67,8 @@ class LowResCAM(CAMMethod):
     @torch.inference_mode()
     def native(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The CAM at the feature resolution, ``(B, h, w)`` (e.g. 7×7 for 224×224 at stride 32)."""
-        return model.low_res_cam(_enlarged(x, self.scale), targets).float().cpu()
+        cam = model.low_res_cam(_enlarged(x, self.scale), targets, weights=self.weights)
+        return cam.float().cpu()
 
     def settings(self) -> dict[str, Any]:
         out = {
@@ -74,6 +77,8 @@ class LowResCAM(CAMMethod):
         }
         if self.scale != 1:
             out["input"] = f"enlarged {self.scale:g}× bilinearly before the network"
+        if self.weights != "all":
+            out["weights"] = "only the FC weights above zero (max(w_ck, 0))"
         return out
 
 
@@ -173,17 +178,27 @@ class SharedCAMsMethod(CAMMethod):
         raise NotImplementedError
 
 
-def _cams_in_mode(model, x, targets, cams: CAMs, mode: str | None, flip: bool = False) -> CAMs:
-    """``cams`` when they were made as asked (``mode``, no ``flip``), else made again so."""
-    if (mode is None or mode == model.high_res_mode) and not flip:
+def _check_weights(name: str, weights: str | None) -> None:
+    if weights not in (None, *CAM_WEIGHTS):
+        raise ValueError(f"method {name!r}: weights must be all or positive, got {weights!r}")
+
+
+def _cams_in_mode(
+    model, x, targets, cams: CAMs, mode: str | None, flip: bool = False, weights: str | None = None
+) -> CAMs:
+    """``cams`` when they were made as asked (``mode``, ``weights``, no ``flip``), else made again so."""
+    same_mode = mode is None or mode == model.high_res_mode
+    same_weights = weights is None or weights == model.cam_weights
+    if same_mode and same_weights and not flip:
         return cams
-    previous = model.high_res_mode
+    previous = (model.high_res_mode, model.cam_weights)
     try:
-        model.high_res_mode = mode or previous
+        model.high_res_mode = mode or previous[0]
+        model.cam_weights = weights or previous[1]
         with torch.inference_mode():
             return model.generate_cams(x, targets, flip=flip)
     finally:
-        model.high_res_mode = previous
+        model.high_res_mode, model.cam_weights = previous
 
 
 class HighResCAM(SharedCAMsMethod):
@@ -193,15 +208,20 @@ class HighResCAM(SharedCAMsMethod):
     (then ``generate_cams`` runs again for this method).
     """
 
-    def __init__(self, name: str, mode: str | None = None, flip: bool = False) -> None:
+    def __init__(
+        self, name: str, mode: str | None = None, flip: bool = False, weights: str | None = None
+    ) -> None:
         super().__init__(name)
         if mode not in (None, "paper", "guided"):
             raise ValueError(f"method {name!r}: mode must be paper or guided, got {mode!r}")
+        _check_weights(name, weights)
         self.mode = mode
         self.flip = flip
+        self.weights = weights
 
     def from_cams(self, model, x, targets, cams):
-        return _cams_in_mode(model, x, targets, cams, self.mode, self.flip).high_res.float().cpu()
+        cams = _cams_in_mode(model, x, targets, cams, self.mode, self.flip, self.weights)
+        return cams.high_res.float().cpu()
 
     def settings(self) -> dict[str, Any]:
         return {"map": "expansion network's class map for the target (generate_cams().high_res)"}
@@ -225,8 +245,11 @@ class RefinedCAM(SharedCAMsMethod):
         impl: str = "auto",
         mode: str | None = None,
         flip: bool = False,
+        weights: str | None = None,
     ) -> None:
         super().__init__(name)
+        _check_weights(name, weights)
+        self.weights = weights
         if impl not in ("auto", "numpy", "torch"):
             raise ValueError(f"method {name!r}: impl must be auto, numpy or torch, got {impl!r}")
         if mode not in (None, "paper", "guided"):
@@ -237,7 +260,7 @@ class RefinedCAM(SharedCAMsMethod):
         self.flip = flip
 
     def from_cams(self, model, x, targets, cams):
-        cams = _cams_in_mode(model, x, targets, cams, self.mode, self.flip)
+        cams = _cams_in_mode(model, x, targets, cams, self.mode, self.flip, self.weights)
         low, high = cams.low_res, cams.high_res
         use_torch = self.impl == "torch" or (self.impl == "auto" and low.device.type != "cpu")
         if use_torch:
@@ -255,6 +278,7 @@ class RefinedCAM(SharedCAMsMethod):
             "impl": self.impl,
             "mode": self.mode,
             "flip": self.flip,
+            "weights": self.weights,
         }
 
 
@@ -263,8 +287,9 @@ class RefinedCAM(SharedCAMsMethod):
 
 @register_method("low_res")
 def _low_res(name: str, params: dict[str, str], **context) -> LowResCAM:
-    reject_unknown(name, params, ("scale",))
-    return LowResCAM(name, scale=_number(name, "scale", params.get("scale", "1")))
+    reject_unknown(name, params, ("scale", "weights"))
+    scale = _number(name, "scale", params.get("scale", "1"))
+    return LowResCAM(name, scale=scale, weights=params.get("weights", "all"))
 
 
 def _number(name: str, key: str, text: str) -> float:
@@ -276,8 +301,9 @@ def _number(name: str, key: str, text: str) -> float:
 
 @register_method("high_res")
 def _high_res(name: str, params: dict[str, str], **context) -> HighResCAM:
-    reject_unknown(name, params, ("mode", "flip"))
-    return HighResCAM(name, mode=params.get("mode"), flip=_flag(name, params.get("flip", "0")))
+    reject_unknown(name, params, ("mode", "flip", "weights"))
+    flip = _flag(name, params.get("flip", "0"))
+    return HighResCAM(name, mode=params.get("mode"), flip=flip, weights=params.get("weights"))
 
 
 @register_method("refined")
@@ -285,10 +311,11 @@ def _refined(
     name: str, params: dict[str, str], *, refine_options: RefineOptions | None = None, **context
 ) -> RefinedCAM:
     fields = {f.name for f in dataclasses.fields(RefineOptions)}
-    reject_unknown(name, params, sorted(fields) + ["impl", "mode", "flip", "preset"])
+    reject_unknown(name, params, sorted(fields) + ["impl", "mode", "flip", "preset", "weights"])
     params = dict(params)
     impl = params.pop("impl", "auto")
     mode = params.pop("mode", None)
+    weights = params.pop("weights", None)
     flip = _flag(name, params.pop("flip", "0"))
     if "preset" in params:
         refine_options = RefineOptions.preset(params.pop("preset"))
@@ -300,6 +327,7 @@ def _refined(
         impl=impl,
         mode=mode,
         flip=flip,
+        weights=weights,
     )
 
 

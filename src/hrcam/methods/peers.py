@@ -44,7 +44,13 @@ from torch import nn
 
 from .base import CAMMethod, register_method, reject_unknown
 
-__all__ = ["GradCAMMethod", "TappedBackbone", "fused_skip_indices", "import_grad_cam"]
+__all__ = [
+    "GradCAMMethod",
+    "TappedBackbone",
+    "at_layer_resolution",
+    "fused_skip_indices",
+    "import_grad_cam",
+]
 
 _INSTALL_HINT = "install it with `pip install hrcam[compare]` (or `pip install grad-cam`)"
 
@@ -242,8 +248,6 @@ class GradCAMMethod(CAMMethod):
                     cam = self._cam_cls(model=wrapper, target_layers=self.target_layers(wrapper))
                     if self.batch_size is not None:
                         cam.batch_size = self.batch_size
-                    if native:  # the size every layer's map is scaled to: the finest layer's
-                        cam.get_target_width_height = functools.partial(_finest_layer_size, cam)
                     try:
                         cam_targets = [ClassifierOutputTarget(int(t)) for t in targets[chunk]]
                         # Score-CAM draws a tqdm bar per image on stderr; keep the log readable.
@@ -252,7 +256,10 @@ class GradCAMMethod(CAMMethod):
                             if self.slow
                             else contextlib.nullcontext()
                         )
-                        with quiet:
+                        native_size = (
+                            at_layer_resolution(cam) if native else contextlib.nullcontext()
+                        )
+                        with quiet, native_size:
                             out = cam(
                                 input_tensor=inputs[chunk],
                                 targets=cam_targets,
@@ -286,6 +293,33 @@ class GradCAMMethod(CAMMethod):
         if self.per_image:
             out["images_per_call"] = 1
         return out
+
+
+@contextlib.contextmanager
+def at_layer_resolution(cam):
+    """Inside the block, a pytorch-grad-cam object returns its maps at the layer's own grid.
+
+    pytorch-grad-cam resizes every map to the input before returning it; hrcam's
+    :func:`~hrcam.guided_upsample` wants the map before that (7×7 for ResNet-50's ``layer4``
+    at 224). With several target layers, the maps are combined at the finest layer's grid.
+
+    Example::
+
+        cam = GradCAM(model=model, target_layers=[model.layer4[-1]])
+        with at_layer_resolution(cam):
+            low = torch.from_numpy(cam(input_tensor=x, targets=targets))   # (B, 7, 7)
+        sharp = hrcam.guided_upsample(low, images)                         # (B, 224, 224)
+    """
+    if not hasattr(cam, "get_target_width_height") or not hasattr(cam, "activations_and_grads"):
+        raise TypeError(
+            f"expected a pytorch-grad-cam CAM object (GradCAM(...), LayerCAM(...), …), got "
+            f"{type(cam).__name__}"
+        )
+    cam.get_target_width_height = functools.partial(_finest_layer_size, cam)
+    try:
+        yield cam
+    finally:
+        del cam.get_target_width_height  # the class's own method again
 
 
 def _finest_layer_size(cam, input_tensor) -> tuple[int, int]:

@@ -21,32 +21,17 @@ is several times faster per image, so it stays the CPU default; see the benchmar
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
 
 from . import _grid
-from .options import RefineOptions, resolve_max_hole_size, resolve_num_points
-from .reference import _resolve_options
+from .options import RefineOptions
+from .pipeline import STEP_FUNCTIONS, resolve_options, run_steps
 from .steps import RefineSteps
 
-__all__ = [
-    "blur_cam",
-    "fill_holes",
-    "find_focal_points",
-    "find_local_maxima",
-    "find_roi",
-    "find_strong_edges",
-    "grow_region",
-    "label_components",
-    "mask_image",
-    "merge_maps",
-    "normalize_map",
-    "refine_batch",
-    "resize_bilinear",
-    "sobel_edges",
-    "threshold_bounds",
-]
+__all__ = [*STEP_FUNCTIONS, "find_local_maxima", "label_components", "refine_batch"]
 
 Tensor = torch.Tensor
 
@@ -354,8 +339,12 @@ def find_focal_points(
     maxima_areas: str = "small",
     maxima_threshold: float | None = None,
     low_resized: Tensor | None = None,
+    search_mask: Tensor | None = None,
 ) -> Tensor:
-    """Step 5: ``(B, H, W)`` bool seeds; see the reference :func:`~.reference.find_focal_points`."""
+    """Step 5: ``(B, H, W)`` bool seeds; see the reference :func:`~.reference.find_focal_points`.
+
+    ``search_mask`` is accepted for the reference's signature; ``torch.topk`` needs no shortcut.
+    """
     H, W = shape
     low = normalize_map(low_res_cam)
     if scope == "global":
@@ -511,61 +500,12 @@ def refine_batch(
         steps = refine_batch(low_cams, high_cams, images, device="cuda")
         refined_cams = steps.refined          # (B, H, W)
     """
-    opts = _resolve_options(options, option_overrides)
+    opts = resolve_options(options, option_overrides)
     as_numpy = not any(isinstance(t, Tensor) for t in (low, high, images))
     if device is None:
         device = high.device if isinstance(high, Tensor) else torch.device("cpu")
     low, high, images = _check_batch(low, high, images, device)
-    B, H, W = high.shape
-
-    low_n = normalize_map(low)
-    blurred = blur_cam(high, size=opts.blur_size)
-    edges = sobel_edges(blurred)
-    low_resized = resize_bilinear(low_n, (H, W))
-    roi = find_roi(low_resized, percentile=opts.roi_percentile)
-    focal_points = find_focal_points(
-        low_n,
-        (H, W),
-        scope=opts.focal_scope,
-        num_points=resolve_num_points(opts, H),
-        maxima_areas=opts.maxima_areas,
-        maxima_threshold=opts.maxima_threshold,
-        low_resized=low_resized,
-    )
-    bounds = threshold_bounds(
-        edges, roi, lower_percentile=opts.lower_percentile, upper_percentile=opts.upper_percentile
-    )
-    lower, upper = bounds[:, 0], bounds[:, 1]
-    segmented = grow_region(edges, focal_points, lower=lower, upper=upper)
-    full_segment = fill_holes(
-        segmented | find_strong_edges(edges, roi, upper=upper),
-        max_size=resolve_max_hole_size(opts, H, W),
-    )
-    base = low_resized if opts.merge_base == "low" else normalize_map(high)
-    merged = merge_maps(full_segment, base, method=opts.merge, alpha=opts.alpha)
-    masked_images = None
-    if images is not None:
-        masked_images = mask_image(
-            images,
-            merged,
-            filter=opts.filter,
-            keep_percentage=opts.keep_percentage,
-            threshold=opts.threshold,
-        )
-    steps = RefineSteps(
-        low=low_n,
-        blurred=blurred,
-        edges=edges,
-        low_resized=low_resized,
-        roi=roi,
-        focal_points=focal_points,
-        bounds=bounds,
-        segmented=segmented,
-        full_segment=full_segment,
-        merged=merged,
-        masked_image=masked_images,
-        options=opts,
-    )
+    steps = run_steps(sys.modules[__name__], low, high, images, opts)  # this module's steps
     return steps.numpy() if as_numpy else steps
 
 

@@ -23,32 +23,18 @@ Conventions both implementations share (so they agree; see also :mod:`._grid`):
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from scipy import ndimage
 from skimage import morphology
 
 from . import _grid
-from .options import RefineOptions, resolve_max_hole_size, resolve_num_points
+from .options import RefineOptions
+from .pipeline import STEP_FUNCTIONS, resolve_options, run_steps
 from .steps import RefineSteps
 
-__all__ = [
-    "blur_cam",
-    "fill_holes",
-    "find_focal_points",
-    "find_local_maxima",
-    "find_roi",
-    "find_strong_edges",
-    "grow_region",
-    "linear_percentile",
-    "mask_image",
-    "merge_maps",
-    "normalize_map",
-    "refine",
-    "resize_bilinear",
-    "sobel_edges",
-    "threshold_bounds",
-]
+__all__ = [*STEP_FUNCTIONS, "find_local_maxima", "linear_percentile", "refine"]
 
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
@@ -249,7 +235,7 @@ def find_focal_points(
     maxima_areas: str = "small",
     maxima_threshold: float | None = None,
     low_resized=None,
-    _roi=None,
+    search_mask=None,
 ) -> np.ndarray:
     """Step 5: the seeds of region growing, as an ``(H, W)`` bool mask for ``shape = (H, W)``.
 
@@ -264,14 +250,16 @@ def find_focal_points(
       ``maxima_areas='large'`` the whole cell of each maximum (nearest-neighbour upsampling),
       with ``'small'`` the one pixel at its centre.
 
-    ``_roi`` is :func:`refine`'s shortcut (its ROI holds the k highest pixels); leave it out.
+    ``search_mask`` (optional, ``(H, W)`` bool): pixels known to hold the ``num_points``
+    highest ones, each above every pixel outside it — the ROI is such a mask; the search then
+    looks there only (the same seeds, found faster). Used by ``scope='global'`` only.
     """
     H, W = shape
     low = normalize_map(low_res_cam)
     if scope == "global":
         x = resize_bilinear(low, shape) if low_resized is None else low_resized
         k = num_points if num_points is not None else max(1, round(math.sqrt(H)))
-        return _top_k_mask(np.asarray(x, dtype=np.float32), int(k), above=_roi)
+        return _top_k_mask(np.asarray(x, dtype=np.float32), int(k), above=search_mask)
     if scope != "local":
         raise ValueError(f"scope must be 'global' or 'local'; got {scope!r}")
     if maxima_areas not in ("small", "large"):
@@ -464,69 +452,9 @@ def refine(
         steps = refine(low_res_cam, high_res_cam, image, focal_scope="local")
         refined_cam = steps.refined
     """
-    opts = _resolve_options(options, option_overrides)
+    opts = resolve_options(options, option_overrides)
     low, high, image = _check_inputs(low, high, image)
-    H, W = high.shape
-
-    low_n = normalize_map(low)
-    blurred = blur_cam(high, size=opts.blur_size)
-    edges = sobel_edges(blurred)
-    low_resized = resize_bilinear(low_n, (H, W))
-    roi = find_roi(low_resized, percentile=opts.roi_percentile)
-    focal_points = find_focal_points(
-        low_n,
-        (H, W),
-        scope=opts.focal_scope,
-        num_points=resolve_num_points(opts, H),
-        maxima_areas=opts.maxima_areas,
-        maxima_threshold=opts.maxima_threshold,
-        low_resized=low_resized,
-        _roi=roi,  # the k highest pixels lie in the ROI: a faster search, the same seeds
-    )
-    bounds = threshold_bounds(
-        edges,
-        roi,
-        lower_percentile=opts.lower_percentile,
-        upper_percentile=opts.upper_percentile,
-    )
-    segmented = grow_region(edges, focal_points, lower=bounds[0], upper=bounds[1])
-    full_segment = fill_holes(
-        segmented | find_strong_edges(edges, roi, upper=bounds[1]),
-        max_size=resolve_max_hole_size(opts, H, W),
-    )
-    base = low_resized if opts.merge_base == "low" else normalize_map(high)
-    merged = merge_maps(full_segment, base, method=opts.merge, alpha=opts.alpha)
-    masked_image = None
-    if image is not None:
-        masked_image = mask_image(
-            image,
-            merged,
-            filter=opts.filter,
-            keep_percentage=opts.keep_percentage,
-            threshold=opts.threshold,
-        )
-    return RefineSteps(
-        low=low_n,
-        blurred=blurred,
-        edges=edges,
-        low_resized=low_resized,
-        roi=roi,
-        focal_points=focal_points,
-        bounds=bounds,
-        segmented=segmented,
-        full_segment=full_segment,
-        merged=merged,
-        masked_image=masked_image,
-        options=opts,
-    )
-
-
-def _resolve_options(options: RefineOptions | None, overrides: dict) -> RefineOptions:
-    if options is None:
-        options = RefineOptions()
-    elif not isinstance(options, RefineOptions):
-        raise ValueError(f"options must be a RefineOptions, got {type(options).__name__}")
-    return options.replace(**overrides) if overrides else options
+    return run_steps(sys.modules[__name__], low, high, image, opts)  # this module's steps
 
 
 def _as_real_array(x, name: str) -> np.ndarray:

@@ -1,0 +1,105 @@
+"""The refinement pipeline's step sequence (paper section 2.3), written once for both backends.
+
+:func:`run_steps` chains the steps over a *backend*, a module holding one function per step
+with the same names and keywords: :mod:`.reference` (NumPy/SciPy, one image: ``(H, W)``
+arrays) or :mod:`.batched` (PyTorch, a batch: ``(B, H, W)`` tensors). The sequence, the option
+plumbing and the result's assembly live only here; :func:`~.reference.refine` and
+:func:`~.batched.refine_batch` check their inputs and call it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from .options import RefineOptions, resolve_max_hole_size, resolve_num_points
+from .steps import RefineSteps
+
+__all__ = ["STEP_FUNCTIONS", "resolve_options", "run_steps"]
+
+# What a backend implements, one function per step, with the same names and keywords.
+STEP_FUNCTIONS = (
+    "normalize_map",
+    "blur_cam",
+    "sobel_edges",
+    "resize_bilinear",
+    "find_roi",
+    "find_focal_points",
+    "threshold_bounds",
+    "grow_region",
+    "find_strong_edges",
+    "fill_holes",
+    "merge_maps",
+    "mask_image",
+)
+
+
+def run_steps(ops: ModuleType, low, high, image, opts: RefineOptions) -> RefineSteps:
+    """Every step of the postprocessing on checked inputs, with the backend ``ops``.
+
+    ``low``: low-res CAM(s) ``(..., h, w)``; ``high``: high-res CAM(s) ``(..., H, W)``;
+    ``image``: ``None`` or image(s) ``(..., H', W'[, C])`` channels-last.
+    """
+    height, width = high.shape[-2:]
+    low_n = ops.normalize_map(low)
+    # Steps 1-2: the high-res CAM's edges.
+    blurred = ops.blur_cam(high, size=opts.blur_size)
+    edges = ops.sobel_edges(blurred)
+    # Steps 3-5: region of interest and seeds from the low-res CAM.
+    low_resized = ops.resize_bilinear(low_n, (height, width))
+    roi = ops.find_roi(low_resized, percentile=opts.roi_percentile)
+    focal_points = ops.find_focal_points(
+        low_n,
+        (height, width),
+        scope=opts.focal_scope,
+        num_points=resolve_num_points(opts, height),
+        maxima_areas=opts.maxima_areas,
+        maxima_threshold=opts.maxima_threshold,
+        low_resized=low_resized,
+        search_mask=roi,  # the k highest pixels lie in the ROI: same seeds, a smaller search
+    )
+    # Steps 6-8: grow a region on the edges between two percentiles of the ROI's edges, add the
+    # ROI's strong edges, fill small holes.
+    bounds = ops.threshold_bounds(
+        edges, roi, lower_percentile=opts.lower_percentile, upper_percentile=opts.upper_percentile
+    )
+    lower, upper = bounds[..., 0], bounds[..., 1]
+    segmented = ops.grow_region(edges, focal_points, lower=lower, upper=upper)
+    full_segment = ops.fill_holes(
+        segmented | ops.find_strong_edges(edges, roi, upper=upper),
+        max_size=resolve_max_hole_size(opts, height, width),
+    )
+    # Step 9: merge with the base map; step 10: mask the image.
+    base = low_resized if opts.merge_base == "low" else ops.normalize_map(high)
+    merged = ops.merge_maps(full_segment, base, method=opts.merge, alpha=opts.alpha)
+    masked_image = None
+    if image is not None:
+        masked_image = ops.mask_image(
+            image,
+            merged,
+            filter=opts.filter,
+            keep_percentage=opts.keep_percentage,
+            threshold=opts.threshold,
+        )
+    return RefineSteps(
+        low=low_n,
+        blurred=blurred,
+        edges=edges,
+        low_resized=low_resized,
+        roi=roi,
+        focal_points=focal_points,
+        bounds=bounds,
+        segmented=segmented,
+        full_segment=full_segment,
+        merged=merged,
+        masked_image=masked_image,
+        options=opts,
+    )
+
+
+def resolve_options(options: RefineOptions | None, overrides: dict) -> RefineOptions:
+    """``options`` (default :class:`RefineOptions()`) with ``overrides`` applied and checked."""
+    if options is None:
+        options = RefineOptions()
+    elif not isinstance(options, RefineOptions):
+        raise ValueError(f"options must be a RefineOptions, got {type(options).__name__}")
+    return options.replace(**overrides) if overrides else options
