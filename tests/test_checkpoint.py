@@ -114,7 +114,7 @@ def test_shipped_default_model_loads_offline():
     assert model.backbone.config["name"] == "efficientnet_lite0" and len(model.class_names) == 1000
     x = torch.zeros(1, 3, 224, 224)
     cams = model.generate_cams(x)
-    high, low, probs = cams.high_res, cams.low_res, cams.probabilities
+    high, low = cams.high_res, cams.low_res
     assert high.shape == (1, 224, 224) and low.shape == (1, 7, 7)
     model.high_res_mode = "paper"
     assert torch.isfinite(model.high_res_cam(x)).all()
