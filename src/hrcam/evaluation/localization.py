@@ -441,7 +441,9 @@ def _run_methods(
     or last); ``high_res`` and the ``refined`` variants form one block, after one shared,
     timed ``generate_cams``.
     """
-    shared = [r for r in runs if isinstance(r.method, SharedCAMsMethod)]
+    # Methods whose CAMs are the model's own share one generate_cams; the others (another mode,
+    # weights or flip) make theirs on their own, and their time says so.
+    shared = [r for r in runs if isinstance(r.method, SharedCAMsMethod) and r.method.matches(model)]
     units: list[list[_MethodRun]] = []
     for run in runs:
         if run in shared:

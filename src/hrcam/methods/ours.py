@@ -21,6 +21,7 @@ result to each (:meth:`SharedCAMsMethod.from_cams`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -155,9 +156,16 @@ class GuidedUpsampledCAM(CAMMethod):
 
 
 class SharedCAMsMethod(CAMMethod):
-    """A method computed from :meth:`HRCAM.generate_cams`; :meth:`from_cams` does the rest."""
+    """A method computed from :meth:`HRCAM.generate_cams`; :meth:`_maps` does the rest.
+
+    ``mode``, ``weights`` and ``flip`` say how its CAMs are made (None: as the model makes
+    them). An evaluation runs ``generate_cams`` once per batch for every method that
+    :meth:`matches` the model and hands the result to :meth:`from_cams`.
+    """
 
     mode: str | None = None
+    weights: str | None = None
+    flip: bool = False
 
     def check_model(self, model) -> None:
         if model.expansion is None and (self.mode or model.high_res_mode) == "paper":
@@ -167,14 +175,30 @@ class SharedCAMsMethod(CAMMethod):
                 "or 'default')"
             )
 
+    def matches(self, model) -> bool:
+        """Whether the model's own ``generate_cams(x, targets)`` gives this method's CAMs."""
+        return (
+            not self.flip
+            and self.mode in (None, model.high_res_mode)
+            and self.weights in (None, model.cam_weights)
+        )
+
     def _compute(self, model, x, targets):
         self.check_model(model)
-        with torch.inference_mode():
-            cams = model.generate_cams(x, targets)
-        return self.from_cams(model, x, targets, cams)
+        with _configured(model, self.mode, self.weights), torch.inference_mode():
+            cams = model.generate_cams(x, targets, flip=self.flip)
+            return self._maps(cams)
 
     def from_cams(self, model, x: torch.Tensor, targets: torch.Tensor, cams: CAMs) -> torch.Tensor:
-        """The ``(B, H, W)`` float32 CPU maps from ``generate_cams(x, targets)``'s result."""
+        """The ``(B, H, W)`` float32 CPU maps from the model's ``generate_cams(x, targets)``.
+
+        When the method does not :meth:`match <matches>` the model, its own CAMs are made again.
+        """
+        if not self.matches(model):
+            return self._compute(model, x, targets)
+        return self._maps(cams)
+
+    def _maps(self, cams: CAMs) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -183,20 +207,14 @@ def _check_weights(name: str, weights: str | None) -> None:
         raise ValueError(f"method {name!r}: weights must be all or positive, got {weights!r}")
 
 
-def _cams_in_mode(
-    model, x, targets, cams: CAMs, mode: str | None, flip: bool = False, weights: str | None = None
-) -> CAMs:
-    """``cams`` when they were made as asked (``mode``, ``weights``, no ``flip``), else made again so."""
-    same_mode = mode is None or mode == model.high_res_mode
-    same_weights = weights is None or weights == model.cam_weights
-    if same_mode and same_weights and not flip:
-        return cams
+@contextlib.contextmanager
+def _configured(model, mode: str | None, weights: str | None):
+    """The model with its high-res mode and CAM weights set for the block (then restored)."""
     previous = (model.high_res_mode, model.cam_weights)
     try:
         model.high_res_mode = mode or previous[0]
         model.cam_weights = weights or previous[1]
-        with torch.inference_mode():
-            return model.generate_cams(x, targets, flip=flip)
+        yield model
     finally:
         model.high_res_mode, model.cam_weights = previous
 
@@ -204,8 +222,8 @@ def _cams_in_mode(
 class HighResCAM(SharedCAMsMethod):
     """The expansion network's high-res CAM, at the input size already.
 
-    ``mode`` (``"paper"`` or ``"guided"``) overrides the model's :attr:`HRCAM.high_res_mode`
-    (then ``generate_cams`` runs again for this method).
+    ``mode`` (``"paper"`` or ``"guided"``) and ``weights`` override the model's
+    :attr:`HRCAM.high_res_mode` and :attr:`HRCAM.cam_weights`; ``flip`` adds test-time mirroring.
     """
 
     def __init__(
@@ -219,8 +237,7 @@ class HighResCAM(SharedCAMsMethod):
         self.flip = flip
         self.weights = weights
 
-    def from_cams(self, model, x, targets, cams):
-        cams = _cams_in_mode(model, x, targets, cams, self.mode, self.flip, self.weights)
+    def _maps(self, cams):
         return cams.high_res.float().cpu()
 
     def settings(self) -> dict[str, Any]:
@@ -259,8 +276,7 @@ class RefinedCAM(SharedCAMsMethod):
         self.mode = mode
         self.flip = flip
 
-    def from_cams(self, model, x, targets, cams):
-        cams = _cams_in_mode(model, x, targets, cams, self.mode, self.flip, self.weights)
+    def _maps(self, cams):
         low, high = cams.low_res, cams.high_res
         use_torch = self.impl == "torch" or (self.impl == "auto" and low.device.type != "cpu")
         if use_torch:
