@@ -39,8 +39,9 @@ import hrcam
 from hrcam.checkpoint import load_model
 from hrcam.expansion import ExpansionNetwork
 from hrcam.postprocess import RefineOptions, refine_batch
-from hrcam.train.common import autocast, make_optimizer, setup_distributed
-from hrcam.train.expansion import _DecodeForDDP, expansion_loss
+from hrcam.train.distributed import distributed
+from hrcam.train.loop import autocast, make_optimizer
+from hrcam.train.stage2_expansion import _DecodeForDDP, expansion_loss
 
 
 def _photos(model: hrcam.HRCAM, size: int, batch: int, device) -> torch.Tensor:
@@ -170,7 +171,11 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    ctx = setup_distributed(args.device)
+    with distributed(args.device) as ctx:
+        _run(args, ctx)
+
+
+def _run(args, ctx) -> None:
     device = ctx.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(

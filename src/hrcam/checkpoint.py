@@ -33,6 +33,7 @@ __all__ = [
     "backbone_fingerprint",
     "build_backbone",
     "export_model",
+    "load_backbone",
     "load_checkpoint",
     "load_model",
     "model_from_checkpoint",
@@ -309,6 +310,11 @@ def load_model(
     except ValueError as err:
         raise ValueError(f"{name}: {err}") from None
     return model.to(device) if device is not None else model
+
+
+def load_backbone(name_or_path: str | os.PathLike) -> Backbone:
+    """The localization network of anything :func:`load_model` reads (a file or a name)."""
+    return load_model(name_or_path).backbone
 
 
 def _jsonable(obj: Any) -> Any:

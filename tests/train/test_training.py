@@ -14,8 +14,8 @@ import torch
 from hrcam import load_model
 from hrcam.checkpoint import load_checkpoint
 from hrcam.cli import main as cli
-from hrcam.train import classifier, expansion
-from hrcam.train.expansion import state_hash
+from hrcam.train import ClassifierConfig, ExpansionConfig, train_classifier, train_expansion
+from hrcam.train.stage2_expansion import state_hash
 
 TINY = [
     "--input-size",
@@ -32,6 +32,30 @@ TINY = [
 
 def _stage1(data: Path, out: Path, *extra: str) -> int:
     return cli(["train-classifier", str(data), "-o", str(out), "--batch-size", "4", *TINY, *extra])
+
+
+def _stage1_api(data: Path, out: Path, **options) -> dict:
+    """Stage 1 from Python, with the tiny network of TINY (and options the CLI does not have)."""
+    tiny = dict(input_size=32, workers=0, progress=False, block_config=(1, 1, 1), growth_rate=8)
+    return train_classifier(
+        ClassifierConfig(data=data, output=out, batch_size=4, **{**tiny, **options})
+    )
+
+
+def _stage2_api(data: Path, classifier: Path, out: Path, **options) -> dict:
+    return train_expansion(
+        ExpansionConfig(
+            data=data,
+            classifier=str(classifier),
+            output=out,
+            batch_size=4,
+            input_size=32,
+            workers=0,
+            progress=False,
+            val_fraction=0.25,
+            **options,
+        )
+    )
 
 
 def _stage2(data: Path, classifier_ckpt: Path, out: Path, *extra: str) -> int:
@@ -111,10 +135,7 @@ def test_stage1_is_deterministic_and_resumes_exactly(stage1_run, tmp_path):
         _weights(tmp_path / "again" / "last.pt", "backbone_state"),
     )
     # Killed after epoch 1 (4 steps), resumed: the same weights as the uninterrupted run.
-    assert (
-        _stage1(data, tmp_path / "cut", "--epochs", "2", "--lr", "3e-3", "--stop-after-steps", "4")
-        == 0
-    )
+    _stage1_api(data, tmp_path / "cut", epochs=2, lr=3e-3, stop_after_steps=4)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     assert _stage1(data, tmp_path / "cut", "--epochs", "2", "--lr", "3e-3", "--resume") == 0
     _assert_same(
@@ -123,17 +144,28 @@ def test_stage1_is_deterministic_and_resumes_exactly(stage1_run, tmp_path):
     )
 
 
-def test_stage1_resumes_mid_epoch(stage1_run, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stage1_resumes_mid_epoch_bit_identically(stage1_run, tmp_path, workers):
+    """Killed in the middle of epoch 2 with random augmentation and dropout on, then resumed:
+    the same weights as the uninterrupted run, bit for bit (each sample's augmentation and
+    each step's dropout are functions of the seed, the epoch, the sample and the step)."""
     data, _ = stage1_run
-    args = ["--epochs", "2", "--augment", "none", "--checkpoint-every", "1"]
-    assert _stage1(data, tmp_path / "full", *args) == 0
-    assert _stage1(data, tmp_path / "cut", *args, "--stop-after-steps", "6") == 0
+    options = dict(
+        epochs=2, augment="flip-affine", drop_rate=0.3, checkpoint_every=1, workers=workers
+    )
+    _stage1_api(data, tmp_path / "full", **options)
+    stopped = _stage1_api(data, tmp_path / "cut", stop_after_steps=6, **options)
+    assert stopped == {"stopped_at_step": 6}
     loop = load_checkpoint(tmp_path / "cut" / "last.pt")["loop"]
-    assert (loop["epoch"], loop["step_in_epoch"]) == (1, 2)
-    assert _stage1(data, tmp_path / "cut", *args, "--resume") == 0
+    assert (loop["epoch"], loop["step_in_epoch"]) == (1, 2)  # 4 steps an epoch: mid-epoch 2
+    _stage1_api(data, tmp_path / "cut", resume="last", **options)
     _assert_same(
         _weights(tmp_path / "full" / "last.pt", "backbone_state"),
         _weights(tmp_path / "cut" / "last.pt", "backbone_state"),
+    )
+    _assert_same(
+        _weights(tmp_path / "full" / "last.pt", "optimizer_state")["state"][0],
+        _weights(tmp_path / "cut" / "last.pt", "optimizer_state")["state"][0],
     )
 
 
@@ -176,10 +208,7 @@ def test_stage2_resume_and_flat_folder(stage1_run, tmp_path):
     for i, f in enumerate(sorted((data / "train").rglob("*.png"))):
         (flat / f"{i}.png").write_bytes(f.read_bytes())
     assert _stage2(flat, run / "best.pt", tmp_path / "full", "--epochs", "2") == 0
-    assert (
-        _stage2(flat, run / "best.pt", tmp_path / "cut", "--epochs", "2", "--stop-after-steps", "3")
-        == 0
-    )
+    _stage2_api(flat, run / "best.pt", tmp_path / "cut", epochs=2, stop_after_steps=3)
     assert _stage2(flat, run / "best.pt", tmp_path / "cut", "--epochs", "2", "--resume") == 0
     _assert_same(
         _weights(tmp_path / "full" / "last.pt", "expansion_state"),
@@ -191,24 +220,37 @@ def test_clear_errors_for_bad_data(tmp_path, stage1_run):
     _, run = stage1_run
     (tmp_path / "empty" / "train" / "a").mkdir(parents=True)
     (tmp_path / "empty" / "test" / "a").mkdir(parents=True)
-    args = classifier.get_args_parser().parse_args(
-        [str(tmp_path / "empty"), "-o", str(tmp_path / "o"), *TINY]
-    )
     with pytest.raises(ValueError, match="hold no images"):
-        classifier.main(args)
-    args = classifier.get_args_parser().parse_args(
-        [str(tmp_path / "nothing"), "-o", str(tmp_path / "o"), *TINY]
-    )
+        _stage1_api(tmp_path / "empty", tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="DATA/train"):
-        classifier.main(args)
+        _stage1_api(tmp_path / "nothing", tmp_path / "o")
     (tmp_path / "noimg").mkdir()
-    args = expansion.get_args_parser().parse_args(
-        [str(tmp_path / "noimg"), "--classifier", str(run / "best.pt"), "-o", str(tmp_path / "o2")]
-    )
     with pytest.raises(ValueError, match="no images found"):
-        expansion.main(args)
+        _stage2_api(tmp_path / "noimg", run / "best.pt", tmp_path / "o2")
     # The CLI turns these into one line on stderr and exit status 2.
     assert cli(["train-classifier", str(tmp_path / "nothing"), "-o", str(tmp_path / "o3")]) == 2
+
+
+def test_configs_check_their_values_by_flag_name(tmp_path):
+    with pytest.raises(ValueError, match="--batch-size must be >= 1"):
+        ClassifierConfig(data=tmp_path, output=tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match="--optimizer must be one of"):
+        ClassifierConfig(data=tmp_path, output=tmp_path, optimizer="adam")
+    with pytest.raises(ValueError, match="tiny_densenet only"):
+        ClassifierConfig(data=tmp_path, output=tmp_path, backbone="densenet121", growth_rate=8)
+    cfg = ExpansionConfig(data="x", classifier="c", output="o", decoder_channels="32,16,8")
+    assert cfg.decoder_channels == (32, 16, 8) and cfg.as_dict()["output"] == "o"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--batch-size", "0"], ["--batch-size", "-3"], ["--epochs", "0"], ["--workers", "-1"]],
+)
+def test_non_positive_counts_are_refused_by_argparse(tmp_path, capsys, flags):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["train-classifier", str(tmp_path), "-o", str(tmp_path / "o"), *flags])
+    assert exit_info.value.code == 2
+    assert flags[0] in capsys.readouterr().err
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:

@@ -110,6 +110,8 @@ class Backbone(nn.Module):
         if not self.external_classifier:
             self.fc = nn.Linear(num_features, num_classes)
         self.config: dict[str, Any] = dict(config or {})
+        if self.drop_rate and self.config:
+            self.config["drop_rate"] = self.drop_rate  # a resumed run must drop out as well
 
     #: Subclasses that wrap a user's model set this and define ``fc`` as a property returning the
     #: model's own ``nn.Linear`` (so it is neither copied nor registered twice).

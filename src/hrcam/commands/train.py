@@ -1,29 +1,41 @@
-"""``hrcam train-classifier`` (stage 1) and ``hrcam train-expansion`` (stage 2)."""
+"""``hrcam train-classifier`` (stage 1), ``hrcam train-expansion`` (stage 2), ``evaluate-classifier``.
+
+Thin: the training flags are made from the fields of :class:`hrcam.train.ClassifierConfig` and
+:class:`hrcam.train.ExpansionConfig`, and the parsed flags become that config again.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+_STAGE1 = """Stage 1: train or fine-tune the localization network on DATA/train/<class>/…, tested on
+DATA/test/<class>/… after every epoch (the folder names become the class names). Several processes:
+torchrun --nproc_per_node=N -m hrcam train-classifier …"""
+_STAGE2 = """Stage 2: train the expansion network on any folder of images (labels are not read) with
+the classifier frozen; the paper's reconstruction loss. Several processes: torchrun … -m hrcam
+train-expansion …"""
 
 
 def register(subparsers) -> None:
-    from ..train import classifier, expansion
+    from ..train.config import ClassifierConfig, ExpansionConfig, add_config_arguments
 
     p = subparsers.add_parser(
         "train-classifier",
         help="stage 1: train or fine-tune the localization network on DATA/train, test on DATA/test",
-        description=classifier.__doc__,
+        description=_STAGE1,
     )
-    classifier.get_args_parser(p)
-    p.set_defaults(func=lambda args: _run(classifier.main, args))
+    add_config_arguments(p, ClassifierConfig)
+    p.set_defaults(func=lambda args: _run("classifier", args))
 
     p = subparsers.add_parser(
         "train-expansion",
         help="stage 2: train the expansion network (reconstruction) with the classifier frozen",
-        description=expansion.__doc__,
+        description=_STAGE2,
     )
-    expansion.get_args_parser(p)
-    p.set_defaults(func=lambda args: _run(expansion.main, args))
+    add_config_arguments(p, ExpansionConfig)
+    p.set_defaults(func=lambda args: _run("expansion", args))
 
     p = subparsers.add_parser(
         "evaluate-classifier",
@@ -33,8 +45,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("folder", type=Path)
     p.add_argument("--model", required=True, help="checkpoint, exported model or backbone name")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--input-size", type=_positive, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "-o", "--output", type=Path, default=None, help="also write the report as JSON here"
@@ -42,8 +54,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=_evaluate_classifier)
 
 
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _evaluate_classifier(args) -> int:
-    from ..train.classifier import evaluate_folder
+    from ..train import evaluate_folder
     from ..utils import atomic_save_json
 
     report = evaluate_folder(
@@ -59,18 +83,20 @@ def _evaluate_classifier(args) -> int:
     return 0
 
 
-def _run(main, args) -> int:
-    import torch.distributed as dist
+def _run(stage: str, args) -> int:
+    from ..train import (
+        ClassifierConfig,
+        ExpansionConfig,
+        train_classifier,
+        train_expansion,
+    )
+    from ..train.config import config_from_args
 
-    try:
-        metrics = main(args)
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    if metrics and (not dist.is_available() or int(__import__("os").environ.get("RANK", "0")) == 0):
-        print(
-            json.dumps(
-                {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=1
-            )
-        )
+    if stage == "classifier":
+        metrics = train_classifier(config_from_args(ClassifierConfig, args))
+    else:
+        metrics = train_expansion(config_from_args(ExpansionConfig, args))
+    if metrics and int(os.environ.get("RANK", "0")) == 0:
+        scalars = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
+        print(json.dumps(scalars, indent=1))
     return 0

@@ -54,9 +54,19 @@ class _RobustImages(Dataset):
     def __init__(self, transform: Callable | None) -> None:
         self.transform = transform
         self.bad_files: set[str] = set()
+        self.epoch_seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def set_epoch_seed(self, seed: int | None) -> None:
+        """Make each sample's random augmentation a function of ``(seed, index)`` alone.
+
+        Then an epoch's augmentation does not depend on which samples came before or on which
+        loader worker draws them, so a run resumed in the middle of an epoch sees exactly the
+        images the uninterrupted run saw. None: torch's global RNG, as usual.
+        """
+        self.epoch_seed = seed
 
     def _load(self, index: int):
         for offset in range(min(len(self.files), 50)):
@@ -69,7 +79,13 @@ class _RobustImages(Dataset):
                     self.bad_files.add(str(path))
                     logger.warning("skipping unreadable image: %s", err)
                 continue
-            return i, (self.transform(image) if self.transform else image)
+            if self.transform is None:
+                return i, image
+            if self.epoch_seed is None:
+                return i, self.transform(image)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.epoch_seed * 1_000_003 + i) % 2**63)
+                return i, self.transform(image)
         raise ImageLoadError(
             f"50 images in a row from {self.files[index]} could not be read; check the data folder"
         )

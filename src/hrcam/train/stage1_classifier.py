@@ -10,7 +10,6 @@ Run on one process (``hrcam train-classifier …``) or several (``torchrun --npr
 
 from __future__ import annotations
 
-import argparse
 import logging
 import warnings
 from pathlib import Path
@@ -21,94 +20,60 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from ..backbones import create_backbone, list_backbones
+from ..backbones import create_backbone
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data.folders import ClassFolderDataset, build_transform
 from ..metrics.classification import ClassificationMeter
-from .common import (
-    DistContext,
+from ..utils import atomic_save_json
+from .config import ClassifierConfig
+from .distributed import DistContext, distributed
+from .loop import (
+    Hooks,
     LoopState,
     MetricsLog,
     ShardSampler,
-    add_common_arguments,
-    args_to_config,
     autocast,
     fit,
     make_loader,
     make_loaders,
     progress,
     resolve_resume,
-    save_run_config,
     seed_everything,
-    setup_distributed,
     setup_optimization,
 )
 
-__all__ = ["classification_loss", "evaluate", "get_args_parser", "main"]
+__all__ = ["classification_loss", "evaluate", "evaluate_folder", "train_classifier"]
 
 logger = logging.getLogger("hrcam.train")
 
 
-def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "data", type=Path, help="folder with train/ and test/, one sub-folder per class in each"
-    )
-    g = parser.add_argument_group("model")
-    g.add_argument(
-        "--backbone", default="tiny_densenet", help=f"one of: {', '.join(list_backbones())}"
-    )
-    g.add_argument(
-        "--weights",
-        default=None,
-        help="start from 'imagenet' weights or a weights file (default: random init)",
-    )
-    g.add_argument(
-        "--cam-channels",
-        type=int,
-        default=None,
-        help="1×1 reduction to this many maps before GAP (the original code used 16)",
-    )
-    g.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the FC layer")
-    g.add_argument("--growth-rate", type=int, default=None, help="tiny_densenet: growth rate")
-    g.add_argument(
-        "--block-config", default=None, help="tiny_densenet: layers per dense block, e.g. 4,4,4"
-    )
-    g.add_argument("--label-smoothing", type=float, default=0.0)
-    g.add_argument("--augment", choices=("none", "flip", "flip-affine"), default="flip-affine")
-    add_common_arguments(parser, default_epochs=30, default_lr=1e-3, default_batch=64)
-    return parser
-
-
-def _build_backbone(args, classes: list[str]):
+def _build_backbone(cfg: ClassifierConfig, classes: list[str]):
     kwargs: dict[str, Any] = {
         "num_classes": len(classes),
         "class_names": classes,
-        "cam_channels": args.cam_channels,
-        "drop_rate": args.drop_rate,
+        "cam_channels": cfg.cam_channels,
+        "drop_rate": cfg.drop_rate,
     }
-    if args.backbone == "tiny_densenet":
-        if args.growth_rate:
-            kwargs["growth_rate"] = args.growth_rate
-        if args.block_config:
-            kwargs["block_config"] = tuple(int(v) for v in str(args.block_config).split(","))
-        if args.input_size:
-            kwargs["input_size"] = args.input_size
-    elif args.growth_rate or args.block_config:
-        raise ValueError("--growth-rate and --block-config apply to tiny_densenet only")
-    return create_backbone(args.backbone, weights=args.weights, **kwargs)
+    if cfg.backbone == "tiny_densenet":
+        if cfg.growth_rate:
+            kwargs["growth_rate"] = cfg.growth_rate
+        if cfg.block_config:
+            kwargs["block_config"] = cfg.block_config
+        if cfg.input_size:
+            kwargs["input_size"] = cfg.input_size
+    return create_backbone(cfg.backbone, weights=cfg.weights, **kwargs)
 
 
-def classification_loss(model, batch, *, ctx: DistContext, args) -> torch.Tensor:
-    """Cross-entropy of one batch (the shared loop in :func:`hrcam.train.common.fit` does the rest)."""
+def classification_loss(model, batch, *, ctx: DistContext, cfg: ClassifierConfig) -> torch.Tensor:
+    """Cross-entropy of one batch (the shared loop in :func:`hrcam.train.loop.fit` does the rest)."""
     images, labels = batch
     images = images.to(ctx.device, non_blocking=True)
     labels = labels.to(ctx.device, non_blocking=True)
-    if args.channels_last:
+    if cfg.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    with autocast(ctx, args.amp):
+    with autocast(ctx, cfg.amp):
         logits = model(images)
-    return F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing)
+    return F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
 
 
 @torch.no_grad()
@@ -142,36 +107,101 @@ def evaluate(
     return {("test_" + k if not k.startswith("test_") else k): v for k, v in report.items()}
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    ctx = setup_distributed(args.device)
-    output: Path = args.output
+def train_classifier(cfg: ClassifierConfig) -> dict[str, Any]:
+    """Stage 1 (see the module docstring): train, evaluate each epoch, checkpoint; the last metrics.
+
+    Under ``torchrun`` every process calls it; only the main one writes.
+    """
+    with distributed(cfg.device) as ctx:
+        return _run(cfg, ctx)
+
+
+def _run(cfg: ClassifierConfig, ctx: DistContext) -> dict[str, Any]:
     if ctx.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        save_run_config(output, args_to_config(args))
-    seed_everything(args.seed)
-    train_dir, test_dir = args.data / "train", args.data / "test"
+        cfg.output.mkdir(parents=True, exist_ok=True)
+        atomic_save_json(cfg.as_dict(), cfg.output / "config.json")
+    seed_everything(cfg.seed)
+    train_dir, test_dir = cfg.data / "train", cfg.data / "test"
     for folder in (train_dir, test_dir):
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{folder}: not found; train-classifier reads DATA/train/<class>/… and DATA/test/<class>/…"
             )
-    resume_path = resolve_resume(args.resume, output)
+    resume_path = resolve_resume(cfg.resume, cfg.output)
     payload = load_checkpoint(resume_path) if resume_path else None
-    if payload is not None:
-        backbone = model_from_checkpoint(payload, source=str(resume_path)).backbone
-        if payload.get("stage") != "classifier":
-            raise ValueError(
-                f"{resume_path}: a {payload.get('stage')} checkpoint cannot resume stage 1"
-            )
-        classes = backbone.class_names
-    else:
+    backbone, classes = _backbone_for(cfg, payload, resume_path, train_dir)
+    train_set, test_set = _datasets(cfg, backbone, classes, train_dir, test_dir)
+    backbone.to(ctx.device).train()
+    if cfg.channels_last:
+        backbone.to(memory_format=torch.channels_last)
+    model = backbone
+    if ctx.distributed:
+        model = DistributedDataParallel(
+            backbone, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
+        )
+    sampler, loader, test_loader = make_loaders(train_set, test_set, cfg=cfg, ctx=ctx)
+    optimizer, scheduler, state = setup_optimization(
+        cfg,
+        [p for p in backbone.parameters() if p.requires_grad],
+        loader=loader,
+        payload=payload,
+        resume_path=resume_path,
+        ctx=ctx,
+    )
+
+    def save(name: str, loop: LoopState, metrics: dict[str, Any]) -> None:
+        save_checkpoint(
+            cfg.output / name,
+            backbone=backbone,
+            stage="classifier",
+            epoch=loop.epoch,
+            config=cfg.as_dict(),
+            metrics=metrics,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            extra={"loop": loop.as_dict()},
+        )
+
+    def run_eval() -> dict[str, Any]:
+        return evaluate(backbone, test_loader, ctx=ctx, num_classes=len(classes), amp=cfg.amp)
+
+    hooks = Hooks(lambda batch: classification_loss(model, batch, ctx=ctx, cfg=cfg), run_eval, save)
+    metrics = fit(
+        cfg,
+        ctx=ctx,
+        loader=loader,
+        sampler=sampler,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        hooks=hooks,
+        state=state,
+        best_key="test_accuracy",
+        higher_is_better=True,
+        log=MetricsLog(cfg.output / "metrics.jsonl", enabled=ctx.is_main),
+        desc="classifier",
+    )
+    return metrics or run_eval()  # nothing left to train: report the model again
+
+
+def _backbone_for(cfg: ClassifierConfig, payload, resume_path, train_dir: Path):
+    """The backbone to train and its class names: a fresh one, or the checkpoint's."""
+    if payload is None:
         classes = ClassFolderDataset(train_dir).classes
-        backbone = _build_backbone(args, classes)
-    size = args.input_size or backbone.input_size
+        return _build_backbone(cfg, classes), classes
+    if payload.get("stage") != "classifier":
+        raise ValueError(
+            f"{resume_path}: a {payload.get('stage')} checkpoint cannot resume stage 1"
+        )
+    backbone = model_from_checkpoint(payload, source=str(resume_path)).backbone
+    return backbone, backbone.class_names
+
+
+def _datasets(cfg: ClassifierConfig, backbone, classes, train_dir: Path, test_dir: Path):
+    size = cfg.input_size or backbone.input_size
     train_set = ClassFolderDataset(
         train_dir,
         build_transform(
-            size=size, mean=backbone.mean, std=backbone.std, train=True, augment=args.augment
+            size=size, mean=backbone.mean, std=backbone.std, train=True, augment=cfg.augment
         ),
         classes=classes,
     )
@@ -180,62 +210,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
         classes=classes,
     )
-    backbone.to(ctx.device).train()
-    if args.channels_last:
-        backbone.to(memory_format=torch.channels_last)
-    model = backbone
-    if ctx.distributed:
-        model = DistributedDataParallel(
-            backbone, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
-        )
-
-    sampler, loader, test_loader = make_loaders(train_set, test_set, args=args, ctx=ctx)
-    optimizer, scheduler, state = setup_optimization(
-        args,
-        [p for p in backbone.parameters() if p.requires_grad],
-        loader=loader,
-        payload=payload,
-        resume_path=resume_path,
-        ctx=ctx,
-    )
-    config = args_to_config(args)
-
-    def save(name: str, loop: LoopState, metrics: dict[str, Any]) -> None:
-        save_checkpoint(
-            output / name,
-            backbone=backbone,
-            stage="classifier",
-            epoch=loop.epoch,
-            config=config,
-            metrics=metrics,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            extra={"loop": loop.as_dict()},
-        )
-
     if len(test_set) < 1:
         warnings.warn(f"{test_dir} holds no images", stacklevel=1)
-    metrics = fit(
-        ctx=ctx,
-        args=args,
-        loader=loader,
-        sampler=sampler,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        train_step=lambda batch: classification_loss(model, batch, ctx=ctx, args=args),
-        evaluate=lambda: evaluate(
-            backbone, test_loader, ctx=ctx, num_classes=len(classes), amp=args.amp
-        ),
-        save=save,
-        state=state,
-        best_key="test_accuracy",
-        higher_is_better=True,
-        log=MetricsLog(output / "metrics.jsonl", enabled=ctx.is_main),
-        desc="classifier",
-    )
-    if not metrics:  # resumed a run that had already finished: report its model again
-        metrics = evaluate(backbone, test_loader, ctx=ctx, num_classes=len(classes), amp=args.amp)
-    return metrics
+    return train_set, test_set
 
 
 def evaluate_folder(
@@ -248,9 +225,13 @@ def evaluate_folder(
     input_size: int | None = None,
 ) -> dict[str, Any]:
     """Classification metrics of a model on ``folder/<class>/…`` (the model's class names)."""
+    with distributed(device) as ctx:
+        return _evaluate_folder(model_spec, folder, ctx, batch_size, workers, input_size)
+
+
+def _evaluate_folder(model_spec, folder, ctx, batch_size, workers, input_size) -> dict[str, Any]:
     from ..checkpoint import load_model
 
-    ctx = setup_distributed(device)
     model = load_model(model_spec, device=ctx.device)
     backbone = model.backbone
     size = input_size or backbone.input_size

@@ -13,7 +13,6 @@ network's maps ``A``; then the high-resolution CAM pools back to the low-resolut
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import math
@@ -25,77 +24,29 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from ..backbones import Backbone, create_backbone
-from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..backbones import Backbone
+from ..checkpoint import load_backbone, load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data.folders import ImageFilesDataset, build_transform
 from ..expansion import ExpansionNetwork
-from .common import (
-    DistContext,
+from ..utils import atomic_save_json
+from .config import ExpansionConfig
+from .distributed import DistContext, distributed
+from .loop import (
+    Hooks,
     LoopState,
     MetricsLog,
-    add_common_arguments,
-    args_to_config,
     autocast,
     fit,
     make_loaders,
     progress,
     resolve_resume,
-    save_run_config,
     seed_everything,
-    setup_distributed,
     setup_optimization,
 )
 
-__all__ = ["expansion_loss", "evaluate", "get_args_parser", "main", "split_files", "state_hash"]
+__all__ = ["evaluate", "expansion_loss", "split_files", "state_hash", "train_expansion"]
 
 logger = logging.getLogger("hrcam.train")
-
-
-def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "data", type=Path, help="folder of images (searched recursively; labels not needed)"
-    )
-    g = parser.add_argument_group("model")
-    g.add_argument(
-        "--classifier",
-        required=True,
-        help="the frozen localization network: a stage-1 checkpoint (.pt), or a backbone name "
-        "with ImageNet weights (e.g. efficientnet_lite0)",
-    )
-    g.add_argument(
-        "--decoder-channels",
-        default=None,
-        help="decoder widths from the bottleneck to full resolution, comma-separated",
-    )
-    g.add_argument(
-        "--no-skips", action="store_true", help="decoder without skip connections (ablation)"
-    )
-    g.add_argument("--upsample", choices=("bilinear", "transposed"), default="bilinear")
-    g.add_argument(
-        "--consistency-weight",
-        type=float,
-        default=0.0,
-        help="weight of the loss asking pooled high-res maps to equal the backbone's maps "
-        "(0 = the paper's reconstruction loss alone)",
-    )
-    g.add_argument(
-        "--init-from",
-        default=None,
-        metavar="CHECKPOINT",
-        help="start from the expansion network of this stage-2 checkpoint (not a resume: a new "
-        "optimiser and schedule), e.g. to fine-tune a trained network with another loss",
-    )
-    g.add_argument("--augment", choices=("none", "flip"), default="flip")
-    d = parser.add_argument_group("held-out images")
-    d.add_argument(
-        "--val-dir", type=Path, default=None, help="held-out images (default: a split of DATA)"
-    )
-    d.add_argument(
-        "--val-fraction", type=float, default=0.1, help="share of DATA held out when no --val-dir"
-    )
-    add_common_arguments(parser, default_epochs=10, default_lr=2e-3, default_batch=32)
-    return parser
 
 
 def state_hash(module: torch.nn.Module) -> str:
@@ -118,18 +69,6 @@ def split_files(files: list[Path], *, fraction: float, seed: int) -> tuple[list[
     held = sorted(files[i] for i in order[:n_val])
     train = sorted(files[i] for i in order[n_val:])
     return train, held
-
-
-def load_classifier(spec: str) -> Backbone:
-    """A stage-1 checkpoint, an exported model, or a registered backbone with ImageNet weights."""
-    path = Path(spec)
-    if path.suffix in (".pt", ".pth") or path.is_file():
-        return model_from_checkpoint(load_checkpoint(path), source=str(path)).backbone
-    if path.suffix == ".safetensors":
-        from ..checkpoint import load_model
-
-        return load_model(path).backbone
-    return create_backbone(spec, weights="imagenet")
 
 
 class _DecodeForDDP(torch.nn.Module):
@@ -221,148 +160,93 @@ def evaluate(
     }
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    ctx = setup_distributed(args.device)
-    output: Path = args.output
+def train_expansion(cfg: ExpansionConfig) -> dict[str, Any]:
+    """Stage 2 (see the module docstring): train the expansion network, the classifier frozen.
+
+    Returns the last held-out metrics. Under ``torchrun`` every process calls it.
+    """
+    with distributed(cfg.device) as ctx:
+        return _run(cfg, ctx)
+
+
+def _run(cfg: ExpansionConfig, ctx: DistContext) -> dict[str, Any]:
     if ctx.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        save_run_config(output, args_to_config(args))
-    seed_everything(args.seed)
-    resume_path = resolve_resume(args.resume, output)
+        cfg.output.mkdir(parents=True, exist_ok=True)
+        atomic_save_json(cfg.as_dict(), cfg.output / "config.json")
+    seed_everything(cfg.seed)
+    resume_path = resolve_resume(cfg.resume, cfg.output)
     payload = load_checkpoint(resume_path) if resume_path else None
-    if payload is not None:
-        if payload.get("stage") != "expansion":
-            raise ValueError(
-                f"{resume_path}: a {payload.get('stage')} checkpoint cannot resume stage 2"
-            )
-        model = model_from_checkpoint(payload, source=str(resume_path))
-        backbone, expansion = model.backbone, model.expansion
-    else:
-        backbone = load_classifier(args.classifier)
-        channels = (
-            tuple(int(v) for v in args.decoder_channels.split(","))
-            if args.decoder_channels
-            else None
-        )
-        expansion = ExpansionNetwork.from_backbone(
-            backbone,
-            decoder_channels=channels,
-            skip_connections=not args.no_skips,
-            upsample=args.upsample,
-        )
-        if args.init_from:
-            source = model_from_checkpoint(
-                load_checkpoint(args.init_from), source=str(args.init_from)
-            )
-            if source.expansion is None or state_hash(source.backbone) != state_hash(backbone):
-                raise ValueError(
-                    f"--init-from {args.init_from}: not a stage-2 checkpoint of this classifier"
-                )
-            expansion = source.expansion
+    backbone, expansion = _networks(cfg, payload, resume_path)
     backbone.eval().requires_grad_(False)
     frozen_hash = state_hash(backbone)
-    size = args.input_size or backbone.input_size
-
-    if args.val_dir:
-        train_files = ImageFilesDataset(args.data).files
-        val_files = ImageFilesDataset(args.val_dir).files
-    else:
-        train_files, val_files = split_files(
-            ImageFilesDataset(args.data).files, fraction=args.val_fraction, seed=args.seed
-        )
-    if not val_files:
-        raise ValueError("no held-out images: give --val-dir or a --val-fraction above 0")
-    train_set = ImageFilesDataset(
-        files=train_files,
-        transform=build_transform(
-            size=size, mean=backbone.mean, std=backbone.std, train=True, augment=args.augment
-        ),
-    )
-    val_set = ImageFilesDataset(
-        files=val_files,
-        transform=build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
-    )
-    if ctx.is_main:
-        from ..utils import atomic_save_json
-
-        atomic_save_json(
-            {"train": [str(f) for f in train_files], "held_out": [str(f) for f in val_files]},
-            output / "split.json",
-        )
-
+    train_set, val_set = _datasets(cfg, backbone, ctx)
     backbone.to(ctx.device)
     expansion.to(ctx.device).train()
-    if args.channels_last:
+    if cfg.channels_last:
         backbone.to(memory_format=torch.channels_last)
         expansion.to(memory_format=torch.channels_last)
-    decoder = _DecodeForDDP(expansion).to(ctx.device)
+    plain_decoder = _DecodeForDDP(expansion).to(ctx.device)
+    decoder = plain_decoder
     if ctx.distributed:
         decoder = DistributedDataParallel(
-            decoder, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
+            plain_decoder, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
         )
-
-    sampler, loader, val_loader = make_loaders(train_set, val_set, args=args, ctx=ctx)
+    sampler, loader, val_loader = make_loaders(train_set, val_set, cfg=cfg, ctx=ctx)
     optimizer, scheduler, state = setup_optimization(
-        args,
+        cfg,
         list(expansion.parameters()),
         loader=loader,
         payload=payload,
         resume_path=resume_path,
         ctx=ctx,
     )
-    config = args_to_config(args)
 
     def train_step(images: torch.Tensor) -> torch.Tensor:
         images = images.to(ctx.device, non_blocking=True)
-        if args.channels_last:
+        if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         loss, _ = expansion_loss(
             backbone,
             decoder,
             images,
-            consistency_weight=args.consistency_weight,
+            consistency_weight=cfg.consistency_weight,
             ctx=ctx,
-            amp=args.amp,
+            amp=cfg.amp,
         )
         return loss
 
     def save(name: str, loop: LoopState, metrics: dict[str, Any]) -> None:
         save_checkpoint(
-            output / name,
+            cfg.output / name,
             backbone=backbone,
             expansion=expansion,
             stage="expansion",
             epoch=loop.epoch,
-            config=config,
+            config=cfg.as_dict(),
             metrics=metrics,
             optimizer=optimizer,
             scheduler=scheduler,
             extra={"loop": loop.as_dict(), "backbone_state_sha256": frozen_hash},
         )
 
-    plain_decoder = decoder.module if isinstance(decoder, DistributedDataParallel) else decoder
-
     def run_eval() -> dict[str, float]:
-        return evaluate(backbone, plain_decoder, val_loader, ctx=ctx, amp=args.amp)
+        return evaluate(backbone, plain_decoder, val_loader, ctx=ctx, amp=cfg.amp)
 
     metrics = fit(
+        cfg,
         ctx=ctx,
-        args=args,
         loader=loader,
         sampler=sampler,
         optimizer=optimizer,
         scheduler=scheduler,
-        train_step=train_step,
-        evaluate=run_eval,
-        save=save,
+        hooks=Hooks(train_step, run_eval, save),
         state=state,
         best_key="val_mse",
         higher_is_better=False,
-        log=MetricsLog(output / "metrics.jsonl", enabled=ctx.is_main),
+        log=MetricsLog(cfg.output / "metrics.jsonl", enabled=ctx.is_main),
         desc="expansion",
     )
-    if not metrics:
-        metrics = run_eval()
+    metrics = metrics or run_eval()
     if state_hash(backbone) != frozen_hash:  # cannot happen unless the code above is changed
         raise RuntimeError(
             "the localization network changed during stage 2; this is a bug in hrcam"
@@ -370,3 +254,59 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if not math.isfinite(metrics.get("val_mse", 0.0)):
         raise FloatingPointError("held-out reconstruction error is not finite; lower --lr")
     return metrics
+
+
+def _networks(cfg: ExpansionConfig, payload, resume_path) -> tuple[Backbone, ExpansionNetwork]:
+    """The frozen classifier and the expansion network to train: new, initialised, or resumed."""
+    if payload is not None:
+        if payload.get("stage") != "expansion":
+            raise ValueError(
+                f"{resume_path}: a {payload.get('stage')} checkpoint cannot resume stage 2"
+            )
+        model = model_from_checkpoint(payload, source=str(resume_path))
+        return model.backbone, model.expansion
+    backbone = load_backbone(cfg.classifier)
+    expansion = ExpansionNetwork.from_backbone(
+        backbone,
+        decoder_channels=cfg.decoder_channels,
+        skip_connections=cfg.skip_connections,
+        upsample=cfg.upsample,
+    )
+    if cfg.init_from:
+        source = model_from_checkpoint(load_checkpoint(cfg.init_from), source=str(cfg.init_from))
+        if source.expansion is None or state_hash(source.backbone) != state_hash(backbone):
+            raise ValueError(
+                f"--init-from {cfg.init_from}: not a stage-2 checkpoint of this classifier"
+            )
+        expansion = source.expansion
+    return backbone, expansion
+
+
+def _datasets(cfg: ExpansionConfig, backbone: Backbone, ctx: DistContext):
+    """Training and held-out images (a seeded split of DATA unless ``val_dir``); split.json."""
+    size = cfg.input_size or backbone.input_size
+    if cfg.val_dir:
+        train_files = ImageFilesDataset(cfg.data).files
+        val_files = ImageFilesDataset(cfg.val_dir).files
+    else:
+        train_files, val_files = split_files(
+            ImageFilesDataset(cfg.data).files, fraction=cfg.val_fraction, seed=cfg.seed
+        )
+    if not val_files:
+        raise ValueError("no held-out images: give --val-dir or a --val-fraction above 0")
+    train_set = ImageFilesDataset(
+        files=train_files,
+        transform=build_transform(
+            size=size, mean=backbone.mean, std=backbone.std, train=True, augment=cfg.augment
+        ),
+    )
+    val_set = ImageFilesDataset(
+        files=val_files,
+        transform=build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
+    )
+    if ctx.is_main:
+        atomic_save_json(
+            {"train": [str(f) for f in train_files], "held_out": [str(f) for f in val_files]},
+            cfg.output / "split.json",
+        )
+    return train_set, val_set
