@@ -2,7 +2,8 @@
 
 Every command module in ``hrcam.commands`` exposes ``register(subparsers)``, which adds its parser
 and sets ``func`` to a callable taking the parsed ``argparse.Namespace`` and returning an exit
-status.
+status. Only the module of the command being run is imported, so ``hrcam --help`` and
+``hrcam --version`` answer without importing torch.
 """
 
 from __future__ import annotations
@@ -15,16 +16,38 @@ import sys
 
 from . import __version__
 
-# Command modules, in the order ``hrcam --help`` lists them.
-_COMMANDS: list[str] = [
-    ".commands.explain",
-    ".commands.train",
-    ".commands.data",
-    ".commands.evaluate",
-]
+# command -> (module, one-line help), in the order ``hrcam --help`` lists them
+COMMANDS: dict[str, tuple[str, str]] = {
+    "explain": (
+        ".commands.explain_command",
+        "explain images or folders: top-5 classes, low/high-res and refined CAMs, HTML report",
+    ),
+    "demo": (
+        ".commands.explain_command",
+        "explain a few bundled photographs (no download) and say where the report is",
+    ),
+    "train-classifier": (
+        ".commands.train_command",
+        "stage 1: train or fine-tune the localization network on DATA/train, test on DATA/test",
+    ),
+    "train-expansion": (
+        ".commands.train_command",
+        "stage 2: train the expansion network (reconstruction) with the classifier frozen",
+    ),
+    "evaluate-classifier": (
+        ".commands.train_command",
+        "accuracy, top-5 and macro/micro P/R/F1 of a model on FOLDER/<class>/…",
+    ),
+    "data": (".commands.data_command", "build data sets: imagenet-animals, fashion-loc"),
+    "evaluate": (
+        ".commands.evaluate_command",
+        "score and time CAM methods (ours and Grad-CAM & co.) against masks or boxes",
+    ),
+}
 
 
-def get_parser() -> argparse.ArgumentParser:
+def get_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser: with ``command``, that command's full parser; else one line per command."""
     parser = argparse.ArgumentParser(
         prog="hrcam",
         description="High-resolution Class Activation Maps: explain, train, evaluate.",
@@ -32,13 +55,22 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hrcam {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in _COMMANDS:
-        importlib.import_module(module, __package__).register(sub)
+    if command in COMMANDS:
+        importlib.import_module(COMMANDS[command][0], __package__).register(sub)
+    else:
+        for name, (_, help_text) in COMMANDS.items():
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The first argument that names a command (options before it are the top level's)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = get_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = get_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

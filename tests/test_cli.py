@@ -1,0 +1,49 @@
+"""The ``hrcam`` command: fast help, one module per command, exit statuses."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from hrcam.cli import COMMANDS, get_parser, main
+
+
+def test_help_and_version_import_no_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from hrcam.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try: main(['--help'])\n"
+        "    except SystemExit: pass\n"
+        "    try: main(['--version'])\n"
+        "    except SystemExit: pass\n"
+        "print('torch' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_listed_command_is_registered_by_its_module(command):
+    sub = argparse.ArgumentParser().add_subparsers()
+    importlib.import_module(COMMANDS[command][0], "hrcam").register(sub)
+    assert command in sub.choices
+    assert command in get_parser(command)._subparsers._group_actions[0].choices
+
+
+def test_no_command_prints_the_list_and_exits_2(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+
+
+def test_the_package_exports_exactly_what_it_lists():
+    import hrcam
+
+    assert set(hrcam.__all__) == {*hrcam._EXPORTS, "__version__"}
+    for name in hrcam.__all__:
+        assert getattr(hrcam, name) is not None
