@@ -3,7 +3,7 @@
 Protocol: a map at the network's input size (e.g. 224×224, the image stretched to it) is resized
 bilinearly to the image's **original** size (:func:`hrcam.metrics.resize_map`, half-pixel
 centres), which undoes the stretch, and scored there against the annotation. Each metric then
-min-max normalises the map (:mod:`hrcam.metrics.localization`'s conventions).
+min-max normalises the map (:mod:`hrcam.metrics.base`'s conventions).
 """
 
 from __future__ import annotations

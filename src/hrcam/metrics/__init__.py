@@ -1,16 +1,26 @@
 """Metrics for classifiers and their class activation maps.
 
 - :mod:`~hrcam.metrics.classification` — accuracy, top-k, macro/micro precision, recall, F1;
-- :mod:`~hrcam.metrics.localization` — where the map points: MaxBoxAccV2, top-1 / GT-known
-  localization, PxAP, best pixel IoU, pointing game, energy-based pointing game;
+- where the map points, by family: :mod:`~hrcam.metrics.boxes` (MaxBoxAccV2, top-1 / GT-known
+  localization), :mod:`~hrcam.metrics.pixels` (PxAP, best pixel IoU),
+  :mod:`~hrcam.metrics.pointing` (pointing game, energy-based pointing game);
 - :mod:`~hrcam.metrics.faithfulness` — whether the model follows the map: deletion and
   insertion AUC (RISE), average drop and increase in confidence (Grad-CAM++).
 
 Every localization metric is an accumulator (``update`` per image or batch, ``compute`` a dict)
 over a pure per-image function; the conventions (normalisation, thresholds, inclusive boxes,
-empty masks) are in :mod:`hrcam.metrics.localization`'s docstring.
+empty masks) are in :mod:`hrcam.metrics.base`'s docstring.
 """
 
+from .base import LocalizationMetric, normalize_map, resize_map
+from .boxes import (
+    CAMLocalization,
+    MaxBoxAccV2,
+    box_iou,
+    boxes_to_mask,
+    largest_component_box,
+    max_box_iou_curve,
+)
 from .classification import (
     ClassificationMeter,
     classification_report,
@@ -18,23 +28,8 @@ from .classification import (
     topk_accuracy,
 )
 from .faithfulness import average_drop_increase, blur_images, deletion_insertion
-from .localization import (
-    BestPixelIoU,
-    CAMLocalization,
-    EnergyPointingGame,
-    LocalizationMetric,
-    MaxBoxAccV2,
-    PointingGame,
-    PxAP,
-    box_iou,
-    boxes_to_mask,
-    energy_inside,
-    largest_component_box,
-    max_box_iou_curve,
-    normalize_map,
-    pointing_game_hit,
-    resize_map,
-)
+from .pixels import BestPixelIoU, PxAP
+from .pointing import EnergyPointingGame, PointingGame, energy_inside, pointing_game_hit
 
 __all__ = [
     "BestPixelIoU",

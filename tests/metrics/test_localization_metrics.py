@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from hrcam.metrics.localization import (
+from hrcam.metrics import (
     BestPixelIoU,
     CAMLocalization,
     EnergyPointingGame,
@@ -77,7 +77,7 @@ def test_resize_map_is_bilinear_with_half_pixel_centres():
 
 @pytest.mark.parametrize("k", [1, 7, 100, 1000])
 def test_threshold_levels_match_searchsorted_even_on_the_thresholds(k):
-    from hrcam.metrics.localization import _threshold_levels
+    from hrcam.metrics.base import _threshold_levels
 
     grid = np.arange(k + 1) / k
     v = np.concatenate(
@@ -189,7 +189,7 @@ def test_matches_per_threshold_labelling(seed):
 
 
 def test_noisy_maps_are_done_in_threshold_bands_with_the_same_answer(monkeypatch):
-    import hrcam.metrics.localization as loc
+    import hrcam.metrics.boxes as loc
 
     rng = np.random.default_rng(7)
     cam = rng.random((30, 40))
