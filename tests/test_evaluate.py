@@ -12,7 +12,7 @@ from PIL import Image
 
 from hrcam import export_model
 from hrcam.cli import main
-from hrcam.data.localization import LocalizationDataset, LocalizationSample
+from hrcam.data.annotations import LocalizationDataset, LocalizationSample
 from hrcam.evaluation import (
     LocalizationScores,
     evaluate_localization,
@@ -85,7 +85,7 @@ class BrightPixels(CAMMethod):
 def _sample(
     mask: np.ndarray, ignore: np.ndarray | None = None, name: str = "s"
 ) -> LocalizationSample:
-    from hrcam.data.localization import boxes_from_mask
+    from hrcam.data.annotations import boxes_from_mask
 
     h, w = mask.shape
     return LocalizationSample(Path(name), name, h, w, mask, ignore, boxes_from_mask(mask))

@@ -39,7 +39,7 @@ def test_quick_reproduction_on_fashion_mnist(tmp_path):
         summary["classification_after"],
     )
     assert summary["classification_before"]["test_accuracy"] > 0.3  # ten classes: chance is 0.1
-    from hrcam.data.localization import LocalizationDataset
+    from hrcam.data.annotations import LocalizationDataset
 
     masks = [(s.mask, s.ignore) for s in LocalizationDataset(tmp_path / "run" / "data" / "eval")]
     chance = np.mean([m[~ig].mean() for m, ig in masks])  # PxAP of a map that knows nothing

@@ -197,7 +197,7 @@ def explain_images(
     Returns:
         :class:`ExplainSummary`; ``summary.failed`` lists the images that could not be explained.
     """
-    from .report import write_report
+    from .html_report import write_report
 
     options = options or RefineOptions()
     output = Path(output)
@@ -411,7 +411,7 @@ def _save_png(
 
 def merge_shards(output: str | os.PathLike, *, expected: int | None = None) -> ExplainSummary:
     """Join the ``summary.shard-*.json`` of a sharded run into ``summary.json`` and ``index.html``."""
-    from .report import write_report
+    from .html_report import write_report
 
     output = Path(output)
     shards = sorted(output.glob("summary.shard-*-of-*.json"))

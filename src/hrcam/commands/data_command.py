@@ -114,7 +114,7 @@ def _register_imagenet_animals(sub: argparse._SubParsersAction) -> None:
 
 
 def run_imagenet_animals(args: argparse.Namespace) -> int:
-    from ..data.imagenet_animals import build_imagenet_animals
+    from ..datasets.imagenet_animals import build_imagenet_animals
 
     try:
         summary = build_imagenet_animals(
@@ -251,7 +251,7 @@ def _register_fashion_loc(sub: argparse._SubParsersAction) -> None:
 
 
 def run_fashion_loc(args: argparse.Namespace) -> int:
-    from ..data.fashion_loc import make_fashion_loc
+    from ..datasets.fashion_loc import make_fashion_loc
 
     try:
         meta = make_fashion_loc(

@@ -181,7 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint import load_model
-    from ..data.localization import LocalizationDataset
+    from ..data.annotations import LocalizationDataset
     from ..evaluation import DEFAULT_METHODS, evaluate_localization, write_results
     from ..methods import MissingDependencyError, parse_method_list
     from ..postprocess.cli_args import refine_options_from_args

@@ -1,9 +1,11 @@
-"""Data sets: image folders for training, localization ground truth, and data-set builders."""
+"""Data: image folders for the two training stages, and localization ground truth for evaluation.
 
-from .fashion_loc import load_fashion_mnist, make_fashion_loc
+The builders of whole data sets (the paper's ImageNet animals, the Fashion-MNIST localization
+set) are in :mod:`hrcam.datasets`, outside the core import path.
+"""
+
+from .annotations import LocalizationDataset, LocalizationSample, boxes_from_mask
 from .folders import ClassFolderDataset, ImageFilesDataset, build_transform
-from .imagenet_animals import build_imagenet_animals
-from .localization import LocalizationDataset, LocalizationSample, boxes_from_mask
 
 __all__ = [
     "ClassFolderDataset",
@@ -11,8 +13,5 @@ __all__ = [
     "LocalizationDataset",
     "LocalizationSample",
     "boxes_from_mask",
-    "build_imagenet_animals",
     "build_transform",
-    "load_fashion_mnist",
-    "make_fashion_loc",
 ]

@@ -1,15 +1,15 @@
 """Evaluate CAM methods on one model: localization scores against masks and boxes, time per image.
 
-- :func:`evaluate_localization` (:mod:`.localization`) — run methods over a data set, streaming
+- :func:`evaluate_localization` (:mod:`.runner`) — run methods over a data set, streaming
   one batch at a time; its module docstring pins the protocol (split, targets, resizing, timing);
 - :mod:`.scoring` — every localization metric of one method, fed one map at a time;
 - :mod:`.subsets` — split halves and evenly spaced subsets;
-- :func:`write_results` (:mod:`.report`) — ``results.md``, ``results.json`` and the figures.
+- :func:`write_results` (:mod:`.results_report`) — ``results.md``, ``results.json`` and the figures.
 
 Example::
 
     from hrcam import load_model
-    from hrcam.data.localization import LocalizationDataset
+    from hrcam.data.annotations import LocalizationDataset
     from hrcam.evaluation import evaluate_localization, write_results
 
     results = evaluate_localization(load_model("default"), LocalizationDataset("pets-dev"),
@@ -17,8 +17,8 @@ Example::
     write_results(results, "eval-out")
 """
 
-from .localization import DEFAULT_METHODS, evaluate_localization
-from .report import markdown_table, render_markdown, write_results
+from .results_report import markdown_table, render_markdown, write_results
+from .runner import DEFAULT_METHODS, evaluate_localization
 from .scoring import GroundTruth, LocalizationScores, ground_truth
 from .subsets import SPLITS, evenly_spaced, split_names
 

@@ -42,7 +42,7 @@ class GroundTruth:
 
 
 def ground_truth(sample, *, mask_boxes: str = "components") -> GroundTruth:
-    """A :class:`GroundTruth` from a :class:`~hrcam.data.localization.LocalizationSample`.
+    """A :class:`GroundTruth` from a :class:`~hrcam.data.annotations.LocalizationSample`.
 
     ``mask_boxes``: for samples whose boxes come from their mask, ``"components"`` keeps one box
     per 8-connected component (the dataset's boxes), ``"union"`` one box around every object

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hrcam.data.localization import LocalizationDataset, boxes_from_mask
+from hrcam.data.annotations import LocalizationDataset, boxes_from_mask
 
 from ..conftest import SHARED_DATA
 

@@ -518,7 +518,7 @@ def make_fashion_loc(
             _write_records(work, split, records)
 
         meta = {
-            "generator": "hrcam.data.fashion_loc",
+            "generator": "hrcam.datasets.fashion_loc",
             "hrcam_version": __version__,
             "source": str(source.absolute()),
             "source_sha256": {

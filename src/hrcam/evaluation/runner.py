@@ -116,7 +116,7 @@ def evaluate_localization(
 
     Args:
         model: an :class:`hrcam.HRCAM` (``mode=paper`` maps need its expansion network).
-        dataset: a :class:`hrcam.data.localization.LocalizationDataset` (masks and/or boxes).
+        dataset: a :class:`hrcam.data.annotations.LocalizationDataset` (masks and/or boxes).
         methods: method specs (``"refined:merge=multiply"``) or :class:`CAMMethod` objects.
         batch_size: images per batch (Score-CAM still takes one image at a time).
         device: where the model runs (default: where it is).

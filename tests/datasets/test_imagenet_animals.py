@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from hrcam.cli import main as cli
-from hrcam.data.imagenet_animals import (
+from hrcam.datasets.imagenet_animals import (
     build_imagenet_animals,
     find_imagenet_layout,
     load_animal_classes,

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 
-from hrcam.data.fashion_loc import (
+from hrcam.data.annotations import LocalizationDataset
+from hrcam.datasets.fashion_loc import (
     CLASS_FOLDERS,
     DEFAULT_SOURCE,
     FASHION_MNIST_CLASSES,
@@ -23,7 +24,6 @@ from hrcam.data.fashion_loc import (
     make_fashion_loc,
     resize_item,
 )
-from hrcam.data.localization import LocalizationDataset
 
 SMALL = {
     "canvas": 64,
