@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -90,6 +91,45 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
+@dataclass
+class _Plan:
+    """What a run will do: the images, each method's share of them, subsets and examples."""
+
+    names: list[str]
+    runs: list[_MethodRun]
+    caps: dict[str, int]
+    subset_names: dict[int, set[str]]
+    faith_names: set[str]
+    example_names: set[str]
+    has_masks: bool
+    top1: bool
+    index_of: dict[str, int] = field(default_factory=dict)  # name -> the data set's index
+
+
+@dataclass
+class _Batch:
+    """One batch of readable images: names, inputs, ground truths and labels (target=label)."""
+
+    names: list[str]
+    x: torch.Tensor
+    truths: list
+    labels: list[int]
+
+
+@dataclass
+class _Tally:
+    """What the run accumulates besides each method's scores."""
+
+    forward_seconds: list[float] = field(default_factory=list)
+    shared_seconds: list[float] = field(default_factory=list)  # the shared generate_cams
+    shared_ratios: list[float] = field(default_factory=list)
+    bad: list[dict[str, str]] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    predicted: dict[int, int] = field(default_factory=dict)
+    correct: int = 0
+    scored: int = 0
+
+
 def evaluate_localization(
     model,
     dataset,
@@ -147,13 +187,59 @@ def evaluate_localization(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else model.device
     model = model.to(device).eval()
-    runs_methods = [create_method(m, refine_options=refine_options) for m in methods]
-    names_seen = [m.name for m in runs_methods]
-    if len(set(names_seen)) != len(names_seen):
-        raise ValueError(f"a method is listed twice: {names_seen}")
-    for m in runs_methods:
-        m.check_model(model)
+    plan = _plan(
+        model,
+        dataset,
+        methods,
+        names=_chosen_names(dataset, split, split_seed, limit),
+        max_images=max_images or {},
+        slow_subset=slow_subset,
+        refine_options=refine_options,
+        num_thresholds=num_thresholds,
+        top1=target == "label",
+        faithfulness=faithfulness,
+        num_examples=num_examples,
+    )
+    tally = _Tally()
+    started = time.perf_counter()
+    bar = _bar(len(plan.names), progress)
+    warm = not warmup
+    try:
+        for k, start in enumerate(range(0, len(plan.names), batch_size)):
+            chunk = plan.names[start : start + batch_size]
+            batch = _load_batch(dataset, chunk, model, plan, mask_boxes, tally)
+            if batch is not None:
+                batch.x = batch.x.to(device)
+                if not warm:
+                    _warm_up(model, plan.runs, batch.x[:1])
+                    warm = True
+                faith = (faithfulness_steps, batch_size)
+                _evaluate_batch(model, plan, batch, tally, bar=bar, rotation=k, faith=faith)
+            if bar is not None:
+                bar.set_postfix_str("")
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    settings = {
+        "split": split,
+        "split_seed": split_seed,
+        "limit": limit,
+        "target": target,
+        "batch_size": batch_size,
+        "device": str(device),
+        "mask_boxes": mask_boxes,
+        "num_thresholds": num_thresholds,
+        "faithfulness": {"images": len(plan.faith_names), "steps": faithfulness_steps}
+        if faithfulness
+        else None,
+        "seconds": time.perf_counter() - started,
+    }
+    return _assemble(model, dataset, plan, tally, settings)
 
+
+def _chosen_names(dataset, split: str, split_seed: int, limit: int | None) -> list[str]:
+    """The images of the run: the split, then ``limit`` evenly spaced ones."""
     names = split_names(dataset.names, split, seed=split_seed)
     if limit is not None:
         names = evenly_spaced(names, limit)
@@ -161,228 +247,237 @@ def evaluate_localization(
         raise ValueError(
             f"no image to evaluate in {getattr(dataset, 'root', 'the data set')} ({split})"
         )
-    caps = _resolve_caps(runs_methods, max_images or {}, slow_subset)
-    has_masks = bool(getattr(dataset, "has_masks", False))
-    top1 = target == "label"
-    subset_sizes = sorted({n for n in caps.values() if n and n < len(names)})
-    subset_names = {n: set(evenly_spaced(names, n)) for n in subset_sizes}
+    return names
 
-    runs: list[_MethodRun] = []
-    for m in runs_methods:
+
+def _plan(
+    model,
+    dataset,
+    methods,
+    *,
+    names: list[str],
+    max_images,
+    slow_subset: int,
+    refine_options,
+    num_thresholds: int,
+    top1: bool,
+    faithfulness: int,
+    num_examples: int,
+) -> _Plan:
+    """Build every method, check it can run on the model, and give it its images."""
+    built = [create_method(m, refine_options=refine_options) for m in methods]
+    seen = [m.name for m in built]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"a method is listed twice: {seen}")
+    for m in built:
+        m.check_model(model)
+    caps = _resolve_caps(built, max_images, slow_subset)
+    has_masks = bool(getattr(dataset, "has_masks", False))
+    subset_sizes = sorted({n for n in caps.values() if n and n < len(names)})
+
+    def scores() -> LocalizationScores:
+        return LocalizationScores(has_masks=has_masks, num_thresholds=num_thresholds, top1=top1)
+
+    runs = []
+    for m in built:
         cap = caps.get(m.name, 0)
         chosen = set(evenly_spaced(names, cap)) if cap and cap < len(names) else None
-        run = _MethodRun(
-            m,
-            chosen,
-            LocalizationScores(has_masks=has_masks, num_thresholds=num_thresholds, top1=top1),
-        )
-        run.on_subsets = {
-            n: LocalizationScores(has_masks=has_masks, num_thresholds=num_thresholds, top1=top1)
-            for n in subset_sizes
-        }
-        runs.append(run)
-
-    faith_names = set(evenly_spaced(names, faithfulness)) if faithfulness else set()
-    covered = set(names)
-    for run in runs:
-        if run.names is not None:
-            covered &= run.names
+        runs.append(_MethodRun(m, chosen, scores(), {n: scores() for n in subset_sizes}))
+    covered = set(names).intersection(*(r.names for r in runs if r.names is not None))
     example_pool = [n for n in names if n in covered] or evenly_spaced(
         names, min(subset_sizes or [len(names)])
     )
-    example_names = set(evenly_spaced(example_pool, num_examples)) if num_examples else set()
+    return _Plan(
+        names=names,
+        runs=runs,
+        caps=caps,
+        subset_names={n: set(evenly_spaced(names, n)) for n in subset_sizes},
+        faith_names=set(evenly_spaced(names, faithfulness)) if faithfulness else set(),
+        example_names=set(evenly_spaced(example_pool, num_examples)) if num_examples else set(),
+        has_masks=has_masks,
+        top1=top1,
+        index_of={n: i for i, n in enumerate(dataset.names)},
+    )
 
-    index_of = {n: i for i, n in enumerate(dataset.names)}
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="evaluate", unit="img", dynamic_ncols=True)
+
+
+def _load_batch(
+    dataset, chunk, model, plan: _Plan, mask_boxes: str, tally: _Tally
+) -> _Batch | None:
+    """Decode a batch; an unreadable image or annotation is reported by name and skipped."""
     size = model.backbone.input_size
-    forward_seconds: list[float] = []
-    shared_seconds: list[float] = []  # generate_cams, shared by high_res and refined
-    shared_ratios: list[float] = []
-    bad: list[dict[str, str]] = []
-    examples: list[dict[str, Any]] = []
-    predicted: dict[int, int] = {}
-    correct_count = 0
-    scored = 0
-    started = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    tensors, truths, kept, labels = [], [], [], []
+    for name in chunk:
+        try:
+            sample = dataset[plan.index_of[name]]
+            image = load_image(sample.path)
+            truth = ground_truth(sample, mask_boxes=mask_boxes)
+        except (ImageLoadError, OSError, ValueError) as err:
+            logger.warning("skipped %s: %s", name, err)
+            tally.bad.append({"name": name, "error": str(err)})
+            continue
+        if plan.top1:
+            labels.append(_check_label(sample, model))
+        tensors.append(
+            image_to_tensor(image, size=size, mean=model.backbone.mean, std=model.backbone.std)
+        )
+        truths.append(truth)
+        kept.append(name)
+    if not kept:
+        return None
+    return _Batch(kept, torch.cat(tensors), truths, labels)
 
-        bar = tqdm(total=len(names), desc="evaluate", unit="img", dynamic_ncols=True)
-    warm = not warmup
-    try:
-        for start in range(0, len(names), batch_size):
-            chunk = names[start : start + batch_size]
-            tensors, truths, kept, labels = [], [], [], []
-            for name in chunk:
-                try:
-                    sample = dataset[index_of[name]]
-                    image = load_image(sample.path)
-                    truth = ground_truth(sample, mask_boxes=mask_boxes)
-                except (ImageLoadError, OSError, ValueError) as err:
-                    logger.warning("skipped %s: %s", name, err)
-                    bad.append({"name": name, "error": str(err)})
-                    continue
-                if top1:
-                    labels.append(_check_label(sample, model))
-                tensors.append(
-                    image_to_tensor(
-                        image, size=size, mean=model.backbone.mean, std=model.backbone.std
-                    )
-                )
-                truths.append(truth)
-                kept.append(name)
-            if not kept:
-                if bar is not None:
-                    bar.update(len(chunk))
-                continue
-            x = torch.cat(tensors).to(device)
-            if not warm:
-                _warm_up(model, runs, x[:1])
-                warm = True
 
-            # 1. The unit of time, and the targets every method explains.
-            t0 = _now(device)
-            with torch.inference_mode():
-                logits = model.backbone(x)
-            forward_before = _now(device) - t0
-            pred = logits.argmax(dim=1).cpu()
-            targets = torch.tensor(labels, dtype=torch.long) if top1 else pred.clone()
-            correct = (pred == targets).tolist() if top1 else [None] * len(kept)
-            correct_count += sum(bool(c) for c in correct) if top1 else 0
-            for p in pred.tolist():
-                predicted[p] = predicted.get(p, 0) + 1
-            targets_dev = targets.to(device)
+def _evaluate_batch(model, plan: _Plan, batch: _Batch, tally: _Tally, *, bar, rotation, faith):
+    """Targets, every method timed on the batch between two forward passes, then the scores."""
+    device = batch.x.device
+    t0 = _now(device)
+    with torch.inference_mode():
+        logits = model.backbone(batch.x)
+    forward_before = _now(device) - t0
+    pred = logits.argmax(dim=1).cpu()
+    targets = torch.tensor(batch.labels, dtype=torch.long) if plan.top1 else pred.clone()
+    correct = (pred == targets).tolist() if plan.top1 else [None] * len(batch.names)
+    tally.correct += sum(bool(c) for c in correct) if plan.top1 else 0
+    for p in pred.tolist():
+        tally.predicted[p] = tally.predicted.get(p, 0) + 1
+    targets_dev = targets.to(device)
+    maps, shared = _run_methods(
+        model, plan.runs, batch.x, targets_dev, batch.names, device, bar, rotation=rotation
+    )
+    t0 = _now(device)
+    with torch.inference_mode():
+        model.backbone(batch.x)
+    forward = (forward_before + _now(device) - t0) / 2 / len(batch.names)
+    _record_times(plan, tally, maps, shared, forward)
+    _score_batch(model, plan, batch, tally, maps, targets, correct)
+    for run in plan.runs:
+        if run.method.name in maps:
+            rows, cams, _ = maps[run.method.name]
+            faith_rows = [r for r, i in enumerate(rows) if batch.names[i] in plan.faith_names]
+            if faith_rows:
+                _faithfulness(model, run, batch.x, targets_dev, rows, cams, faith_rows, *faith)
+    tally.scored += len(batch.names)
 
-            # 2. Every method on the same batch, timed one after the other; then the forward pass
-            # again, so the unit is the mean of the passes that bracket the methods.
-            maps, shared_per_image = _run_methods(
-                model, runs, x, targets_dev, kept, device, bar, rotation=start // batch_size
-            )
-            t0 = _now(device)
-            with torch.inference_mode():
-                model.backbone(x)
-            forward_per_image = (forward_before + _now(device) - t0) / 2 / len(kept)
-            forward_seconds.append(forward_per_image)
-            if shared_per_image is not None:
-                shared_seconds.append(shared_per_image)
-                shared_ratios.append(shared_per_image / forward_per_image)
-            for run in runs:
-                if run.method.name in maps:
-                    per_image = maps[run.method.name][2]
-                    run.seconds_per_image.append(per_image)
-                    run.ratio_to_forward.append(per_image / forward_per_image)
-                    run.total_seconds += per_image * len(maps[run.method.name][0])
 
-            # 3. Scores at the original sizes (outside every timer).
-            batch_examples = {
-                i: {
-                    "name": n,
-                    "target": int(targets[i]),
-                    "target_name": model.class_names[int(targets[i])],
-                    "image": model.to_image(x[i : i + 1]),
-                    "maps": {},
-                }
-                for i, n in enumerate(kept)
-                if n in example_names
-            }
-            examples.extend(batch_examples.values())
-            for run in runs:
-                if run.method.name not in maps:
-                    continue
-                rows, cams, _ = maps[run.method.name]
-                for row, i in enumerate(rows):
-                    truth = truths[i]
-                    full = LocalizationScores.resize(cams[row], truth)
-                    run.scores.update(full, truth, correct=correct[i])
-                    for n, subset in subset_names.items():
-                        if kept[i] in subset:
-                            run.on_subsets[n].update(full, truth, correct=correct[i])
-                    if i in batch_examples:
-                        batch_examples[i]["maps"][run.method.name] = cams[row].numpy()
-                faith_rows = [row for row, i in enumerate(rows) if kept[i] in faith_names]
-                if faith_rows:
-                    _faithfulness(
-                        model,
-                        run,
-                        x,
-                        targets_dev,
-                        rows,
-                        cams,
-                        faith_rows,
-                        faithfulness_steps,
-                        batch_size,
-                    )
-            scored += len(kept)
-            if bar is not None:
-                bar.set_postfix_str("")
-                bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
+def _record_times(plan: _Plan, tally: _Tally, maps, shared: float | None, forward: float) -> None:
+    tally.forward_seconds.append(forward)
+    if shared is not None:
+        tally.shared_seconds.append(shared)
+        tally.shared_ratios.append(shared / forward)
+    for run in plan.runs:
+        if run.method.name in maps:
+            rows, _, per_image = maps[run.method.name]
+            run.seconds_per_image.append(per_image)
+            run.ratio_to_forward.append(per_image / forward)
+            run.total_seconds += per_image * len(rows)
 
-    elapsed = time.perf_counter() - started
-    forward_ms = 1000 * float(np.median(forward_seconds)) if forward_seconds else float("nan")
+
+def _score_batch(model, plan: _Plan, batch: _Batch, tally: _Tally, maps, targets, correct) -> None:
+    """Each method's maps scored at the images' original sizes (outside every timer)."""
+    examples = {
+        i: {
+            "name": n,
+            "target": int(targets[i]),
+            "target_name": model.class_names[int(targets[i])],
+            "image": model.to_image(batch.x[i : i + 1]),
+            "maps": {},
+        }
+        for i, n in enumerate(batch.names)
+        if n in plan.example_names
+    }
+    tally.examples.extend(examples.values())
+    for run in plan.runs:
+        if run.method.name not in maps:
+            continue
+        rows, cams, _ = maps[run.method.name]
+        for row, i in enumerate(rows):
+            truth = batch.truths[i]
+            full = LocalizationScores.resize(cams[row], truth)
+            run.scores.update(full, truth, correct=correct[i])
+            for n, subset in plan.subset_names.items():
+                if batch.names[i] in subset:
+                    run.on_subsets[n].update(full, truth, correct=correct[i])
+            if i in examples:
+                examples[i]["maps"][run.method.name] = cams[row].numpy()
+
+
+def _assemble(model, dataset, plan: _Plan, tally: _Tally, settings: dict[str, Any]):
+    """The results dict (see :func:`evaluate_localization`)."""
+    forward_ms = (
+        1000 * float(np.median(tally.forward_seconds)) if tally.forward_seconds else math.nan
+    )
     return {
-        "run": {
-            "hrcam_version": __version__,
-            "torch_version": torch.__version__,
-            "model": dict(model.backbone.config),
-            "expansion": model.expansion is not None,
-            "high_res_mode": getattr(model, "high_res_mode", None),
-            "dataset": str(getattr(dataset, "root", "")),
-            "has_masks": has_masks,
-            "boxes": "csv" if getattr(dataset, "boxes_csv", None) else f"mask {mask_boxes}",
-            "split": split,
-            "split_seed": split_seed,
-            "limit": limit,
-            "num_planned": len(names),
-            "num_scored": scored,
-            "num_bad": len(bad),
-            "target": target,
-            "batch_size": batch_size,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "input_size": size,
-            "num_thresholds": num_thresholds,
-            "resize": "each map (at the input size) bilinearly resized to the image's original size, then scored",
-            "timing": "per batch: forward alone, each method (order rotated per batch), forward again; "
-            "ms/image = median over batches of seconds per image; ratio = median of per-batch ratios to "
-            "the mean of the two forward passes",
-            "faithfulness": {"images": len(faith_names), "steps": faithfulness_steps}
-            if faithfulness
-            else None,
-            "seconds": elapsed,
-            "top1_accuracy": correct_count / scored if top1 and scored else None,
-            "predicted_classes": {
-                model.class_names[k]: v
-                for k, v in sorted(predicted.items(), key=lambda kv: -kv[1])[:20]
-            },
-        },
+        "run": _run_record(model, dataset, plan, tally, settings),
         "forward": {
             "ms_per_image": forward_ms,
-            "per_batch_ms_per_image": [1000 * s for s in forward_seconds],
+            "per_batch_ms_per_image": [1000 * s for s in tally.forward_seconds],
         },
         "generate_cams": {
-            "ms_per_image": 1000 * float(np.median(shared_seconds)),
-            "ratio_to_forward": float(np.median(shared_ratios)),
-            "per_batch_ms_per_image": [1000 * s for s in shared_seconds],
+            "ms_per_image": 1000 * float(np.median(tally.shared_seconds)),
+            "ratio_to_forward": float(np.median(tally.shared_ratios)),
+            "per_batch_ms_per_image": [1000 * s for s in tally.shared_seconds],
         }
-        if shared_seconds
+        if tally.shared_seconds
         else None,
         "methods": {
-            run.method.name: _method_result(run, len(names), model.backbone) for run in runs
+            run.method.name: _method_result(run, len(plan.names), model.backbone)
+            for run in plan.runs
         },
         "subsets": {
             str(n): {
-                "num_images": len(subset_names[n]),
-                "of_methods": [r.method.name for r in runs if caps.get(r.method.name) == n],
-                "metrics": {r.method.name: r.on_subsets[n].compute()["metrics"] for r in runs},
+                "num_images": len(names),
+                "of_methods": [
+                    r.method.name for r in plan.runs if plan.caps.get(r.method.name) == n
+                ],
+                "metrics": {r.method.name: r.on_subsets[n].compute()["metrics"] for r in plan.runs},
             }
-            for n in subset_sizes
+            for n, names in plan.subset_names.items()
         },
-        "bad_images": bad,
-        "examples": examples,
+        "bad_images": tally.bad,
+        "examples": tally.examples,
+    }
+
+
+def _run_record(model, dataset, plan: _Plan, tally: _Tally, settings: dict[str, Any]):
+    """The ``run`` entry: what was evaluated, how, on what machine."""
+    return {
+        "hrcam_version": __version__,
+        "torch_version": torch.__version__,
+        "model": dict(model.backbone.config),
+        "expansion": model.expansion is not None,
+        "high_res_mode": getattr(model, "high_res_mode", None),
+        "cam_weights": getattr(model, "cam_weights", None),
+        "dataset": str(getattr(dataset, "root", "")),
+        "has_masks": plan.has_masks,
+        "boxes": "csv" if getattr(dataset, "boxes_csv", None) else f"mask {settings['mask_boxes']}",
+        **{k: settings[k] for k in ("split", "split_seed", "limit")},
+        "num_planned": len(plan.names),
+        "num_scored": tally.scored,
+        "num_bad": len(tally.bad),
+        **{k: settings[k] for k in ("target", "batch_size", "device")},
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "input_size": model.backbone.input_size,
+        "num_thresholds": settings["num_thresholds"],
+        "resize": "each map (at the input size) bilinearly resized to the image's original size, then scored",
+        "timing": "per batch: forward alone, each method (order rotated per batch), forward again; "
+        "ms/image = median over batches of seconds per image; ratio = median of per-batch ratios to "
+        "the mean of the two forward passes",
+        "faithfulness": settings["faithfulness"],
+        "seconds": settings["seconds"],
+        "top1_accuracy": tally.correct / tally.scored if plan.top1 and tally.scored else None,
+        "predicted_classes": {
+            model.class_names[k]: v
+            for k, v in sorted(tally.predicted.items(), key=lambda kv: -kv[1])[:20]
+        },
     }
 
 
