@@ -10,7 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_save_json", "atomic_torch_save"]
+__all__ = [
+    "atomic_save_json",
+    "atomic_torch_save",
+    "atomic_write",
+    "non_negative_int",
+    "positive_int",
+    "resolve_device",
+]
 
 
 @contextlib.contextmanager
@@ -70,3 +77,25 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but no CUDA device is available")
     return name
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (argparse names the flag in its error)."""
+    return _bounded_int(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 0."""
+    return _bounded_int(text, 0, "an integer >= 0")
+
+
+def _bounded_int(text: str, minimum: int, what: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    return value

@@ -17,11 +17,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..utils import resolve_device
+from ..utils import non_negative_int, positive_int, resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..evaluation import DEFAULT_METHODS, SPLITS
     from ..postprocess.cli_args import add_refine_arguments
 
     p = subparsers.add_parser(
@@ -35,11 +34,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog="methods: "
         + ", ".join(_method_names())
-        + ". A spec can set options, e.g. refined:focal_scope=local,merge=multiply, "
-        "gradcam:backward=full (time the library's out-of-the-box backward pass) or "
-        "scorecam:batch_size=64 (masked images per forward pass); list several specs separated "
-        "by commas.",
+        + ". Any method followed by +guided (e.g. gradcam+guided) is its map at its own "
+        "resolution upsampled by hrcam.guided_upsample. A spec can set options, e.g. "
+        "refined:focal_scope=local,merge=multiply, gradcam:backward=full (time the library's "
+        "out-of-the-box backward pass) or scorecam:batch_size=64 (masked images per forward "
+        "pass); list several specs separated by commas.",
     )
+    _add_data_arguments(p)
+    _add_method_arguments(p)
+    _add_run_arguments(p)
+    add_refine_arguments(p, prefix="refine-")
+    p.set_defaults(func=run_evaluate)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    from ..evaluation import SPLITS
+
     p.add_argument(
         "data", type=Path, help="data folder: images/ + trimaps/, or images + a boxes CSV"
     )
@@ -63,19 +73,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="leave out images without a trimap / box row instead of stopping",
     )
     p.add_argument(
-        "--model",
-        default="default",
-        help="'default', a backbone name (e.g. efficientnet_lite0), or a checkpoint / exported model",
-    )
-    p.add_argument(
-        "--methods",
-        action="append",
-        default=None,
-        metavar="SPECS",
-        help=f"comma-separated method specs (repeatable; default: {','.join(DEFAULT_METHODS)})",
-    )
-    p.add_argument("-o", "--output", type=Path, default=Path("hrcam-eval"), help="output folder")
-    p.add_argument(
         "--split",
         choices=SPLITS,
         default="all",
@@ -86,10 +83,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--limit",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="score N evenly spaced images of the split",
+    )
+    p.add_argument(
+        "--mask-boxes",
+        choices=("components", "union"),
+        default="components",
+        help="boxes of mask-only data: one per connected component (default) or one around the object",
+    )
+    p.add_argument(
+        "--target",
+        choices=("predicted", "label"),
+        default="predicted",
+        help="explain each image's predicted class (default) or its label (model class indices)",
+    )
+
+
+def _add_method_arguments(p: argparse.ArgumentParser) -> None:
+    from ..evaluation import DEFAULT_METHODS
+
+    p.add_argument(
+        "--model",
+        default="default",
+        help="'default', a backbone name (e.g. efficientnet_lite1), or a checkpoint / exported model",
+    )
+    p.add_argument(
+        "--methods",
+        action="append",
+        default=None,
+        metavar="SPECS",
+        help=f"comma-separated method specs (repeatable; default: {','.join(DEFAULT_METHODS)})",
     )
     p.add_argument(
         "--max-images",
@@ -100,52 +126,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--slow-subset",
-        type=int,
+        type=non_negative_int,
         default=50,
         metavar="N",
         help="default N of slow methods (Score-CAM) without --max-images (0 = all; default 50)",
     )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads on the CPU (default: every core); reported in the results",
-    )
-    p.add_argument(
-        "--target",
-        choices=("predicted", "label"),
-        default="predicted",
-        help="explain each image's predicted class (default) or its label (model class indices)",
-    )
-    p.add_argument(
-        "--mask-boxes",
-        choices=("components", "union"),
-        default="components",
-        help="boxes of mask-only data: one per connected component (default) or one around the object",
-    )
     p.add_argument(
         "--faithfulness",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="also run deletion/insertion AUC and average drop/increase on N images (slow)",
     )
     p.add_argument(
         "--faithfulness-steps",
-        type=int,
+        type=positive_int,
         default=224,
         metavar="S",
         help="deletion/insertion steps (default 224, RISE's)",
     )
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", type=Path, default=Path("hrcam-eval"), help="output folder")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
-        "--examples", type=int, default=4, metavar="N", help="images in examples.png (default 4)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch threads on the CPU (default: every core); reported in the results",
+    )
+    p.add_argument(
+        "--examples",
+        type=non_negative_int,
+        default=4,
+        metavar="N",
+        help="images in examples.png (default 4)",
     )
     p.add_argument("--no-warmup", action="store_true", help="time the first batch cold")
     p.add_argument("--no-progress", action="store_true")
-    add_refine_arguments(p, prefix="refine-")
-    p.set_defaults(func=run_evaluate)
 
 
 def _method_names() -> list[str]:
@@ -186,15 +206,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..methods import MissingDependencyError, parse_method_list
     from ..postprocess.cli_args import refine_options_from_args
 
-    for flag, value in (
-        ("--batch-size", args.batch_size),
-        ("--threads", args.threads or 1),
-        ("--faithfulness-steps", args.faithfulness_steps),
-    ):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     max_images = parse_max_images(args.max_images)
     options = refine_options_from_args(args, prefix="refine-")
     device = resolve_device(args.device)

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..utils import resolve_device
+from ..utils import positive_int, resolve_device
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
         "guided), or the paper's expansion-network maps (a model with one, e.g. the default)",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
 
 
 def register(subparsers) -> None:
@@ -47,7 +47,10 @@ def register(subparsers) -> None:
     )
     _add_model_arguments(p)
     p.add_argument(
-        "--input-size", type=int, default=None, help="network input side (default: the model's)"
+        "--input-size",
+        type=positive_int,
+        default=None,
+        help="network input side (default: the model's)",
     )
     p.add_argument(
         "--no-pipeline", action="store_true", help="skip the per-image pipeline figure (faster)"

@@ -20,6 +20,7 @@ train-expansion …"""
 
 def register(subparsers) -> None:
     from ..train.config import ClassifierConfig, ExpansionConfig, add_config_arguments
+    from ..utils import positive_int
 
     p = subparsers.add_parser(
         "train-classifier",
@@ -45,25 +46,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("folder", type=Path)
     p.add_argument("--model", required=True, help="checkpoint, exported model or backbone name")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--input-size", type=_positive, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--input-size", type=positive_int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument(
         "-o", "--output", type=Path, default=None, help="also write the report as JSON here"
     )
     p.set_defaults(func=_evaluate_classifier)
-
-
-def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _evaluate_classifier(args) -> int:
