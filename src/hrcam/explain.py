@@ -185,7 +185,7 @@ def explain_images(
         sources: image files and folders (walked recursively, sorted).
         output: the folder to write into (created).
         target: None (each image's predicted class), a class index, or a class name.
-        options: refinement options (default: the paper's).
+        options: refinement options (default: :meth:`RefineOptions.default`, hrcam's preset).
         batch_size: images per forward pass.
         input_size: the network's input size (default: the backbone's, e.g. 224).
         pipeline_figures: draw ``pipeline.png`` per image (the slowest output: ~0.3 s each).
@@ -199,7 +199,7 @@ def explain_images(
     """
     from .html_report import write_report
 
-    options = options or RefineOptions()
+    options = options or RefineOptions.default()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     size = input_size or model.backbone.input_size

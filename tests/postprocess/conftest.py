@@ -6,17 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from hrcam.postprocess import RefineSteps, refine, refine_batch
+from hrcam.postprocess import RefineOptions, RefineSteps, refine, refine_batch
 
 IMPLEMENTATIONS = ("reference", "batched")
 
 
 def run_refine(impl: str, low, high, image=None, **options) -> RefineSteps:
-    """``refine`` or ``refine_batch`` on one image; NumPy steps without a batch dimension."""
+    """``refine`` or ``refine_batch`` on one image with the paper's options (and ``options``
+    changed); NumPy steps without a batch dimension."""
+    base = options.pop("options", RefineOptions.preset("paper"))
     if impl == "reference":
-        return refine(low, high, image, **options)
+        return refine(low, high, image, options=base, **options)
     images = None if image is None else np.asarray(image)[None]
-    return refine_batch(np.asarray(low)[None], np.asarray(high)[None], images, **options).select(0)
+    low, high = np.asarray(low)[None], np.asarray(high)[None]
+    return refine_batch(low, high, images, options=base, **options).select(0)
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

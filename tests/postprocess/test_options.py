@@ -78,14 +78,20 @@ def test_cli_flags_are_generated_from_the_dataclass():
     parser = argparse.ArgumentParser()
     add_refine_arguments(parser)
     args = parser.parse_args([])
-    assert refine_options_from_args(args) == RefineOptions()
+    assert (
+        refine_options_from_args(args) == RefineOptions.default() == RefineOptions.preset("hrcam")
+    )
+    paper = RefineOptions.preset("paper")
+    assert refine_options_from_args(args, base=paper) == RefineOptions()
+    # The help shows where the two presets differ.
+    assert "hrcam: gate, paper: blend" in " ".join(parser.format_help().split())
 
     args = parser.parse_args(
         "--roi-percentile 90 --focal-scope local --num-points 7 --maxima-threshold 0.3 "
         "--blur-size 3 --max-hole-size 10 --merge multiply --alpha 0.7 --filter threshold "
         "--threshold 0.5".split()
     )
-    o = refine_options_from_args(args)
+    o = refine_options_from_args(args, base=paper)
     assert o == RefineOptions(
         roi_percentile=90,
         focal_scope="local",

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from skimage import filters, morphology
 
+from hrcam.postprocess import RefineOptions
 from hrcam.postprocess import batched as T
 from hrcam.postprocess import reference as R
 
@@ -364,8 +365,8 @@ def test_merge_base_high_blends_the_segment_with_the_high_res_cam():
     low = np.zeros((2, 2), np.float32)
     low[0, 0] = 1.0
     high = np.tile(np.linspace(0, 4, 8, dtype=np.float32), (8, 1))  # a horizontal ramp
-    paper = R.refine(low, high, alpha=0.5)
-    ours = R.refine(low, high, alpha=0.5, merge_base="high")
+    paper = R.refine(low, high, options=RefineOptions(), alpha=0.5)  # the paper's options
+    ours = R.refine(low, high, options=RefineOptions(), alpha=0.5, merge_base="high")
     segment = ours.full_segment.astype(np.float32)
     np.testing.assert_allclose(ours.merged, 0.5 * segment + 0.5 * high / 4, atol=1e-6)
     np.testing.assert_allclose(paper.merged, 0.5 * segment + 0.5 * paper.low_resized, atol=1e-6)

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..postprocess.options import DEFAULT_PRESET
 from ..utils import positive_int, resolve_device
 
 
@@ -71,7 +72,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--preset",
         choices=("hrcam", "paper"),
-        default="hrcam",
+        default=DEFAULT_PRESET,
         help="refinement options to start from: hrcam's tuned ones (default) or the paper's; "
         "the options below change single values",
     )
@@ -199,7 +200,7 @@ def run_demo(args) -> int:
         args.output,
         batch_size=args.batch_size,
         model_name=str(args.model),
-        options=RefineOptions.preset("hrcam"),
+        options=RefineOptions.default(),
     )
     for r in summary.results:
         if r.ok:

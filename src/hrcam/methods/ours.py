@@ -271,7 +271,7 @@ class RefinedCAM(SharedCAMsMethod):
             raise ValueError(f"method {name!r}: impl must be auto, numpy or torch, got {impl!r}")
         if mode not in (None, "paper", "guided"):
             raise ValueError(f"method {name!r}: mode must be paper or guided, got {mode!r}")
-        self.options = options or RefineOptions()
+        self.options = options or RefineOptions.default()
         self.impl = impl
         self.mode = mode
         self.flip = flip
@@ -339,7 +339,7 @@ def _refined(
     changes = {key: _parse_value(name, key, value, hints[key]) for key, value in params.items()}
     return RefinedCAM(
         name,
-        (refine_options or RefineOptions()).replace(**changes),
+        (refine_options or RefineOptions.default()).replace(**changes),
         impl=impl,
         mode=mode,
         flip=flip,

@@ -18,7 +18,7 @@ import dataclasses
 import types
 import typing
 
-from .options import RefineOptions
+from .options import DEFAULT_PRESET, RefineOptions
 
 __all__ = ["add_refine_arguments", "refine_options_from_args"]
 
@@ -45,14 +45,22 @@ def add_refine_arguments(
     """
     if isinstance(parser, argparse.ArgumentParser):
         group = parser.add_argument_group(
-            "refinement", "options of the postprocessing pipeline (defaults: the paper's)"
+            "refinement",
+            "options of the postprocessing pipeline, applied on top of a preset: "
+            f"'{DEFAULT_PRESET}' (the default) or 'paper'",
         )
     else:
         group = parser
     hints = typing.get_type_hints(RefineOptions)
+    presets = {name: RefineOptions.preset(name) for name in (DEFAULT_PRESET, "paper")}
     for f in dataclasses.fields(RefineOptions):
         kind = _field_type(hints[f.name])
-        default = "auto" if f.default is None else f.default
+        values = {name: getattr(o, f.name) for name, o in presets.items()}
+        shown = {name: "auto" if v is None else v for name, v in values.items()}
+        if len(set(shown.values())) == 1:
+            default = f"default: {shown[DEFAULT_PRESET]}"
+        else:
+            default = ", ".join(f"{name}: {v}" for name, v in shown.items())
         help_text = f.metadata.get("help", "").replace("%", "%%")
         group.add_argument(
             f"--{prefix}{f.name.replace('_', '-')}",
@@ -61,7 +69,7 @@ def add_refine_arguments(
             choices=f.metadata.get("choices"),
             default=None,
             metavar=None if f.metadata.get("choices") else kind.__name__.upper(),
-            help=f"{help_text} (default: {default})",
+            help=f"{help_text} ({default})",
         )
     return group
 
@@ -69,7 +77,8 @@ def add_refine_arguments(
 def refine_options_from_args(
     namespace: argparse.Namespace, *, prefix: str = "", base: RefineOptions | None = None
 ) -> RefineOptions:
-    """The :class:`RefineOptions` of ``base`` (default: the defaults) with the given flags applied.
+    """The :class:`RefineOptions` of ``base`` (default: :meth:`RefineOptions.default`) with the
+    given flags applied.
 
     Raises ``ValueError`` (naming the option) for values outside the allowed range.
     """
@@ -78,4 +87,4 @@ def refine_options_from_args(
         value = getattr(namespace, _dest(prefix, f.name), None)
         if value is not None:
             changes[f.name] = value
-    return (base or RefineOptions()).replace(**changes)
+    return (base or RefineOptions.default()).replace(**changes)

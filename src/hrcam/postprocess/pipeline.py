@@ -97,9 +97,9 @@ def run_steps(ops: ModuleType, low, high, image, opts: RefineOptions) -> RefineS
 
 
 def resolve_options(options: RefineOptions | None, overrides: dict) -> RefineOptions:
-    """``options`` (default :class:`RefineOptions()`) with ``overrides`` applied and checked."""
+    """``options`` (default :meth:`RefineOptions.default`) with ``overrides`` applied and checked."""
     if options is None:
-        options = RefineOptions()
+        options = RefineOptions.default()
     elif not isinstance(options, RefineOptions):
         raise ValueError(f"options must be a RefineOptions, got {type(options).__name__}")
     return options.replace(**overrides) if overrides else options

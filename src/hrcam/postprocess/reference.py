@@ -437,7 +437,8 @@ def refine(
     ``low``: ``(h, w)`` low-res CAM; ``high``: ``(H, W)`` high-res CAM; ``image``: optional
     ``(H', W')`` or ``(H', W', C)`` uint8 or float image, resized to ``H x W`` if needed. Any
     real dtype; any sizes (``h x w`` may differ from ``H x W`` in ratio). ``options`` (default
-    :class:`RefineOptions()`) with ``option_overrides`` applied, e.g. ``refine(low, high,
+    :meth:`RefineOptions.default`, hrcam's preset; ``RefineOptions()`` for the paper's) with
+    ``option_overrides`` applied, e.g. ``refine(low, high,
     merge="multiply")``. ``steps.refined`` is the refined CAM.
 
     Degenerate input gives a defined result, never an exception: non-finite values count as 0;
