@@ -123,7 +123,7 @@ def test_colour_term_equals_the_direct_formula_with_and_without_whole_blocks():
         (torch.rand(1, 7, 7), torch.rand(3, 32, 32), "batch dimension"),
         (torch.rand(2, 7, 7), torch.rand(1, 3, 32, 32), "2 maps and 1 images"),
         (torch.rand(1, 40, 7), torch.rand(1, 3, 32, 32), "larger than the images"),
-        (torch.rand(1, 7, 7), torch.rand(1, 3, 32, 32) * 4 - 2, r"in \[0, 1\].*unnormalize"),
+        (torch.rand(1, 7, 7), torch.rand(1, 3, 32, 32) * 4 - 2, r"lie in \[0, 1\].*unnormalize"),
         (torch.ones(1, 7, 7, dtype=torch.long), torch.rand(1, 3, 32, 32), "float tensor"),
         ([[0.0]], torch.rand(1, 3, 32, 32), "torch.Tensor"),
     ],
@@ -141,3 +141,14 @@ def test_non_finite_maps_are_refused_with_their_count():
         guided_upsample(cams, torch.rand(2, 3, 32, 32))
     with pytest.raises(ValueError, match="spatial_sigma"):
         guided_upsample(torch.rand(1, 7, 7), torch.rand(1, 3, 32, 32), spatial_sigma=0)
+
+
+def test_errors_have_one_type_per_kind():
+    from hrcam.checks import NonFiniteError, RangeError, ShapeError
+
+    with pytest.raises(ShapeError):
+        guided_upsample(torch.rand(1, 7), torch.rand(1, 3, 32, 32))
+    with pytest.raises(NonFiniteError):
+        guided_upsample(torch.full((1, 7, 7), float("nan")), torch.rand(1, 3, 32, 32))
+    with pytest.raises(RangeError):
+        guided_upsample(torch.rand(1, 7, 7), torch.rand(1, 3, 32, 32) + 2)

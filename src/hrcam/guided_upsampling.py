@@ -27,11 +27,12 @@ EfficientNet-Lite0's 7×7 CAM; README, "Everything we tried"):
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .checks import ShapeError, check_finite, check_range
 
 __all__ = ["guided_upsample"]
 
@@ -98,7 +99,7 @@ def _check(cams, images, colour_sigma: float, spatial_sigma: float) -> None:
             raise ValueError(f"{name} must be a float tensor, got dtype {t.dtype}")
     if cams.ndim != 3 or 0 in cams.shape:
         hint = "; for (B, 1, h, w) pass cams[:, 0]" if cams.ndim == 4 and cams.shape[1] == 1 else ""
-        raise ValueError(f"cams must be (B, h, w), got shape {tuple(cams.shape)}{hint}")
+        raise ShapeError(f"cams must be (B, h, w), got shape {tuple(cams.shape)}{hint}")
     if images.ndim != 4 or images.shape[1] != 3:
         hint = ""
         if images.ndim == 4 and images.shape[-1] == 3:
@@ -107,9 +108,9 @@ def _check(cams, images, colour_sigma: float, spatial_sigma: float) -> None:
             hint = "; repeat a grayscale guide to 3 channels: images.expand(-1, 3, -1, -1)"
         elif images.ndim == 3:
             hint = "; add a batch dimension with images.unsqueeze(0)"
-        raise ValueError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}{hint}")
+        raise ShapeError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}{hint}")
     if images.shape[0] != cams.shape[0]:
-        raise ValueError(
+        raise ShapeError(
             f"cams and images must hold the same number of items, got {cams.shape[0]} maps "
             f"and {images.shape[0]} images"
         )
@@ -117,22 +118,18 @@ def _check(cams, images, colour_sigma: float, spatial_sigma: float) -> None:
         raise ValueError(f"cams are on {cams.device} and images on {images.device}: move one")
     (h, w), (H, W) = cams.shape[-2:], images.shape[-2:]
     if h > H or w > W:
-        raise ValueError(
+        raise ShapeError(
             f"cams of {h}×{w} are larger than the images ({H}×{W}); guided_upsample only "
             "upsamples: resize the maps down first"
         )
-    bad = int((~torch.isfinite(cams)).sum())
-    if bad:
-        raise ValueError(
-            f"cams hold {bad} non-finite value(s) (NaN or ±inf) of {cams.numel()}; a map "
-            "with NaN cannot be upsampled meaningfully: check the method that made it"
-        )
-    lo, hi = float(images.amin()), float(images.amax())
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(
-            f"images must be RGB in [0, 1], got values from {lo:.3g} to {hi:.3g}; if they are a "
-            "model's normalised inputs, undo the normalisation first (HRCAM.unnormalize)"
-        )
+    check_finite(cams, "cams", hint="a map with NaN cannot be upsampled: check what made it")
+    check_range(
+        images,
+        "images (RGB)",
+        0,
+        1,
+        hint="if they are a model's normalised inputs, undo that first (HRCAM.unnormalize)",
+    )
     if not colour_sigma >= 0 or not spatial_sigma > 0:
         raise ValueError(
             f"colour_sigma must be >= 0 and spatial_sigma > 0, got {colour_sigma} and {spatial_sigma}"

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from .arrays import unnormalize
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageLoadError",
@@ -145,9 +147,7 @@ def tensor_to_image(x: torch.Tensor, *, mean: Sequence[float], std: Sequence[flo
         if x.shape[0] != 1:
             raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
         x = x[0]
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    rgb = (x * s + m).clamp(0, 1).permute(1, 2, 0).detach().cpu().numpy()
+    rgb = unnormalize(x, mean, std).permute(1, 2, 0).detach().cpu().numpy()
     return (rgb * 255 + 0.5).astype(np.uint8)
 
 

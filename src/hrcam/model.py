@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .arrays import resize_maps, unnormalize
 from .backbones.base import Backbone
 from .expansion import ExpansionNetwork
 from .guided_upsampling import guided_upsample
@@ -50,11 +50,7 @@ class CAMs:
 
 def upsample_cam(cam: torch.Tensor, size: Sequence[int], *, mode: str = "bilinear") -> torch.Tensor:
     """Resize CAMs (B, h, w) or (h, w) to ``size`` = (H, W), bilinear with half-pixel centres."""
-    squeeze = cam.ndim == 2
-    x = cam[None, None] if squeeze else cam[:, None]
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    out = F.interpolate(x.float(), size=tuple(int(s) for s in size), mode=mode, **kwargs)
-    return out[0, 0] if squeeze else out[:, 0]
+    return resize_maps(cam, size, mode=mode)
 
 
 HIGH_RES_MODES = ("auto", "guided", "paper")
@@ -157,9 +153,7 @@ class HRCAM(nn.Module):
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs back to RGB in [0, 1]: (B, 3, H, W) → (B, 3, H, W)."""
-        mean = torch.tensor(self.backbone.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.backbone.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        return (x * std + mean).clamp(0, 1)
+        return unnormalize(x, self.backbone.mean, self.backbone.std)
 
     def to_image(self, x: torch.Tensor):
         """Undo the normalisation of one input: (1, 3, H, W) → (H, W, 3) uint8 array."""

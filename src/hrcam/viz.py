@@ -21,7 +21,8 @@ import os
 
 import numpy as np
 
-from .postprocess.reference import mask_image, normalize_map, resize_bilinear
+from .arrays import normalize_map, to_numpy
+from .postprocess.reference import mask_image, resize_bilinear
 from .postprocess.steps import RefineSteps
 from .utils import atomic_write
 
@@ -35,7 +36,7 @@ def to_uint8_image(array) -> np.ndarray:
     are taken as [0, 1] when their maximum is at most 1, else as [0, 255], and clipped
     (non-finite values become 0). Tensors are accepted.
     """
-    a = _as_numpy(array)
+    a = to_numpy(array)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
@@ -58,7 +59,7 @@ def colorize(cam, *, cmap: str = "jet") -> np.ndarray:
     """A CAM ``(H, W)`` (normalised to [0, 1] here) as a uint8 RGB picture ``(H, W, 3)``."""
     from matplotlib import colormaps
 
-    c = _as_numpy(cam)
+    c = to_numpy(cam)
     if c.ndim != 2:
         raise ValueError(f"cam must be one (H, W) map, got shape {c.shape}")
     try:
@@ -83,7 +84,7 @@ def overlay_cam(image, cam, *, alpha: float = 0.5, cmap: str = "jet") -> np.ndar
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     img = img[..., :3]
-    c = _as_numpy(cam)
+    c = to_numpy(cam)
     if c.ndim != 2:
         raise ValueError(f"cam must be one (h, w) map, got shape {c.shape}")
     colour = colorize(resize_bilinear(normalize_map(c), img.shape[:2]), cmap=cmap)
@@ -199,9 +200,3 @@ def plot_pipeline(
         with atomic_write(path, "wb") as f:
             f.write(buffer.getvalue())
     return fig
-
-
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)

@@ -67,7 +67,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .. import arrays
+from ..arrays import to_numpy
 
 __all__ = ["LocalizationMetric", "normalize_map", "resize_map"]
 
@@ -77,19 +79,9 @@ __all__ = ["LocalizationMetric", "normalize_map", "resize_map"]
 # --------------------------------------------------------------------------------------------
 
 
-def _to_numpy(x) -> np.ndarray:
-    """A NumPy view of an array-like or a (possibly GPU, possibly grad-tracking) tensor."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        return x.numpy()
-    return np.asarray(x)
-
-
 def _as_map(cam, *, name: str = "cam") -> np.ndarray:
     """(H, W) float64 copy of a map; raises a ValueError that says how to fix a bad one."""
-    arr = _to_numpy(cam)
+    arr = to_numpy(cam)
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(
             f"{name} must be one non-empty 2-D (H, W) map, got shape {arr.shape}; pass a batch "
@@ -102,7 +94,7 @@ def _as_map(cam, *, name: str = "cam") -> np.ndarray:
 
 def _as_mask(mask, shape: tuple[int, int], *, name: str) -> np.ndarray:
     """(H, W) bool mask of the map's shape; refuses values other than 0/1 (e.g. raw trimaps)."""
-    arr = _to_numpy(mask)
+    arr = to_numpy(mask)
     if arr.shape != tuple(shape):
         raise ValueError(
             f"{name} has shape {arr.shape} but the map has shape {tuple(shape)}; resize the CAM "
@@ -121,7 +113,7 @@ def _as_mask(mask, shape: tuple[int, int], *, name: str) -> np.ndarray:
 
 def _as_boxes(boxes, *, name: str = "gt_boxes") -> np.ndarray:
     """(N, 4) float64 inclusive boxes ``x1, y1, x2, y2``; an empty input gives (0, 4)."""
-    arr = _to_numpy(boxes).astype(np.float64)
+    arr = to_numpy(boxes).astype(np.float64)
     if arr.size == 0:
         return arr.reshape(0, 4)
     if arr.ndim == 1 and arr.shape[0] == 4:
@@ -198,14 +190,7 @@ def normalize_map(cam) -> np.ndarray:
         >>> normalize_map(np.array([[2.0, 4.0], [np.nan, 6.0]])).tolist()
         [[0.3333333333333333, 0.6666666666666666], [0.0, 1.0]]
     """
-    arr = _as_map(cam)
-    arr[~np.isfinite(arr)] = 0.0
-    lo, hi = arr.min(), arr.max()
-    if hi <= lo:
-        return np.zeros_like(arr)
-    arr -= lo
-    arr /= hi - lo
-    return arr
+    return arrays.normalize_map(_as_map(cam), dtype=np.float64)
 
 
 def resize_map(cam, shape: tuple[int, int]) -> np.ndarray:
@@ -229,13 +214,7 @@ def resize_map(cam, shape: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"shape must be (H, W) with positive ints, got {shape!r}")
     if arr.shape == tuple(shape):
         return arr
-    out = F.interpolate(
-        torch.from_numpy(arr)[None, None],
-        size=tuple(int(s) for s in shape),
-        mode="bilinear",
-        align_corners=False,
-    )
-    return out[0, 0].numpy()
+    return arrays.resize_maps(torch.from_numpy(arr), shape).numpy()
 
 
 def _threshold_levels(v: np.ndarray, k_total: int, *, inclusive: bool) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
+from ..arrays import to_numpy
 from .base import (
     LocalizationMetric,
     _as_boxes,
@@ -16,7 +17,6 @@ from .base import (
     _is_single,
     _split_batch,
     _threshold_levels,
-    _to_numpy,
     normalize_map,
 )
 
@@ -366,7 +366,7 @@ class CAMLocalization(LocalizationMetric):
     def update(self, cams, gt_boxes, *, correct=None) -> None:
         """Add one image or a batch; ``correct``: top-1 class right (bool, or B bools)."""
         if correct is not None and not _is_single(cams):
-            correct = np.asarray(_to_numpy(correct), dtype=bool).ravel()
+            correct = np.asarray(to_numpy(correct), dtype=bool).ravel()
         for cam, boxes, is_correct in _split_batch(cams, gt_boxes, correct):
             if self.num_images > 0 and (is_correct is not None) != (self.num_with_class > 0):
                 raise ValueError(

@@ -12,13 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arrays import to_numpy
+
 __all__ = ["ClassificationMeter", "classification_report", "confusion_matrix", "topk_accuracy"]
-
-
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _check(scores: np.ndarray, labels: np.ndarray) -> None:
@@ -37,7 +33,7 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> None:
 
 def topk_accuracy(scores, labels, k: int = 5) -> float:
     """Share of rows whose label is among the ``k`` highest scores (ties broken by index)."""
-    scores, labels = _as_numpy(scores), _as_numpy(labels).astype(np.int64)
+    scores, labels = to_numpy(scores), to_numpy(labels).astype(np.int64)
     _check(scores, labels)
     if labels.size == 0:
         return float("nan")
@@ -48,8 +44,8 @@ def topk_accuracy(scores, labels, k: int = 5) -> float:
 
 def confusion_matrix(predicted, labels, num_classes: int) -> np.ndarray:
     """``(C, C)`` int64 matrix; row = true class, column = predicted class."""
-    predicted = _as_numpy(predicted).astype(np.int64).ravel()
-    labels = _as_numpy(labels).astype(np.int64).ravel()
+    predicted = to_numpy(predicted).astype(np.int64).ravel()
+    labels = to_numpy(labels).astype(np.int64).ravel()
     return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
         num_classes, num_classes
     )
@@ -89,7 +85,7 @@ def classification_report(scores, labels, *, k: int = 5) -> dict[str, float]:
         >>> report["accuracy"], report["macro_f1"]
         (1.0, 1.0)
     """
-    scores, labels = _as_numpy(scores), _as_numpy(labels).astype(np.int64)
+    scores, labels = to_numpy(scores), to_numpy(labels).astype(np.int64)
     _check(scores, labels)
     cm = confusion_matrix(scores.argmax(axis=1), labels, scores.shape[1])
     report = _report_from_confusion(cm)
@@ -115,7 +111,7 @@ class ClassificationMeter:
         self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
 
     def update(self, scores, labels) -> None:
-        scores, labels = _as_numpy(scores), _as_numpy(labels).astype(np.int64)
+        scores, labels = to_numpy(scores), to_numpy(labels).astype(np.int64)
         _check(scores, labels)
         self.confusion += confusion_matrix(scores.argmax(axis=1), labels, self.num_classes)
         k = min(self.k, scores.shape[1])

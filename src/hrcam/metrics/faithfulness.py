@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from scipy.integrate import trapezoid
 
+from ..arrays import resize_maps
+
 __all__ = ["average_drop_increase", "blur_images", "deletion_insertion"]
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
@@ -107,7 +109,7 @@ def _check_positive_int(value, name: str) -> int:
 def _saliency_at_image_size(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, H, W) CAMs resized bilinearly to the image size, non-finite values set to 0."""
     if tuple(cams.shape[1:]) != tuple(size):
-        cams = F.interpolate(cams[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        cams = resize_maps(cams, size)
     return torch.nan_to_num(cams, nan=0.0, posinf=0.0, neginf=0.0)
 
 

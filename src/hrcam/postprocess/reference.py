@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import morphology
 
+from ..arrays import normalize_finite, normalize_map
 from . import _grid
 from .options import RefineOptions
 from .pipeline import STEP_FUNCTIONS, resolve_options, run_steps
@@ -40,42 +41,6 @@ _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
 
 # --------------------------------------------------------------------------- maps
-
-
-def normalize_map(cam) -> np.ndarray:
-    """``cam`` as float32 scaled to [0, 1]; non-finite values count as 0; constant -> zeros.
-
-    ``cam``: any shape, any real dtype. Returns a new float32 array of the same shape.
-
-    >>> normalize_map(np.array([[0.0, 2.0], [np.nan, 4.0]])).tolist()
-    [[0.0, 0.5], [0.0, 1.0]]
-    """
-    x = np.asarray(cam, dtype=np.float32)
-    if x.size == 0:
-        return x.copy()
-    lo, hi = x.min(), x.max()
-    if not (np.isfinite(lo) and np.isfinite(hi)):  # a NaN or an inf somewhere
-        x = np.where(np.isfinite(x), x, np.float32(0))
-        lo, hi = x.min(), x.max()
-    return _normalize_finite(x, lo, hi)
-
-
-def _normalize_finite(x: np.ndarray, lo=None, hi=None) -> np.ndarray:
-    """Normalise a finite float32 array to [0, 1] (constant -> zeros); ``lo, hi``: its range."""
-    if x.size == 0:
-        return x
-    if lo is None:
-        lo, hi = x.min(), x.max()
-    with np.errstate(over="ignore"):
-        span = hi - lo
-    if not np.isfinite(span):
-        # max - min overflowed float32: halving is exact and brings it back in range.
-        half = np.float32(0.5)
-        x, lo, hi = x * half, lo * half, hi * half
-        span = hi - lo
-    if span > 0:
-        return (x - lo) / span
-    return np.zeros(x.shape, dtype=np.float32)
 
 
 def resize_bilinear(array, shape: tuple[int, int]) -> np.ndarray:
@@ -152,7 +117,7 @@ def sobel_edges(blurred) -> np.ndarray:
     magnitude = np.empty(H * Wp, dtype=np.float32)
     np.sqrt(gx * gx + gy * gy, out=magnitude[: gx.size])
     magnitude[gx.size :] = 0  # cropped padding columns of the last row
-    return _normalize_finite(magnitude.reshape(H, Wp)[:, :W])
+    return normalize_finite(magnitude.reshape(H, Wp)[:, :W])
 
 
 def _pad_reflect(x: np.ndarray, r: int) -> np.ndarray:

@@ -6,8 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from ..arrays import to_numpy
 from .options import RefineOptions
 
 __all__ = ["RefineSteps"]
@@ -86,8 +85,5 @@ class RefineSteps:
 
 
 def _to_numpy(x):
-    if x is None or isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+    """``None`` stays ``None``; arrays and tensors become NumPy arrays."""
+    return None if x is None else to_numpy(x)
