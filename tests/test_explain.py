@@ -67,22 +67,23 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
     assert "missing.png: no such file" in errors
     assert "notes.png: not a recognised image" in errors
     ok = [r for r in summary["results"] if r["ok"]]
+    # Output folders are named after the images without their extensions.
     assert {r["name"] for r in ok} == {
-        "rgb.jpg",
-        "palette.png",
-        "deep16.png",
-        "nested__tiny_gray.png",
-        "nested__rgba.png",
+        "rgb",
+        "palette",
+        "deep16",
+        "nested__tiny_gray",
+        "nested__rgba",
     }
     for r in ok:
         folder = out / "images" / r["name"]
         for f in (
-            "image.png",
-            "overlay_low.png",
-            "overlay_high.png",
-            "overlay_refined.png",
-            "masked.png",
-            "pipeline.png",
+            "image.jpg",
+            "overlay_low.jpg",
+            "overlay_high.jpg",
+            "overlay_refined.jpg",
+            "masked.jpg",
+            "pipeline.jpg",
             "maps.npz",
             "predictions.json",
         ):
@@ -91,13 +92,15 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
         maps = np.load(folder / "maps.npz")
         assert maps["high_res_cam"].shape == (32, 32) and maps["low_res_cam"].shape == (4, 4)
         assert maps["refined_cam"].shape == (32, 32) and np.isfinite(maps["refined_cam"]).all()
-    tiny = next(r for r in ok if r["name"] == "nested__tiny_gray.png")
+        assert maps["high_res_cam"].dtype == np.float16 and maps["roi"].dtype == bool
+    tiny = next(r for r in ok if r["name"] == "nested__tiny_gray")
     assert tiny["size"] == [8, 8]
     html = (out / "index.html").read_text()
     assert html.count('<section class="card"') == 5 and "4 file(s) could not be explained" in html
-    assert "images/rgb.jpg/overlay_refined.png" in html
+    assert "images/rgb/overlay_refined.jpg" in html
     mode = summary["options"]["high_res"]  # the page says how its high-res CAMs were made
     assert mode in ("paper", "guided") and f"high-res CAM: {mode}" in html
+    assert "refinement: hrcam preset" in html and summary["state"] == "complete"
     assert not list(out.rglob("*.tmp"))  # no half-written files
     assert "report:" in capsys.readouterr().out
 
@@ -112,7 +115,7 @@ def test_target_by_name_and_unknown_name(model_file, inputs, tmp_path):
         )
 
     assert explain("square") == 0
-    result = json.loads((out / "images" / "rgb.jpg" / "predictions.json").read_text())
+    result = json.loads((out / "images" / "rgb" / "predictions.json").read_text())
     assert result["target"]["name"] == "square"
     assert explain("sqare") == 2  # a misspelt class name is a usage error
 
@@ -135,11 +138,11 @@ def test_shards_cover_the_folder_once_and_merge(tiny_model, inputs, tmp_path):
     assert len(names) == len(set(names)) == 8
     assert (out / "index.html").is_file()
     # Re-running with --skip-existing keeps finished images instead of redoing them.
-    stamp = (out / "images" / "rgb.jpg" / "overlay_low.png").stat().st_mtime_ns
+    stamp = (out / "images" / "rgb" / "overlay_low.jpg").stat().st_mtime_ns
     again = explain_images(
         tiny_model, [inputs], out, skip_existing=True, input_size=32, show_progress=False
     )
-    assert (out / "images" / "rgb.jpg" / "overlay_low.png").stat().st_mtime_ns == stamp
+    assert (out / "images" / "rgb" / "overlay_low.jpg").stat().st_mtime_ns == stamp
     assert sum(r.ok for r in again.results) == 5
 
 
@@ -159,9 +162,9 @@ def test_a_model_without_expansion_network_gets_every_map(tiny_backbone, inputs,
     out = tmp_path / "out"
     args = ["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(path)]
     assert cli([*args, "--input-size", "32", "--no-progress"]) == 0
-    folder = out / "images" / "rgb.jpg"
+    folder = out / "images" / "rgb"
     maps = np.load(folder / "maps.npz")
     assert maps["high_res_cam"].shape == maps["refined_cam"].shape == (32, 32)
-    assert (folder / "pipeline.png").is_file() and (folder / "overlay_high.png").is_file()
+    assert (folder / "pipeline.jpg").is_file() and (folder / "overlay_high.jpg").is_file()
     # The paper's high-res CAM is the one map that needs the expansion network: said so, exit 2.
     assert cli([*args, "--high-res", "paper", "--no-progress"]) == 2

@@ -55,14 +55,17 @@ def test_plot_pipeline_of_a_batch_item_and_without_image(tmp_path, example):
 
 def test_colorize_and_overlay():
     cam = np.array([[0.0, 1.0]])
-    rgb = viz.colorize(cam)
+    rgb = viz.colorize(cam, cmap="jet")
     assert rgb.shape == (1, 2, 3) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb[0, 0], [0, 0, 127])  # jet: dark blue at 0
     np.testing.assert_array_equal(rgb[0, 1], [127, 0, 0])  # and dark red at 1
+    inferno = viz.colorize(cam)  # the default: perceptually uniform, black to pale yellow
+    assert viz.DEFAULT_CMAP == "inferno"
+    assert inferno[0, 0].sum() < 20 and inferno[0, 1].min() > 150
     image = np.full((4, 4, 3), 100, np.uint8)
     out = viz.overlay_cam(image, np.ones((2, 2)), alpha=0.0)
     np.testing.assert_array_equal(out, image)
-    out = viz.overlay_cam(image, np.array([[0.0, 1.0], [0.0, 1.0]]), alpha=1.0)
+    out = viz.overlay_cam(image, np.array([[0.0, 1.0], [0.0, 1.0]]), alpha=1.0, cmap="jet")
     assert out.shape == (4, 4, 3)
     np.testing.assert_array_equal(out[:, 0], np.tile([0, 0, 127], (4, 1)))
     with pytest.raises(ValueError, match="alpha"):
@@ -92,3 +95,17 @@ def test_viz_and_metrics_load_on_first_attribute_access():
     assert hrcam.metrics.MaxBoxAccV2 is MaxBoxAccV2
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         hrcam.nonexistent  # noqa: B018
+
+
+def test_pipeline_image_draws_every_panel_with_colour_bars(example):
+    low, high, image = example
+    steps = refine(low[0], high[0], image[0])
+    picture = viz.pipeline_image(steps, image[0], title="a title", ranges={"low": (-1.5, 3.0)})
+    assert picture.dtype == np.uint8 and picture.ndim == 3
+    assert picture.shape[0] > 2 * 200 and picture.shape[1] > 5 * 200  # two rows of five panels
+    assert picture.std() > 20
+    # Degenerate steps (empty ROI, no seeds) and no image still draw.
+    blank = viz.pipeline_image(refine(np.zeros((7, 7)), np.zeros((32, 32))), None)
+    assert blank.shape == viz.pipeline_image(steps, None).shape
+    with pytest.raises(ValueError, match="select"):
+        viz.pipeline_image(refine_batch(low, high), None)

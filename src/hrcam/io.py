@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .arrays import unnormalize
 
@@ -72,11 +72,14 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def load_image(
     source: str | os.PathLike | Image.Image, *, max_side: int | None = None
 ) -> Image.Image:
-    """Open an image file (or take a PIL image) and return it as 8-bit RGB.
+    """Open an image file (or take a PIL image) and return it as 8-bit RGB, upright.
 
     Palette, grayscale, 16-bit, CMYK and transparent images are converted (transparency is
-    composited over white). ``max_side`` lets JPEG decoding skip detail that a later resize
-    would throw away (the returned image may still be larger than ``max_side``).
+    composited over white; 16-bit and float images are scaled by their own range). A JPEG's EXIF
+    orientation (every phone photo) is applied, so the image is upright as a viewer shows it.
+    ``max_side`` lets JPEG decoding skip detail that a later resize would throw away (the
+    returned image may still be larger than ``max_side``); ``image.info["hrcam_original_size"]``
+    keeps the file's own (width, height), upright.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -96,6 +99,7 @@ def load_image(
                     f"{path}: {image.width}×{image.height} pixels is more than this tool decodes "
                     f"({_MAX_PIXELS} pixels); downscale it first"
                 )
+            size = image.size
             if max_side and image.format == "JPEG":
                 image.draft("RGB", (max_side, max_side))
             # Force a full decode here so truncation is caught now, with the file's name.
@@ -103,7 +107,12 @@ def load_image(
             image.load()
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
-            return _to_rgb(image)
+            upright = ImageOps.exif_transpose(image)
+            if upright.size != image.size:  # rotated by a quarter turn
+                size = size[::-1]
+            rgb = _to_rgb(upright)
+            rgb.info["hrcam_original_size"] = size
+            return rgb
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not a recognised image file") from None
     except (OSError, SyntaxError, ValueError) as err:

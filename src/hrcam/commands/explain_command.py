@@ -68,6 +68,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--merge-shards", action="store_true", help="only merge the shard summaries in OUTPUT"
     )
+    p.add_argument(
+        "--finish",
+        action="store_true",
+        help="only rebuild OUTPUT's summary.json and index.html from the images on disk (after "
+        "an interrupted or killed run)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--preset",
@@ -81,6 +87,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="test-time mirroring: average each CAM with the mirrored image's (twice the cost)",
     )
+    _add_output_arguments(p)
     add_refine_arguments(p)
     p.set_defaults(func=run_explain)
 
@@ -90,6 +97,36 @@ def register(subparsers) -> None:
     d.add_argument("-o", "--output", type=Path, default=Path("hrcam-demo"))
     _add_model_arguments(d)
     d.set_defaults(func=run_demo)
+
+
+def _add_output_arguments(p: argparse.ArgumentParser) -> None:
+    from ..explain.outputs import IMAGE_FORMATS, MAPS_DTYPES
+    from ..viz import DEFAULT_CMAP
+
+    g = p.add_argument_group("outputs")
+    g.add_argument(
+        "--image-format",
+        choices=IMAGE_FORMATS,
+        default="jpeg",
+        help="the pictures' format: jpeg (default, ~10x smaller for photographs) or png",
+    )
+    g.add_argument(
+        "--maps-dtype",
+        choices=MAPS_DTYPES,
+        default="float16",
+        help="precision of the maps in maps.npz (default float16; float32 keeps full precision)",
+    )
+    g.add_argument(
+        "--cmap",
+        default=DEFAULT_CMAP,
+        help=f"colour map of the heat maps (default {DEFAULT_CMAP}; any matplotlib name, e.g. jet)",
+    )
+    g.add_argument(
+        "--opacity",
+        type=float,
+        default=0.5,
+        help="opacity of the CAM over the image in the overlays, in [0, 1] (default 0.5)",
+    )
 
 
 def _load(args):
@@ -103,31 +140,22 @@ def _load(args):
     return load_model(args.model, device=device, high_res=args.high_res)
 
 
-def _shard(args) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.shard:
-        try:
-            i, n = (int(v) for v in args.shard.split("/"))
-        except ValueError:
-            raise ValueError(f"--shard takes I/N, e.g. 0/4; got {args.shard!r}") from None
-        return i, n
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
-
-
 def run_explain(args) -> int:
-    from ..explain import explain_images, merge_shards
+    from ..explain import check_output_folder, explain_images, finish_run, merge_shards
+    from ..explain.sharding import merge_under_torchrun, parse_shard, under_torchrun
+    from ..postprocess import RefineOptions
     from ..postprocess.cli_args import refine_options_from_args
 
-    if args.merge_shards:
-        summary = merge_shards(args.output)
-        print(f"merged {len(summary.results)} results: {args.output / 'index.html'}")
+    if args.merge_shards or args.finish:
+        summary = merge_shards(args.output) if args.merge_shards else finish_run(args.output)
+        print(f"{len(summary.results)} results: {(args.output / 'index.html').resolve()}")
         return 1 if summary.failed else 0
     if not args.inputs:
         raise ValueError("give at least one image file or folder to explain")
-    from ..postprocess import RefineOptions
-
     options = refine_options_from_args(args, base=RefineOptions.preset(args.preset))
-    shard = _shard(args)
+    settings = _output_settings(args)
+    shard = parse_shard(args.shard)
+    check_output_folder(args.output)  # before the model loads: a bad -o fails in a second
     model = _load(args)
     summary = explain_images(
         model,
@@ -143,37 +171,42 @@ def run_explain(args) -> int:
         model_name=str(args.model),
         show_progress=not args.no_progress and shard[0] == 0,
         flip=args.flip,
+        settings=settings,
     )
-    if shard[1] > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        _merge_under_torchrun(args.output, shard)
+    if shard[1] > 1 and under_torchrun():
+        merged = merge_under_torchrun(args.output, shard)
+        if merged is not None:
+            print(f"merged {shard[1]} shards, {len(merged.results)} images")
     elif shard[1] > 1:
         print(
             f"shard {shard[0]}/{shard[1]} done; when all are, run: hrcam explain --merge-shards -o {args.output}"
         )
-    ok = len(summary.results) - len(summary.failed)
+    return _report_outcome(summary, args.output, shard)
+
+
+def _output_settings(args):
+    from ..explain import OutputSettings
+
+    return OutputSettings(
+        pipeline_figure=not args.no_pipeline,
+        image_format=args.image_format,
+        maps_dtype=args.maps_dtype,
+        cmap=args.cmap,
+        opacity=args.opacity,
+    )
+
+
+def _report_outcome(summary, output: Path, shard: tuple[int, int]) -> int:
+    """Print what happened; exit status 1 when an image failed or none was explained."""
+    ok = summary.succeeded
     print(f"explained {ok} image(s), {len(summary.failed)} failed, in {summary.seconds:.1f} s")
     for r in summary.failed:
         print(f"  failed: {r.error}", file=sys.stderr)
+    if not summary.results:
+        print("hrcam explain: warning: no image files found in the inputs", file=sys.stderr)
     if shard[1] == 1:
-        print(f"report: {(args.output / 'index.html').resolve()}")
-    return 1 if summary.failed else 0
-
-
-def _merge_under_torchrun(output: Path, shard: tuple[int, int]) -> None:
-    import torch.distributed as dist
-
-    from ..explain import merge_shards
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
-    if shard[0] == 0:
-        summary = merge_shards(output, expected=shard[1])
-        print(
-            f"merged {shard[1]} shards, {len(summary.results)} images: {(output / 'index.html').resolve()}"
-        )
-    dist.barrier()
-    dist.destroy_process_group()
+        print(f"report: {(output / 'index.html').resolve()}")
+    return 1 if summary.failed or ok == 0 else 0
 
 
 DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket")
@@ -191,16 +224,9 @@ def run_demo(args) -> int:
         path = inputs / f"{name}.png"
         if not path.exists():
             Image.fromarray(getattr(data, name)()).save(path)
-    from ..postprocess import RefineOptions
-
     model = _load(args)
     summary = explain_images(
-        model,
-        [inputs],
-        args.output,
-        batch_size=args.batch_size,
-        model_name=str(args.model),
-        options=RefineOptions.default(),
+        model, [inputs], args.output, batch_size=args.batch_size, model_name=str(args.model)
     )
     for r in summary.results:
         if r.ok:

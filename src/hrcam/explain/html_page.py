@@ -1,7 +1,8 @@
 """The HTML report of an ``hrcam explain`` run: one self-contained page, opened from the file system.
 
-The page links the run's PNGs by relative paths and needs no server, script or network: open
-``index.html`` in any browser, or copy the whole output folder elsewhere.
+The page links the run's pictures by relative paths and needs no server, script or network:
+open ``index.html`` in any browser, or copy the whole output folder elsewhere. Every thumbnail
+sits in a fixed box (letterboxed), so no image, however long or thin, stretches the page.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .utils import atomic_write
+from ..utils import atomic_write
 
 __all__ = ["write_report"]
 
@@ -28,8 +29,8 @@ h1 { font-size: 22px; margin: 0 0 4px; }
 .card h2 { font-size: 15px; margin: 0 0 10px; word-break: break-all; }
 .row { display: grid; grid-template-columns: 260px repeat(5, minmax(0, 1fr)); gap: 12px; align-items: start; }
 figure { margin: 0; }
-figure img { width: 100%; height: auto; display: block; border-radius: 4px; background: #eee;
-             image-rendering: auto; }
+figure img { width: 100%; aspect-ratio: 1 / 1; object-fit: contain; display: block;
+             border-radius: 4px; background: #eee; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 3px; text-align: center; }
 table.top5 { width: 100%; border-collapse: collapse; }
 table.top5 td { padding: 2px 4px; vertical-align: middle; }
@@ -40,8 +41,7 @@ tr.target td { font-weight: 600; }
 .failed { border-color: var(--bad); }
 .failed li { color: var(--bad); word-break: break-all; }
 .legend { display: flex; align-items: center; gap: 8px; color: var(--muted); font-size: 12px; }
-.legend .scale { width: 160px; height: 10px; border-radius: 3px;
-  background: linear-gradient(90deg, #00007f, #0000ff, #007fff, #00ffff, #7fff7f, #ffff00, #ff7f00, #ff0000, #7f0000); }
+.legend .scale { width: 160px; height: 10px; border-radius: 3px; }
 @media (max-width: 1000px) { .row { grid-template-columns: 1fr 1fr; } }
 """
 
@@ -105,28 +105,70 @@ _HIGH_RES_TEXT = {
     "cells weighted by distance and by colour likeness (joint-bilateral guided upsampling)",
 }
 
+_STATE_TEXT = {
+    "running": " · <strong>in progress</strong> (this page is rewritten as images finish)",
+    "interrupted": " · <strong>interrupted</strong>: run the same command with --skip-existing "
+    "to explain the rest",
+    "finished": " · rebuilt from the files on disk (hrcam explain --finish)",
+    "complete": "",
+}
+
+
+def _legend(outputs: dict[str, Any]) -> str:
+    """The colour scale of the maps, from the run's colour map, and the overlays' opacity."""
+    from ..viz import DEFAULT_CMAP, colour_table
+
+    cmap = outputs.get("cmap", DEFAULT_CMAP)
+    stops = ", ".join("#" + bytes(c).hex() for c in colour_table(cmap)[:: 255 // 8])
+    opacity = float(outputs.get("opacity", 0.5))
+    return (
+        f'<div class="legend">low <span class="scale" style="background: linear-gradient(90deg, '
+        f'{stops})"></span> high · each map scaled to its own range · colour map {html.escape(cmap)}'
+        f", overlays at {opacity:.0%} opacity</div>"
+    )
+
+
+def _refinement_text(refine: dict[str, Any]) -> str:
+    """The refinement options in words: the preset they come from, and what differs from it."""
+    from dataclasses import asdict
+
+    from ..postprocess.options import PRESETS, RefineOptions
+
+    best, changes = None, None
+    for name in PRESETS:
+        base = asdict(RefineOptions.preset(name))
+        diff = {k: v for k, v in refine.items() if k in base and base[k] != v}
+        if changes is None or len(diff) < len(changes):
+            best, changes = name, diff
+    if best is None:
+        return "unknown"
+    text = f"{best} preset"
+    if changes:
+        text += ", with " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in changes.items())
+    return text
+
 
 def write_report(
-    summary: dict[str, Any], path: str | os.PathLike, *, complete: bool = True
+    summary: dict[str, Any], path: str | os.PathLike, *, state: str = "complete"
 ) -> Path:
-    """Write the run's ``index.html`` (atomically) from its summary dict."""
+    """Write the run's ``index.html`` (atomically) from its summary dict.
+
+    ``state``: ``"running"``, ``"complete"``, ``"interrupted"`` or ``"finished"`` (rebuilt from
+    disk), said in the page's header.
+    """
     path = Path(path)
     results = summary.get("results", [])
     ok = [r for r in results if r.get("ok")]
     failed = [r for r in results if not r.get("ok")]
-    status = (
-        ""
-        if complete
-        else " · <strong>in progress</strong> (this page is rewritten as images finish)"
-    )
     fail_block = ""
     if failed:
         items = "".join(f"<li>{html.escape(str(r.get('error')))}</li>" for r in failed)
         fail_block = f'<section class="card failed"><h2>{len(failed)} file(s) could not be explained</h2><ul>{items}</ul></section>'
     options = summary.get("options", {})
-    refine_opts = options.get("refine", {})
-    option_text = ", ".join(f"{k}={v}" for k, v in refine_opts.items())
     target = options.get("target")
+    high_res = str(options.get("high_res", "guided"))
+    weights = options.get("cam_weights")
+    weights_text = " (positive FC weights)" if weights == "positive" else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -135,15 +177,15 @@ def write_report(
 <body>
 <h1>High-resolution class activation maps</h1>
 <div class="meta">model <code>{html.escape(str(summary.get("model", "")))}</code> ·
-{len(ok)} explained, {len(failed)} failed · {float(summary.get("seconds", 0)):.1f} s{status}<br>
-target: {html.escape("predicted class" if target is None else str(target))} ·
-high-res CAM: {html.escape(str(options.get("high_res", "paper")))} · refinement: <code>{html.escape(option_text)}</code></div>
-<div class="legend">low <span class="scale"></span> high activation (each map scaled to its own range)</div>
+{len(ok)} explained, {len(failed)} failed · {float(summary.get("seconds", 0)):.1f} s{_STATE_TEXT.get(state, "")}<br>
+target: {html.escape("each image's predicted class" if target is None else str(target))} ·
+high-res CAM: {html.escape(high_res + weights_text)} · refinement: {html.escape(_refinement_text(options.get("refine", {})))}</div>
+{_legend(options.get("outputs", {}))}
 <br>
 {fail_block}
 {"".join(_card(r) for r in ok)}
 <p class="meta">Made by hrcam: low-res CAM = Σ<sub>k</sub> w<sub>ck</sub>A<sub>k</sub> of the classifier;
-high-res CAM = {_HIGH_RES_TEXT.get(str(options.get("high_res")), _HIGH_RES_TEXT["paper"])};
+high-res CAM = {_HIGH_RES_TEXT.get(high_res, _HIGH_RES_TEXT["paper"])};
 refined CAM = the postprocessing pipeline of Tagaris et al. (ICIP 2019) joining both.</p>
 </body></html>
 """

@@ -1,0 +1,121 @@
+"""What ``hrcam explain`` reads: the image files below its sources, their output names, the
+shard of a sharded run, and the images decoded ahead of the model by a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..io import IMAGE_EXTENSIONS, ImageLoadError, find_images, load_image
+
+__all__ = ["DecodedImage", "InputItem", "collect_inputs", "decode_ahead", "select_shard"]
+
+logger = logging.getLogger("hrcam.explain")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One file to explain and the name of its output folder (unique within the run)."""
+
+    path: Path
+    name: str
+
+
+@dataclass
+class DecodedImage:
+    """An input decoded for the model: the RGB image (no larger than needed), or the error."""
+
+    item: InputItem
+    image: Image.Image | None = None
+    original_size: tuple[int, int] | None = None  # (width, height) of the file
+    error: str | None = None
+
+
+def _slug(path: Path, base: Path | None) -> str:
+    """An output folder name: the path below ``base`` without the image's extension."""
+    rel = path.relative_to(base) if base is not None and base in path.parents else Path(path.name)
+    parts = [*rel.parts[:-1], rel.stem if rel.suffix.lower() in IMAGE_EXTENSIONS else rel.name]
+    text = "__".join(parts)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
+
+
+def collect_inputs(sources: Sequence[str | os.PathLike]) -> tuple[list[InputItem], list[str]]:
+    """Every image below ``sources`` (files as given, folders walked in sorted order), each with a
+    unique output name, and one message per source that does not exist."""
+    items: list[InputItem] = []
+    missing: list[str] = []
+    used: set[str] = set()
+    for source in sources:
+        source = Path(source)
+        if not source.exists():
+            missing.append(f"{source}: no such file or folder")
+            continue
+        base = source if source.is_dir() else None
+        found = 0
+        for f in find_images([source]):
+            name, n = _slug(f, base), 1
+            while name in used:  # photo.jpg and photo.png, or a/x.jpg and a__x.jpg
+                n += 1
+                name = f"{_slug(f, base)}-{n}"
+            used.add(name)
+            items.append(InputItem(f, name))
+            found += 1
+        if source.is_dir() and not found:
+            logger.warning(
+                "%s: no image files in this folder (looked for %s)",
+                source,
+                ", ".join(IMAGE_EXTENSIONS),
+            )
+    return items, missing
+
+
+def select_shard(items: list[InputItem], shard: tuple[int, int]) -> list[InputItem]:
+    """Every ``count``-th item from ``index``: shard ``(index, count)`` of a sharded run."""
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard index must lie in [0, {count - 1}], got {index}")
+    return items[index::count]
+
+
+def _decode(item: InputItem, max_side: int) -> DecodedImage:
+    try:
+        image = load_image(item.path, max_side=max_side)
+    except (ImageLoadError, OSError) as err:
+        return DecodedImage(item, error=str(err))
+    size = image.info.get("hrcam_original_size", image.size)
+    return DecodedImage(item, image, tuple(size))
+
+
+def decode_ahead(
+    items: Sequence[InputItem], *, batch_size: int, max_side: int, workers: int = 2
+) -> Iterator[list[DecodedImage]]:
+    """Batches of decoded images, the next batch decoding in threads while this one is used.
+
+    Pillow releases the GIL while it decodes and resizes, so decoding overlaps the model.
+    """
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+
+        def submit(batch) -> list[Future]:
+            return [pool.submit(_decode, item, max_side) for item in batch]
+
+        pending = submit(batches[0])
+        for k in range(len(batches)):
+            following = submit(batches[k + 1]) if k + 1 < len(batches) else []
+            yield [f.result() for f in pending]
+            pending = following
+
+
+def as_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image)

@@ -1,0 +1,148 @@
+"""The writing half of ``hrcam explain``: one explained image's files, written atomically.
+
+Per image, in ``images/<name>/``: the image and the three CAM overlays at display size, the
+masked image, the pipeline figure (optional), ``maps.npz`` (the maps at the network's size, as
+float16 unless asked otherwise) and ``predictions.json``. Pictures are JPEG by default (a
+photograph's overlay is ~10× smaller than as PNG), PNG on request. :func:`write_outputs` is a
+pure function of its inputs, so a pool of threads writes several images at once (Pillow's
+encoders and zlib release the GIL).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import viz
+from ..model import upsample_cam
+from ..postprocess.reference import mask_image
+from ..utils import atomic_save_json, atomic_write
+from .compute import ExplainedImage
+from .summary import ImageResult
+
+__all__ = ["OutputSettings", "write_outputs"]
+
+IMAGE_FORMATS = ("jpeg", "png")
+MAPS_DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How each image's files are written."""
+
+    pipeline_figure: bool = True
+    image_format: str = "jpeg"
+    jpeg_quality: int = 88
+    maps_dtype: str = "float16"
+    cmap: str = viz.DEFAULT_CMAP
+    opacity: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(
+                f"image format must be one of {IMAGE_FORMATS}, got {self.image_format!r}"
+            )
+        if self.maps_dtype not in MAPS_DTYPES:
+            raise ValueError(f"maps dtype must be one of {MAPS_DTYPES}, got {self.maps_dtype!r}")
+        if not 0 <= self.opacity <= 1:
+            raise ValueError(f"opacity must lie in [0, 1], got {self.opacity}")
+        viz.colour_table(self.cmap)  # an unknown colour map fails now, not per image
+
+    @property
+    def suffix(self) -> str:
+        return ".jpg" if self.image_format == "jpeg" else ".png"
+
+
+def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSettings) -> ImageResult:
+    """Write every file of one image into ``output/images/<name>/``; return its result record."""
+    name = explained.decoded.item.name
+    folder = output / "images" / name
+    files: dict[str, str] = {}
+
+    def save(key: str, picture: np.ndarray) -> None:
+        filename = key + settings.suffix
+        viz.save_image(picture, folder / filename, quality=settings.jpeg_quality)
+        files[key] = f"images/{name}/{filename}"
+
+    display = explained.display
+    size = display.shape[:2]
+    refined = np.asarray(explained.steps.refined, dtype=np.float32)
+    overlay = {"alpha": settings.opacity, "cmap": settings.cmap}
+    save("image", display)
+    for key, cam in (
+        ("overlay_low", explained.low_res),
+        ("overlay_high", explained.high_res),
+        ("overlay_refined", refined),
+    ):
+        save(key, viz.overlay_cam(display, _at(cam, size), **overlay))
+    o = explained.steps.options
+    masked = mask_image(
+        display,
+        _at(refined, size),
+        filter=o.filter,
+        keep_percentage=o.keep_percentage,
+        threshold=o.threshold,
+    )
+    save("masked", masked)
+    if settings.pipeline_figure:
+        save("pipeline", _pipeline(explained, settings))
+    _save_npz(folder / "maps.npz", _maps(explained, refined, settings.maps_dtype))
+    files["maps"] = f"images/{name}/maps.npz"
+    result = ImageResult(
+        source=str(explained.decoded.item.path),
+        name=name,
+        ok=True,
+        size=tuple(explained.decoded.original_size),
+        top5=explained.top5,
+        target=explained.target,
+        files=files,
+    )
+    atomic_save_json(asdict(result), folder / "predictions.json")
+    return result
+
+
+def _at(cam: np.ndarray, size) -> np.ndarray:
+    """A map resized bilinearly to a display size (h, w)."""
+    import torch
+
+    return upsample_cam(torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32)), size).numpy()
+
+
+def _pipeline(explained: ExplainedImage, settings: OutputSettings) -> np.ndarray:
+    t = explained.target
+    title = f"{explained.decoded.item.path.name}: {t['name']} ({t['probability']:.1%})"
+    ranges = {
+        "low": (float(explained.low_res.min()), float(explained.low_res.max())),
+        "high": (float(explained.high_res.min()), float(explained.high_res.max())),
+    }
+    return viz.pipeline_image(
+        explained.steps, explained.network_input, title=title, ranges=ranges, cmap=settings.cmap
+    )
+
+
+def _maps(explained: ExplainedImage, refined: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
+    """What ``maps.npz`` holds. Every other step is ``hrcam.refine(low_res_cam, high_res_cam)``."""
+    s = explained.steps
+    return {
+        "low_res_cam": explained.low_res.astype(np.float32),  # tiny: always full precision
+        "high_res_cam": explained.high_res.astype(dtype),
+        "refined_cam": refined.astype(dtype),
+        "roi": np.asarray(s.roi, dtype=bool),
+        "focal_points": np.asarray(s.focal_points, dtype=bool),
+        "segment": np.asarray(s.full_segment, dtype=bool),
+        "bounds": np.asarray(s.bounds, dtype=np.float32),
+        "target": np.int64(explained.target["index"]),
+        "probabilities": explained.probabilities.astype(np.float32),
+        "options": np.array(json.dumps(asdict(s.options))),
+    }
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
