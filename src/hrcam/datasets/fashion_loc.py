@@ -450,9 +450,57 @@ def make_fashion_loc(
     """
     t0 = time.perf_counter()
     out = Path(out).absolute()
+    opt = _check_arguments(
+        canvas,
+        item_size,
+        clutter,
+        clutter_size,
+        mask_threshold,
+        ignore_width,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+    )
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
+    source = Path(source) if source is not None else DEFAULT_SOURCE
+    workers = workers or min(os.cpu_count() or 1, 8)
+    work = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    if work.exists():
+        shutil.rmtree(work)
+    tally = {"counts": {}, "reused": False, "clutter_placed": 0}
+    try:
+        for split, per_class, split_id in (
+            ("train", train_per_class, 0),
+            ("test", test_per_class, 1),
+        ):
+            tally["counts"][split] = dict.fromkeys(CLASS_FOLDERS, 0)
+            if per_class:
+                _make_split(
+                    work, split, split_id, per_class, source, opt, seed, workers, progress, tally
+                )
+        meta = _meta(
+            source, seed, opt, train_per_class, test_per_class, tally, time.perf_counter() - t0
+        )
+        atomic_save_json(meta, work / "meta.json")
+        _swap_into_place(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return meta
+
+
+def _check_arguments(
+    canvas, item_size, clutter, clutter_size, mask_threshold, ignore_width, **counts
+) -> _Options:
+    """The rendering options, every argument checked (a ``ValueError`` naming the bad one)."""
     if canvas < 8:
         raise ValueError(f"canvas must be at least 8 pixels, got {canvas}")
-    opt = _Options(
+    for name, value in (*counts.items(), ("clutter", clutter), ("ignore_width", ignore_width)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if not 1 <= mask_threshold <= 255:
+        raise ValueError(f"mask_threshold must be in 1..255, got {mask_threshold}")
+    return _Options(
         canvas=canvas,
         item_size=_check_range("item_size", item_size, 8, canvas),
         clutter=clutter,
@@ -460,101 +508,77 @@ def make_fashion_loc(
         mask_threshold=mask_threshold,
         ignore_width=ignore_width,
     )
-    for name, value in (
-        ("train_per_class", train_per_class),
-        ("test_per_class", test_per_class),
-        ("clutter", clutter),
-        ("ignore_width", ignore_width),
-    ):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-    if not 1 <= mask_threshold <= 255:
-        raise ValueError(f"mask_threshold must be in 1..255, got {mask_threshold}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite")
-    source = Path(source) if source is not None else DEFAULT_SOURCE
-    workers = workers or min(os.cpu_count() or 1, 8)
 
-    work = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    if work.exists():
-        shutil.rmtree(work)
-    counts: dict[str, dict[str, int]] = {}
-    reused = False
-    clutter_placed = 0
-    try:
-        for split, per_class, split_id in (
-            ("train", train_per_class, 0),
-            ("test", test_per_class, 1),
-        ):
-            counts[split] = dict.fromkeys(CLASS_FOLDERS, 0)
-            if per_class == 0:
-                continue
-            images, labels = load_fashion_mnist(source, split)
-            by_class = _usable_by_class(images, labels, mask_threshold)
-            reused |= per_class > min(len(pool) for pool in by_class)
-            for folder in CLASS_FOLDERS:
-                (work / split / folder).mkdir(parents=True, exist_ok=True)
-            if split == "test":
-                for sub in ("images", "trimaps"):
-                    (work / "eval" / sub).mkdir(parents=True, exist_ok=True)
-            tasks = []
-            for k in range(10):
-                order = np.random.default_rng([seed, split_id, k]).permutation(by_class[k])
-                order = np.resize(order, per_class)  # repeats the permutation if more are asked
-                for j in range(0, per_class, _CHUNK):
-                    seq = [seed, split_id, k, j // _CHUNK]
-                    tasks.append((split, k, order[j : j + _CHUNK], seq, k * per_class + j))
-            records = []
-            with tqdm(
-                total=10 * per_class, desc=f"fashion-loc {split}", unit="img", disable=not progress
-            ) as bar:
-                state = {"images": images, "by_class": by_class, "opt": opt, "work": work}
-                for chunk in _run_tasks(tasks, workers, state):
-                    records += chunk
-                    bar.update(len(chunk))
-            for r in records:
-                counts[split][CLASS_FOLDERS[r["label"]]] += 1
-                clutter_placed += r["clutter"]
-            _write_records(work, split, records)
 
-        meta = {
-            "generator": "hrcam.datasets.fashion_loc",
-            "hrcam_version": __version__,
-            "source": str(source.absolute()),
-            "source_sha256": {
-                p.name: _sha256(p)
-                for p in sorted(source.glob("*-ubyte*"))
-                if p.name.startswith(("train-", "t10k-"))
-            },
-            "seed": seed,
-            "canvas": canvas,
-            "train_per_class": train_per_class,
-            "test_per_class": test_per_class,
-            "item_size": list(opt.item_size),
-            "clutter": clutter,
-            "clutter_size": list(opt.clutter_size),
-            "clutter_placed": clutter_placed,
-            "mask_threshold": mask_threshold,
-            "ignore_width": ignore_width,
-            "clutter_gap": ignore_width + 1,
-            "mask_definition": (
-                "binary_fill_holes(bilinear_resize(item, size) >= mask_threshold); exactly these "
-                "pixels are written to the canvas"
-            ),
-            "trimap": "1 object (= mask), 2 background, 3 ignore (ring of ignore_width px outside the mask)",
-            "box_convention": "x1,y1,x2,y2 tight box of the mask, inclusive integer pixel corners",
-            "classes": list(FASHION_MNIST_CLASSES),
-            "folders": list(CLASS_FOLDERS),
-            "counts": counts,
-            "reused_items": reused,
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
-        atomic_save_json(meta, work / "meta.json")
-        _swap_into_place(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return meta
+def _make_split(
+    work, split, split_id, per_class, source, opt, seed, workers, progress, tally
+) -> None:
+    """Render one split's canvases into ``work`` (train/ or test/ + eval/) and count them."""
+    images, labels = load_fashion_mnist(source, split)
+    by_class = _usable_by_class(images, labels, opt.mask_threshold)
+    tally["reused"] |= per_class > min(len(pool) for pool in by_class)
+    for folder in CLASS_FOLDERS:
+        (work / split / folder).mkdir(parents=True, exist_ok=True)
+    if split == "test":
+        for sub in ("images", "trimaps"):
+            (work / "eval" / sub).mkdir(parents=True, exist_ok=True)
+    tasks = []
+    for k in range(10):
+        order = np.random.default_rng([seed, split_id, k]).permutation(by_class[k])
+        order = np.resize(order, per_class)  # repeats the permutation if more are asked
+        for j in range(0, per_class, _CHUNK):
+            seq = [seed, split_id, k, j // _CHUNK]
+            tasks.append((split, k, order[j : j + _CHUNK], seq, k * per_class + j))
+    records = []
+    with tqdm(
+        total=10 * per_class, desc=f"fashion-loc {split}", unit="img", disable=not progress
+    ) as bar:
+        state = {"images": images, "by_class": by_class, "opt": opt, "work": work}
+        for chunk in _run_tasks(tasks, workers, state):
+            records += chunk
+            bar.update(len(chunk))
+    for r in records:
+        tally["counts"][split][CLASS_FOLDERS[r["label"]]] += 1
+        tally["clutter_placed"] += r["clutter"]
+    _write_records(work, split, records)
+
+
+def _meta(
+    source: Path, seed, opt: _Options, train_per_class, test_per_class, tally, seconds
+) -> dict:
+    """What ``meta.json`` records: how the benchmark was made, its conventions, its counts."""
+    return {
+        "generator": "hrcam.datasets.fashion_loc",
+        "hrcam_version": __version__,
+        "source": str(source.absolute()),
+        "source_sha256": {
+            p.name: _sha256(p)
+            for p in sorted(source.glob("*-ubyte*"))
+            if p.name.startswith(("train-", "t10k-"))
+        },
+        "seed": seed,
+        "canvas": opt.canvas,
+        "train_per_class": train_per_class,
+        "test_per_class": test_per_class,
+        "item_size": list(opt.item_size),
+        "clutter": opt.clutter,
+        "clutter_size": list(opt.clutter_size),
+        "clutter_placed": tally["clutter_placed"],
+        "mask_threshold": opt.mask_threshold,
+        "ignore_width": opt.ignore_width,
+        "clutter_gap": opt.ignore_width + 1,
+        "mask_definition": (
+            "binary_fill_holes(bilinear_resize(item, size) >= mask_threshold); exactly these "
+            "pixels are written to the canvas"
+        ),
+        "trimap": "1 object (= mask), 2 background, 3 ignore (ring of ignore_width px outside the mask)",
+        "box_convention": "x1,y1,x2,y2 tight box of the mask, inclusive integer pixel corners",
+        "classes": list(FASHION_MNIST_CLASSES),
+        "folders": list(CLASS_FOLDERS),
+        "counts": tally["counts"],
+        "reused_items": tally["reused"],
+        "seconds": round(seconds, 2),
+    }
 
 
 _CHUNK = 50  # canvases per task; each task has its own seeds, so results do not depend on workers

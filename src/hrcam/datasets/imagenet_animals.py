@@ -410,13 +410,107 @@ def build_imagenet_animals(
     selected = [all_classes[i] for i in parse_class_spec(classes)]
     layout = find_imagenet_layout(imagenet_root, val_labels=val_labels)
     index_check = _check_index_order(layout.train_dir, all_classes)
-
     val_by_wnid: dict[str, list[Path]] = {}
     val_notes: dict[str, int] = {}
     if test_fraction is None:
         val_by_wnid, val_notes = _collect_val(layout, {c.wnid for c in selected}, devkit_meta)
-
     out = Path(out).absolute()
+    plan, rows = _plan_links(
+        selected, layout, out, val_by_wnid, test_fraction, seed, folder_style, progress
+    )
+    missing, few = _check_counts(rows, few_fraction)
+    actions = {"new": 0, "kept": 0, "replace": 0}
+    stale: list[Path] = []
+    if not dry_run:
+        actions, stale = _make_links(out, plan, rows, link, prune, progress)
+    if stale and not prune:
+        _warn_stale(out, stale)
+    summary = _summary(
+        imagenet_root,
+        out,
+        layout,
+        test_fraction,
+        seed,
+        link,
+        folder_style,
+        rows,
+        missing,
+        few,
+        index_check,
+        val_notes,
+        actions,
+        stale,
+        prune,
+        dry_run,
+        time.perf_counter() - t0,
+    )
+    if not dry_run:
+        _write_counts(out / "counts.csv", rows, missing, few)
+        atomic_save_json(summary, out / "summary.json")
+    return summary
+
+
+def _warn_stale(out: Path, stale: list[Path]) -> None:
+    warnings.warn(
+        f"{out}: {len(stale)} entries from an earlier run are not in this plan (train/test may "
+        "overlap, or extra classes appear); re-run with --prune to remove them",
+        stacklevel=3,
+    )
+
+
+def _summary(
+    imagenet_root,
+    out,
+    layout,
+    test_fraction,
+    seed,
+    link,
+    folder_style,
+    rows,
+    missing,
+    few,
+    index_check,
+    val_notes,
+    actions,
+    stale,
+    prune,
+    dry_run,
+    seconds,
+) -> dict:
+    """What ``summary.json`` records of a build."""
+    return {
+        "imagenet_root": str(Path(imagenet_root).absolute()),
+        "out": str(out),
+        "train_dir": str(layout.train_dir),
+        "test_source": "train split" if test_fraction is not None else "official validation",
+        "val_dir": str(layout.val_dir) if layout.val_dir else None,
+        "val_labels": str(layout.val_labels)
+        if layout.val_labels and test_fraction is None
+        else None,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "link": link,
+        "folder_style": folder_style,
+        "num_classes": len(rows),
+        "class_indices": _compact_ranges([r["index"] for r in rows]),
+        "train_images": sum(r["train"] for r in rows),
+        "test_images": sum(r["test"] for r in rows),
+        "missing": [r["folder"] for r in rows if r["folder"] in missing],
+        "few": [r["folder"] for r in rows if r["folder"] in few],
+        "index_check": index_check,
+        "val_notes": val_notes,
+        "links": actions,
+        "stale": len(stale),
+        "pruned": len(stale) if prune else 0,
+        "dry_run": dry_run,
+        "seconds": round(seconds, 2),
+    }
+
+
+def _plan_links(
+    selected, layout, out: Path, val_by_wnid, test_fraction, seed, folder_style, progress
+):
+    """``{"train": [(source, link)], "test": [...]}`` and one count row per class."""
     plan: dict[str, list[tuple[Path, Path]]] = {"train": [], "test": []}
     rows = []
     for c in tqdm(selected, desc="scan classes", unit="class", disable=not progress):
@@ -444,60 +538,25 @@ def build_imagenet_animals(
                 "test": len(test),
             }
         )
-    missing, few = _check_counts(rows, few_fraction)
+    return plan, rows
 
+
+def _make_links(out: Path, plan, rows, link: str, prune: bool, progress: bool):
+    """Create every class folder and link; the actions taken and the stale entries found."""
     actions = {"new": 0, "kept": 0, "replace": 0}
-    stale: list[Path] = []
-    if not dry_run:
-        for split in ("train", "test"):
-            for r in rows:
-                (out / split / r["folder"]).mkdir(parents=True, exist_ok=True)
-        pairs = plan["train"] + plan["test"]
-        for src, dst in tqdm(pairs, desc=f"{link} files", unit="file", disable=not progress):
-            state = _link_state(src, dst, link)
-            actions[state] += 1
-            if state != "kept":
-                _make_link(src, dst, link)
-        stale = _find_stale(out, {dst for _, dst in pairs}, {r["folder"] for r in rows})
-        if prune:
-            _prune(out, stale)
-    if stale and not prune:
-        warnings.warn(
-            f"{out}: {len(stale)} entries from an earlier run are not in this plan (train/test may "
-            "overlap, or extra classes appear); re-run with --prune to remove them",
-            stacklevel=2,
-        )
-    summary = {
-        "imagenet_root": str(Path(imagenet_root).absolute()),
-        "out": str(out),
-        "train_dir": str(layout.train_dir),
-        "test_source": "train split" if test_fraction is not None else "official validation",
-        "val_dir": str(layout.val_dir) if layout.val_dir else None,
-        "val_labels": str(layout.val_labels)
-        if layout.val_labels and test_fraction is None
-        else None,
-        "test_fraction": test_fraction,
-        "seed": seed,
-        "link": link,
-        "folder_style": folder_style,
-        "num_classes": len(rows),
-        "class_indices": _compact_ranges([r["index"] for r in rows]),
-        "train_images": sum(r["train"] for r in rows),
-        "test_images": sum(r["test"] for r in rows),
-        "missing": [r["folder"] for r in rows if r["folder"] in missing],
-        "few": [r["folder"] for r in rows if r["folder"] in few],
-        "index_check": index_check,
-        "val_notes": val_notes,
-        "links": actions,
-        "stale": len(stale),
-        "pruned": len(stale) if prune else 0,
-        "dry_run": dry_run,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    if not dry_run:
-        _write_counts(out / "counts.csv", rows, missing, few)
-        atomic_save_json(summary, out / "summary.json")
-    return summary
+    for split in ("train", "test"):
+        for r in rows:
+            (out / split / r["folder"]).mkdir(parents=True, exist_ok=True)
+    pairs = plan["train"] + plan["test"]
+    for src, dst in tqdm(pairs, desc=f"{link} files", unit="file", disable=not progress):
+        state = _link_state(src, dst, link)
+        actions[state] += 1
+        if state != "kept":
+            _make_link(src, dst, link)
+    stale = _find_stale(out, {dst for _, dst in pairs}, {r["folder"] for r in rows})
+    if prune:
+        _prune(out, stale)
+    return actions, stale
 
 
 def _check_index_order(train_dir: Path, classes: list[ImageNetClass]) -> str:

@@ -202,6 +202,39 @@ def evaluate_localization(
     )
     tally = _Tally()
     started = time.perf_counter()
+    _run_batches(
+        model,
+        dataset,
+        plan,
+        tally,
+        batch_size,
+        device,
+        mask_boxes,
+        warmup,
+        progress,
+        faithfulness_steps,
+    )
+    settings = dict(
+        split=split,
+        split_seed=split_seed,
+        limit=limit,
+        target=target,
+        batch_size=batch_size,
+        device=str(device),
+        mask_boxes=mask_boxes,
+        num_thresholds=num_thresholds,
+        faithfulness={"images": len(plan.faith_names), "steps": faithfulness_steps}
+        if faithfulness
+        else None,
+        seconds=time.perf_counter() - started,
+    )
+    return _assemble(model, dataset, plan, tally, settings)
+
+
+def _run_batches(
+    model, dataset, plan, tally, batch_size, device, mask_boxes, warmup, progress, faith_steps
+) -> None:
+    """Every batch: decode, warm up once, then :func:`_evaluate_batch`."""
     bar = _bar(len(plan.names), progress)
     warm = not warmup
     try:
@@ -213,7 +246,7 @@ def evaluate_localization(
                 if not warm:
                     _warm_up(model, plan.runs, batch.x[:1])
                     warm = True
-                faith = (faithfulness_steps, batch_size)
+                faith = (faith_steps, batch_size)
                 _evaluate_batch(model, plan, batch, tally, bar=bar, rotation=k, faith=faith)
             if bar is not None:
                 bar.set_postfix_str("")
@@ -221,21 +254,6 @@ def evaluate_localization(
     finally:
         if bar is not None:
             bar.close()
-    settings = {
-        "split": split,
-        "split_seed": split_seed,
-        "limit": limit,
-        "target": target,
-        "batch_size": batch_size,
-        "device": str(device),
-        "mask_boxes": mask_boxes,
-        "num_thresholds": num_thresholds,
-        "faithfulness": {"images": len(plan.faith_names), "steps": faithfulness_steps}
-        if faithfulness
-        else None,
-        "seconds": time.perf_counter() - started,
-    }
-    return _assemble(model, dataset, plan, tally, settings)
 
 
 def _chosen_names(dataset, split: str, split_seed: int, limit: int | None) -> list[str]:
