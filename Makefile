@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test setup setup-test fashion-mnist bench clean
+.PHONY: demo test test-fast setup setup-test fashion-mnist bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: setup
 
 test: setup-test fashion-mnist
 	$(BIN)/python -m pytest -q
+
+# Everything but the training runs and the end-to-end reproduction (a few minutes).
+test-fast: setup-test
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup-test
 	$(BIN)/python benchmarks/bench_cams.py

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -118,3 +119,27 @@ def test_shipped_default_model_loads_offline():
     assert high.shape == (1, 224, 224) and low.shape == (1, 7, 7)
     model.high_res_mode = "paper"
     assert torch.isfinite(model.high_res_cam(x)).all()
+
+
+def test_golden_values_of_the_shipped_model_on_chelsea():
+    """The shipped model's answer on scikit-image's cat, pinned: a change to the weights, the
+    port, the preprocessing or the CAM shows up here first."""
+    from PIL import Image
+    from skimage import data
+
+    model = load_model("default")
+    x = model.preprocess(Image.fromarray(data.chelsea()))
+    probabilities, indices = model.topk(x, k=5)
+    assert indices[0].tolist() == [
+        285,
+        282,
+        281,
+        287,
+        728,
+    ]  # Egyptian cat, tiger cat, tabby, lynx, …
+    expected = [0.793624, 0.087621, 0.070059, 0.010381, 0.001274]
+    np.testing.assert_allclose(probabilities[0].numpy(), expected, atol=1e-4)
+    cams = model.generate_cams(x)
+    low = cams.low_res[0].double()
+    np.testing.assert_allclose(float(low.sum()), 514.786, rtol=1e-4)
+    np.testing.assert_allclose(float((low**2).sum()), 7624.515, rtol=1e-4)

@@ -79,10 +79,16 @@ class HRCAM(nn.Module):
 
     Example::
 
-        >>> model = hrcam.load_model("efficientnet_lite0")      # doctest: +SKIP
-        >>> x = model.preprocess("cat.jpg")                      # (1, 3, 224, 224)
+        >>> import hrcam
+        >>> from PIL import Image
+        >>> from skimage import data
+        >>> model = hrcam.load_model("default")                   # EfficientNet-Lite0, offline
+        >>> x = model.preprocess(Image.fromarray(data.chelsea()))  # (1, 3, 224, 224)
         >>> cams = model.generate_cams(x)
-        >>> cams.high_res.shape, cams.low_res.shape              # (1, 224, 224), (1, 7, 7)
+        >>> tuple(cams.low_res.shape), tuple(cams.high_res.shape)
+        ((1, 7, 7), (1, 224, 224))
+        >>> model.class_names[int(cams.targets[0])]
+        'Egyptian cat'
     """
 
     def __init__(

@@ -17,6 +17,8 @@ from hrcam.cli import main as cli
 from hrcam.train import ClassifierConfig, ExpansionConfig, train_classifier, train_expansion
 from hrcam.train.stage2_expansion import state_hash
 
+pytestmark = pytest.mark.slow  # training runs: left out by `make test-fast`
+
 TINY = [
     "--input-size",
     "32",
@@ -184,7 +186,7 @@ def test_stage2_leaves_classifier_bit_identical(stage1_run, tmp_path):
         )
         == 0
     )
-    after = load_model(tmp_path / "s2" / "best.pt")
+    after = load_model(tmp_path / "s2" / "best.pt")  # loaded apart from the stage-1 checkpoint
     assert state_hash(before.backbone) == state_hash(after.backbone)
     _assert_same(before.backbone.state_dict(), after.backbone.state_dict())
     x = torch.randn(4, 3, 32, 32)
