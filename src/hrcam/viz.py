@@ -157,28 +157,10 @@ def plot_pipeline(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if not isinstance(steps, RefineSteps):
-        raise ValueError(f"steps must be the RefineSteps from refine(), got {type(steps).__name__}")
-    s = steps.numpy()
-    if s.merged.ndim != 2:
-        raise ValueError(
-            f"plot_pipeline draws one image, got steps of shape {s.merged.shape}; "
-            "pick one with steps.select(index)"
-        )
+    s = _one_image_steps(steps)
     H, W = s.merged.shape
-    masked = s.masked_image
-    img = None
-    if image is not None:
-        img = to_uint8_image(image)
-        if masked is None:
-            o = s.options
-            masked = mask_image(
-                img,
-                s.merged,
-                filter=o.filter,
-                keep_percentage=o.keep_percentage,
-                threshold=o.threshold,
-            )
+    img = None if image is None else to_uint8_image(image)
+    masked = s.masked_image if s.masked_image is not None else _masked(s, img)
     lower, upper = (float(v) for v in s.bounds)
 
     fig = Figure(figsize=(16, 7), dpi=100, layout="constrained")

@@ -425,25 +425,23 @@ def build_imagenet_animals(
         actions, stale = _make_links(out, plan, rows, link, prune, progress)
     if stale and not prune:
         _warn_stale(out, stale)
-    summary = _summary(
-        imagenet_root,
-        out,
-        layout,
-        test_fraction,
-        seed,
-        link,
-        folder_style,
-        rows,
-        missing,
-        few,
-        index_check,
-        val_notes,
-        actions,
-        stale,
-        prune,
-        dry_run,
-        time.perf_counter() - t0,
-    )
+    summary = {
+        "imagenet_root": str(Path(imagenet_root).absolute()),
+        "out": str(out),
+        **_layout_record(layout, test_fraction),
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "link": link,
+        "folder_style": folder_style,
+        **_count_record(rows, missing, few),
+        "index_check": index_check,
+        "val_notes": val_notes,
+        "links": actions,
+        "stale": len(stale),
+        "pruned": len(stale) if prune else 0,
+        "dry_run": dry_run,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     if not dry_run:
         _write_counts(out / "counts.csv", rows, missing, few)
         atomic_save_json(summary, out / "summary.json")
@@ -458,52 +456,25 @@ def _warn_stale(out: Path, stale: list[Path]) -> None:
     )
 
 
-def _summary(
-    imagenet_root,
-    out,
-    layout,
-    test_fraction,
-    seed,
-    link,
-    folder_style,
-    rows,
-    missing,
-    few,
-    index_check,
-    val_notes,
-    actions,
-    stale,
-    prune,
-    dry_run,
-    seconds,
-) -> dict:
-    """What ``summary.json`` records of a build."""
+def _layout_record(layout, test_fraction) -> dict:
     return {
-        "imagenet_root": str(Path(imagenet_root).absolute()),
-        "out": str(out),
         "train_dir": str(layout.train_dir),
         "test_source": "train split" if test_fraction is not None else "official validation",
         "val_dir": str(layout.val_dir) if layout.val_dir else None,
         "val_labels": str(layout.val_labels)
         if layout.val_labels and test_fraction is None
         else None,
-        "test_fraction": test_fraction,
-        "seed": seed,
-        "link": link,
-        "folder_style": folder_style,
+    }
+
+
+def _count_record(rows, missing, few) -> dict:
+    return {
         "num_classes": len(rows),
         "class_indices": _compact_ranges([r["index"] for r in rows]),
         "train_images": sum(r["train"] for r in rows),
         "test_images": sum(r["test"] for r in rows),
         "missing": [r["folder"] for r in rows if r["folder"] in missing],
         "few": [r["folder"] for r in rows if r["folder"] in few],
-        "index_check": index_check,
-        "val_notes": val_notes,
-        "links": actions,
-        "stale": len(stale),
-        "pruned": len(stale) if prune else 0,
-        "dry_run": dry_run,
-        "seconds": round(seconds, 2),
     }
 
 

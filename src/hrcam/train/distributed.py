@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "distributed"]
+__all__ = ["DistContext", "distributed", "wrap_ddp"]
 
 
 @dataclass
@@ -51,6 +51,16 @@ class DistContext:
         t = t.to(self.device if self.device.type == "cuda" else "cpu")
         dist.all_reduce(t)
         return t.cpu().numpy()
+
+
+def wrap_ddp(module: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel when the run has several processes, else itself."""
+    if not ctx.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
 
 
 @contextlib.contextmanager

@@ -42,6 +42,7 @@ __all__ = [
     "resolve_resume",
     "seed_everything",
     "setup_optimization",
+    "start_run",
 ]
 
 logger = logging.getLogger("hrcam.train")
@@ -173,6 +174,20 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def start_run(cfg: TrainConfig, ctx: DistContext) -> tuple[Path | None, dict | None]:
+    """The output folder and its ``config.json`` (main process), the seed, and the checkpoint
+    to resume from: ``(path, payload)``, or ``(None, None)`` for a new run."""
+    from ..checkpoint import load_checkpoint
+    from ..utils import atomic_save_json
+
+    if ctx.is_main:
+        cfg.output.mkdir(parents=True, exist_ok=True)
+        atomic_save_json(cfg.as_dict(), cfg.output / "config.json")
+    seed_everything(cfg.seed)
+    resume_path = resolve_resume(cfg.resume, cfg.output)
+    return resume_path, (load_checkpoint(resume_path) if resume_path else None)
 
 
 def resolve_resume(resume: str | None, output: Path) -> Path | None:

@@ -18,15 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from ..backbones import create_backbone
-from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..checkpoint import model_from_checkpoint, save_checkpoint
 from ..data.folders import ClassFolderDataset, build_transform
 from ..metrics.classification import ClassificationMeter
-from ..utils import atomic_save_json
 from .config import ClassifierConfig
-from .distributed import DistContext, distributed
+from .distributed import DistContext, distributed, wrap_ddp
 from .loop import (
     Hooks,
     LoopState,
@@ -37,9 +35,8 @@ from .loop import (
     make_loader,
     make_loaders,
     progress,
-    resolve_resume,
-    seed_everything,
     setup_optimization,
+    start_run,
 )
 
 __all__ = ["classification_loss", "evaluate", "evaluate_folder", "train_classifier"]
@@ -117,28 +114,19 @@ def train_classifier(cfg: ClassifierConfig) -> dict[str, Any]:
 
 
 def _run(cfg: ClassifierConfig, ctx: DistContext) -> dict[str, Any]:
-    if ctx.is_main:
-        cfg.output.mkdir(parents=True, exist_ok=True)
-        atomic_save_json(cfg.as_dict(), cfg.output / "config.json")
-    seed_everything(cfg.seed)
     train_dir, test_dir = cfg.data / "train", cfg.data / "test"
     for folder in (train_dir, test_dir):
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"{folder}: not found; train-classifier reads DATA/train/<class>/… and DATA/test/<class>/…"
             )
-    resume_path = resolve_resume(cfg.resume, cfg.output)
-    payload = load_checkpoint(resume_path) if resume_path else None
+    resume_path, payload = start_run(cfg, ctx)
     backbone, classes = _backbone_for(cfg, payload, resume_path, train_dir)
     train_set, test_set = _datasets(cfg, backbone, classes, train_dir, test_dir)
     backbone.to(ctx.device).train()
     if cfg.channels_last:
         backbone.to(memory_format=torch.channels_last)
-    model = backbone
-    if ctx.distributed:
-        model = DistributedDataParallel(
-            backbone, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
-        )
+    model = wrap_ddp(backbone, ctx)
     sampler, loader, test_loader = make_loaders(train_set, test_set, cfg=cfg, ctx=ctx)
     optimizer, scheduler, state = setup_optimization(
         cfg,

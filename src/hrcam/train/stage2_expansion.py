@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from ..backbones import Backbone
 from ..checkpoint import load_backbone, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -30,7 +29,7 @@ from ..data.folders import ImageFilesDataset, build_transform
 from ..expansion import ExpansionNetwork
 from ..utils import atomic_save_json
 from .config import ExpansionConfig
-from .distributed import DistContext, distributed
+from .distributed import DistContext, distributed, wrap_ddp
 from .loop import (
     Hooks,
     LoopState,
@@ -39,9 +38,8 @@ from .loop import (
     fit,
     make_loaders,
     progress,
-    resolve_resume,
-    seed_everything,
     setup_optimization,
+    start_run,
 )
 
 __all__ = ["evaluate", "expansion_loss", "split_files", "state_hash", "train_expansion"]
@@ -170,12 +168,7 @@ def train_expansion(cfg: ExpansionConfig) -> dict[str, Any]:
 
 
 def _run(cfg: ExpansionConfig, ctx: DistContext) -> dict[str, Any]:
-    if ctx.is_main:
-        cfg.output.mkdir(parents=True, exist_ok=True)
-        atomic_save_json(cfg.as_dict(), cfg.output / "config.json")
-    seed_everything(cfg.seed)
-    resume_path = resolve_resume(cfg.resume, cfg.output)
-    payload = load_checkpoint(resume_path) if resume_path else None
+    resume_path, payload = start_run(cfg, ctx)
     backbone, expansion = _networks(cfg, payload, resume_path)
     backbone.eval().requires_grad_(False)
     frozen_hash = state_hash(backbone)
@@ -186,11 +179,7 @@ def _run(cfg: ExpansionConfig, ctx: DistContext) -> dict[str, Any]:
         backbone.to(memory_format=torch.channels_last)
         expansion.to(memory_format=torch.channels_last)
     plain_decoder = _DecodeForDDP(expansion).to(ctx.device)
-    decoder = plain_decoder
-    if ctx.distributed:
-        decoder = DistributedDataParallel(
-            plain_decoder, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
-        )
+    decoder = wrap_ddp(plain_decoder, ctx)
     sampler, loader, val_loader = make_loaders(train_set, val_set, cfg=cfg, ctx=ctx)
     optimizer, scheduler, state = setup_optimization(
         cfg,
