@@ -1,12 +1,13 @@
 # The two commands of the README:
 #   make demo   set up a virtual environment and explain bundled photographs with the default model
-#   make test   set up the same environment (with test extras and Fashion-MNIST) and run the tests
+#   make test   set up the same environment (with test extras, Fashion-MNIST and headless
+#               Chromium) and run the tests
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test test-fast setup setup-test fashion-mnist bench clean
+.PHONY: demo test test-fast setup setup-test fashion-mnist browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,18 +19,23 @@ setup: $(BIN)/python
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 
+APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
+
 # Real data for the end-to-end reproduction test (Debian package, no download at test time).
 fashion-mnist:
-	@if [ ! -f $(FASHION_MNIST) ]; then \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
-	fi
+	@if [ ! -f $(FASHION_MNIST) ]; then $(APT_INSTALL) dataset-fashion-mnist; fi
+
+# Headless Chromium and its driver for the tests that look at pages (Debian packages).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  $(APT_INSTALL) chromium chromium-driver; fi
 
 demo: setup
 	$(BIN)/hrcam demo -o hrcam-demo
 
-test: setup-test fashion-mnist
-	$(BIN)/python -m pytest -q
+test: setup-test fashion-mnist browser
+	HRCAM_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q
 
 # Everything but the training runs and the end-to-end reproduction (a few minutes).
 test-fast: setup-test

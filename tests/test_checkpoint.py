@@ -57,8 +57,13 @@ def test_corrupt_and_foreign_checkpoints(tiny_model, tmp_path):
     save_checkpoint(tmp_path / "ok.pt", backbone=tiny_model.backbone, stage="classifier", epoch=1)
     data = (tmp_path / "ok.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as info:
         load_model(tmp_path / "cut.pt")
+    assert "weights_only" not in str(info.value)  # never the advice to turn the safety off
+    (tmp_path / "pickled.pt").write_bytes(b"\x80\x04\x95" + b"cos\nsystem\n" + b"." * 10)
+    with pytest.raises(CheckpointError, match="not written by hrcam") as info:
+        load_model(tmp_path / "pickled.pt")
+    assert "weights_only" not in str(info.value)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an hrcam checkpoint"):
         load_model(tmp_path / "other.pt")

@@ -118,9 +118,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated zip, bad pickle, random bytes
+    except Exception:  # noqa: BLE001 - truncated zip, bad pickle, random bytes
+        # torch's own message advises weights_only=False, which would run code from the file:
+        # never the advice for a file that may not be what it claims.
         raise CheckpointError(
-            f"{path}: not a readable hrcam checkpoint (truncated or corrupt? {type(err).__name__}: {err})"
+            f"{path}: not a readable hrcam checkpoint: the file is truncated or corrupt, or was "
+            "not written by hrcam (hrcam reads only the tensors and plain values of a checkpoint)"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

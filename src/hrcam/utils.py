@@ -14,6 +14,7 @@ __all__ = [
     "atomic_save_json",
     "atomic_torch_save",
     "atomic_write",
+    "check_output_folder",
     "non_negative_int",
     "positive_int",
     "resolve_device",
@@ -99,3 +100,19 @@ def _bounded_int(text: str, minimum: int, what: str) -> int:
     if value < minimum:
         raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def check_output_folder(output: str | os.PathLike) -> Path:
+    """The output folder, created if needed; a ``ValueError`` naming the path when it is a file
+    or cannot be written. Commands call it before they load a model, so a bad ``-o`` fails in a
+    second, not after the work."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"{output}: exists and is not a folder; choose another -o/--output")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{output}: cannot create the output folder ({err.strerror})") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise ValueError(f"{output}: the output folder is not writable")
+    return output

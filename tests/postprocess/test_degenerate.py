@@ -49,11 +49,34 @@ def test_non_finite_values_count_as_zero(impl, cams):
     high_bad[5:9, 5:9], high_bad[40, 40] = np.nan, -np.inf
     low_zero, high_zero = np.nan_to_num(low_bad, nan=0, posinf=0, neginf=0), high.copy()
     high_zero[5:9, 5:9] = high_zero[40, 40] = 0
-    got = run_refine(impl, low_bad, high_bad, image)
+    got = run_refine(impl, low_bad, high_bad, image, nan_policy="zero")
     want = run_refine(impl, low_zero, high_zero, image)
     for name, value in want.as_dict().items():
         np.testing.assert_array_equal(getattr(got, name), value, err_msg=name)
     assert np.isfinite(got.refined).all()
+
+
+def test_non_finite_maps_are_refused_by_default_with_the_count(impl, cams):
+    from hrcam.checks import NonFiniteError
+
+    low, high, image = cams
+    bad = high.copy()
+    bad[5:9, 5:9] = np.nan  # 16 values
+    with pytest.raises(NonFiniteError, match=r"high \(the high-res CAM\) holds 16 non-finite"):
+        run_refine(impl, low, bad, image)
+    with pytest.raises(NonFiniteError, match=r"low \(the low-res CAM\) holds 49 non-finite"):
+        run_refine(impl, np.full((7, 7), np.nan), high, image)
+    with pytest.raises(ValueError, match="nan_policy must be one of"):
+        run_refine(impl, low, high, image, nan_policy="ignore")
+
+
+@pytest.mark.parametrize("image_shape", [(32, 64, 3), (64, 64, 2), (64, 64, 5)])
+def test_an_image_that_does_not_fit_the_cam_is_refused_with_both_shapes(impl, cams, image_shape):
+    from hrcam.checks import ShapeError
+
+    low, high, _ = cams  # high is 64×64
+    with pytest.raises(ShapeError, match=r"does not fit the high-res CAM of shape"):
+        run_refine(impl, low, high, np.zeros(image_shape, np.uint8))
 
 
 def test_seeds_outside_the_edge_band_grow_nothing(impl, cams):
@@ -94,16 +117,20 @@ def test_any_sizes_work(impl, low_shape, high_shape):
     assert s.focal_points.any()
 
 
-def test_image_smaller_than_the_high_res_cam_is_resized(impl, cams):
+def test_the_mask_step_resizes_an_image_of_another_size(cams):
+    """refine() refuses an image of another size (above); its mask_image step resizes one."""
+    from hrcam.postprocess import mask_image
+
     low, high, image = cams  # 64x64 CAMs
+    s = run_refine("reference", low, high, image)
     small = image[::2, ::2]
-    s = run_refine(impl, low, high, small)
-    assert s.masked_image.shape == (64, 64, 3) and s.masked_image.dtype == np.uint8
-    kept = s.masked_image.any(axis=2)
+    masked = mask_image(small, s.refined)
+    assert masked.shape == (64, 64, 3) and masked.dtype == np.uint8
+    kept = masked.any(axis=2)
     big = np.clip(np.rint(resize_bilinear(small, (64, 64))), 0, 255).astype(np.uint8)
-    np.testing.assert_array_equal(s.masked_image[kept], big[kept])
-    gray = run_refine(impl, low, high, small[..., 0].astype(np.float32))
-    assert gray.masked_image.shape == (64, 64) and gray.masked_image.dtype == np.float32
+    np.testing.assert_array_equal(masked[kept], big[kept])
+    gray = mask_image(small[..., 0].astype(np.float32), s.refined)
+    assert gray.shape == (64, 64) and gray.dtype == np.float32
 
 
 def test_options_object_and_overrides(impl, cams):

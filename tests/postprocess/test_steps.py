@@ -398,3 +398,27 @@ def test_gate_merge_by_hand_and_presets():
     )
     with pytest.raises(ValueError, match="preset must be one of"):
         RefineOptions.preset("best")
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_focal_points_are_distinct_points_inside_the_roi(impl):
+    """Issue: the global seeds were the 15 highest pixels of one plateau, adjacent in a column."""
+    from hrcam.postprocess.synthetic import make_cams
+
+    low, high, image = make_cams(np.random.default_rng(5), 1)
+    steps = (
+        R.refine(low[0], high[0], image[0])
+        if impl == "reference"
+        else T.refine_batch(low, high, image).select(0)
+    )
+    points = np.argwhere(steps.focal_points)
+    assert len(points) == 15
+    assert steps.roi[tuple(points.T)].all()
+    distances = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+    assert distances[np.triu_indices(len(points), 1)].min() >= 11  # the default at 224x224
+    # min_distance=1 gives back the 15 highest pixels of the ROI, adjacent or not.
+    plain = R.find_focal_points(
+        steps.low, (224, 224), num_points=15, min_distance=1, within=steps.roi
+    )
+    values = steps.low_resized[steps.roi]
+    assert np.sort(steps.low_resized[plain])[0] >= np.sort(values)[-15]

@@ -25,8 +25,11 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{path}: not a readable PyTorch weights file ({err})") from None
+    except Exception:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(
+            f"{path}: not a readable weights file: truncated or corrupt, or it holds more than "
+            "tensors (hrcam loads weights only, never code from a file)"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

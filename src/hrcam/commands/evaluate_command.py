@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..utils import non_negative_int, positive_int, resolve_device
+from ..utils import check_output_folder, non_negative_int, positive_int, resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -206,6 +206,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..methods import MissingDependencyError, parse_method_list
     from ..postprocess.cli_args import refine_options_from_args
 
+    check_output_folder(args.output)  # first: a bad -o fails at once, not after the work
     max_images = parse_max_images(args.max_images)
     options = refine_options_from_args(args, prefix="refine-")
     device = resolve_device(args.device)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..model import HRCAM, Target
 from ..postprocess import RefineOptions
+from ..utils import check_output_folder
 from .compute import ExplainedImage, explain_batch
 from .inputs import DecodedImage, InputItem, collect_inputs, decode_ahead, select_shard
 from .outputs import OutputSettings, write_outputs
@@ -52,21 +53,6 @@ logger = logging.getLogger("hrcam.explain")
 
 # Images larger than this (longest side) are shown downscaled in the overlays and the report.
 DISPLAY_SIDE = 448
-
-
-def check_output_folder(output: str | os.PathLike) -> Path:
-    """The output folder, created if needed; a ``ValueError`` naming the path when it is a file
-    or cannot be written (checked before any model is loaded)."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"{output}: exists and is not a folder; choose another -o/--output")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{output}: cannot create the output folder ({err.strerror})") from None
-    if not os.access(output, os.W_OK | os.X_OK):
-        raise ValueError(f"{output}: the output folder is not writable")
-    return output
 
 
 def explain_images(

@@ -28,7 +28,7 @@ import torch
 
 from . import _grid
 from .options import RefineOptions
-from .pipeline import STEP_FUNCTIONS, resolve_options, run_steps
+from .pipeline import STEP_FUNCTIONS, check_image_and_finite, resolve_options, run_steps
 from .steps import RefineSteps
 
 __all__ = [*STEP_FUNCTIONS, "find_local_maxima", "label_components", "refine_batch"]
@@ -317,17 +317,34 @@ def find_local_maxima(low_res_cam: Tensor) -> Tensor:
     return ~plateau_higher[labels] & plateau_lower[labels]
 
 
-def _top_k_mask(x: Tensor, k: int) -> Tensor:
-    """The ``k`` largest pixels of each ``x[b]`` (ties: first in row-major order)."""
-    B = x.shape[0]
+def _spread_top_k(x: Tensor, k: int, min_distance: int, within: Tensor | None) -> Tensor:
+    """Per image, the ``k`` highest pixels at least ``min_distance`` apart (the reference's
+    greedy order: repeated first-occurrence argmax, suppressing a disc around each pick)."""
+    B, H, W = x.shape
     flat = x.reshape(B, -1)
-    k = min(k, flat.shape[1])
-    kth = torch.topk(flat, k, dim=1).values[:, -1:]
-    mask = flat > kth
-    need = k - mask.sum(1, keepdim=True)
-    tie = flat == kth
-    mask |= tie & (tie.cumsum(1) <= need)
-    return mask.reshape(x.shape)
+    valid = torch.ones_like(flat, dtype=torch.bool)
+    if within is not None:
+        inside = within.reshape(B, -1)
+        valid = torch.where(inside.any(1, keepdim=True), inside, valid)
+    neg = torch.full((), -math.inf, dtype=flat.dtype, device=flat.device)
+    values = torch.where(valid, flat, neg)
+    index = torch.arange(H * W, device=flat.device)
+    rows, cols = index // W, index % W
+    seeds = torch.zeros_like(valid)
+    r2 = min_distance * min_distance
+    for _ in range(min(k, H * W)):
+        pick = values.argmax(1)  # the first maximum, as the reference's stable order
+        found = torch.isfinite(values.gather(1, pick[:, None]))[:, 0]
+        if not bool(found.any()):
+            break
+        seeds[found, pick[found]] = True
+        if min_distance <= 1:
+            near = index[None, :] == pick[:, None]
+        else:
+            d2 = (rows[None] - rows[pick][:, None]) ** 2 + (cols[None] - cols[pick][:, None]) ** 2
+            near = d2 < r2
+        values = torch.where(near & found[:, None], neg, values)
+    return seeds.reshape(B, H, W)
 
 
 def find_focal_points(
@@ -336,21 +353,19 @@ def find_focal_points(
     *,
     scope: str = "global",
     num_points: int | None = None,
+    min_distance: int = 1,
     maxima_areas: str = "small",
     maxima_threshold: float | None = None,
     low_resized: Tensor | None = None,
-    search_mask: Tensor | None = None,
+    within: Tensor | None = None,
 ) -> Tensor:
-    """Step 5: ``(B, H, W)`` bool seeds; see the reference :func:`~.reference.find_focal_points`.
-
-    ``search_mask`` is accepted for the reference's signature; ``torch.topk`` needs no shortcut.
-    """
+    """Step 5: ``(B, H, W)`` bool seeds; see the reference :func:`~.reference.find_focal_points`."""
     H, W = shape
     low = normalize_map(low_res_cam)
     if scope == "global":
         x = resize_bilinear(low, shape) if low_resized is None else low_resized
         k = num_points if num_points is not None else max(1, round(math.sqrt(H)))
-        return _top_k_mask(x.to(torch.float32), int(k))
+        return _spread_top_k(x.to(torch.float32), int(k), int(min_distance), within)
     if scope != "local":
         raise ValueError(f"scope must be 'global' or 'local'; got {scope!r}")
     if maxima_areas not in ("small", "large"):
@@ -483,6 +498,7 @@ def refine_batch(
     *,
     options: RefineOptions | None = None,
     device=None,
+    nan_policy: str = "raise",
     **option_overrides,
 ) -> RefineSteps:
     """The whole postprocessing pipeline on a batch; every step with a leading batch dimension.
@@ -505,6 +521,7 @@ def refine_batch(
     if device is None:
         device = high.device if isinstance(high, Tensor) else torch.device("cpu")
     low, high, images = _check_batch(low, high, images, device)
+    check_image_and_finite(low, high, images, nan_policy, batched=True)
     steps = run_steps(sys.modules[__name__], low, high, images, opts)  # this module's steps
     return steps.numpy() if as_numpy else steps
 

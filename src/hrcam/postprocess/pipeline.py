@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from .options import RefineOptions, resolve_max_hole_size, resolve_num_points
+from .options import (
+    RefineOptions,
+    resolve_focal_min_distance,
+    resolve_max_hole_size,
+    resolve_num_points,
+)
 from .steps import RefineSteps
 
 __all__ = ["STEP_FUNCTIONS", "resolve_options", "run_steps"]
@@ -47,15 +52,17 @@ def run_steps(ops: ModuleType, low, high, image, opts: RefineOptions) -> RefineS
     # Steps 3-5: region of interest and seeds from the low-res CAM.
     low_resized = ops.resize_bilinear(low_n, (height, width))
     roi = ops.find_roi(low_resized, percentile=opts.roi_percentile)
+    points = resolve_num_points(opts, height)
     focal_points = ops.find_focal_points(
         low_n,
         (height, width),
         scope=opts.focal_scope,
-        num_points=resolve_num_points(opts, height),
+        num_points=points,
+        min_distance=resolve_focal_min_distance(opts, height, width, points),
         maxima_areas=opts.maxima_areas,
         maxima_threshold=opts.maxima_threshold,
         low_resized=low_resized,
-        search_mask=roi,  # the k highest pixels lie in the ROI: same seeds, a smaller search
+        within=roi,  # the seeds are the ROI's highest pixels
     )
     # Steps 6-8: grow a region on the edges between two percentiles of the ROI's edges, add the
     # ROI's strong edges, fill small holes.
@@ -94,6 +101,34 @@ def run_steps(ops: ModuleType, low, high, image, opts: RefineOptions) -> RefineS
         masked_image=masked_image,
         options=opts,
     )
+
+
+NAN_POLICIES = ("raise", "zero")
+
+
+def check_image_and_finite(low, high, image, nan_policy: str, *, batched: bool) -> None:
+    """The checks both backends make: finite maps (``nan_policy="raise"``), and an image of
+    the high-res CAM's size with 1, 3 or 4 channels. ``ShapeError``/``NonFiniteError``."""
+    from ..checks import ShapeError, check_finite
+
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    if nan_policy == "raise":
+        hint = "pass nan_policy='zero' to count them as 0"
+        check_finite(low, "low (the low-res CAM)", hint=hint)
+        check_finite(high, "high (the high-res CAM)", hint=hint)
+    if image is None:
+        return
+    lead = 1 if batched else 0
+    size = tuple(image.shape[lead : lead + 2])
+    channels = image.shape[lead + 2] if image.ndim == lead + 3 else None
+    if size != tuple(high.shape[lead:]) or channels not in (None, 1, 3, 4):
+        what = "images" if batched else "image"
+        raise ShapeError(
+            f"{what} of shape {tuple(image.shape)} does not fit the high-res CAM of shape "
+            f"{tuple(high.shape)}: give the {what} at the CAM's size (H, W), with 1, 3 or 4 "
+            "channels last (e.g. HRCAM.to_image(x) for the network's input)"
+        )
 
 
 def resolve_options(options: RefineOptions | None, overrides: dict) -> RefineOptions:

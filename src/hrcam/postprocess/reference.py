@@ -32,7 +32,7 @@ from skimage import morphology
 from ..arrays import normalize_finite, normalize_map
 from . import _grid
 from .options import RefineOptions
-from .pipeline import STEP_FUNCTIONS, resolve_options, run_steps
+from .pipeline import STEP_FUNCTIONS, check_image_and_finite, resolve_options, run_steps
 from .steps import RefineSteps
 
 __all__ = [*STEP_FUNCTIONS, "find_local_maxima", "linear_percentile", "refine"]
@@ -197,34 +197,38 @@ def find_focal_points(
     *,
     scope: str = "global",
     num_points: int | None = None,
+    min_distance: int = 1,
     maxima_areas: str = "small",
     maxima_threshold: float | None = None,
     low_resized=None,
-    search_mask=None,
+    within=None,
 ) -> np.ndarray:
     """Step 5: the seeds of region growing, as an ``(H, W)`` bool mask for ``shape = (H, W)``.
 
     ``low_res_cam``: ``(h, w)`` float (normalised to [0, 1] here).
 
     - ``scope='global'``: the ``num_points`` highest pixels of the bilinearly upsampled CAM
-      (default ``round(sqrt(H))``; ties go to the first in row-major order). Pass
-      ``low_resized`` to reuse an upsampled map.
+      (default ``round(sqrt(H))``), each at least ``min_distance`` pixels from the ones before
+      it (greedy, highest first; ties go to the first in row-major order), so the seeds are
+      distinct points rather than a plateau's top; ``min_distance=1`` takes the highest pixels
+      as they come. ``within`` (``(H, W)`` bool, e.g. the ROI) limits the candidates (all
+      pixels when it is empty). Pass ``low_resized`` to reuse an upsampled map.
     - ``scope='local'``: the CAM's local maxima (:func:`find_local_maxima`) whose value is at
       least ``maxima_threshold`` (default: midway between the weakest and the strongest
       maximum, so the strongest is always kept), mapped to ``(H, W)``: with
       ``maxima_areas='large'`` the whole cell of each maximum (nearest-neighbour upsampling),
       with ``'small'`` the one pixel at its centre.
 
-    ``search_mask`` (optional, ``(H, W)`` bool): pixels known to hold the ``num_points``
-    highest ones, each above every pixel outside it — the ROI is such a mask; the search then
-    looks there only (the same seeds, found faster). Used by ``scope='global'`` only.
+    >>> cam = np.array([[0.0, 1.0], [0.5, 0.9]])   # hottest at the top right, then below it
+    >>> find_focal_points(cam, (4, 4), num_points=2, min_distance=3).astype(int).tolist()
+    [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
     """
     H, W = shape
     low = normalize_map(low_res_cam)
     if scope == "global":
         x = resize_bilinear(low, shape) if low_resized is None else low_resized
         k = num_points if num_points is not None else max(1, round(math.sqrt(H)))
-        return _top_k_mask(np.asarray(x, dtype=np.float32), int(k), above=search_mask)
+        return _spread_top_k(np.asarray(x, dtype=np.float32), int(k), int(min_distance), within)
     if scope != "local":
         raise ValueError(f"scope must be 'global' or 'local'; got {scope!r}")
     if maxima_areas not in ("small", "large"):
@@ -247,23 +251,33 @@ def find_focal_points(
     return seeds
 
 
-def _top_k_mask(x: np.ndarray, k: int, *, above: np.ndarray | None = None) -> np.ndarray:
-    """The ``k`` largest pixels of ``x`` (ties: first in row-major order) as a bool mask.
-
-    ``above``, optional: a mask of pixels each strictly greater than every pixel outside it
-    (the ROI is one); when it holds at least ``k`` pixels the k-th largest is searched in it only.
-    """
+def _spread_top_k(x: np.ndarray, k: int, min_distance: int, within) -> np.ndarray:
+    """The ``k`` highest pixels of ``x`` (ties: row-major first), each at least ``min_distance``
+    from those picked before, among the pixels of ``within`` (all when None or empty)."""
+    H, W = x.shape
     flat = x.ravel()
-    k = min(k, flat.size)
-    pool = flat
-    if above is not None and np.count_nonzero(above) >= k:
-        pool = flat[above.ravel()]
-    kth = np.partition(pool, pool.size - k)[pool.size - k]
-    mask = flat > kth
-    need = k - int(np.count_nonzero(mask))
-    if need > 0:
-        mask[np.flatnonzero(flat == kth)[:need]] = True
-    return mask.reshape(x.shape)
+    candidates = None if within is None else np.flatnonzero(np.asarray(within, dtype=bool))
+    if candidates is None or candidates.size == 0:
+        candidates = np.arange(flat.size)
+    order = candidates[np.argsort(-flat[candidates], kind="stable")]
+    if min_distance <= 1:
+        chosen = order[:k]
+    else:
+        rows, cols = np.divmod(order, W)
+        alive = np.ones(order.size, dtype=bool)
+        picks, start, r2 = [], 0, min_distance * min_distance
+        while len(picks) < k:
+            offset = int(np.argmax(alive[start:]))
+            nxt = start + offset
+            if nxt >= order.size or not alive[nxt]:
+                break
+            picks.append(nxt)
+            alive &= (rows - rows[nxt]) ** 2 + (cols - cols[nxt]) ** 2 >= r2
+            start = nxt + 1
+        chosen = order[picks]
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[chosen] = True
+    return mask.reshape(H, W)
 
 
 # --------------------------------------------------------------------------- segment
@@ -395,19 +409,27 @@ def mask_image(
 
 
 def refine(
-    low, high, image=None, *, options: RefineOptions | None = None, **option_overrides
+    low,
+    high,
+    image=None,
+    *,
+    options: RefineOptions | None = None,
+    nan_policy: str = "raise",
+    **option_overrides,
 ) -> RefineSteps:
     """The whole postprocessing pipeline on one image; returns every step (:class:`RefineSteps`).
 
     ``low``: ``(h, w)`` low-res CAM; ``high``: ``(H, W)`` high-res CAM; ``image``: optional
-    ``(H', W')`` or ``(H', W', C)`` uint8 or float image, resized to ``H x W`` if needed. Any
-    real dtype; any sizes (``h x w`` may differ from ``H x W`` in ratio). ``options`` (default
+    ``(H, W)`` or ``(H, W, C)`` uint8 or float image at the high-res CAM's size (C = 1, 3 or
+    4). Any real dtype; any sizes (``h x w`` may differ from ``H x W`` in ratio). A map with
+    NaN or infinite values raises :class:`hrcam.checks.NonFiniteError` (naming it and the
+    count); ``nan_policy="zero"`` counts them as 0 instead. ``options`` (default
     :meth:`RefineOptions.default`, hrcam's preset; ``RefineOptions()`` for the paper's) with
     ``option_overrides`` applied, e.g. ``refine(low, high,
     merge="multiply")``. ``steps.refined`` is the refined CAM.
 
-    Degenerate input gives a defined result, never an exception: non-finite values count as 0;
-    a constant (or all-zero, or 1x1) low-res CAM has an empty ROI, so the refined CAM is all
+    Degenerate input gives a defined result, never an exception: (with ``nan_policy="zero"``)
+    non-finite values count as 0; a constant (or all-zero, or 1x1) low-res CAM has an empty ROI, so the refined CAM is all
     zeros; a constant high-res CAM has no edges, so the segment covers every pixel connected
     to an in-ROI seed (all of them) and the refined CAM is ``alpha + (1 - alpha) * low``; seeds
     outside the edge band grow nothing (the segment is then the strong ROI edges with their
@@ -420,6 +442,7 @@ def refine(
     """
     opts = resolve_options(options, option_overrides)
     low, high, image = _check_inputs(low, high, image)
+    check_image_and_finite(low, high, image, nan_policy, batched=False)
     return run_steps(sys.modules[__name__], low, high, image, opts)  # this module's steps
 
 

@@ -180,10 +180,10 @@ def start_run(cfg: TrainConfig, ctx: DistContext) -> tuple[Path | None, dict | N
     """The output folder and its ``config.json`` (main process), the seed, and the checkpoint
     to resume from: ``(path, payload)``, or ``(None, None)`` for a new run."""
     from ..checkpoint import load_checkpoint
-    from ..utils import atomic_save_json
+    from ..utils import atomic_save_json, check_output_folder
 
     if ctx.is_main:
-        cfg.output.mkdir(parents=True, exist_ok=True)
+        check_output_folder(cfg.output)
         atomic_save_json(cfg.as_dict(), cfg.output / "config.json")
     seed_everything(cfg.seed)
     resume_path = resolve_resume(cfg.resume, cfg.output)
