@@ -74,3 +74,19 @@ def test_find_images_walks_folders_sorted(tmp_path):
     assert found == ["a.png", "b/c.JPG"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
         list(find_images([tmp_path / "nowhere"]))
+
+
+def test_a_decompression_bomb_is_refused_saying_why(tmp_path):
+    """A PNG whose header claims 20,000 × 20,000 pixels is refused before any decoding."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (1, 1)).save(tmp_path / "small.png")
+    data = bytearray((tmp_path / "small.png").read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", 20_000, 20_000)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17]))
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    (tmp_path / "bomb.png").write_bytes(bytes(data))
+    with pytest.raises(ImageLoadError, match=r"bomb\.png: refused.*decompression bomb.*downscale"):
+        load_image(tmp_path / "bomb.png")

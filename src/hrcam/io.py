@@ -96,8 +96,9 @@ def load_image(
         with Image.open(path) as image:
             if image.width * image.height > _MAX_PIXELS:
                 raise ImageLoadError(
-                    f"{path}: {image.width}×{image.height} pixels is more than this tool decodes "
-                    f"({_MAX_PIXELS} pixels); downscale it first"
+                    f"{path}: refused: {image.width}×{image.height} pixels is more than hrcam "
+                    f"decodes ({_MAX_PIXELS // 1_000_000} Mpx, a guard against decompression "
+                    "bombs); downscale it first"
                 )
             size = image.size
             if max_side and image.format == "JPEG":
@@ -120,7 +121,10 @@ def load_image(
             raise
         raise ImageLoadError(f"{path}: truncated or corrupt image file ({err})") from None
     except Image.DecompressionBombError as err:
-        raise ImageLoadError(f"{path}: {err}") from None
+        raise ImageLoadError(
+            f"{path}: refused as a possible decompression bomb ({err}); hrcam decodes images "
+            f"of up to {_MAX_PIXELS // 1_000_000} Mpx: downscale it first"
+        ) from None
 
 
 def image_to_tensor(
