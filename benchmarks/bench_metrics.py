@@ -3,12 +3,16 @@
 Localization metrics run over ``--num-images`` (500) maps of ``--size`` (224) px: a 7x7 CAM
 with a bump near the object, upsampled bilinearly (what a GAP + FC network yields), and an
 elliptic object with a 3 px ignore ring (a trimap boundary) and its box. The faithfulness
-metrics run a small seeded CNN over ``--faithfulness-images`` (32) images.
+metrics run a small seeded CNN over ``--faithfulness-images`` (32) images; ROAD over
+``--road-images`` (500: the issue's bar is 500 images at 224² in minutes), beside
+pytorch-grad-cam's ROAD on ``--road-reference-images`` (4) of them at the same percentiles
+(its per-image cost, extrapolated to the same count, gives the ratio).
 
 Usage::
 
-    python benchmarks/bench_metrics.py                  # the defaults above
+    python benchmarks/bench_metrics.py                  # the defaults above (~8 min on 2 cores)
     python benchmarks/bench_metrics.py --reference      # also time per-threshold labelling
+    python benchmarks/bench_metrics.py --road-images 50 # a quicker look
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from hrcam.metrics import (
     normalize_map,
     resize_map,
 )
+from hrcam.metrics.adcc import adcc, coherency, complexity, explanation_images
+from hrcam.metrics.road import ROAD_PERCENTILES, road
 
 
 def make_sample(rng: np.random.Generator, size: int):
@@ -96,6 +102,34 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def road_rows(args, model, samples) -> list[tuple[str, int, float]]:
+    """ROAD (ours, every image) and pytorch-grad-cam's (a few images), same percentiles."""
+    n = args.road_images
+    if n <= 0:
+        return []
+    torch.manual_seed(2)
+    images = torch.randn(n, 3, args.size, args.size)
+    cams = torch.from_numpy(np.stack([samples[i % len(samples)][0][::32, ::32] for i in range(n)]))
+    targets = torch.arange(n) % 10
+    p = ROAD_PERCENTILES
+    rows = []
+    t = timed(lambda: road(model, images, cams.float(), targets, batch_size=args.batch_size))
+    rows.append((f"ROAD MoRF + LeRF ({len(p)} percentiles each)", n, t))
+    k = min(args.road_reference_images, n)
+    if k:
+        try:
+            from pytorch_grad_cam.metrics.road import ROADCombined
+            from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        except ImportError:
+            return rows
+        maps = np.stack([normalize_map(resize_map(c, (args.size, args.size))) for c in cams[:k]])
+        wrapped = [ClassifierOutputTarget(int(c)) for c in targets[:k]]
+        theirs = ROADCombined(percentiles=list(p))
+        t = timed(lambda: theirs(images[:k], maps.astype(np.float32), wrapped, model))
+        rows.append((f"  pytorch-grad-cam ROADCombined (x{n}/{k})", n, t * n / k))
+    return rows
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-images", type=int, default=500)
@@ -103,6 +137,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--faithfulness-images", type=int, default=32)
     p.add_argument("--steps", type=int, default=224, help="deletion/insertion steps")
     p.add_argument("--batch-size", type=int, default=64, help="images per model call")
+    p.add_argument("--road-images", type=int, default=500)
+    p.add_argument("--road-reference-images", type=int, default=4, help="0: skip grad-cam's ROAD")
     p.add_argument("--reference", action="store_true", help="time per-threshold labelling too")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -153,14 +189,25 @@ def main(args: argparse.Namespace) -> None:
         )
     )
     rows.append(("average drop / increase", b, t))
+    # ADCC's own cost: the explanation images and the two map statistics (the method's second
+    # run on the explanation images is the method's cost, not the metric's).
+    size = (args.size, args.size)
+
+    def adcc_part():
+        explanation_images(images, cams)
+        coh = coherency(cams, cams.flip(-1), size)
+        adcc(coh, complexity(cams, size), np.zeros(b))
+
+    rows.append(("ADCC (coherency, complexity; no re-run)", b, timed(adcc_part)))
+    rows += road_rows(args, model, samples)
 
     print(
         f"{args.size}x{args.size} maps, torch {torch.__version__} on {torch.get_num_threads()} "
         f"CPU threads"
     )
-    print(f"{'metric':<40} {'images':>7} {'seconds':>9} {'ms/image':>9}")
+    print(f"{'metric':<44} {'images':>7} {'seconds':>9} {'ms/image':>9}")
     for name, count, seconds in rows:
-        print(f"{name:<40} {count:>7} {seconds:>9.2f} {1000 * seconds / count:>9.2f}")
+        print(f"{name:<44} {count:>7} {seconds:>9.2f} {1000 * seconds / count:>9.2f}")
 
 
 if __name__ == "__main__":

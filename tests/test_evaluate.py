@@ -218,10 +218,24 @@ def test_evaluation_end_to_end(tiny_model, pets_tree, tmp_path):
         assert timing["ms_per_image"] > 0 and np.isfinite(timing["ratio_to_forward"]), name
         # Faithfulness images: the first and last names, both in Score-CAM's subset too.
         assert r["faithfulness"]["num_images"] == 2, name
-        assert (
-            0 <= r["faithfulness"]["deletion_auc"] <= 1
-            and 0 <= r["faithfulness"]["average_drop"] <= 1
-        )
+        f = r["faithfulness"]
+        assert 0 <= f["deletion_auc"] <= 1 and 0 <= f["average_drop"] <= 1, name
+        assert 0 <= f["adcc"] <= 1 and 0 <= f["coherency"] <= 1 and 0 <= f["complexity"] <= 1
+        assert f["road_combined"] == pytest.approx((f["road_lerf"] - f["road_morf"]) / 2)
+        lo, hi = f["road_combined_interval"]
+        assert lo <= f["road_combined"] <= hi, name
+        # Localization intervals hold their value.
+        lo, hi = r["intervals"]["pxap"]
+        assert lo <= r["metrics"]["pxap"] <= hi, name
+    # Paired differences from low_res, on the full-set methods only (Score-CAM ran on 3 images).
+    diff = results["differences"]
+    assert diff["reference"] == "low_res" and "scorecam" not in diff["methods"]
+    d = diff["methods"]["bright"]["pxap"]
+    assert d["difference"] == pytest.approx(
+        by_name["bright"]["metrics"]["pxap"] - by_name["low_res"]["metrics"]["pxap"]
+    )
+    assert d["interval"][0] <= d["difference"] <= d["interval"][1]
+    assert set(diff["methods"]["gradcam"]) >= {"pxap", "road_combined", "adcc", "insertion_auc"}
     assert results["forward"]["ms_per_image"] > 0
     assert (
         0 < results["generate_cams"]["ms_per_image"] <= by_name["refined"]["timing"]["ms_per_image"]
@@ -237,6 +251,12 @@ def test_evaluation_end_to_end(tiny_model, pets_tree, tmp_path):
         assert f"| {name}" in text
     assert "| scorecam † |" in text and "3 (subset)" in text and "pet_broken" in text
     assert "| *generate_cams (part of high_res, refined)* |" in text
+    for title in (
+        "### Localization and faithfulness",
+        "### Faithfulness",
+        "### Difference from `low_res`",
+    ):
+        assert title in text
     record = json.loads(paths["json"].read_text())  # strict JSON: NaN would not parse back
     assert record["methods"]["bright"]["per_image"]["pet_0"]["best_pixel_iou"] > 0.8
     assert len(record["methods"]["low_res"]["curves"]["pr"]["precision"]) == 101
@@ -336,3 +356,24 @@ def test_command_line(tiny_model, pets_tree, tmp_path, capsys):
         == 2
     )
     assert "METHOD=N" in capsys.readouterr().err
+    bad = [
+        "evaluate",
+        str(pets_tree),
+        "--model",
+        str(model_path),
+        "--faithfulness-metrics",
+        "road,x",
+    ]
+    with pytest.raises(SystemExit) as info:  # argparse: a usage line and the one-line error
+        main(bad)
+    assert info.value.code == 2
+    assert "unknown faithfulness metric 'x'; choose among deletion, drop, road, adcc" in (
+        capsys.readouterr().err
+    )
+
+
+def test_the_commands_faithfulness_choices_are_the_libraries():
+    from hrcam.commands.evaluate_command import FAITHFULNESS_CHOICES
+    from hrcam.evaluation import FAITHFULNESS_METRICS
+
+    assert FAITHFULNESS_CHOICES == FAITHFULNESS_METRICS

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from hrcam import HRCAM, create_backbone
 from hrcam.methods import (
@@ -23,7 +24,20 @@ from hrcam.methods.peers import fused_skip_indices
 from hrcam.model import upsample_cam
 from hrcam.postprocess import RefineOptions, refine
 
-PEERS = ("gradcam", "gradcampp", "hirescam", "layercam", "layercam_fused", "eigencam", "scorecam")
+PEERS = (
+    "gradcam",
+    "gradcampp",
+    "hirescam",
+    "xgradcam",
+    "layercam",
+    "layercam_fused",
+    "refinecam",
+    "refinecam_fused",
+    "finercam",
+    "shapleycam",
+    "eigencam",
+    "scorecam",
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,15 +46,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def batch(tiny_model):
-    torch.manual_seed(3)
-    x = torch.randn(3, 3, 32, 40)  # not square: catches a swapped height and width
-    with torch.inference_mode():
-        targets = tiny_model.backbone(x).argmax(dim=1)
-    return x, targets.clone()
 
 
 def _normalise(maps: torch.Tensor) -> torch.Tensor:
@@ -186,10 +191,43 @@ def test_gradcam_of_a_gap_fc_network_is_the_relu_cam(tiny_model, batch):
     x, targets = batch
     low = create_method("low_res").native(tiny_model, x, targets)
     expected = _normalise(upsample_cam(_normalise(low.clamp_min(0)), (32, 40)))
-    for name in ("gradcam", "hirescam"):
+    # ShapleyCAM's Hessian term vanishes too (dy/dA does not depend on A): it is Grad-CAM here.
+    for name in ("gradcam", "hirescam", "shapleycam"):
         torch.testing.assert_close(
             create_method(name)(tiny_model, x, targets), expected, atol=1e-5, rtol=0
         )
+
+
+def test_refinecam_is_the_product_of_its_layers_gradcampp_maps(tiny_model, batch):
+    # RefineCAM ("How to Evaluate and Refine your CAM", 2026) over LayerCAM fused's layers:
+    # the product of the min-max normalised Grad-CAM++ maps of each layer, normalised again.
+    import pytorch_grad_cam
+
+    x, targets = batch
+    wrapper = TappedBackbone(tiny_model.backbone)
+    per_layer = []
+    for layer in create_method("refinecam_fused").target_layers(wrapper):
+        cam = pytorch_grad_cam.GradCAMPlusPlus(model=wrapper, target_layers=[layer])
+        per_layer.append(
+            cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+        )
+        cam.activations_and_grads.release()
+    expected = torch.from_numpy(np.prod(per_layer, axis=0))
+    torch.testing.assert_close(
+        create_method("refinecam_fused")(tiny_model, x, targets),
+        _normalise(expected),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_finercam_compares_the_target_with_its_nearest_classes(tiny_model, batch):
+    # FinerCAM (Zhang et al. 2025) weights y_c - alpha * mean(y_near); with three classes, the two
+    # others are the comparison set, so the map differs from Grad-CAM's.
+    x, targets = batch
+    finer = create_method("finercam")(tiny_model, x, targets)
+    plain = create_method("gradcam")(tiny_model, x, targets)
+    assert torch.isfinite(finer).all() and (finer - plain).abs().amax() > 1e-3
 
 
 def test_peers_explain_the_target_they_are_given(tiny_model, batch):

@@ -19,6 +19,18 @@ from pathlib import Path
 
 from ..utils import check_output_folder, non_negative_int, positive_int, resolve_device
 
+# hrcam.evaluation.FAITHFULNESS_METRICS, without importing torch for --help (a test keeps them equal).
+FAITHFULNESS_CHOICES = ("deletion", "drop", "road", "adcc")
+
+
+def _faithfulness_metrics(text: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in chosen if s not in FAITHFULNESS_CHOICES]
+    if unknown or not chosen:
+        what = f"unknown faithfulness metric {unknown[0]!r}" if unknown else "no metric given"
+        raise argparse.ArgumentTypeError(f"{what}; choose among {', '.join(FAITHFULNESS_CHOICES)}")
+    return chosen
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..postprocess.cli_args import add_refine_arguments
@@ -136,7 +148,17 @@ def _add_method_arguments(p: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         default=0,
         metavar="N",
-        help="also run deletion/insertion AUC and average drop/increase on N images (slow)",
+        help="also score the maps' faithfulness on N evenly spaced images (slow; see "
+        "--faithfulness-metrics)",
+    )
+    p.add_argument(
+        "--faithfulness-metrics",
+        type=_faithfulness_metrics,
+        default=FAITHFULNESS_CHOICES,
+        metavar="LIST",
+        help="comma-separated, among deletion (and insertion), drop (average drop, increase, "
+        "gain), road (ROAD MoRF/LeRF/combined) and adcc (coherency, complexity, ADCC); "
+        "default: all",
     )
     p.add_argument(
         "--faithfulness-steps",
@@ -239,6 +261,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             mask_boxes=args.mask_boxes,
             faithfulness=args.faithfulness,
             faithfulness_steps=args.faithfulness_steps,
+            faithfulness_metrics=args.faithfulness_metrics,
             num_examples=args.examples,
             warmup=not args.no_warmup,
             progress=not args.no_progress,

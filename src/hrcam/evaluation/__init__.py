@@ -3,6 +3,9 @@
 - :func:`evaluate_localization` (:mod:`.runner`) — run methods over a data set, streaming
   one batch at a time; its module docstring pins the protocol (split, targets, resizing, timing);
 - :mod:`.scoring` — every localization metric of one method, fed one map at a time;
+- :mod:`.faithfulness_scores` — deletion/insertion, average drop/increase/gain, ROAD and ADCC
+  of one method's maps, per image;
+- :mod:`.differences` — each method minus a reference, with paired bootstrap intervals;
 - :mod:`.subsets` — split halves and evenly spaced subsets;
 - :func:`write_results` (:mod:`.results_report`) — ``results.md``, ``results.json`` and the figures.
 
@@ -17,6 +20,7 @@ Example::
     write_results(results, "eval-out")
 """
 
+from .faithfulness_scores import FAITHFULNESS_METRICS
 from .results_report import markdown_table, render_markdown, write_results
 from .runner import DEFAULT_METHODS, evaluate_localization
 from .scoring import GroundTruth, LocalizationScores, ground_truth
@@ -24,6 +28,7 @@ from .subsets import SPLITS, evenly_spaced, split_names
 
 __all__ = [
     "DEFAULT_METHODS",
+    "FAITHFULNESS_METRICS",
     "SPLITS",
     "GroundTruth",
     "LocalizationScores",

@@ -2,9 +2,11 @@
 
 :func:`write_results` writes, into one folder:
 
-- ``results.md`` — one row per method (PxAP, best pixel IoU, MaxBoxAccV2, GT-known loc.,
-  pointing game, energy pointing game, ms/image, × forward pass, images), the settings, the
-  subset and faithfulness tables, and the images that were skipped;
+- ``results.md`` — one row per method (PxAP, best pixel IoU and MaxBoxAccV2 with their 95 %
+  intervals, GT-known loc., pointing game, energy pointing game, ms/image, × forward pass,
+  images), the subset tables, localization and faithfulness side by side, every faithfulness
+  metric, each method's paired difference from ``low_res``, the settings, and the images that
+  were skipped;
 - ``results.json`` — everything, curves and per-image records included (NaN → null);
 - ``boxacc_vs_threshold.png`` — BoxAcc against the CAM threshold at each IoU, one curve per method;
 - ``pr_curves.png`` — pixel precision-recall and mean pixel IoU against the threshold (masks only);
@@ -52,8 +54,23 @@ def _num(value, digits: int) -> str:
     )
 
 
+# Columns shown with their 95 % interval in the main table.
+_WITH_INTERVAL = ("pxap", "best_pixel_iou", "max_box_acc_v2")
+
+
+def _with_interval(value, interval, fmt) -> str:
+    """``81.6 (79.9–83.2)``: the value and its 95 % bootstrap interval."""
+    text = fmt(value)
+    if text == "–" or not interval or interval[0] is None:
+        return text
+    return f"{text} ({fmt(interval[0])}–{fmt(interval[1])})"
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    """The main table of ``results`` (from :func:`~.localization.evaluate_localization`) in Markdown."""
+    """The main table of ``results`` (from :func:`~.runner.evaluate_localization`) in Markdown.
+
+    PxAP, best pixel IoU and MaxBoxAccV2 carry their 95 % bootstrap interval over images.
+    """
     run = results["run"]
     head = "| method | " + " | ".join(c for c, _ in _COLUMNS) + " | ms/image | × forward | images |"
     rule = "|---|" + "---:|" * (len(_COLUMNS) + 3)
@@ -73,9 +90,15 @@ def markdown_table(results: dict[str, Any]) -> str:
         )
     for name, r in results["methods"].items():
         m, t = r["metrics"], r["timing"]
+        intervals = r.get("intervals") or {}
         label = f"{name} †" if r["subset"] else name
         n = f"{r['num_images']} (subset)" if r["subset"] else str(r["num_images"])
-        cells = " | ".join(_pct(m.get(key)) for _, key in _COLUMNS)
+        cells = " | ".join(
+            _with_interval(m.get(key), intervals.get(key), _pct)
+            if key in _WITH_INTERVAL
+            else _pct(m.get(key))
+            for _, key in _COLUMNS
+        )
         lines.append(
             f"| {label} | {cells} | {_num(t['ms_per_image'], 1)} | {_num(t['ratio_to_forward'], 2)} | {n} |"
         )
@@ -97,28 +120,131 @@ def _subset_tables(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def _faithfulness_table(results: dict[str, Any]) -> list[str]:
-    rows = [
-        (name, r["faithfulness"]) for name, r in results["methods"].items() if r.get("faithfulness")
-    ]
+def _logit(value) -> str:
+    return _num(value, 2)
+
+
+# Faithfulness columns: title, key, formatter, "higher is better".
+_FAITH_COLUMNS = (
+    ("deletion AUC ↓", "deletion_auc", _pct),
+    ("insertion AUC ↑", "insertion_auc", _pct),
+    ("A.D. ↓", "average_drop", _pct),
+    ("A.I. ↑", "increase_in_confidence", _pct),
+    ("A.G. ↑", "average_gain", _pct),
+    ("ROAD MoRF ↓", "road_morf", _logit),
+    ("ROAD LeRF ↑", "road_lerf", _logit),
+    ("ROAD combined ↑", "road_combined", _logit),
+    ("coherency ↑", "coherency", _pct),
+    ("complexity ↓", "complexity", _pct),
+    ("ADCC ↑", "adcc", _pct),
+)
+
+# The summary table the issue asks for: localization and faithfulness side by side.
+_SUMMARY_COLUMNS = (
+    ("PxAP", "pxap", _pct, "metrics"),
+    ("best px IoU", "best_pixel_iou", _pct, "metrics"),
+    ("MaxBoxAccV2", "max_box_acc_v2", _pct, "metrics"),
+    ("ROAD combined", "road_combined", _logit, "faithfulness"),
+    ("insertion", "insertion_auc", _pct, "faithfulness"),
+    ("deletion", "deletion_auc", _pct, "faithfulness"),
+    ("ADCC", "adcc", _pct, "faithfulness"),
+)
+
+
+def _faithfulness_rows(results: dict[str, Any]):
+    return [(name, r) for name, r in results["methods"].items() if r.get("faithfulness")]
+
+
+def _summary_table(results: dict[str, Any]) -> list[str]:
+    """Localization and faithfulness in one table, every value with its 95 % interval."""
+    rows = _faithfulness_rows(results)
     if not rows:
         return []
     out = [
         "",
+        "### Localization and faithfulness",
+        "",
+        "Each value with its 95 % bootstrap interval over images (localization on all images, "
+        "faithfulness on the faithfulness images). ROAD combined in logits, the rest in percent.",
+        "",
+        "| method | " + " | ".join(c for c, *_ in _SUMMARY_COLUMNS) + " | ms/image |",
+        "|---|" + "---:|" * (len(_SUMMARY_COLUMNS) + 1),
+    ]
+    for name, r in rows:
+        cells = []
+        for _, key, fmt, where in _SUMMARY_COLUMNS:
+            if where == "metrics":
+                cells.append(
+                    _with_interval(r["metrics"].get(key), (r.get("intervals") or {}).get(key), fmt)
+                )
+            else:
+                f = r["faithfulness"]
+                cells.append(_with_interval(f.get(key), f.get(f"{key}_interval"), fmt))
+        out.append(
+            f"| {name} | " + " | ".join(cells) + f" | {_num(r['timing']['ms_per_image'], 1)} |"
+        )
+    return out
+
+
+def _faithfulness_table(results: dict[str, Any]) -> list[str]:
+    rows = _faithfulness_rows(results)
+    if not rows:
+        return []
+    keys = [c for c in _FAITH_COLUMNS if any(c[1] in r["faithfulness"] for _, r in rows)]
+    out = [
+        "",
         "### Faithfulness",
         "",
-        "Deletion AUC (lower is better) and insertion AUC (higher) over the fraction of pixels "
-        f"changed ({results['run']['faithfulness']['steps']} steps, RISE protocol); average drop "
-        "(lower) and increase in confidence (higher), Grad-CAM++ protocol; percentages.",
+        "Deletion and insertion AUC over the fraction of pixels changed "
+        f"({results['run']['faithfulness']['steps']} steps, RISE's protocol, target probability); "
+        "average drop, increase in confidence and average gain on the image times the map "
+        "(Grad-CAM++'s protocol; gain: Opti-CAM's); ROAD (Rong et al. 2022) with noisy linear "
+        "imputation at the 20/40/60/80th percentiles, target-logit change, combined = (LeRF − "
+        "MoRF) / 2; coherency, complexity and ADCC (Poppi et al. 2021). Percent, ROAD in logits; "
+        "↑ higher is better, ↓ lower.",
         "",
-        "| method | deletion AUC | insertion AUC | average drop | increase in confidence | images |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | " + " | ".join(c[0] for c in keys) + " | images |",
+        "|---|" + "---:|" * (len(keys) + 1),
     ]
-    for name, f in rows:
-        out.append(
-            f"| {name} | {_pct(f['deletion_auc'])} | {_pct(f['insertion_auc'])} | {_pct(f['average_drop'])} "
-            f"| {_pct(f['increase_in_confidence'])} | {f['num_images']} |"
-        )
+    for name, r in rows:
+        f = r["faithfulness"]
+        cells = " | ".join(fmt(f.get(key)) for _, key, fmt in keys)
+        out.append(f"| {name} | {cells} | {f['num_images']} |")
+    return out
+
+
+def _differences_table(results: dict[str, Any]) -> list[str]:
+    diff = results.get("differences")
+    if not diff or not diff["methods"]:
+        return []
+    metrics = []
+    for row in diff["methods"].values():
+        metrics += [m for m in row if m not in metrics]
+    if not metrics:
+        return []
+    fmt = {m: (_logit if m.startswith("road") else _pct) for m in metrics}
+    out = [
+        "",
+        f"### Difference from `{diff['reference']}`",
+        "",
+        "Method minus reference, with the paired 95 % bootstrap interval (the same image resamples "
+        "for both): an interval that excludes 0 is a difference the images support. Percentage "
+        "points; ROAD in logits.",
+        "",
+        "| method | " + " | ".join(metrics) + " |",
+        "|---|" + "---:|" * len(metrics),
+    ]
+    for name, row in diff["methods"].items():
+        cells = []
+        for m in metrics:
+            d = row.get(m)
+            if d is None:
+                cells.append("–")
+                continue
+            sign = "+" if d["difference"] > 0 else ""
+            lo, hi = d["interval"]
+            cells.append(f"{sign}{fmt[m](d['difference'])} ({fmt[m](lo)}, {fmt[m](hi)})")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -189,7 +315,9 @@ def render_markdown(results: dict[str, Any], *, command: str | None = None) -> s
     if run.get("top1_accuracy") is not None:
         lines += ["", f"Top-1 accuracy on the labels: {_pct(run['top1_accuracy'])} %."]
     lines += _subset_tables(results)
+    lines += _summary_table(results)
     lines += _faithfulness_table(results)
+    lines += _differences_table(results)
     lines += _settings_lines(results)
     if results["bad_images"]:
         lines += ["", f"### Skipped images ({len(results['bad_images'])})", ""]

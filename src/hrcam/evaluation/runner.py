@@ -44,8 +44,9 @@ import torch
 from .. import __version__
 from ..io import ImageLoadError, image_to_tensor, load_image
 from ..methods import CAMMethod, SharedCAMsMethod, create_method
-from ..metrics import average_drop_increase, deletion_insertion
 from ..postprocess import RefineOptions
+from .differences import paired_differences
+from .faithfulness_scores import FAITHFULNESS_METRICS, score_faithfulness, summarise_faithfulness
 from .scoring import LocalizationScores, ground_truth
 from .subsets import evenly_spaced, split_names
 
@@ -148,6 +149,7 @@ def evaluate_localization(
     num_thresholds: int = 100,
     faithfulness: int = 0,
     faithfulness_steps: int = 224,
+    faithfulness_metrics: Sequence[str] = FAITHFULNESS_METRICS,
     num_examples: int = 4,
     warmup: bool = True,
     progress: bool = True,
@@ -168,8 +170,10 @@ def evaluate_localization(
         refine_options: base options of the ``refined`` specs.
         mask_boxes: ``"components"`` or ``"union"``: the boxes of a mask-only data set.
         num_thresholds: CAM thresholds of the threshold-swept metrics.
-        faithfulness: run deletion/insertion AUC and average drop/increase on this many images
-            (evenly spaced; each method on those it has maps for), with ``faithfulness_steps``.
+        faithfulness: score the maps' faithfulness on this many images (evenly spaced; each
+            method on those it has maps for): ``faithfulness_metrics`` among deletion (and
+            insertion, ``faithfulness_steps`` steps), drop (average drop, increase, gain), road
+            and adcc (see :mod:`.faithfulness_scores`).
         num_examples: images kept (with every method's map) for the example figure.
         warmup: run each method once, untimed, before timing.
         progress: show a tqdm bar.
@@ -177,8 +181,10 @@ def evaluate_localization(
     Returns:
         A dict: ``run`` (settings, versions, threads, images), ``forward`` (timing of the
         backbone alone), ``methods`` (per method: ``metrics``, ``timing``, ``curves``,
-        ``per_image``, ``settings``, ``faithfulness``), ``subsets`` (every method's metrics on
-        each capped method's images), ``bad_images`` and ``examples`` (arrays, for the figure).
+        ``intervals``, ``per_image``, ``settings``, ``faithfulness``), ``subsets`` (every
+        method's metrics on each capped method's images), ``differences`` (each method minus
+        ``low_res``, or minus the first method, with paired 95 % intervals: :mod:`.differences`),
+        ``bad_images`` and ``examples`` (arrays, for the figure).
         :func:`hrcam.evaluation.write_results` writes it out.
     """
     if target not in TARGETS:
@@ -213,6 +219,7 @@ def evaluate_localization(
         warmup,
         progress,
         faithfulness_steps,
+        tuple(faithfulness_metrics),
     )
     settings = dict(
         split=split,
@@ -232,7 +239,17 @@ def evaluate_localization(
 
 
 def _run_batches(
-    model, dataset, plan, tally, batch_size, device, mask_boxes, warmup, progress, faith_steps
+    model,
+    dataset,
+    plan,
+    tally,
+    batch_size,
+    device,
+    mask_boxes,
+    warmup,
+    progress,
+    faith_steps,
+    faith_metrics,
 ) -> None:
     """Every batch: decode, warm up once, then :func:`_evaluate_batch`."""
     bar = _bar(len(plan.names), progress)
@@ -246,7 +263,7 @@ def _run_batches(
                 if not warm:
                     _warm_up(model, plan.runs, batch.x[:1])
                     warm = True
-                faith = (faith_steps, batch_size)
+                faith = (faith_steps, batch_size, faith_metrics)
                 _evaluate_batch(model, plan, batch, tally, bar=bar, rotation=k, faith=faith)
             if bar is not None:
                 bar.set_postfix_str("")
@@ -381,7 +398,19 @@ def _evaluate_batch(model, plan: _Plan, batch: _Batch, tally: _Tally, *, bar, ro
             rows, cams, _ = maps[run.method.name]
             faith_rows = [r for r, i in enumerate(rows) if batch.names[i] in plan.faith_names]
             if faith_rows:
-                _faithfulness(model, run, batch.x, targets_dev, rows, cams, faith_rows, *faith)
+                index = torch.tensor([rows[r] for r in faith_rows], device=batch.x.device)
+                steps, size, metrics = faith
+                score_faithfulness(
+                    model,
+                    run.method,
+                    batch.x[index],
+                    cams[faith_rows],
+                    targets_dev[index],
+                    run.faithfulness,
+                    steps=steps,
+                    batch_size=max(size, 32),
+                    metrics=metrics,
+                )
     tally.scored += len(batch.names)
 
 
@@ -459,9 +488,16 @@ def _assemble(model, dataset, plan: _Plan, tally: _Tally, settings: dict[str, An
             }
             for n, names in plan.subset_names.items()
         },
+        "differences": paired_differences(plan.runs, _reference(plan.runs)),
         "bad_images": tally.bad,
         "examples": tally.examples,
     }
+
+
+def _reference(runs) -> str | None:
+    """The method the others are compared with: ``low_res`` (the exact CAM) if run, else the first."""
+    names = [run.method.name for run in runs]
+    return "low_res" if "low_res" in names else (names[0] if names else None)
 
 
 def _run_record(model, dataset, plan: _Plan, tally: _Tally, settings: dict[str, Any]):
@@ -605,28 +641,6 @@ def _run_methods(
     return out, shared_per_image
 
 
-def _faithfulness(
-    model, run: _MethodRun, x, targets, rows, cams, faith_rows, steps, batch_size
-) -> None:
-    """Deletion/insertion AUC and average drop/increase of one method's maps on some images."""
-    index = torch.tensor([rows[r] for r in faith_rows], device=x.device)
-    maps = cams[faith_rows].to(x.device)
-    images, t = x[index], targets[index]
-    backbone = model.backbone
-    with torch.inference_mode():
-        di = deletion_insertion(
-            backbone, images, maps, t, steps=steps, batch_size=max(batch_size, 32), logits=True
-        )
-        ad = average_drop_increase(
-            backbone, images, maps, t, batch_size=max(batch_size, 32), logits=True
-        )
-    record = run.faithfulness
-    record.setdefault("deletion_auc", []).extend(di["deletion_auc"].tolist())
-    record.setdefault("insertion_auc", []).extend(di["insertion_auc"].tolist())
-    record.setdefault("drop", []).extend(ad["drop"].tolist())
-    record.setdefault("increase", []).extend(ad["increase"].astype(float).tolist())
-
-
 def _method_result(run: _MethodRun, num_planned: int, backbone) -> dict[str, Any]:
     scores = run.scores.compute()
     per_image_s = run.seconds_per_image
@@ -640,16 +654,7 @@ def _method_result(run: _MethodRun, num_planned: int, backbone) -> dict[str, Any
         "num_batches": len(per_image_s),
         "per_batch_ms_per_image": [1000 * s for s in per_image_s],
     }
-    faith = None
-    if run.faithfulness:
-        f = run.faithfulness
-        faith = {
-            "deletion_auc": float(np.mean(f["deletion_auc"])),
-            "insertion_auc": float(np.mean(f["insertion_auc"])),
-            "average_drop": float(np.mean(f["drop"])),
-            "increase_in_confidence": float(np.mean(f["increase"])),
-            "num_images": len(f["drop"]),
-        }
+    faith = summarise_faithfulness(run.faithfulness)
     settings = run.method.settings()
     layers = run.method.layer_names(backbone) if hasattr(run.method, "layer_names") else []
     if layers:
@@ -660,6 +665,7 @@ def _method_result(run: _MethodRun, num_planned: int, backbone) -> dict[str, Any
         "subset": run.names is not None and len(run.names) < num_planned,
         "num_images": scores["metrics"]["num_images"],
         "metrics": scores["metrics"],
+        "intervals": run.scores.intervals(),
         "timing": timing,
         "faithfulness": faith,
         "curves": scores["curves"],

@@ -8,6 +8,7 @@ min-max normalises the map (:mod:`hrcam.metrics.base`'s conventions).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..metrics import (
     boxes_to_mask,
     resize_map,
 )
+from ..metrics.intervals import DEFAULT_BOOTSTRAPS, bootstrap_interval, mean_statistic
 
 __all__ = ["GroundTruth", "LocalizationScores", "ground_truth"]
 
@@ -82,6 +84,7 @@ class LocalizationScores:
         self.energy = EnergyPointingGame()
         self.num_images = 0
         self.per_image: dict[str, dict[str, Any]] = {}
+        self.pointing_hits: list[bool] = []  # per image with an object
 
     @staticmethod
     def resize(cam, truth: GroundTruth) -> np.ndarray:
@@ -109,9 +112,33 @@ class LocalizationScores:
         self.pointing.update(full_map, truth.point_mask)
         if truth.point_mask.any():
             record["pointing_hit"] = self.pointing.hits > hits
+            self.pointing_hits.append(record["pointing_hit"])
         self.energy.update(full_map, truth.point_mask, truth.ignore)
         self.num_images += 1
         self.per_image[truth.name] = record
+
+    def statistics(self) -> dict[str, tuple[Callable[[np.ndarray], np.ndarray], int]]:
+        """``{metric: (statistic of resample counts, number of images)}``, for the bootstrap."""
+        statistics = {
+            "max_box_acc_v2": (self.box_acc.bootstrap_statistic(), self.box_acc.num_images),
+            "pointing_game": (mean_statistic(self.pointing_hits), len(self.pointing_hits)),
+            "energy_pointing_game": (
+                mean_statistic(self.energy.per_image_share),
+                len(self.energy.per_image_share),
+            ),
+        }
+        if self.has_masks:
+            statistics["pxap"] = (self.pxap.bootstrap_statistic(), self.pxap.num_images)
+            best = self.best_iou.per_image_best
+            statistics["best_pixel_iou"] = (mean_statistic(best), len(best))
+        return statistics
+
+    def intervals(self, *, n_boot: int = DEFAULT_BOOTSTRAPS, seed: int = 0) -> dict[str, list]:
+        """95 % bootstrap intervals over images, ``{metric: [low, high]}`` (fractions)."""
+        return {
+            name: list(bootstrap_interval(stat, n, n_boot=n_boot, seed=seed)) if n else [None, None]
+            for name, (stat, n) in self.statistics().items()
+        }
 
     def compute(self) -> dict[str, Any]:
         """``{"metrics": scalars, "curves": arrays, "per_image": {name: record}}`` (fractions)."""

@@ -3,9 +3,14 @@
 Ours (:mod:`.ours`): ``low_res`` (``low_res:scale=2``: of the enlarged input), ``high_res``,
 ``refined`` (with any refinement option, e.g. ``refined:focal_scope=local,merge=multiply``),
 ``multiscale`` (CAMs at 1, 1.5, 2×, averaged). Any of them, or any peer, followed by ``+guided``:
-its map at its own resolution upsampled by :func:`hrcam.guided_upsample`. Peers (:mod:`.peers`, through pytorch-grad-cam,
-``pip install hrcam[compare]``): ``gradcam``, ``gradcampp``, ``hirescam``, ``layercam``,
-``layercam_fused``, ``eigencam``, ``scorecam``.
+its map at its own resolution upsampled by :func:`hrcam.guided_upsample`.
+
+Peers (``pip install hrcam[compare]``), through pytorch-grad-cam (:mod:`.peers`): ``gradcam``,
+``gradcampp``, ``hirescam``, ``xgradcam``, ``layercam``, ``layercam_fused``, ``refinecam``,
+``refinecam_fused``, ``finercam``, ``shapleycam``, ``eigencam``, ``scorecam``; and through
+torchcam (:mod:`.torchcam_peers`), a second implementation: ``torchcam_cam``,
+``torchcam_gradcam``, ``torchcam_gradcampp``, ``torchcam_xgradcam``, ``torchcam_layercam``,
+``torchcam_refinecam``, ``torchcam_refinecam_fused``, ``torchcam_finercam``.
 
 Example::
 
@@ -14,7 +19,7 @@ Example::
     maps = gradcam(model, x, targets)         # (B, H, W) float32, CPU
 """
 
-from . import ours, peers  # noqa: F401  (registers the builders)
+from . import ours, peers, torchcam_peers  # noqa: F401  (registers the builders)
 from .base import (
     CAMMethod,
     create_method,
@@ -32,6 +37,7 @@ from .ours import (
     SharedCAMsMethod,
 )
 from .peers import GradCAMMethod, MissingDependencyError, TappedBackbone, at_layer_resolution
+from .torchcam_peers import TorchCAMMethod
 
 __all__ = [
     "CAMMethod",
@@ -44,6 +50,7 @@ __all__ = [
     "RefinedCAM",
     "SharedCAMsMethod",
     "TappedBackbone",
+    "TorchCAMMethod",
     "at_layer_resolution",
     "create_method",
     "list_methods",

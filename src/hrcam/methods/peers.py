@@ -154,7 +154,8 @@ class GradCAMMethod(CAMMethod):
     Args:
         name: the spec (table row).
         cam_class: the pytorch-grad-cam class name, e.g. ``"GradCAM"``.
-        layers: ``"last"`` (``A``) or ``"fused"`` (skips at S/4, S/2 and ``A``).
+        layers: ``"last"`` (``A``), ``"fused"`` (skips at S/4, S/2 and ``A``) or ``"all"``
+            (every skip and ``A``).
         backward: ``"minimal"`` or ``"full"`` (see the module docstring).
         batch_size: masked images per forward pass (Score-CAM only).
     """
@@ -172,10 +173,11 @@ class GradCAMMethod(CAMMethod):
         uses_gradients: bool = True,
         per_image: bool = False,
         slow: bool = False,
+        second_order: bool = False,
     ) -> None:
         super().__init__(name)
-        if layers not in ("last", "fused"):
-            raise ValueError(f"method {name!r}: layers must be last or fused, got {layers!r}")
+        if layers not in LAYER_SETS:
+            raise ValueError(f"method {name!r}: layers must be one of {LAYER_SETS}, got {layers!r}")
         if backward not in ("minimal", "full"):
             raise ValueError(f"method {name!r}: backward must be minimal or full, got {backward!r}")
         if batch_size is not None and batch_size < 1:
@@ -188,33 +190,28 @@ class GradCAMMethod(CAMMethod):
         self.uses_gradients = uses_gradients
         self.per_image = per_image
         self.slow = slow
+        self.second_order = second_order  # ShapleyCAM: a Hessian-vector product
 
     def _grad_from(self, backbone) -> str:
         if self.backward == "full":
             return "params" if any(p.requires_grad for p in backbone.parameters()) else "input"
         if not self.uses_gradients:
             return "none"
+        if self.second_order:
+            # ShapleyCAM differentiates dy/dA once more (a Hessian-vector product): with a linear
+            # head dy/dA depends on the weights only, so they must stay in the graph.
+            return "params"
         return "features" if self.layers == "last" else "input"
 
     def target_layers(self, wrapper: TappedBackbone) -> list[nn.Module]:
         """The taps hooked, in the order the forward pass reaches them (skips, then ``A``)."""
-        if self.layers == "last":
-            return [wrapper.final]
-        return [wrapper.skips[i] for i in fused_skip_indices(wrapper.backbone)] + [wrapper.final]
+        return tap_layers(wrapper, self.layers)
 
     def layer_names(self, backbone) -> list[str]:
-        names = []
-        if self.layers == "fused":
-            for i in fused_skip_indices(backbone):
-                info = backbone.skip_info[i]
-                names.append(f"skip {info.name} (stride {info.stride}, {info.channels} channels)")
-        names.append(
-            f"final features A (stride {backbone.feature_stride}, {backbone.num_features} channels)"
-        )
-        return names
+        return layer_names(backbone, self.layers)
 
     def check_model(self, model) -> None:
-        if self.layers == "fused" and not model.backbone.skip_info:
+        if self.layers != "last" and not model.backbone.skip_info:
             raise ValueError(
                 f"method {self.name!r} fuses skip features, and this backbone has none"
             )
@@ -230,7 +227,6 @@ class GradCAMMethod(CAMMethod):
 
     def _run(self, model, x, targets, *, native: bool):
         self.check_model(model)
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         backbone = model.backbone
         wrapper = TappedBackbone(backbone, grad_from=self._grad_from(backbone))
@@ -241,37 +237,63 @@ class GradCAMMethod(CAMMethod):
             with (
                 torch.inference_mode(False),
                 torch.enable_grad(),
-                _frozen(backbone, self.backward == "minimal"),
+                _frozen(backbone, self.backward == "minimal" and not self.second_order),
             ):
                 inputs = x.clone() if x.is_inference() else x
                 for chunk in chunks:
-                    cam = self._cam_cls(model=wrapper, target_layers=self.target_layers(wrapper))
-                    if self.batch_size is not None:
-                        cam.batch_size = self.batch_size
+                    cam = self._build(wrapper)
                     try:
-                        cam_targets = [ClassifierOutputTarget(int(t)) for t in targets[chunk]]
+                        cam_targets = self._targets(wrapper, inputs[chunk], targets[chunk])
                         # Score-CAM draws a tqdm bar per image on stderr; keep the log readable.
                         quiet = (
                             contextlib.redirect_stderr(io.StringIO())
                             if self.slow
                             else contextlib.nullcontext()
                         )
-                        native_size = (
-                            at_layer_resolution(cam) if native else contextlib.nullcontext()
+                        size = (
+                            _finest_size(wrapper, self.layers, inputs.shape[-2:])
+                            if native
+                            else None
                         )
-                        with quiet, native_size:
-                            out = cam(
-                                input_tensor=inputs[chunk],
-                                targets=cam_targets,
-                                aug_smooth=False,
-                                eigen_smooth=False,
-                            )
+                        with quiet, _at_size(cam, size):
+                            out = self._call(cam, inputs[chunk], cam_targets)
                     finally:
-                        cam.activations_and_grads.release()  # not `with cam`: its __exit__ swallows IndexError
+                        _release(cam)  # not `with cam`: its __exit__ swallows IndexError
                     outputs.append(np.asarray(out, dtype=np.float32))
         finally:
             backbone.train(was_training)
         return torch.from_numpy(np.concatenate(outputs))
+
+    def _build(self, wrapper: TappedBackbone):
+        layers = self.target_layers(wrapper)
+        if self.cam_class == "RefineCAM":  # the product of Grad-CAM++ maps of several layers
+            return self._cam_cls(
+                model=wrapper, target_layers=layers, base_method=import_grad_cam().GradCAMPlusPlus
+            )
+        cam = self._cam_cls(model=wrapper, target_layers=layers)
+        if self.batch_size is not None:
+            cam.batch_size = self.batch_size
+        return cam
+
+    def _targets(self, wrapper, x, targets):
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
+
+        if self.cam_class != "FinerCAM":
+            return [ClassifierOutputTarget(int(t)) for t in targets]
+        # FinerCAM's own choice of comparison classes, for the caller's target: the three
+        # classes whose logits are nearest the target's, compared with alpha = 1.
+        with torch.no_grad():
+            logits = wrapper.backbone(x).float()
+        out = []
+        for row, t in zip(logits, targets.tolist(), strict=True):
+            order = torch.argsort((row - row[t]).abs()).tolist()
+            out.append(FinerWeightedTarget(t, [c for c in order if c != t][:3], 1.0))
+        return out
+
+    def _call(self, cam, x, targets):
+        if self.cam_class in ("RefineCAM", "FinerCAM"):  # no aug_smooth argument
+            return cam(x, targets)
+        return cam(input_tensor=x, targets=targets, aug_smooth=False, eigen_smooth=False)
 
     def settings(self) -> dict[str, Any]:
         out = {
@@ -293,6 +315,76 @@ class GradCAMMethod(CAMMethod):
         if self.per_image:
             out["images_per_call"] = 1
         return out
+
+
+LAYER_SETS = ("last", "fused", "all")
+
+
+def tap_layers(wrapper: TappedBackbone, layers: str) -> list[nn.Module]:
+    """The taps of a layer set, in the order the forward pass reaches them (skips, then ``A``)."""
+    if layers == "last":
+        return [wrapper.final]
+    skips = fused_skip_indices(wrapper.backbone) if layers == "fused" else range(len(wrapper.skips))
+    return [wrapper.skips[i] for i in skips] + [wrapper.final]
+
+
+def layer_names(backbone, layers: str) -> list[str]:
+    """Readable names of a layer set's tapped features (for the results)."""
+    names = []
+    if layers != "last":
+        skips = (
+            fused_skip_indices(backbone) if layers == "fused" else range(len(backbone.skip_info))
+        )
+        for i in skips:
+            info = backbone.skip_info[i]
+            names.append(f"skip {info.name} (stride {info.stride}, {info.channels} channels)")
+    names.append(
+        f"final features A (stride {backbone.feature_stride}, {backbone.num_features} channels)"
+    )
+    return names
+
+
+def _finest_size(wrapper: TappedBackbone, layers: str, size) -> tuple[int, int]:
+    """(width, height) of the finest tapped layer's grid for an input of ``size`` (H, W)."""
+    backbone = wrapper.backbone
+    strides = [backbone.feature_stride]
+    if layers != "last":
+        skips = (
+            fused_skip_indices(backbone) if layers == "fused" else range(len(backbone.skip_info))
+        )
+        strides += [backbone.skip_info[i].stride for i in skips]
+    s = min(strides)
+    return -(-int(size[1]) // s), -(-int(size[0]) // s)
+
+
+def _base_cams(cam) -> list:
+    """The BaseCAM objects behind a pytorch-grad-cam method (itself, or a meta-method's)."""
+    if hasattr(cam, "base_cam_per_layer"):  # RefineCAM
+        return list(cam.base_cam_per_layer)
+    if hasattr(cam, "base_cam"):  # FinerCAM
+        return [cam.base_cam]
+    return [cam]
+
+
+@contextlib.contextmanager
+def _at_size(cam, size: tuple[int, int] | None):
+    """Every base CAM scales its maps to ``size`` (width, height) instead of the input's."""
+    if size is None:
+        yield
+        return
+    bases = _base_cams(cam)
+    for base in bases:
+        base.get_target_width_height = lambda input_tensor, size=size: size
+    try:
+        yield
+    finally:
+        for base in bases:
+            del base.get_target_width_height
+
+
+def _release(cam) -> None:
+    for base in _base_cams(cam):
+        base.activations_and_grads.release()
 
 
 @contextlib.contextmanager
@@ -334,8 +426,16 @@ _PEERS: dict[str, tuple[str, str, bool, bool]] = {
     "gradcam": ("GradCAM", "last", True, False),
     "gradcampp": ("GradCAMPlusPlus", "last", True, False),
     "hirescam": ("HiResCAM", "last", True, False),
+    "xgradcam": ("XGradCAM", "last", True, False),
     "layercam": ("LayerCAM", "last", True, False),
     "layercam_fused": ("LayerCAM", "fused", True, False),
+    # RefineCAM ("How to Evaluate and Refine your CAM", 2026): the product of normalised
+    # Grad-CAM++ maps of several layers; on every stage of the contract, and on LayerCAM fused's
+    # three (which are also torchcam's example, ResNet's layer2-4).
+    "refinecam": ("RefineCAM", "all", True, False),
+    "refinecam_fused": ("RefineCAM", "fused", True, False),
+    "finercam": ("FinerCAM", "last", True, False),
+    "shapleycam": ("ShapleyCAM", "last", True, False),
     "eigencam": ("EigenCAM", "last", False, False),
     "scorecam": ("ScoreCAM", "last", False, True),
 }
@@ -364,6 +464,7 @@ def _make_builder(key: str):
             uses_gradients=uses_gradients,
             per_image=slow,
             slow=slow,
+            second_order=cam_class == "ShapleyCAM",
         )
 
     build.__doc__ = (

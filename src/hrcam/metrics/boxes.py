@@ -276,10 +276,24 @@ class MaxBoxAccV2(LocalizationMetric):
             "num_thresholds": self.num_thresholds,
         }
 
+    _list_state = ("per_image_hits",)
+
     def reset(self) -> None:
         self.hits = np.zeros((self.iou_thresholds.size, self.num_thresholds), dtype=np.int64)
+        self.per_image_hits: list[np.ndarray] = []  # (n_iou, K) bool, for the bootstrap
         self.num_images = 0
         self.num_skipped = 0
+
+    def bootstrap_statistic(self):
+        """MaxBoxAccV2 of resampled images: ``statistic(counts (n_boot, N)) -> (n_boot,)``."""
+        hits = np.stack(self.per_image_hits).astype(np.float64)  # (N, n_iou, K)
+
+        def statistic(counts: np.ndarray) -> np.ndarray:
+            summed = (counts @ hits.reshape(hits.shape[0], -1)).reshape(-1, *hits.shape[1:])
+            accuracy = summed / counts.sum(axis=1)[:, None, None]
+            return accuracy.max(axis=2).mean(axis=1)
+
+        return statistic
 
     def update(self, cams, gt_boxes) -> None:
         """Add one image (``(H, W)`` map, ``(G, 4)`` boxes) or a batch (maps, list of boxes)."""
@@ -290,7 +304,9 @@ class MaxBoxAccV2(LocalizationMetric):
                 self.num_skipped += 1
                 continue
             curve = _max_box_iou_curve(v, gt, self.num_thresholds)
-            self.hits += curve[None, :] >= self.iou_thresholds[:, None]
+            hit = curve[None, :] >= self.iou_thresholds[:, None]
+            self.hits += hit
+            self.per_image_hits.append(hit)
             self.num_images += 1
 
     def compute(self) -> dict:

@@ -321,7 +321,9 @@ def average_drop_increase(
 
     - drop per image ``max(0, Y - O) / Y`` (0 when ``Y = 0``); **average drop** is its mean
       (lower is better);
-    - **increase in confidence** is the share of images with ``O > Y`` (higher is better).
+    - **increase in confidence** is the share of images with ``O > Y`` (higher is better);
+    - gain per image ``max(0, O - Y) / (1 - Y)`` (0 when ``Y = 1``); **average gain** is its
+      mean (higher is better; the gain Opti-CAM, Zhang et al. 2024, reports).
 
     Both are fractions; Grad-CAM++ prints them ×100 as percentages.
 
@@ -329,8 +331,9 @@ def average_drop_increase(
         model_fn, images, cams, targets, batch_size, logits: as in :func:`deletion_insertion`.
 
     Returns:
-        ``{"average_drop": float, "increase_in_confidence": float, "drop": (B,),
-        "increase": (B,) bool, "original_score": (B,), "explanation_score": (B,)}``. For a
+        ``{"average_drop": float, "increase_in_confidence": float, "average_gain": float,
+        "drop": (B,), "increase": (B,) bool, "gain": (B,), "original_score": (B,),
+        "explanation_score": (B,)}``. For a
         dataset, concatenate the per-image arrays over batches and average.
 
     Example::
@@ -362,11 +365,15 @@ def average_drop_increase(
 
     drop = torch.where(original > 0, (original - explained).clamp_min(0) / original, 0.0)
     increase = explained > original
+    headroom = 1 - original
+    gain = torch.where(headroom > 0, (explained - original).clamp_min(0) / headroom, 0.0)
     return {
         "average_drop": float(drop.mean()) if b else float("nan"),
         "increase_in_confidence": float(increase.double().mean()) if b else float("nan"),
+        "average_gain": float(gain.mean()) if b else float("nan"),
         "drop": drop.numpy(),
         "increase": increase.numpy(),
+        "gain": gain.numpy(),
         "original_score": original.numpy(),
         "explanation_score": explained.numpy(),
     }

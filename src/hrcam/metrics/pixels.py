@@ -36,6 +36,27 @@ def _counts_at_or_above(hist: np.ndarray) -> np.ndarray:
     return np.cumsum(hist[::-1])[::-1][1:]
 
 
+def _precision_recall(positive_hist: np.ndarray, negative_hist: np.ndarray):
+    """Precision and recall at each threshold from ``(..., K + 2)`` threshold-bin counts."""
+    tp = np.cumsum(positive_hist[..., ::-1], axis=-1)[..., ::-1][..., 1:].astype(np.float64)
+    fp = np.cumsum(negative_hist[..., ::-1], axis=-1)[..., ::-1][..., 1:].astype(np.float64)
+    num_pos = positive_hist.sum(axis=-1, keepdims=True).astype(np.float64)
+    predicted = tp + fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 1.0)
+        recall = np.where(num_pos > 0, tp / num_pos, np.nan)
+    return precision, recall
+
+
+def average_precision(positive_hist: np.ndarray, negative_hist: np.ndarray):
+    """PxAP from ``(..., K + 2)`` per-threshold-bin counts of positive and negative pixels:
+    ``sum_k P(t_k) (R(t_k) - R(t_k+1))``; NaN without positives. Any leading dimensions."""
+    precision, recall = _precision_recall(positive_hist, negative_hist)
+    # Thresholds ascend, so recall falls with k; R(t_K+1) = 0 closes the curve.
+    following = np.concatenate([recall[..., 1:], np.zeros_like(recall[..., :1])], axis=-1)
+    return np.sum(precision * (recall - following), axis=-1)
+
+
 class PxAP(LocalizationMetric):
     """Pixel average precision, PxAP (Choe et al., CVPR 2020, for mask-annotated data).
 
@@ -66,6 +87,7 @@ class PxAP(LocalizationMetric):
     """
 
     _sum_state = ("positive_hist", "negative_hist", "num_images")
+    _list_state = ("per_image_hist",)
 
     def __init__(self, *, num_thresholds: int = 100) -> None:
         self.num_thresholds = _check_num_thresholds(num_thresholds)
@@ -77,7 +99,18 @@ class PxAP(LocalizationMetric):
     def reset(self) -> None:
         self.positive_hist = np.zeros(self.num_thresholds + 2, dtype=np.int64)
         self.negative_hist = np.zeros(self.num_thresholds + 2, dtype=np.int64)
+        self.per_image_hist: list[np.ndarray] = []  # (2, K + 2) counts, for the bootstrap
         self.num_images = 0
+
+    def bootstrap_statistic(self):
+        """PxAP of resampled images: ``statistic(counts (n_boot, N)) -> (n_boot,)``."""
+        hists = np.stack(self.per_image_hist).astype(np.float64)  # (N, 2, K + 2)
+
+        def statistic(counts: np.ndarray) -> np.ndarray:
+            summed = (counts @ hists.reshape(hists.shape[0], -1)).reshape(-1, *hists.shape[1:])
+            return average_precision(summed[:, 0], summed[:, 1])
+
+        return statistic
 
     def update(self, cams, masks, ignore=None) -> None:
         """Add one image (map, boolean mask, optional ignore mask) or a batch of them."""
@@ -88,21 +121,13 @@ class PxAP(LocalizationMetric):
             pos, neg = _pixel_histograms(v, m, ig, self.num_thresholds)
             self.positive_hist += pos
             self.negative_hist += neg
+            self.per_image_hist.append(np.stack([pos, neg]))
             self.num_images += 1
 
     def compute(self) -> dict:
-        tp = _counts_at_or_above(self.positive_hist).astype(np.float64)
-        fp = _counts_at_or_above(self.negative_hist).astype(np.float64)
+        precision, recall = _precision_recall(self.positive_hist, self.negative_hist)
         num_pos = float(self.positive_hist.sum())
-        predicted = tp + fp
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision = np.where(predicted > 0, tp / predicted, 1.0)
-            recall = tp / num_pos if num_pos else np.full(tp.shape, np.nan)
-        # Thresholds ascend, so recall falls with k; R(t_K+1) = 0 closes the curve.
-        if num_pos:
-            pxap = float(np.sum(precision * (recall - np.append(recall[1:], 0.0))))
-        else:
-            pxap = float("nan")
+        pxap = float(average_precision(self.positive_hist, self.negative_hist))
         return {
             "pxap": pxap,
             "precision": precision,

@@ -156,9 +156,11 @@ class EnergyPointingGame(LocalizationMetric):
     """
 
     _sum_state = ("share_sum", "num_images", "num_skipped")
+    _list_state = ("per_image_share",)
 
     def reset(self) -> None:
         self.share_sum = 0.0
+        self.per_image_share: list[float] = []
         self.num_images = 0
         self.num_skipped = 0
 
@@ -173,6 +175,7 @@ class EnergyPointingGame(LocalizationMetric):
                 self.num_skipped += 1
             else:
                 self.share_sum += share
+                self.per_image_share.append(share)
                 self.num_images += 1
 
     def compute(self) -> dict:
