@@ -206,21 +206,6 @@ def evaluate_localization(
         faithfulness=faithfulness,
         num_examples=num_examples,
     )
-    tally = _Tally()
-    started = time.perf_counter()
-    _run_batches(
-        model,
-        dataset,
-        plan,
-        tally,
-        batch_size,
-        device,
-        mask_boxes,
-        warmup,
-        progress,
-        faithfulness_steps,
-        tuple(faithfulness_metrics),
-    )
     settings = dict(
         split=split,
         split_seed=split_seed,
@@ -230,40 +215,37 @@ def evaluate_localization(
         device=str(device),
         mask_boxes=mask_boxes,
         num_thresholds=num_thresholds,
-        faithfulness={"images": len(plan.faith_names), "steps": faithfulness_steps}
+        faithfulness={
+            "images": len(plan.faith_names),
+            "steps": faithfulness_steps,
+            "metrics": list(faithfulness_metrics),
+        }
         if faithfulness
         else None,
-        seconds=time.perf_counter() - started,
     )
+    tally = _Tally()
+    started = time.perf_counter()
+    _run_batches(model, dataset, plan, tally, settings, warmup=warmup, progress=progress)
+    settings["seconds"] = time.perf_counter() - started
     return _assemble(model, dataset, plan, tally, settings)
 
 
-def _run_batches(
-    model,
-    dataset,
-    plan,
-    tally,
-    batch_size,
-    device,
-    mask_boxes,
-    warmup,
-    progress,
-    faith_steps,
-    faith_metrics,
-) -> None:
+def _run_batches(model, dataset, plan, tally, settings, *, warmup: bool, progress: bool) -> None:
     """Every batch: decode, warm up once, then :func:`_evaluate_batch`."""
     bar = _bar(len(plan.names), progress)
     warm = not warmup
+    batch_size = settings["batch_size"]
+    faith = settings["faithfulness"]
+    faith = (faith["steps"], batch_size, tuple(faith["metrics"])) if faith else None
     try:
         for k, start in enumerate(range(0, len(plan.names), batch_size)):
             chunk = plan.names[start : start + batch_size]
-            batch = _load_batch(dataset, chunk, model, plan, mask_boxes, tally)
+            batch = _load_batch(dataset, chunk, model, plan, settings["mask_boxes"], tally)
             if batch is not None:
-                batch.x = batch.x.to(device)
+                batch.x = batch.x.to(settings["device"])
                 if not warm:
                     _warm_up(model, plan.runs, batch.x[:1])
                     warm = True
-                faith = (faith_steps, batch_size, faith_metrics)
                 _evaluate_batch(model, plan, batch, tally, bar=bar, rotation=k, faith=faith)
             if bar is not None:
                 bar.set_postfix_str("")

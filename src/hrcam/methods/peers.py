@@ -148,7 +148,32 @@ def _frozen(module: nn.Module, freeze: bool):
             p.grad = grad
 
 
-class GradCAMMethod(CAMMethod):
+class LayerSetPeer(CAMMethod):
+    """A peer library's method hooked on one of the layer sets ``last``, ``fused`` or ``all``."""
+
+    family = "peer"
+
+    def __init__(self, name: str, layers: str) -> None:
+        super().__init__(name)
+        if layers not in LAYER_SETS:
+            raise ValueError(f"method {name!r}: layers must be one of {LAYER_SETS}, got {layers!r}")
+        self.layers = layers
+
+    def target_layers(self, wrapper: TappedBackbone) -> list[nn.Module]:
+        """The taps hooked, in the order the forward pass reaches them (skips, then ``A``)."""
+        return tap_layers(wrapper, self.layers)
+
+    def layer_names(self, backbone) -> list[str]:
+        return layer_names(backbone, self.layers)
+
+    def check_model(self, model) -> None:
+        if self.layers != "last" and not model.backbone.skip_info:
+            raise ValueError(
+                f"method {self.name!r} fuses skip features, and this backbone has none"
+            )
+
+
+class GradCAMMethod(LayerSetPeer):
     """One pytorch-grad-cam method on ``model.backbone`` (see the module docstring).
 
     Args:
@@ -159,8 +184,6 @@ class GradCAMMethod(CAMMethod):
         backward: ``"minimal"`` or ``"full"`` (see the module docstring).
         batch_size: masked images per forward pass (Score-CAM only).
     """
-
-    family = "peer"
 
     def __init__(
         self,
@@ -175,16 +198,13 @@ class GradCAMMethod(CAMMethod):
         slow: bool = False,
         second_order: bool = False,
     ) -> None:
-        super().__init__(name)
-        if layers not in LAYER_SETS:
-            raise ValueError(f"method {name!r}: layers must be one of {LAYER_SETS}, got {layers!r}")
+        super().__init__(name, layers)
         if backward not in ("minimal", "full"):
             raise ValueError(f"method {name!r}: backward must be minimal or full, got {backward!r}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"method {name!r}: batch_size must be >= 1, got {batch_size}")
         self._cam_cls = getattr(import_grad_cam(), cam_class)  # fails now if grad-cam is missing
         self.cam_class = cam_class
-        self.layers = layers
         self.backward = backward
         self.batch_size = batch_size
         self.uses_gradients = uses_gradients
@@ -202,19 +222,6 @@ class GradCAMMethod(CAMMethod):
             # head dy/dA depends on the weights only, so they must stay in the graph.
             return "params"
         return "features" if self.layers == "last" else "input"
-
-    def target_layers(self, wrapper: TappedBackbone) -> list[nn.Module]:
-        """The taps hooked, in the order the forward pass reaches them (skips, then ``A``)."""
-        return tap_layers(wrapper, self.layers)
-
-    def layer_names(self, backbone) -> list[str]:
-        return layer_names(backbone, self.layers)
-
-    def check_model(self, model) -> None:
-        if self.layers != "last" and not model.backbone.skip_info:
-            raise ValueError(
-                f"method {self.name!r} fuses skip features, and this backbone has none"
-            )
 
     def _compute(self, model, x, targets):
         return self._run(model, x, targets, native=False)

@@ -25,15 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import CAMMethod, check_inputs, register_method, reject_unknown
-from .peers import (
-    LAYER_SETS,
-    MissingDependencyError,
-    TappedBackbone,
-    _frozen,
-    layer_names,
-    tap_layers,
-)
+from .base import check_inputs, register_method, reject_unknown
+from .peers import LayerSetPeer, MissingDependencyError, TappedBackbone, _frozen
 
 __all__ = ["TorchCAMMethod", "import_torchcam"]
 
@@ -59,7 +52,7 @@ def torchcam_version() -> str:
         return "unknown"
 
 
-class TorchCAMMethod(CAMMethod):
+class TorchCAMMethod(LayerSetPeer):
     """One torchcam extractor on ``model.backbone`` (see the module docstring).
 
     Args:
@@ -68,24 +61,10 @@ class TorchCAMMethod(CAMMethod):
         layers: ``"last"``, ``"fused"`` or ``"all"``, as for the pytorch-grad-cam peers.
     """
 
-    family = "peer"
-
     def __init__(self, name: str, cam_class: str, *, layers: str = "last") -> None:
-        super().__init__(name)
-        if layers not in LAYER_SETS:
-            raise ValueError(f"method {name!r}: layers must be one of {LAYER_SETS}, got {layers!r}")
+        super().__init__(name, layers)
         self._module = import_torchcam()  # fails now if torchcam is missing
         self.cam_class = cam_class
-        self.layers = layers
-
-    def layer_names(self, backbone) -> list[str]:
-        return layer_names(backbone, self.layers)
-
-    def check_model(self, model) -> None:
-        if self.layers != "last" and not model.backbone.skip_info:
-            raise ValueError(
-                f"method {self.name!r} fuses skip features, and this backbone has none"
-            )
 
     def native(self, model, x, targets):
         """torchcam's map as it returns it: at the (finest) target layer's grid, in [0, 1]."""
@@ -109,7 +88,7 @@ class TorchCAMMethod(CAMMethod):
 
     def _extractor(self, wrapper: TappedBackbone, x: torch.Tensor):
         module = self._module
-        layers = tap_layers(wrapper, self.layers)
+        layers = self.target_layers(wrapper)
         shape = tuple(x.shape[1:])
         if self.cam_class == "CAM":
             return module.CAM(wrapper, layers[0], fc_layer=wrapper.backbone.fc, input_shape=shape)
