@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test test-fast setup setup-test fashion-mnist browser bench clean
+.PHONY: demo app test test-fast setup setup-app setup-test fashion-mnist browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(BIN)/python:
 
 setup: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+
+setup-app: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[app]"
 
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
@@ -33,6 +36,10 @@ browser:
 
 demo: setup
 	$(BIN)/hrcam demo -o hrcam-demo
+
+# The interactive page on http://127.0.0.1:7860 (Ctrl-C stops it).
+app: setup-app
+	$(BIN)/hrcam app
 
 test: setup-test fashion-mnist browser
 	HRCAM_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -q

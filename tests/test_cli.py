@@ -47,3 +47,12 @@ def test_the_package_exports_exactly_what_it_lists():
     assert set(hrcam.__all__) == {*hrcam._EXPORTS, "__version__"}
     for name in hrcam.__all__:
         assert getattr(hrcam, name) is not None
+
+
+def test_app_flags_are_checked_before_anything_loads(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["app", "--port", "70000"])
+    assert info.value.code == 2
+    assert "port must lie in [0, 65535]" in capsys.readouterr().err
+    assert main(["app", "--host", "my laptop"]) == 2
+    assert "--host must be an IP address or localhost, got 'my laptop'" in capsys.readouterr().err

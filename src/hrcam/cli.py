@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         ".commands.explain_command",
         "explain images or folders: top-5 classes, low/high-res and refined CAMs, HTML report",
     ),
+    "app": (
+        ".commands.app_command",
+        "a local web page to explore explanations: any class, live refinement options",
+    ),
     "demo": (
         ".commands.explain_command",
         "explain a few bundled photographs (no download) and say where the report is",

@@ -18,12 +18,14 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from .arrays import unnormalize
 
 __all__ = [
+    "DEMO_IMAGES",
     "IMAGE_EXTENSIONS",
     "ImageLoadError",
     "find_images",
     "image_to_tensor",
     "load_image",
     "tensor_to_image",
+    "write_demo_images",
 ]
 
 IMAGE_EXTENSIONS = (
@@ -193,3 +195,22 @@ def find_images(sources: Iterable[str | os.PathLike], *, recursive: bool = True)
                 continue
             if p.suffix.lower() in IMAGE_EXTENSIONS:
                 yield p
+
+
+#: Photographs bundled with scikit-image (no download): what ``hrcam demo`` and the app offer.
+DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket")
+
+
+def write_demo_images(folder: str | os.PathLike) -> list[Path]:
+    """Save the :data:`DEMO_IMAGES` as PNG files into ``folder`` (kept if already there)."""
+    from skimage import data
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in DEMO_IMAGES:
+        path = folder / f"{name}.png"
+        if not path.exists():
+            Image.fromarray(getattr(data, name)()).save(path)
+        paths.append(path)
+    return paths

@@ -209,21 +209,12 @@ def _report_outcome(summary, output: Path, shard: tuple[int, int]) -> int:
     return 1 if summary.failed or ok == 0 else 0
 
 
-DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket")
-
-
 def run_demo(args) -> int:
-    from PIL import Image
-    from skimage import data
-
     from ..explain import explain_images
+    from ..io import write_demo_images
 
     inputs = args.output / "inputs"
-    inputs.mkdir(parents=True, exist_ok=True)
-    for name in DEMO_IMAGES:
-        path = inputs / f"{name}.png"
-        if not path.exists():
-            Image.fromarray(getattr(data, name)()).save(path)
+    write_demo_images(inputs)
     model = _load(args)
     summary = explain_images(
         model, [inputs], args.output, batch_size=args.batch_size, model_name=str(args.model)

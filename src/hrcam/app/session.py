@@ -1,0 +1,316 @@
+"""What the app computes, without the web page: images in, top-5 classes and CAM overlays out.
+
+:class:`ExplainerSession` holds a model and small caches, so the page answers at the speed a
+person pokes at it:
+
+- a new image is decoded, shown at display size (at most ``display_side`` pixels a side: a
+  huge photograph is downscaled for the page) and run once through the model, which gives the
+  top-5 classes and the predicted class's CAMs together;
+- the CAMs (low-res and high-res) are cached per image and class, so another refinement option
+  only re-runs the refinement (milliseconds), and another opacity only re-draws the overlays;
+- errors are :class:`AppError` with one line that names the problem (an unreadable upload, an
+  unknown class name), which the page shows while the app keeps running.
+
+``benchmarks/bench_app.py`` times these functions, which are the page's handlers minus Gradio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import zipfile
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import viz
+from ..arrays import normalize_map
+from ..explain.compute import display_image
+from ..io import ImageLoadError, image_to_tensor, load_image
+from ..model import HRCAM
+from ..postprocess import RefineOptions, RefineSteps, refine
+from ..postprocess.reference import mask_image, resize_bilinear
+
+__all__ = ["AppError", "ClassScore", "ExplainerSession", "LoadedImage", "Views"]
+
+DISPLAY_SIDE = 448
+
+
+class AppError(ValueError):
+    """A problem the page shows in one line; the app goes on."""
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    index: int
+    name: str
+    probability: float
+
+
+@dataclass
+class LoadedImage:
+    """One image as the session keeps it (``key``: a digest of its pixels)."""
+
+    key: str
+    name: str
+    display: np.ndarray  # (h, w, 3) uint8, at most DISPLAY_SIDE a side
+    network_input: np.ndarray  # (H, W, 3) uint8, what the network saw
+    x: torch.Tensor  # (1, 3, H, W), normalised for the model
+    probabilities: np.ndarray  # (C,)
+    top5: list[ClassScore]
+    original_size: tuple[int, int]  # (width, height)
+
+
+@dataclass
+class Views:
+    """What the page shows for one image, class and set of options."""
+
+    target: ClassScore
+    low: np.ndarray  # overlays (h, w, 3) uint8 at display size
+    high: np.ndarray
+    refined: np.ndarray
+    masked: np.ndarray
+    steps: RefineSteps
+    ranges: dict[str, tuple[float, float]]  # raw (min, max) of the low- and high-res CAMs
+
+
+class ExplainerSession:
+    """The app's state: a model, the images seen (LRU), their CAMs per class (LRU).
+
+    Thread-safe: the page's handlers may run at once; model calls take a lock.
+    """
+
+    def __init__(
+        self,
+        model: HRCAM,
+        *,
+        display_side: int = DISPLAY_SIDE,
+        max_images: int = 8,
+        max_cams: int = 32,
+    ) -> None:
+        self.model = model.eval()
+        self.display_side = display_side
+        self._images: OrderedDict[str, LoadedImage] = OrderedDict()
+        self._cams: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._steps: OrderedDict[tuple[str, int, RefineOptions], RefineSteps] = OrderedDict()
+        self._max_images, self._max_cams = max_images, max_cams
+        self._lock = threading.Lock()
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.model.class_names)
+
+    # -- images ------------------------------------------------------------------------------
+    def load(self, source: str | Path | Image.Image, *, name: str | None = None) -> LoadedImage:
+        """Decode an upload (a path or a PIL image), predict, and keep it; :class:`AppError` if
+        it is not a readable image."""
+        try:
+            image = load_image(source)
+        except (ImageLoadError, FileNotFoundError) as err:
+            raise AppError(_upload_message(err, name)) from None
+        pixels = np.asarray(image)
+        key = hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()[:16]
+        if key in self._images:
+            self._images.move_to_end(key)
+            return self._images[key]
+        backbone = self.model.backbone
+        x = image_to_tensor(
+            image, size=backbone.input_size, mean=backbone.mean, std=backbone.std
+        ).to(self.model.device)
+        with self._lock:
+            cams = self.model.generate_cams(x)  # the predicted class's CAMs come with the pass
+        probabilities = cams.probabilities[0].float().cpu().numpy()
+        loaded = LoadedImage(
+            key=key,
+            name=name or (Path(source).stem if not isinstance(source, Image.Image) else "image"),
+            display=display_image(image, self.display_side),
+            network_input=self.model.to_image(x),
+            x=x,
+            probabilities=probabilities,
+            top5=self._top(probabilities, 5),
+            original_size=tuple(image.info.get("hrcam_original_size", image.size)),
+        )
+        self._remember(self._images, key, loaded, self._max_images)
+        self._remember_cams(key, int(cams.targets[0]), cams)
+        return loaded
+
+    def image(self, key: str) -> LoadedImage:
+        if key not in self._images:
+            raise AppError("that image is no longer in memory; upload it again")
+        return self._images[key]
+
+    # -- classes -----------------------------------------------------------------------------
+    def class_index(self, name_or_index: int | str) -> int:
+        """A class by index, by name (any case) or by ``"name (12.3%)"`` as the page lists it."""
+        if isinstance(name_or_index, str):
+            name_or_index = name_or_index.rsplit(" (", 1)[0].strip()
+        try:
+            return self.model._class_index(name_or_index)
+        except (TypeError, ValueError) as err:
+            raise AppError(str(err)) from None
+
+    def _top(self, probabilities: np.ndarray, k: int) -> list[ClassScore]:
+        order = np.argsort(-probabilities, kind="stable")[:k]
+        names = self.model.class_names
+        return [ClassScore(int(i), names[int(i)], float(probabilities[i])) for i in order]
+
+    # -- maps --------------------------------------------------------------------------------
+    def cams(self, key: str, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (low-res, high-res) CAMs of one image and class, from the cache or computed."""
+        if (key, class_index) in self._cams:
+            self._cams.move_to_end((key, class_index))
+            return self._cams[key, class_index]
+        loaded = self.image(key)
+        with self._lock:
+            cams = self.model.generate_cams(loaded.x, class_index)
+        return self._remember_cams(key, class_index, cams)
+
+    def _remember_cams(self, key: str, class_index: int, cams) -> tuple[np.ndarray, np.ndarray]:
+        pair = (
+            cams.low_res[0].float().cpu().numpy(),
+            cams.high_res[0].float().cpu().numpy(),
+        )
+        if not (np.isfinite(pair[0]).all() and np.isfinite(pair[1]).all()):
+            raise AppError(
+                "the model's CAMs hold NaN or infinite values for this image; check the model's "
+                "weights"
+            )
+        self._remember(self._cams, (key, class_index), pair, self._max_cams)
+        return pair
+
+    def refine(self, key: str, class_index: int, options: RefineOptions) -> RefineSteps:
+        """Every refinement step for one image, class and option set (the last few cached, so a
+        new opacity or colour map re-draws without refining again)."""
+        cache_key = (key, class_index, options)
+        if cache_key in self._steps:
+            self._steps.move_to_end(cache_key)
+            return self._steps[cache_key]
+        low, high = self.cams(key, class_index)
+        steps = refine(low, high, self.image(key).network_input, options=options)
+        self._remember(self._steps, cache_key, steps, self._max_cams)
+        return steps
+
+    def views(
+        self,
+        key: str,
+        class_index: int,
+        options: RefineOptions | None = None,
+        *,
+        opacity: float = 0.5,
+        cmap: str = viz.DEFAULT_CMAP,
+        steps: RefineSteps | None = None,
+    ) -> Views:
+        """The overlays of one image and class (``steps``: a refinement already run, reused)."""
+        options = options or RefineOptions.default()
+        loaded = self.image(key)
+        low, high = self.cams(key, class_index)
+        steps = steps or self.refine(key, class_index, options)
+        refined = np.asarray(steps.refined, dtype=np.float32)
+
+        def overlay(cam):
+            return viz.overlay_cam(loaded.display, cam, alpha=opacity, cmap=cmap)
+
+        o = steps.options
+        refined_display = resize_bilinear(normalize_map(refined), loaded.display.shape[:2])
+        return Views(
+            target=ClassScore(
+                class_index,
+                self.model.class_names[class_index],
+                float(loaded.probabilities[class_index]),
+            ),
+            low=overlay(low),
+            high=overlay(high),
+            refined=overlay(refined),
+            masked=mask_image(
+                loaded.display,
+                refined_display,
+                filter=o.filter,
+                keep_percentage=o.keep_percentage,
+                threshold=o.threshold,
+            ),
+            steps=steps,
+            ranges={
+                "low": (float(low.min()), float(low.max())),
+                "high": (float(high.min()), float(high.max())),
+            },
+        )
+
+    def pipeline_figure(
+        self, key: str, views: Views, *, cmap: str = viz.DEFAULT_CMAP
+    ) -> np.ndarray:
+        """The step-by-step figure of the refinement behind ``views``."""
+        t = views.target
+        title = f"{self.image(key).name}: {t.name} ({t.probability:.1%})"
+        return viz.pipeline_image(
+            views.steps, self.image(key).network_input, title=title, ranges=views.ranges, cmap=cmap
+        )
+
+    # -- downloads ---------------------------------------------------------------------------
+    def export(self, key: str, views: Views, folder: str | Path) -> list[Path]:
+        """``maps.npz`` (the CAMs, every refinement step, the options) and the overlays as PNG,
+        written into ``folder``; returns their paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        loaded = self.image(key)
+        stem = f"{loaded.name}_{_safe(views.target.name)}"
+        low, high = self.cams(key, views.target.index)
+        s = views.steps
+        arrays: dict[str, Any] = {
+            "low_res_cam": low,
+            "high_res_cam": high,
+            "refined_cam": np.asarray(s.refined, dtype=np.float32),
+            "roi": np.asarray(s.roi, dtype=bool),
+            "focal_points": np.asarray(s.focal_points, dtype=bool),
+            "segment": np.asarray(s.full_segment, dtype=bool),
+            "target": np.int64(views.target.index),
+            "probabilities": loaded.probabilities.astype(np.float32),
+            "options": np.array(json.dumps(asdict(s.options))),
+        }
+        paths = [folder / f"{stem}_maps.npz"]
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        paths[0].write_bytes(buffer.getvalue())
+        for label, picture in (
+            ("low", views.low),
+            ("high", views.high),
+            ("refined", views.refined),
+        ):
+            path = folder / f"{stem}_{label}.png"
+            viz.save_png(picture, path)
+            paths.append(path)
+        return paths
+
+    @staticmethod
+    def zip_files(paths: list[Path], target: str | Path) -> Path:
+        """The files in one zip (one download for the page)."""
+        target = Path(target)
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in paths:
+                z.write(p, p.name)
+        return target
+
+    @staticmethod
+    def _remember(cache: OrderedDict, key, value, limit: int) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > limit:
+            cache.popitem(last=False)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
+
+
+def _upload_message(err: Exception, name: str | None) -> str:
+    """``photo.jpg: not a recognised image file`` — the upload's own name, not a temp path."""
+    text = str(err)
+    if name and ": " in text:
+        text = f"{name}: {text.split(': ', 1)[1]}"
+    return text
