@@ -101,6 +101,10 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
     mode = summary["options"]["high_res"]  # the page says how its high-res CAMs were made
     assert mode in ("paper", "guided") and f"high-res CAM: {mode}" in html
     assert "refinement: hrcam preset" in html and summary["state"] == "complete"
+    # Each overlay states the raw range its colours stand for.
+    rgb = next(r for r in ok if r["name"] == "rgb")
+    low, high = rgb["ranges"]["low_res"]
+    assert low <= high and f"range [{low:.3g}, {high:.3g}]" in html
     assert not list(out.rglob("*.tmp"))  # no half-written files
     assert "report:" in capsys.readouterr().out
 

@@ -111,7 +111,7 @@ def test_upload_explain_change_an_option_and_a_class(browser, demo_images, tmp_p
     _wait_for_new(browser, "hrcam-refined", refined_src)
     _, multiplied = _picture(browser, "hrcam-refined")
     assert np.abs(multiplied.astype(int) - refined.astype(int)).mean() > 1
-    WebDriverWait(browser, WAIT).until(lambda d: "merge = multiply" in _caption(d))
+    WebDriverWait(browser, WAIT).until(lambda d: "merge: segment × base" in _caption(d))
     _, low_again = _picture(browser, "hrcam-low")
     np.testing.assert_array_equal(low_again, low)
 

@@ -125,3 +125,15 @@ def test_cli_prefix_keeps_flags_apart_from_other_commands():
     args = parser.parse_args(["--alpha", "0.9", "--refine-alpha", "0.2"])
     assert args.alpha == 0.9
     assert refine_options_from_args(args, prefix="refine-").alpha == 0.2
+
+
+def test_options_are_described_in_words_against_their_preset():
+    from hrcam.postprocess.options import describe_changes
+
+    assert describe_changes(RefineOptions()) == ("paper", [])
+    assert describe_changes(RefineOptions.default()) == ("hrcam", [])
+    preset, changes = describe_changes(RefineOptions.default().replace(merge="multiply", alpha=0.7))
+    assert preset == "hrcam" and changes == ["merge: segment × base", "segment weight α = 0.7"]
+    # Against a preset named by the caller, even when another would be nearer.
+    _, changes = describe_changes(RefineOptions(roi_percentile=90), "hrcam")
+    assert "region of interest: the top 10 % of the low-res CAM" in changes and len(changes) == 5

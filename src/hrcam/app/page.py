@@ -14,7 +14,6 @@ Every handler returns the whole set of outputs; the page's events are ``input``/
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 from .. import viz
 from ..postprocess import RefineOptions
-from ..postprocess.options import FOCAL_SCOPES, MERGE_BASES, MERGES, PRESETS
+from ..postprocess.options import FOCAL_SCOPES, MERGE_BASES, MERGES, PRESETS, describe_changes
 from .session import AppError, ExplainerSession, Views
 
 __all__ = ["CMAPS", "OPTION_CONTROLS", "build_page", "launch"]
@@ -74,7 +73,7 @@ def caption(views: Views, opacity: float, cmap: str, differing: list[str]) -> st
     """What the figure needs said: the class, the opacity, the colour map, the maps' ranges."""
     t = views.target
     low, high = views.ranges["low"], views.ranges["high"]
-    changed = f" Options changed from the preset: {', '.join(differing)}." if differing else ""
+    changed = f" Changed from the preset: {'; '.join(differing)}." if differing else ""
     return (
         f"**{t.name}** ({t.probability:.1%}). Overlays at opacity {opacity:.2f}, colour map "
         f"`{cmap}`, each map scaled to its own range: low-res CAM [{low[0]:.3g}, {low[1]:.3g}], "
@@ -83,12 +82,8 @@ def caption(views: Views, opacity: float, cmap: str, differing: list[str]) -> st
 
 
 def differing_options(preset: str, options: RefineOptions) -> list[str]:
-    base = RefineOptions.preset(preset)
-    return [
-        f"{OPTION_CONTROLS[f.name][1]} = {getattr(options, f.name)}"
-        for f in dataclasses.fields(options)
-        if f.name in OPTION_CONTROLS and getattr(options, f.name) != getattr(base, f.name)
-    ]
+    """The options that differ from the chosen preset, in words (``merge: segment × base``)."""
+    return describe_changes(options, preset)[1]
 
 
 def colour_bar(cmap: str, width: int = 256, height: int = 14) -> np.ndarray:

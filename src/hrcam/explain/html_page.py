@@ -50,18 +50,24 @@ def _href(path: str) -> str:
     return quote(path.replace(os.sep, "/"))
 
 
-def _figure(files: dict[str, str], key: str, caption: str) -> str:
+def _figure(files: dict[str, str], key: str, caption: str, value_range=None) -> str:
     if key not in files:
         return f"<figure><figcaption>{html.escape(caption)}: not produced</figcaption></figure>"
     src = _href(files[key])
+    span = (
+        f'<br><span class="meta">range [{value_range[0]:.3g}, {value_range[1]:.3g}]</span>'
+        if value_range
+        else ""
+    )
     return (
         f'<figure><a href="{src}"><img loading="lazy" src="{src}" alt="{html.escape(caption)}"></a>'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        f"<figcaption>{html.escape(caption)}{span}</figcaption></figure>"
     )
 
 
 def _card(result: dict[str, Any]) -> str:
     files = result.get("files", {})
+    ranges = result.get("ranges") or {}
     target = result.get("target") or {}
     rows = []
     for entry in result.get("top5", []):
@@ -91,9 +97,9 @@ def _card(result: dict[str, Any]) -> str:
   <div class="row">
     <div><table class="top5">{"".join(rows)}</table><p class="meta">{cam_of}</p><div class="links">{links}</div></div>
     {_figure(files, "image", "image")}
-    {_figure(files, "overlay_low", "low-res CAM")}
-    {_figure(files, "overlay_high", "high-res CAM")}
-    {_figure(files, "overlay_refined", "refined CAM")}
+    {_figure(files, "overlay_low", "low-res CAM", ranges.get("low_res"))}
+    {_figure(files, "overlay_high", "high-res CAM", ranges.get("high_res"))}
+    {_figure(files, "overlay_refined", "refined CAM", ranges.get("refined"))}
     {_figure(files, "masked", "masked image")}
   </div>
 </section>"""
@@ -130,22 +136,12 @@ def _legend(outputs: dict[str, Any]) -> str:
 
 def _refinement_text(refine: dict[str, Any]) -> str:
     """The refinement options in words: the preset they come from, and what differs from it."""
-    from dataclasses import asdict
+    from ..postprocess.options import describe_changes
 
-    from ..postprocess.options import PRESETS, RefineOptions
-
-    best, changes = None, None
-    for name in PRESETS:
-        base = asdict(RefineOptions.preset(name))
-        diff = {k: v for k, v in refine.items() if k in base and base[k] != v}
-        if changes is None or len(diff) < len(changes):
-            best, changes = name, diff
-    if best is None:
+    if not refine:
         return "unknown"
-    text = f"{best} preset"
-    if changes:
-        text += ", with " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in changes.items())
-    return text
+    preset, changes = describe_changes(refine)
+    return f"{preset} preset" + (" with " + "; ".join(changes) if changes else "")
 
 
 def write_report(

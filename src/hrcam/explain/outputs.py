@@ -100,6 +100,14 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
         top5=explained.top5,
         target=explained.target,
         files=files,
+        ranges={
+            key: [float(np.min(cam)), float(np.max(cam))]
+            for key, cam in (
+                ("low_res", explained.low_res),
+                ("high_res", explained.high_res),
+                ("refined", refined),
+            )
+        },
     )
     atomic_save_json(asdict(result), folder / "predictions.json")
     return result

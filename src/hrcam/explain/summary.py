@@ -33,6 +33,8 @@ class ImageResult:
     top5: list[dict[str, Any]] = field(default_factory=list)
     target: dict[str, Any] | None = None
     files: dict[str, str] = field(default_factory=dict)
+    # raw (min, max) of each map before the overlay scales it to the colour map's range
+    ranges: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> ImageResult:

@@ -24,6 +24,8 @@ __all__ = [
     "MAXIMA_AREAS",
     "MERGES",
     "RefineOptions",
+    "describe_changes",
+    "describe_option",
     "resolve_focal_min_distance",
     "resolve_max_hole_size",
     "resolve_num_points",
@@ -267,3 +269,60 @@ PRESETS: dict[str, dict] = {
     "paper": {},
     "hrcam": {"lower_percentile": 0.0, "merge": "gate", "merge_base": "high", "alpha": 0.2},
 }
+
+
+_MERGE_WORDS = {
+    "blend": "α·segment + (1 − α)·base",
+    "multiply": "segment × base",
+    "gate": "base × (1 − α + α·segment)",
+}
+
+
+def describe_option(name: str, value) -> str:
+    """One option's value in a user's words, e.g. ``merge: segment × base``."""
+    words = {
+        "roi_percentile": lambda v: f"region of interest: the top {100 - v:g} % of the low-res CAM",
+        "focal_scope": lambda v: (
+            "seeds: "
+            + ("the strongest pixels" if v == "global" else "the low-res CAM's local maxima")
+        ),
+        "num_points": lambda v: f"{v} seeds",
+        "focal_min_distance": lambda v: f"seeds at least {v} px apart",
+        "maxima_areas": lambda v: (
+            f"{'one pixel' if v == 'small' else 'the whole cell'} per maximum"
+        ),
+        "maxima_threshold": lambda v: f"maxima above {v:g} of the peak",
+        "blur_size": lambda v: "no blur" if v == 1 else f"blur over {v}×{v} px",
+        "lower_percentile": lambda v: f"growing through edges above the {v:g}th percentile",
+        "upper_percentile": lambda v: f"growing through edges below the {v:g}th percentile",
+        "max_hole_size": lambda v: f"holes up to {v} px filled",
+        "merge": lambda v: f"merge: {_MERGE_WORDS.get(v, v)}",
+        "merge_base": lambda v: f"merged with the {'low' if v == 'low' else 'high'}-res CAM",
+        "alpha": lambda v: f"segment weight α = {v:g}",
+        "filter": lambda v: (
+            "masked image: "
+            + ("the strongest pixels" if v == "percentage" else "pixels above a threshold")
+        ),
+        "keep_percentage": lambda v: f"masked image keeps the top {v:g} %",
+        "threshold": lambda v: f"masked image keeps values above {v:g}",
+    }
+    if value is None:
+        return f"{name.replace('_', ' ')}: automatic"
+    describe = words.get(name)
+    return describe(value) if describe else f"{name.replace('_', ' ')} {value}"
+
+
+def describe_changes(
+    options: RefineOptions | dict, preset: str | None = None
+) -> tuple[str, list[str]]:
+    """``(preset, changes)``: the preset ``options`` come from (the nearest, if not given) and,
+    in words, every option that differs from it."""
+    values = options if isinstance(options, dict) else dataclasses.asdict(options)
+    names = [preset] if preset else list(PRESETS)
+    best: tuple[str, list[str]] | None = None
+    for name in names:
+        base = dataclasses.asdict(RefineOptions.preset(name))
+        changed = [describe_option(k, v) for k, v in values.items() if k in base and base[k] != v]
+        if best is None or len(changed) < len(best[1]):
+            best = (name, changed)
+    return best
