@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .checks import ShapeError, check_finite, check_range
 
-__all__ = ["guided_upsample"]
+__all__ = ["guided_upsample", "upsample_with_guide"]
 
 Tensor = torch.Tensor
 
@@ -88,6 +88,26 @@ def guided_upsample(
         weights = _weights(level_guide, tuple(maps.shape[-2:]), colour_sigma, spatial_sigma)
         maps = _mix_neighbours(maps, weights)
     return maps[:, 0].to(cams.dtype)
+
+
+def upsample_with_guide(
+    maps: Tensor, guide: Tensor, *, spatial_sigma: float = 1.0, coarse_to_fine: bool = True
+) -> Tensor:
+    """The same upsampling with a guide of any ``C`` channels in any units (range kernel
+    ``exp(-|g(x) - μ_j|² / 2)``): ``maps`` (B, M, h, w) → (B, M, H, W), differentiable in both.
+
+    :func:`guided_upsample` is this with ``guide = RGB / colour_sigma``; a learned guide
+    (:class:`hrcam.learned_guide.GuideNetwork`) passes its own features. No input checks: the
+    callers check.
+    """
+    size = tuple(guide.shape[-2:])
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    for level in _levels(tuple(maps.shape[-2:]), size) if coarse_to_fine else [size]:
+        level_guide = guide if level == size else F.adaptive_avg_pool2d(guide, level)
+        weights = _weights(level_guide, tuple(maps.shape[-2:]), 1.0, spatial_sigma)
+        maps = _mix_neighbours(maps, weights)
+    return maps
 
 
 def _check(cams, images, colour_sigma: float, spatial_sigma: float) -> None:
@@ -189,22 +209,23 @@ def _colour_term(guide: Tensor, cells: tuple[int, int], sigma: float) -> Tensor:
     ``-|x - μ|²/2σ² = (x·μ - |μ|²/2)/σ² - |x|²/2σ²``; the last term is the same for all nine
     cells, so only ``x·μ_j - |μ_j|²/2`` is computed.
     """
-    means = F.adaptive_avg_pool2d(guide, cells)  # (B, 3, h, w)
+    channels = guide.shape[1]
+    means = F.adaptive_avg_pool2d(guide, cells)  # (B, C, h, w)
     terms = torch.cat([means, -0.5 * means.pow(2).sum(1, keepdim=True)], dim=1) / sigma**2
     (h, w), (height, width) = cells, guide.shape[-2:]
     batch = guide.shape[0]
     if height % h == 0 and width % w == 0:
         # Whole blocks of pixels per cell: broadcast each cell's nine neighbour terms over its
-        # block, one colour channel at a time (no (B, 9, 4, H, W) tensor is built).
+        # block, one guide channel at a time (no (B, 9, C + 1, H, W) tensor is built).
         bh, bw = height // h, width // w
         padded = F.pad(terms, (1, 1, 1, 1), mode="replicate")
         around = torch.stack(
             [padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBOURS],
             dim=1,
         )[:, :, :, :, None, :, None]  # (B, 9, 4, h, 1, w, 1)
-        blocks = guide.view(batch, 3, 1, h, bh, w, bw)
-        out = around[:, :, 3].expand(batch, 9, h, bh, w, bw).clone()
-        for c in range(3):
+        blocks = guide.view(batch, channels, 1, h, bh, w, bw)
+        out = around[:, :, channels].expand(batch, 9, h, bh, w, bw).clone()
+        for c in range(channels):
             out.add_(around[:, :, c] * blocks[:, c])
         return out.view(batch, 9, height, width)
     pixel = torch.cat([guide, torch.ones_like(guide[:, :1])], dim=1)  # (B, 4, H, W)

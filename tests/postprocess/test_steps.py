@@ -422,3 +422,26 @@ def test_focal_points_are_distinct_points_inside_the_roi(impl):
     )
     values = steps.low_resized[steps.roi]
     assert np.sort(steps.low_resized[plain])[0] >= np.sort(values)[-15]
+
+
+@pytest.mark.parametrize("min_distance", [1, 4, 11, 40])
+def test_spread_focal_points_equal_the_plain_greedy(min_distance):
+    # The chunked scan must pick exactly what the textbook greedy picks (suppress every
+    # candidate near each pick, take the highest left), ties (coarse values) included.
+    from hrcam.postprocess.reference import _greedy_picks
+
+    rng = np.random.default_rng(min_distance)
+    for trial in range(20):
+        x = np.round(rng.random((60, 70)).astype(np.float32) * (4 if trial % 2 else 1000)) / 10
+        within = np.flatnonzero(rng.random((60, 70)) < 0.6) if trial % 3 else np.arange(x.size)
+        k = int(rng.integers(1, 30))
+        got = _greedy_picks(within, x.ravel()[within], k, min_distance, 70, chunk=37)
+        order = within[np.argsort(-x.ravel()[within], kind="stable")]
+        alive, expected = np.ones(order.size, dtype=bool), []
+        while len(expected) < k and alive.any():
+            j = int(np.argmax(alive))
+            expected.append(order[j])
+            dy, dx = order // 70 - order[j] // 70, order % 70 - order[j] % 70
+            alive &= dy * dy + dx * dx >= max(min_distance, 1) ** 2
+            alive[j] = False
+        np.testing.assert_array_equal(got, expected)

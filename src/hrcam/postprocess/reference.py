@@ -259,25 +259,40 @@ def _spread_top_k(x: np.ndarray, k: int, min_distance: int, within) -> np.ndarra
     candidates = None if within is None else np.flatnonzero(np.asarray(within, dtype=bool))
     if candidates is None or candidates.size == 0:
         candidates = np.arange(flat.size)
-    order = candidates[np.argsort(-flat[candidates], kind="stable")]
-    if min_distance <= 1:
-        chosen = order[:k]
-    else:
-        rows, cols = np.divmod(order, W)
-        alive = np.ones(order.size, dtype=bool)
-        picks, start, r2 = [], 0, min_distance * min_distance
-        while len(picks) < k:
-            offset = int(np.argmax(alive[start:]))
-            nxt = start + offset
-            if nxt >= order.size or not alive[nxt]:
-                break
-            picks.append(nxt)
-            alive &= (rows - rows[nxt]) ** 2 + (cols - cols[nxt]) ** 2 >= r2
-            start = nxt + 1
-        chosen = order[picks]
+    chosen = _greedy_picks(candidates, flat[candidates], k, min_distance, W)
     mask = np.zeros(flat.size, dtype=bool)
     mask[chosen] = True
     return mask.reshape(H, W)
+
+
+def _greedy_picks(candidates, values, k, min_distance, width, *, chunk: int = 1024):
+    """Greedy non-maximum suppression: ``candidates`` (flat indices) by ``values``, highest
+    first (ties: the earlier index), each pick at least ``min_distance`` from the picks before.
+
+    The sorted candidates are scanned a chunk at a time against the few picks so far (at most
+    ``k``), instead of suppressing over every candidate at each pick.
+    """
+    order = candidates[np.argsort(-values, kind="stable")]
+    if min_distance <= 1:
+        return order[:k]
+    rows, cols = np.divmod(order, width)
+    r2 = min_distance * min_distance
+    picks: list[int] = []
+    for start in range(0, order.size, chunk):
+        r, c = rows[start : start + chunk], cols[start : start + chunk]
+        alive = np.ones(r.size, dtype=bool)
+        for p in picks:
+            alive &= (r - rows[p]) ** 2 + (c - cols[p]) ** 2 >= r2
+        while len(picks) < k:
+            i = int(np.argmax(alive))
+            if not alive[i]:
+                break
+            picks.append(start + i)
+            alive[: i + 1] = False
+            alive &= (r - r[i]) ** 2 + (c - c[i]) ** 2 >= r2
+        if len(picks) == k:
+            break
+    return order[picks]
 
 
 # --------------------------------------------------------------------------- segment

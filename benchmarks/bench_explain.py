@@ -1,0 +1,232 @@
+"""Where `hrcam explain`'s time goes, and how it compares with the model alone; prints tables.
+
+On ``--images`` (500) pets-dev photographs with the default model on the CPU:
+
+1. **Per stage**, one image after another in one thread, so the rows add up: decode (the
+   file to an RGB image, JPEG draft mode as ``explain`` does it), preprocess, the forward pass
+   alone, ``generate_cams`` (forward + both CAMs: its excess over the forward pass is the CAMs'
+   cost), refinement, the overlays (colour + blend at display size), image encoding (JPEG),
+   ``maps.npz``, ``predictions.json``, the pipeline figure; and the report once for all.
+   Model stages run in batches of ``--batch-size`` and are charged per image.
+2. **End to end**, as a user runs it: decoding + the forward pass alone (the floor, with the
+   same decoding threads ``explain`` uses), then ``explain_images`` without and with the pipeline
+   figure, then the floor again; each ratio is over the mean of the two floors (the machine's
+   load drifts). Output size per image from the files on disk.
+
+    python benchmarks/bench_explain.py [--images 500] [--batch-size 8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hrcam import load_model, viz
+from hrcam.explain import OutputSettings, explain_images
+from hrcam.explain.compute import display_image
+from hrcam.explain.html_page import write_report
+from hrcam.explain.inputs import collect_inputs, decode_ahead
+from hrcam.io import image_to_tensor, load_image
+from hrcam.postprocess import RefineOptions, refine
+
+PETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pets-dev" / "images"
+DISPLAY_SIDE = 448
+
+
+def _clock(times, name, fn, count=1):
+    start = time.perf_counter()
+    out = fn()
+    times[name] += (time.perf_counter() - start) / count
+    return out
+
+
+def _batch_stages(times, model, x, images, options, settings, folder) -> None:
+    """The model stages of one batch (charged per image), then each image's own stages."""
+    n = len(images)
+    with torch.inference_mode():
+        _clock(times, "forward pass alone", lambda: model(x), n)
+        cams = _clock(times, "generate_cams (forward + CAMs)", lambda: model.generate_cams(x), n)
+    for i, image in enumerate(images):
+        _image_stages(
+            times,
+            image,
+            model.to_image(x[i : i + 1]),
+            cams.low_res[i].numpy(),
+            cams.high_res[i].numpy(),
+            options,
+            settings,
+            folder,
+        )
+
+
+def _image_stages(times, image, network_input, low, high, options, settings, folder) -> None:
+    steps = _clock(times, "refinement", lambda: refine(low, high, network_input, options=options))
+    display = display_image(image, DISPLAY_SIDE)
+    overlays = _clock(
+        times,
+        "overlays (3 maps, display size)",
+        lambda: [
+            viz.overlay_cam(display, m, alpha=settings.opacity, cmap=settings.cmap)
+            for m in (low, high, steps.refined)
+        ],
+    )
+    _clock(
+        times,
+        "JPEG encode + write (5 pictures)",
+        lambda: [
+            viz.save_image(p, folder / f"{k}.jpg", quality=settings.jpeg_quality)
+            for k, p in enumerate([display, *overlays, display])
+        ],
+    )
+    _clock(times, "maps.npz (float16, compressed)", lambda: _npz(low, high, steps))
+    _clock(
+        times,
+        "predictions.json",
+        lambda: (folder / "p.json").write_text(json.dumps({"top5": [1, 2, 3]})),
+    )
+    _clock(times, "pipeline figure", lambda: viz.pipeline_image(steps, network_input))
+
+
+def per_stage(model, paths, batch_size: int) -> tuple[dict[str, float], int]:
+    """Seconds per image of each stage, run one after another (see the module docstring)."""
+    times: dict[str, float] = defaultdict(float)
+    backbone = model.backbone
+    side = backbone.input_size
+    options = RefineOptions.default()
+    settings = OutputSettings()
+    folder = Path(tempfile.mkdtemp(prefix="hrcam-bench-stages-"))
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        images = [
+            _clock(times, "decode", lambda p=p: load_image(p, max_side=DISPLAY_SIDE)) for p in chunk
+        ]
+        x = torch.cat(
+            [
+                _clock(
+                    times,
+                    "preprocess",
+                    lambda im=im: image_to_tensor(
+                        im, size=side, mean=backbone.mean, std=backbone.std
+                    ),
+                )
+                for im in images
+            ]
+        )
+        _batch_stages(times, model, x, images, options, settings, folder)
+    report = [
+        {"source": str(p), "name": p.stem, "ok": True, "top5": [], "files": {}} for p in paths
+    ]
+    _clock(
+        times,
+        "report (index.html), once",
+        lambda: write_report({"results": report, "options": {}}, folder / "index.html"),
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    return {k: v / len(paths) for k, v in times.items()}, len(paths)
+
+
+def _npz(low, high, steps) -> int:
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        low_res_cam=low,
+        high_res_cam=high.astype(np.float16),
+        refined_cam=np.asarray(steps.refined, dtype=np.float16),
+        roi=np.asarray(steps.roi),
+        segment=np.asarray(steps.full_segment),
+    )
+    return len(buffer.getvalue())
+
+
+def floor(model, paths, batch_size: int) -> float:
+    """Seconds for decoding (explain's threads) + preprocessing + the forward pass alone."""
+    items, _ = collect_inputs(paths)
+    backbone = model.backbone
+    start = time.perf_counter()
+    for batch in decode_ahead(items, batch_size=batch_size, max_side=DISPLAY_SIDE):
+        x = torch.cat(
+            [
+                image_to_tensor(
+                    d.image, size=backbone.input_size, mean=backbone.mean, std=backbone.std
+                )
+                for d in batch
+                if d.error is None
+            ]
+        )
+        with torch.inference_mode():
+            model(x)
+    return time.perf_counter() - start
+
+
+def end_to_end(model, paths, batch_size: int, pipeline: bool) -> tuple[float, float]:
+    """(seconds, output bytes per image) of ``explain_images`` into a fresh folder."""
+    out = Path(tempfile.mkdtemp(prefix="hrcam-bench-explain-"))
+    start = time.perf_counter()
+    summary = explain_images(
+        model,
+        paths,
+        out,
+        batch_size=batch_size,
+        pipeline_figures=pipeline,
+        show_progress=False,
+    )
+    seconds = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds, size / max(1, summary.succeeded)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--folder", type=Path, default=PETS)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = sorted(args.folder.glob("*.jpg"))[: args.images]
+    model = load_model("default")
+    with torch.inference_mode():  # warm-up: first allocations, imports, colour tables
+        model.generate_cams(model.preprocess(paths[0]))
+    stages, n = per_stage(model, paths, args.batch_size)
+    print(
+        f"Per stage, {n} pets-dev images, {torch.get_num_threads()} torch thread(s), one image at a time:"
+    )
+    print("| stage | ms/image | × forward pass |")
+    print("|---|---:|---:|")
+    forward = stages["forward pass alone"]
+    for name, seconds in stages.items():
+        print(f"| {name} | {1000 * seconds:.1f} | {seconds / forward:.2f} |")
+    first = floor(model, paths, args.batch_size)
+    plain, plain_size = end_to_end(model, paths, args.batch_size, pipeline=False)
+    full, full_size = end_to_end(model, paths, args.batch_size, pipeline=True)
+    second = floor(model, paths, args.batch_size)
+    base = (first + second) / 2
+    print(f"\nEnd to end, {len(paths)} images, batch {args.batch_size}:")
+    print("| run | seconds | ms/image | × (decode + forward) | KB/image written |")
+    print("|---|---:|---:|---:|---:|")
+    print(
+        f"| decode + forward pass (floor; before, after) | {first:.1f}, {second:.1f} | {1000 * base / len(paths):.1f} | 1.00 | |"
+    )
+    for name, seconds, size in (
+        ("hrcam explain --no-pipeline", plain, plain_size),
+        ("hrcam explain (pipeline figure)", full, full_size),
+    ):
+        print(
+            f"| {name} | {seconds:.1f} | {1000 * seconds / len(paths):.1f} | "
+            f"{seconds / base:.2f} | {size / 1024:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
