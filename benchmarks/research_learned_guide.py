@@ -41,6 +41,8 @@ VARIANTS = {
     "cam2x3x": ({}, {"scales": (2, 3)}),
     "cam2x-e12": ({"guide_channels": 12, "channels": 24}, {"scales": (2,)}),
     "cam2x-norgb": ({}, {"scales": (2,), "drop_rgb": True}),
+    # the RGB weight held at the training-free guide's: do the learned channels add anything?
+    "cam2x-fixrgb": ({}, {"scales": (2,), "freeze_rgb": True}),
     "cam2x-long": ({}, {"scales": (2,), "epochs": 40}),
 }
 
@@ -135,12 +137,24 @@ def objective(net, cache, scales, skips_full, batch=32) -> float:
 
 
 def train(
-    cache, backbone, guide_kwargs, *, scales, epochs=15, batch=16, lr=3e-3, drop_rgb=False, seed=0
+    cache,
+    backbone,
+    guide_kwargs,
+    *,
+    scales,
+    epochs=15,
+    batch=16,
+    lr=3e-3,
+    drop_rgb=False,
+    freeze_rgb=False,
+    seed=0,
 ):
     torch.manual_seed(seed)
     net = GuideNetwork.from_backbone(backbone, **guide_kwargs)
     if drop_rgb:  # the learned channels only: start from a purely spatial upsampling
         net.log_rgb_scale.data.fill_(-20.0)
+        net.log_rgb_scale.requires_grad_(False)
+    if freeze_rgb:
         net.log_rgb_scale.requires_grad_(False)
     params = [p for p in net.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
@@ -166,7 +180,7 @@ def train(
         rate = (epoch + 1) / (time.perf_counter() - started)
         print(
             f"  epoch {epoch + 1}/{epochs}: train loss {history[-1]:.5f}, rgb scale "
-            f"{float(net.log_rgb_scale.exp()):.2f}, {1 / rate:.0f} s/epoch, ETA "
+            f"{float(net.log_rgb_scale.detach().exp()):.2f}, {1 / rate:.0f} s/epoch, ETA "
             f"{(epochs - epoch - 1) / rate:.0f} s",
             flush=True,
         )

@@ -11,16 +11,15 @@ the CAM's own values, so the map stays class-discriminative and linear in the CA
 Initialised, it *is* the colour guide (the learned channels start at zero, the RGB weight at
 1 / ``colour_sigma``), so training starts from the training-free default.
 
-Training (stage 2, the classifier frozen, no labels read; :mod:`hrcam.train.stage2_expansion`,
-``--objective``):
+Training (stage 2: the classifier frozen, no labels read) is research code for now,
+``benchmarks/research_learned_guide.py``; it is not an objective of ``hrcam train-expansion``
+because it has not beaten the training-free colour guide (README, "Everything we tried"):
 
 - ``cam2x``: the classifier's CAM of the image at twice the size (14×14 for a 224 model at 448)
   is a genuinely higher-resolution, class-discriminative map; the 7×7 CAM of the 1× image,
-  upsampled by the guide to 224 and average-pooled to 14×14, should equal it (after each is
-  scaled to its maximum), for the top-``k`` predicted classes. JAFAR (Couairon et al., NeurIPS
-  2025) trains its upsampler the same way, at a low ratio, and finds it carries to high ones.
-- ``multiview`` (FeatUp, Fu et al., ICLR 2024): the upsampled CAM of a flipped, shifted view,
-  mapped back, should pool to the same view's own low-res CAM.
+  upsampled by the guide and average-pooled to 14×14, should equal it (after each is scaled to
+  its maximum), for the top-``k`` predicted classes. JAFAR (Couairon et al., NeurIPS 2025)
+  trains its upsampler the same way, at a low ratio, and finds it carries to high ones.
 """
 
 from __future__ import annotations
@@ -110,8 +109,8 @@ class GuideNetwork(nn.Module):
         if mine != theirs:
             raise ValueError(
                 f"this learned guide was trained for skips (stride, channels) {mine}, and the "
-                f"backbone has {theirs}: train one for it with `hrcam train-expansion "
-                "--objective cam2x`"
+                f"backbone has {theirs}: train one for it with "
+                "benchmarks/research_learned_guide.py"
             )
 
     def forward(
