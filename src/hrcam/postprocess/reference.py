@@ -269,9 +269,22 @@ def _greedy_picks(candidates, values, k, min_distance, width, *, chunk: int = 10
     """Greedy non-maximum suppression: ``candidates`` (flat indices) by ``values``, highest
     first (ties: the earlier index), each pick at least ``min_distance`` from the picks before.
 
-    The sorted candidates are scanned a chunk at a time against the few picks so far (at most
-    ``k``), instead of suppressing over every candidate at each pick.
+    Only the highest few thousand candidates are sorted at first (all those tied with the last
+    of them included, so the order is exactly a prefix of the full one), and they are scanned a
+    chunk at a time against the few picks so far (at most ``k``); the full sort is made only if
+    that prefix runs out before ``k`` picks.
     """
+    prefix = max(4 * chunk, 64 * k)
+    if values.size > prefix:
+        cut = np.partition(values, values.size - prefix)[values.size - prefix]
+        top = np.flatnonzero(values >= cut)  # ascending, so a stable sort keeps index order
+        picks = _scan(candidates[top], values[top], k, min_distance, width, chunk)
+        if len(picks) == k or top.size == values.size:
+            return picks
+    return _scan(candidates, values, k, min_distance, width, chunk)
+
+
+def _scan(candidates, values, k, min_distance, width, chunk):
     order = candidates[np.argsort(-values, kind="stable")]
     if min_distance <= 1:
         return order[:k]
