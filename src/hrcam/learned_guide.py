@@ -8,8 +8,8 @@ upsampled into a few guide channels, beside the RGB image with a learned weight.
 stays :func:`~hrcam.guided_upsampling.upsample_with_guide`: every output pixel a convex mix of
 the CAM's own values, so the map stays class-discriminative and linear in the CAM.
 
-Initialised, it *is* the colour guide (the learned channels start at zero, the RGB weight at
-1 / ``colour_sigma``), so training starts from the training-free default.
+Initialised, it is nearly the colour guide (the learned channels start small, the RGB weight
+at 1 / ``colour_sigma``), so training starts from the training-free default.
 
 Training (stage 2: the classifier frozen, no labels read) is research code for now,
 ``benchmarks/research_learned_guide.py``; it is not an objective of ``hrcam train-expansion``
@@ -48,6 +48,7 @@ class GuideNetwork(nn.Module):
         guide_channels: ``E``, the learned guide channels.
         colour_sigma: the colour scale of the training-free guide it starts from.
         spatial_sigma: of the upsampling (cells), as :func:`hrcam.guided_upsample`.
+        init_std: of the last layer's initial weights (see the note in the code).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class GuideNetwork(nn.Module):
         guide_channels: int = 6,
         colour_sigma: float = 0.1,
         spatial_sigma: float = 1.0,
+        init_std: float = 0.05,
     ) -> None:
         super().__init__()
         infos = [_as_feature_info(s) for s in skip_info]
@@ -81,10 +83,12 @@ class GuideNetwork(nn.Module):
         self.colour = nn.Conv2d(3, guide_channels, 1, bias=False)
         # log of the RGB channels' weight; starts at 1 / colour_sigma, the training-free guide
         self.log_rgb_scale = nn.Parameter(torch.tensor(-math.log(colour_sigma)))
-        for layer in (self.fuse[-1], self.colour):  # learned channels start at zero
-            nn.init.zeros_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
+        # The learned channels start near zero, not at zero: with every guide channel equal
+        # everywhere, the range kernel's gradient with respect to the guide is zero (each
+        # pixel is exactly at its cells' mean), a saddle that training never leaves.
+        nn.init.normal_(self.fuse[-1].weight, std=init_std)
+        nn.init.zeros_(self.fuse[-1].bias)
+        nn.init.zeros_(self.colour.weight)
         self.spatial_sigma = spatial_sigma
         self.config = {
             "channels": channels,
