@@ -241,7 +241,16 @@ class HighResCAM(SharedCAMsMethod):
         return cams.high_res.float().cpu()
 
     def settings(self) -> dict[str, Any]:
-        return {"map": "expansion network's class map for the target (generate_cams().high_res)"}
+        described = {
+            "paper": "the expansion network's class map (the paper's high-res CAM)",
+            "guided": "hrcam.guided_upsample of the low-res CAM (the default high-res CAM)",
+        }
+        return {
+            "map": "generate_cams().high_res of the target",
+            "mode": described.get(self.mode, "the model's high_res_mode"),
+            "weights": self.weights or "the model's cam_weights",
+            "flip": self.flip,
+        }
 
 
 class RefinedCAM(SharedCAMsMethod):
