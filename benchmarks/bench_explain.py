@@ -42,19 +42,19 @@ PETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pets-de
 DISPLAY_SIDE = 448
 
 
-def _clock(times, name, fn, count=1):
+def _clock(times, name, fn):
     start = time.perf_counter()
     out = fn()
-    times[name] += (time.perf_counter() - start) / count
+    times[name] += time.perf_counter() - start
     return out
 
 
 def _batch_stages(times, model, x, images, options, settings, folder) -> None:
     """The model stages of one batch (charged per image), then each image's own stages."""
-    n = len(images)
     with torch.inference_mode():
-        _clock(times, "forward pass alone", lambda: model(x), n)
-        cams = _clock(times, "generate_cams (forward + CAMs)", lambda: model.generate_cams(x), n)
+        # whole batches; per_stage divides every total by the number of images
+        _clock(times, "forward pass alone", lambda: model(x))
+        cams = _clock(times, "generate_cams (forward + CAMs)", lambda: model.generate_cams(x))
     for i, image in enumerate(images):
         _image_stages(
             times,
