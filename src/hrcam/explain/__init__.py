@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -185,12 +186,21 @@ class _Run:
             with ThreadPoolExecutor(
                 max_workers=max(1, writers), thread_name_prefix="write"
             ) as pool:
+                in_flight: deque[Future] = deque()
+                limit = 2 * max(1, writers) + batch_size  # writes queued at most
                 for batch in decode_ahead(todo, batch_size=batch_size, max_side=max_side):
                     for entry in self._compute(batch):
                         item = (
                             entry.decoded.item if isinstance(entry, ExplainedImage) else entry.item
                         )
-                        slots[position[item.name]] = self._submit(pool, item, entry)
+                        slot = self._submit(pool, item, entry)
+                        slots[position[item.name]] = slot
+                        if isinstance(slot, _Pending):
+                            in_flight.append(slot.future)
+                    # Back-pressure: the model never runs far ahead of the writers, so memory
+                    # stays bounded and Ctrl-C waits only for the few writes in flight.
+                    while len(in_flight) > limit:
+                        wait([in_flight.popleft()])
                     if bar is not None:
                         bar.update(len(batch))
                     if time.perf_counter() - last_report >= report_every:
