@@ -215,7 +215,14 @@ def _start_explain(model_file: Path, inputs: Path, out: Path) -> subprocess.Pope
     args += ["--model", str(model_file), "--input-size", "32", "--batch-size", "2", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # A shell's background job starts with SIGINT ignored, and Python keeps it ignored
+        # (as `nohup hrcam explain … &` should): give the child the default, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
