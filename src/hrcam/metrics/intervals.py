@@ -89,11 +89,10 @@ def paired_difference_interval(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Interval of ``a - b`` for two methods scored on the same ``n`` images (same resamples)."""
-    counts = resample_counts(n, n_boot=n_boot, seed=seed)
-    diff = np.asarray(statistic_a(counts)) - np.asarray(statistic_b(counts))
-    diff = diff[np.isfinite(diff)]
-    if diff.size == 0:
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(diff, [tail, 100 - tail])
-    return float(lo), float(hi)
+    return bootstrap_interval(
+        lambda counts: np.asarray(statistic_a(counts)) - np.asarray(statistic_b(counts)),
+        n,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+    )
