@@ -31,12 +31,11 @@ import torch
 from PIL import Image
 
 from .. import viz
-from ..arrays import normalize_map
 from ..explain.compute import display_image
+from ..explain.outputs import display_pictures
 from ..io import ImageLoadError, image_to_tensor, load_image
 from ..model import HRCAM
 from ..postprocess import RefineOptions, RefineSteps, refine
-from ..postprocess.reference import mask_image, resize_bilinear
 
 __all__ = ["AppError", "ClassScore", "ExplainerSession", "LoadedImage", "Views"]
 
@@ -212,29 +211,17 @@ class ExplainerSession:
         loaded = self.image(key)
         low, high = self.cams(key, class_index)
         steps = steps or self.refine(key, class_index, options)
-        refined = np.asarray(steps.refined, dtype=np.float32)
-
-        def overlay(cam):
-            return viz.overlay_cam(loaded.display, cam, alpha=opacity, cmap=cmap)
-
-        o = steps.options
-        refined_display = resize_bilinear(normalize_map(refined), loaded.display.shape[:2])
+        pictures = display_pictures(loaded.display, low, high, steps, opacity=opacity, cmap=cmap)
         return Views(
             target=ClassScore(
                 class_index,
                 self.model.class_names[class_index],
                 float(loaded.probabilities[class_index]),
             ),
-            low=overlay(low),
-            high=overlay(high),
-            refined=overlay(refined),
-            masked=mask_image(
-                loaded.display,
-                refined_display,
-                filter=o.filter,
-                keep_percentage=o.keep_percentage,
-                threshold=o.threshold,
-            ),
+            low=pictures["overlay_low"],
+            high=pictures["overlay_high"],
+            refined=pictures["overlay_refined"],
+            masked=pictures["masked"],
             steps=steps,
             ranges={
                 "low": (float(low.min()), float(low.max())),

@@ -68,26 +68,18 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
         viz.save_image(picture, folder / filename, quality=settings.jpeg_quality)
         files[key] = f"images/{name}/{filename}"
 
-    display = explained.display
-    size = display.shape[:2]
     refined = np.asarray(explained.steps.refined, dtype=np.float32)
-    overlay = {"alpha": settings.opacity, "cmap": settings.cmap}
-    save("image", display)
-    for key, cam in (
-        ("overlay_low", explained.low_res),
-        ("overlay_high", explained.high_res),
-        ("overlay_refined", refined),
-    ):
-        save(key, viz.overlay_cam(display, _at(cam, size), **overlay))
-    o = explained.steps.options
-    masked = mask_image(
-        display,
-        _at(refined, size),
-        filter=o.filter,
-        keep_percentage=o.keep_percentage,
-        threshold=o.threshold,
+    save("image", explained.display)
+    pictures = display_pictures(
+        explained.display,
+        explained.low_res,
+        explained.high_res,
+        explained.steps,
+        opacity=settings.opacity,
+        cmap=settings.cmap,
     )
-    save("masked", masked)
+    for key, picture in pictures.items():
+        save(key, picture)
     if settings.pipeline_figure:
         save("pipeline", _pipeline(explained, settings))
     _save_npz(folder / "maps.npz", _maps(explained, refined, settings.maps_dtype))
@@ -111,6 +103,32 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
     )
     atomic_save_json(asdict(result), folder / "predictions.json")
     return result
+
+
+def display_pictures(
+    display: np.ndarray, low, high, steps, *, opacity: float, cmap: str
+) -> dict[str, np.ndarray]:
+    """The pictures a person looks at, at the display image's size: the low-res, high-res and
+    refined CAMs over ``display`` (``overlay_low``, ``overlay_high``, ``overlay_refined``) and
+    the image masked by the refined CAM (``masked``), with ``steps``' filter options.
+
+    Used by ``hrcam explain``'s outputs and by the app, so both show the same pictures.
+    """
+    size = display.shape[:2]
+    refined = np.asarray(steps.refined, dtype=np.float32)
+    pictures = {
+        key: viz.overlay_cam(display, _at(cam, size), alpha=opacity, cmap=cmap)
+        for key, cam in (("overlay_low", low), ("overlay_high", high), ("overlay_refined", refined))
+    }
+    o = steps.options
+    pictures["masked"] = mask_image(
+        display,
+        _at(refined, size),
+        filter=o.filter,
+        keep_percentage=o.keep_percentage,
+        threshold=o.threshold,
+    )
+    return pictures
 
 
 def _at(cam: np.ndarray, size) -> np.ndarray:
