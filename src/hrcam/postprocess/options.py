@@ -278,37 +278,37 @@ _MERGE_WORDS = {
 }
 
 
+# Each option's value in a user's words (describe_option).
+_OPTION_WORDS = {
+    "roi_percentile": lambda v: f"region of interest: the top {100 - v:g} % of the low-res CAM",
+    "focal_scope": lambda v: (
+        "seeds: " + ("the strongest pixels" if v == "global" else "the low-res CAM's local maxima")
+    ),
+    "num_points": lambda v: f"{v} seeds",
+    "focal_min_distance": lambda v: f"seeds at least {v} px apart",
+    "maxima_areas": lambda v: f"{'one pixel' if v == 'small' else 'the whole cell'} per maximum",
+    "maxima_threshold": lambda v: f"maxima above {v:g} of the peak",
+    "blur_size": lambda v: "no blur" if v == 1 else f"blur over {v}×{v} px",
+    "lower_percentile": lambda v: f"growing through edges above the {v:g}th percentile",
+    "upper_percentile": lambda v: f"growing through edges below the {v:g}th percentile",
+    "max_hole_size": lambda v: f"holes up to {v} px filled",
+    "merge": lambda v: f"merge: {_MERGE_WORDS.get(v, v)}",
+    "merge_base": lambda v: f"merged with the {'low' if v == 'low' else 'high'}-res CAM",
+    "alpha": lambda v: f"segment weight α = {v:g}",
+    "filter": lambda v: (
+        "masked image: "
+        + ("the strongest pixels" if v == "percentage" else "pixels above a threshold")
+    ),
+    "keep_percentage": lambda v: f"masked image keeps the top {v:g} %",
+    "threshold": lambda v: f"masked image keeps values above {v:g}",
+}
+
+
 def describe_option(name: str, value) -> str:
     """One option's value in a user's words, e.g. ``merge: segment × base``."""
-    words = {
-        "roi_percentile": lambda v: f"region of interest: the top {100 - v:g} % of the low-res CAM",
-        "focal_scope": lambda v: (
-            "seeds: "
-            + ("the strongest pixels" if v == "global" else "the low-res CAM's local maxima")
-        ),
-        "num_points": lambda v: f"{v} seeds",
-        "focal_min_distance": lambda v: f"seeds at least {v} px apart",
-        "maxima_areas": lambda v: (
-            f"{'one pixel' if v == 'small' else 'the whole cell'} per maximum"
-        ),
-        "maxima_threshold": lambda v: f"maxima above {v:g} of the peak",
-        "blur_size": lambda v: "no blur" if v == 1 else f"blur over {v}×{v} px",
-        "lower_percentile": lambda v: f"growing through edges above the {v:g}th percentile",
-        "upper_percentile": lambda v: f"growing through edges below the {v:g}th percentile",
-        "max_hole_size": lambda v: f"holes up to {v} px filled",
-        "merge": lambda v: f"merge: {_MERGE_WORDS.get(v, v)}",
-        "merge_base": lambda v: f"merged with the {'low' if v == 'low' else 'high'}-res CAM",
-        "alpha": lambda v: f"segment weight α = {v:g}",
-        "filter": lambda v: (
-            "masked image: "
-            + ("the strongest pixels" if v == "percentage" else "pixels above a threshold")
-        ),
-        "keep_percentage": lambda v: f"masked image keeps the top {v:g} %",
-        "threshold": lambda v: f"masked image keeps values above {v:g}",
-    }
     if value is None:
         return f"{name.replace('_', ' ')}: automatic"
-    describe = words.get(name)
+    describe = _OPTION_WORDS.get(name)
     return describe(value) if describe else f"{name.replace('_', ' ')} {value}"
 
 
