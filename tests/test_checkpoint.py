@@ -114,6 +114,34 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_atomic_npz_reads_back_with_np_load_and_deflates_only_what_shrinks(tmp_path):
+    import zipfile
+
+    from hrcam.utils import atomic_save_npz
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "cam": rng.random((64, 64)).astype(np.float16),
+        "small": np.arange(3, dtype=np.float32),
+        "mask": rng.random((64, 64)) > 0.9,
+        "label": np.int64(7),
+        "options": np.array('{"alpha": 0.2}'),
+    }
+    atomic_save_npz(arrays, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as loaded:
+        assert sorted(loaded.files) == sorted(arrays)
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(loaded[name], value)
+            assert loaded[name].dtype == np.asarray(value).dtype
+    with zipfile.ZipFile(tmp_path / "m.npz") as archive:
+        kinds = {i.filename: i.compress_type for i in archive.infolist()}
+    assert kinds["cam.npy"] == zipfile.ZIP_STORED
+    assert {kinds[f"{n}.npy"] for n in ("small", "mask", "label", "options")} == {
+        zipfile.ZIP_DEFLATED
+    }
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left
+
+
 def test_shipped_default_model_loads_offline():
     model = load_model("default")
     assert model.expansion is not None and model.high_res_mode == "guided"

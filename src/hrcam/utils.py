@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
     "atomic_save_json",
+    "atomic_save_npz",
     "atomic_torch_save",
     "atomic_write",
     "check_output_folder",
@@ -44,9 +48,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -59,6 +61,41 @@ def atomic_save_json(obj: Any, path: str | os.PathLike, *, indent: int | None = 
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=indent, sort_keys=False)
         f.write("\n")
+
+
+def atomic_save_npz(arrays: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``arrays`` as an ``.npz`` (read back with ``np.load``) to ``path`` atomically.
+
+    Float arrays of 4 KiB or more are stored as they are: a CAM's float16 bytes shrink by only
+    ~23 % under deflate, at ~2-4 ms per 224x224 map, most of ``hrcam explain``'s writing time.
+    Everything else (masks, which shrink ~100x, labels, the options) is deflated at level 1.
+    """
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, value in arrays.items():
+            array = np.asanyarray(value)
+            entry = io.BytesIO()
+            np.lib.format.write_array(entry, array, allow_pickle=False)
+            stored = np.issubdtype(array.dtype, np.floating) and array.nbytes >= 4096
+            archive.writestr(
+                zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                entry.getvalue(),
+                compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED,
+                compresslevel=None if stored else 1,
+            )
+    with atomic_write(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask, read once: reading it means setting it, which would race with
+    other threads creating files (``explain``'s writers) if done per file."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

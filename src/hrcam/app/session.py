@@ -17,7 +17,6 @@ person pokes at it:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import threading
 import zipfile
@@ -36,6 +35,7 @@ from ..explain.outputs import display_pictures
 from ..io import ImageLoadError, image_to_tensor, load_image
 from ..model import HRCAM
 from ..postprocess import RefineOptions, RefineSteps, refine
+from ..utils import atomic_save_npz
 
 __all__ = ["AppError", "ClassScore", "ExplainerSession", "LoadedImage", "Views"]
 
@@ -261,9 +261,7 @@ class ExplainerSession:
             "options": np.array(json.dumps(asdict(s.options))),
         }
         paths = [folder / f"{stem}_maps.npz"]
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        paths[0].write_bytes(buffer.getvalue())
+        atomic_save_npz(arrays, paths[0])
         for label, picture in (
             ("low", views.low),
             ("high", views.high),

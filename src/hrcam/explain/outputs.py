@@ -10,7 +10,6 @@ encoders and zlib release the GIL).
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from .. import viz
 from ..model import upsample_cam
 from ..postprocess.reference import mask_image
-from ..utils import atomic_save_json, atomic_write
+from ..utils import atomic_save_json, atomic_save_npz
 from .compute import ExplainedImage
 from .summary import ImageResult
 
@@ -82,7 +81,7 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
         save(key, picture)
     if settings.pipeline_figure:
         save("pipeline", _pipeline(explained, settings))
-    _save_npz(folder / "maps.npz", _maps(explained, refined, settings.maps_dtype))
+    atomic_save_npz(_maps(explained, refined, settings.maps_dtype), folder / "maps.npz")
     files["maps"] = f"images/{name}/maps.npz"
     result = ImageResult(
         source=str(explained.decoded.item.path),
@@ -165,10 +164,3 @@ def _maps(explained: ExplainedImage, refined: np.ndarray, dtype: str) -> dict[st
         "probabilities": explained.probabilities.astype(np.float32),
         "options": np.array(json.dumps(asdict(s.options))),
     }
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    with atomic_write(path, "wb") as f:
-        f.write(buffer.getvalue())
