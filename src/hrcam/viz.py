@@ -93,29 +93,50 @@ def colorize(cam, *, cmap: str = DEFAULT_CMAP, normalize: bool = True) -> np.nda
     c = to_numpy(cam)
     if c.ndim != 2:
         raise ValueError(f"cam must be one (H, W) map, got shape {c.shape}")
-    v = normalize_map(c) if normalize else np.clip(np.nan_to_num(c.astype(np.float32)), 0, 1)
-    # np.take along the table's first axis: the same colours as fancy indexing, ~5x faster
-    return np.take(colour_table(cmap), np.rint(v * 255).astype(np.intp), axis=0)
+    return np.asarray(_coloured(normalize_map(c) if normalize else c, cmap))
+
+
+def _coloured(v: np.ndarray, cmap: str):
+    """A map taken as [0, 1] (clipped; NaN as 0) as an RGB Pillow image: each pixel the table's
+    colour nearest ``255 v``, looked up by Pillow's palette conversion (C, ~3x NumPy's take)."""
+    from PIL import Image
+
+    index = np.fmin(np.fmax(v.astype(np.float32, copy=False), 0), 1)  # fmax(NaN, 0) is 0
+    index *= 255
+    index += 0.5
+    picture = Image.fromarray(index.astype(np.uint8))
+    picture.putpalette(_palette(cmap))
+    return picture.convert("RGB")
+
+
+@functools.lru_cache(maxsize=16)
+def _palette(cmap: str) -> bytes:
+    return colour_table(cmap).tobytes()
 
 
 def overlay_cam(image, cam, *, alpha: float = 0.5, cmap: str = DEFAULT_CMAP) -> np.ndarray:
     """``image`` with ``cam`` in colour on top: ``(1 - alpha) * image + alpha * colour``.
 
     ``image``: ``(H, W)`` or ``(H, W, 3)`` (see :func:`to_uint8_image`); ``cam``: ``(h, w)``,
-    normalised to its own range and resized bilinearly to ``H x W``. Returns ``(H, W, 3)`` uint8.
+    normalised to its own range and resized bilinearly to ``H x W`` (if it is not that size).
+    Returns ``(H, W, 3)`` uint8, rounded to within 1 of the exact blend (``alpha`` 0 and 1 give
+    the image and the colours exactly).
     """
+    from PIL import Image
+
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     img = to_uint8_image(image)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
-    img = img[..., :3]
+    img = np.ascontiguousarray(img[..., :3])
     c = to_numpy(cam)
     if c.ndim != 2:
         raise ValueError(f"cam must be one (h, w) map, got shape {c.shape}")
-    colour = colorize(resize_bilinear(normalize_map(c), img.shape[:2]), cmap=cmap)
-    blended = (1 - alpha) * img.astype(np.float32) + alpha * colour.astype(np.float32)
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    v = normalize_map(c)
+    if v.shape != img.shape[:2]:
+        v = resize_bilinear(v, img.shape[:2])
+    return np.asarray(Image.blend(Image.fromarray(img), _coloured(v, cmap), alpha))
 
 
 def save_png(array, path: str | os.PathLike) -> None:
