@@ -58,7 +58,9 @@ def normalize_finite(x: np.ndarray, lo=None, hi=None) -> np.ndarray:
         x, lo, hi = x * half, lo * half, hi * half
         span = hi - lo
     if span > 0:
-        return (x - lo) / span
+        out = np.subtract(x, lo, dtype=x.dtype)
+        out /= span
+        return out
     return np.zeros(x.shape, dtype=x.dtype)
 
 

@@ -31,7 +31,11 @@ def count_non_finite(array) -> int:
 
         return int((~torch.isfinite(array.detach())).sum()) if array.is_floating_point() else 0
     a = np.asarray(array)
-    return int(np.count_nonzero(~np.isfinite(a))) if np.issubdtype(a.dtype, np.floating) else 0
+    if not np.issubdtype(a.dtype, np.floating) or a.size == 0:
+        return 0
+    if np.isfinite(a.min()) and np.isfinite(a.max()):  # NaN propagates through min and max
+        return 0
+    return int(np.count_nonzero(~np.isfinite(a)))
 
 
 def check_finite(array, name: str, *, hint: str = "") -> None:

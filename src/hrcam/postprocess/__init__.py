@@ -2,8 +2,8 @@
 
 Two implementations with one meaning:
 
-- :func:`refine` (:mod:`.reference`): NumPy/SciPy, one image at a time; the readable
-  reference, and the fastest choice on a CPU.
+- :func:`refine` (:mod:`.reference`): NumPy (OpenCV labels components), one image at a time;
+  the readable reference, and the fastest choice on a CPU.
 - :func:`refine_batch` (:mod:`.batched`): PyTorch, a batch at once on a CPU or GPU.
 
 Both return :class:`RefineSteps` (every intermediate step) and take :class:`RefineOptions`.

@@ -1,7 +1,7 @@
 """The refinement pipeline's step sequence (paper section 2.3), written once for both backends.
 
 :func:`run_steps` chains the steps over a *backend*, a module holding one function per step
-with the same names and keywords: :mod:`.reference` (NumPy/SciPy, one image: ``(H, W)``
+with the same names and keywords: :mod:`.reference` (NumPy, one image: ``(H, W)``
 arrays) or :mod:`.batched` (PyTorch, a batch: ``(B, H, W)`` tensors). The sequence, the option
 plumbing and the result's assembly live only here; :func:`~.reference.refine` and
 :func:`~.batched.refine_batch` check their inputs and call it.

@@ -1,4 +1,4 @@
-"""The refinement pipeline in NumPy/SciPy: one image at a time, one pure function per step.
+"""The refinement pipeline in NumPy (and OpenCV for labelling): one image at a time, one pure function per step.
 
 This is the readable reference; :mod:`hrcam.postprocess.batched` computes the same thing for a
 batch with PyTorch. Each function below is one step of the paper's postprocessing (and of the
@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 import sys
 
+import cv2
 import numpy as np
-from scipy import ndimage
 from skimage import morphology
 
 from ..arrays import normalize_finite, normalize_map
@@ -37,7 +37,17 @@ from .steps import RefineSteps
 
 __all__ = [*STEP_FUNCTIONS, "find_local_maxima", "linear_percentile", "refine"]
 
-_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+
+def label_components(mask) -> tuple[np.ndarray, int]:
+    """The 4-connected components of a bool ``(H, W)`` mask: ``(labels, count)`` as
+    ``scipy.ndimage.label`` gives them (int32 labels ``1..count`` on the mask, 0 off it).
+
+    OpenCV's labelling (Spaghetti, Bolelli et al. 2019), 3-5x faster than SciPy's at 224x224;
+    the components are the same, only their numbering may differ, and nothing here depends on it.
+    """
+    m = np.ascontiguousarray(mask, dtype=bool).view(np.uint8)
+    count, labels = cv2.connectedComponents(m, connectivity=4, ltype=cv2.CV_32S)
+    return labels, count - 1
 
 
 # --------------------------------------------------------------------------- maps
@@ -255,57 +265,55 @@ def _spread_top_k(x: np.ndarray, k: int, min_distance: int, within) -> np.ndarra
     """The ``k`` highest pixels of ``x`` (ties: row-major first), each at least ``min_distance``
     from those picked before, among the pixels of ``within`` (all when None or empty)."""
     H, W = x.shape
-    flat = x.ravel()
-    candidates = None if within is None else np.flatnonzero(np.asarray(within, dtype=bool))
-    if candidates is None or candidates.size == 0:
-        candidates = np.arange(flat.size)
-    chosen = _greedy_picks(candidates, flat[candidates], k, min_distance, W)
-    mask = np.zeros(flat.size, dtype=bool)
+    inside = None if within is None else np.asarray(within, dtype=bool)
+    if inside is not None and not inside.any():
+        inside = None
+    if min_distance <= 1:
+        flat = x.ravel()
+        candidates = np.arange(flat.size) if inside is None else np.flatnonzero(inside)
+        chosen = _top_k(candidates, flat[candidates], k)
+    else:
+        chosen = _suppressed_maxima(x, inside, k, min_distance)
+    mask = np.zeros(H * W, dtype=bool)
     mask[chosen] = True
     return mask.reshape(H, W)
 
 
-def _greedy_picks(candidates, values, k, min_distance, width, *, chunk: int = 1024):
-    """Greedy non-maximum suppression: ``candidates`` (flat indices) by ``values``, highest
-    first (ties: the earlier index), each pick at least ``min_distance`` from the picks before.
+def _suppressed_maxima(x, inside, k, min_distance) -> list[int]:
+    """Greedy non-maximum suppression as repeated argmax: take the highest pixel left (the first
+    in row-major order among equals), rule out the disc of radius ``min_distance`` around it,
+    again. Picks exactly what scanning all pixels from the highest down would, at the cost of
+    ``k`` argmax passes instead of a sort."""
+    H, W = x.shape
+    remaining = np.array(x, dtype=np.float32) if inside is None else np.where(inside, x, -np.inf)
+    flat = remaining.ravel()
+    r = min_distance - 1  # the disc's reach: the pixels with dr^2 + dc^2 < min_distance^2
+    offsets = np.arange(-r, r + 1)
+    disc = offsets[:, None] ** 2 + offsets[None, :] ** 2 < min_distance * min_distance
+    picks: list[int] = []
+    for _ in range(k):
+        i = int(np.argmax(flat))
+        if flat[i] == -np.inf:
+            break  # fewer than k candidates lie apart
+        picks.append(i)
+        row, col = divmod(i, W)
+        r0, r1 = max(0, row - r), min(H, row + r + 1)
+        c0, c1 = max(0, col - r), min(W, col + r + 1)
+        near = disc[r0 - row + r : r1 - row + r, c0 - col + r : c1 - col + r]
+        remaining[r0:r1, c0:c1][near] = -np.inf
+    return picks
 
-    Only the highest few thousand candidates are sorted at first (all those tied with the last
-    of them included, so the order is exactly a prefix of the full one), and they are scanned a
-    chunk at a time against the few picks so far (at most ``k``); the full sort is made only if
-    that prefix runs out before ``k`` picks.
-    """
-    prefix = max(4 * chunk, 64 * k)
+
+def _top_k(candidates, values, k, *, prefix: int = 4096):
+    """The ``k`` highest ``candidates`` (flat indices) by ``values``, highest first, ties to the
+    earlier index. Only the highest ``prefix`` or so are sorted (all those tied with the last of
+    them included, so the order is exactly a prefix of the full one)."""
+    prefix = max(prefix, 64 * k)
     if values.size > prefix:
         cut = np.partition(values, values.size - prefix)[values.size - prefix]
         top = np.flatnonzero(values >= cut)  # ascending, so a stable sort keeps index order
-        picks = _scan(candidates[top], values[top], k, min_distance, width, chunk)
-        if len(picks) == k or top.size == values.size:
-            return picks
-    return _scan(candidates, values, k, min_distance, width, chunk)
-
-
-def _scan(candidates, values, k, min_distance, width, chunk):
-    order = candidates[np.argsort(-values, kind="stable")]
-    if min_distance <= 1:
-        return order[:k]
-    rows, cols = np.divmod(order, width)
-    r2 = min_distance * min_distance
-    picks: list[int] = []
-    for start in range(0, order.size, chunk):
-        r, c = rows[start : start + chunk], cols[start : start + chunk]
-        alive = np.ones(r.size, dtype=bool)
-        for p in picks:
-            alive &= (r - rows[p]) ** 2 + (c - cols[p]) ** 2 >= r2
-        while len(picks) < k:
-            i = int(np.argmax(alive))
-            if not alive[i]:
-                break
-            picks.append(start + i)
-            alive[: i + 1] = False
-            alive &= (r - r[i]) ** 2 + (c - c[i]) ** 2 >= r2
-        if len(picks) == k:
-            break
-    return order[picks]
+        candidates, values = candidates[top], values[top]
+    return candidates[np.argsort(-values, kind="stable")[:k]]
 
 
 # --------------------------------------------------------------------------- segment
@@ -323,7 +331,7 @@ def grow_region(edges, seeds, *, lower: float, upper: float) -> np.ndarray:
     """
     e = np.asarray(edges, dtype=np.float32)
     in_range = (e >= np.float32(lower)) & (e <= np.float32(upper))
-    labels, count = ndimage.label(in_range, structure=_FOUR_CONNECTED)
+    labels, count = label_components(in_range)
     if count == 0:
         return in_range
     seeded = np.zeros(count + 1, dtype=bool)
@@ -352,14 +360,15 @@ def fill_holes(mask, *, max_size: int) -> np.ndarray:
     # reaches the image border through the all-background outside: label only the box.
     rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    labels, count = ndimage.label(~m[box], structure=_FOUR_CONNECTED)
+    labels, count = label_components(~m[box])
     if count == 0:
         return out
     fill = np.bincount(labels.ravel(), minlength=count + 1) <= max_size
     fill[0] = False
     for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         fill[edge] = False
-    out[box] |= fill[labels]
+    if fill.any():
+        out[box] |= fill.take(labels)
     return out
 
 
