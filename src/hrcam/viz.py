@@ -144,8 +144,9 @@ def save_png(array, path: str | os.PathLike) -> None:
     save_image(array, path)
 
 
-def save_image(array, path: str | os.PathLike, *, quality: int = 88) -> None:
-    """Write an image atomically, as PNG or JPEG (``quality``) by the path's suffix."""
+def save_image(array, path: str | os.PathLike, *, quality: int = 88, durable: bool = True) -> None:
+    """Write an image atomically, as PNG or JPEG (``quality``) by the path's suffix
+    (``durable``: see :func:`hrcam.utils.atomic_write`)."""
     from PIL import Image
 
     path = os.fspath(path)
@@ -157,7 +158,7 @@ def save_image(array, path: str | os.PathLike, *, quality: int = 88) -> None:
         img.convert("RGB").save(buffer, format="JPEG", quality=quality)
     else:
         img.save(buffer, format="PNG", compress_level=6)
-    with atomic_write(path, "wb") as f:
+    with atomic_write(path, "wb", durable=durable) as f:
         f.write(buffer.getvalue())
 
 

@@ -64,7 +64,7 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
 
     def save(key: str, picture: np.ndarray) -> None:
         filename = key + settings.suffix
-        viz.save_image(picture, folder / filename, quality=settings.jpeg_quality)
+        viz.save_image(picture, folder / filename, quality=settings.jpeg_quality, durable=False)
         files[key] = f"images/{name}/{filename}"
 
     refined = np.asarray(explained.steps.refined, dtype=np.float32)
@@ -81,7 +81,9 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
         save(key, picture)
     if settings.pipeline_figure:
         save("pipeline", _pipeline(explained, settings))
-    atomic_save_npz(_maps(explained, refined, settings.maps_dtype), folder / "maps.npz")
+    atomic_save_npz(
+        _maps(explained, refined, settings.maps_dtype), folder / "maps.npz", durable=False
+    )
     files["maps"] = f"images/{name}/maps.npz"
     result = ImageResult(
         source=str(explained.decoded.item.path),
@@ -100,7 +102,9 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
             )
         },
     )
-    atomic_save_json(asdict(result), folder / "predictions.json")
+    # Written last: the image is done when this file is. No fsync per file (10 ms per image):
+    # a rerun with skip_existing redoes an image with a missing or empty file (reload_result).
+    atomic_save_json(asdict(result), folder / "predictions.json", durable=False)
     return result
 
 

@@ -103,12 +103,17 @@ def write_run_files(
 
 
 def reload_result(output: Path, name: str) -> ImageResult | None:
-    """The result an earlier run wrote for ``name`` (its ``predictions.json``), if readable."""
+    """The result an earlier run wrote for ``name`` (its ``predictions.json``), if readable and
+    every file it lists is there and not empty (what a power cut can leave, as the per-image
+    files are not flushed to disk one by one); otherwise ``None``: the image is done again."""
     path = output / "images" / name / "predictions.json"
     try:
-        return ImageResult.from_dict(json.loads(path.read_text()))
+        result = ImageResult.from_dict(json.loads(path.read_text()))
+        if all((output / f).stat().st_size > 0 for f in result.files.values()):
+            return result
     except (OSError, ValueError, TypeError):
-        return None
+        pass
+    return None
 
 
 def finish_run(output: str | os.PathLike) -> ExplainSummary:
