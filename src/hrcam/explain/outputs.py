@@ -23,7 +23,7 @@ from ..utils import atomic_save_json, atomic_save_npz
 from .compute import ExplainedImage
 from .summary import ImageResult
 
-__all__ = ["OutputSettings", "write_outputs"]
+__all__ = ["OutputSettings", "display_pictures", "maps_arrays", "write_outputs"]
 
 IMAGE_FORMATS = ("jpeg", "png")
 MAPS_DTYPES = ("float16", "float32")
@@ -81,9 +81,15 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
         save(key, picture)
     if settings.pipeline_figure:
         save("pipeline", _pipeline(explained, settings))
-    atomic_save_npz(
-        _maps(explained, refined, settings.maps_dtype), folder / "maps.npz", durable=False
+    maps = maps_arrays(
+        explained.low_res,
+        explained.high_res,
+        explained.steps,
+        explained.probabilities,
+        explained.target["index"],
+        settings.maps_dtype,
     )
+    atomic_save_npz(maps, folder / "maps.npz", durable=False)
     files["maps"] = f"images/{name}/maps.npz"
     result = ImageResult(
         source=str(explained.decoded.item.path),
@@ -153,18 +159,19 @@ def _pipeline(explained: ExplainedImage, settings: OutputSettings) -> np.ndarray
     )
 
 
-def _maps(explained: ExplainedImage, refined: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
+def maps_arrays(
+    low_res, high_res, steps, probabilities, target: int, dtype: str = "float16"
+) -> dict[str, np.ndarray]:
     """What ``maps.npz`` holds. Every other step is ``hrcam.refine(low_res_cam, high_res_cam)``."""
-    s = explained.steps
     return {
-        "low_res_cam": explained.low_res.astype(np.float32),  # tiny: always full precision
-        "high_res_cam": explained.high_res.astype(dtype),
-        "refined_cam": refined.astype(dtype),
-        "roi": np.asarray(s.roi, dtype=bool),
-        "focal_points": np.asarray(s.focal_points, dtype=bool),
-        "segment": np.asarray(s.full_segment, dtype=bool),
-        "bounds": np.asarray(s.bounds, dtype=np.float32),
-        "target": np.int64(explained.target["index"]),
-        "probabilities": explained.probabilities.astype(np.float32),
-        "options": np.array(json.dumps(asdict(s.options))),
+        "low_res_cam": np.asarray(low_res, dtype=np.float32),  # tiny: always full precision
+        "high_res_cam": np.asarray(high_res).astype(dtype),
+        "refined_cam": np.asarray(steps.refined).astype(dtype),
+        "roi": np.asarray(steps.roi, dtype=bool),
+        "focal_points": np.asarray(steps.focal_points, dtype=bool),
+        "segment": np.asarray(steps.full_segment, dtype=bool),
+        "bounds": np.asarray(steps.bounds, dtype=np.float32),
+        "target": np.int64(target),
+        "probabilities": np.asarray(probabilities, dtype=np.float32),
+        "options": np.array(json.dumps(asdict(steps.options))),
     }
