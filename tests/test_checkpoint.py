@@ -142,6 +142,19 @@ def test_atomic_npz_reads_back_with_np_load_and_deflates_only_what_shrinks(tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left
 
 
+def test_sequential_opencv_turns_the_pool_off_and_restores_it():
+    import cv2
+
+    from hrcam.utils import sequential_opencv
+
+    before = cv2.getNumThreads()
+    with pytest.raises(RuntimeError):
+        with sequential_opencv():
+            assert cv2.getNumThreads() in (0, 1)
+            raise RuntimeError("restored on the way out too")
+    assert cv2.getNumThreads() == before
+
+
 def test_shipped_default_model_loads_offline():
     model = load_model("default")
     assert model.expansion is not None and model.high_res_mode == "guided"

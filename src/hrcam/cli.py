@@ -15,6 +15,7 @@ import os
 import sys
 
 from . import __version__
+from .utils import sequential_opencv
 
 # command -> (module, one-line help), in the order ``hrcam --help`` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         else f"[rank {rank}] %(levelname)s: %(message)s",
     )
     try:
-        return int(args.func(args) or 0)
+        with sequential_opencv():  # hrcam owns this process: no OpenCV pool beside PyTorch's
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("hrcam: interrupted", file=sys.stderr)
         return 130

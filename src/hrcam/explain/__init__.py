@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..model import HRCAM, Target
 from ..postprocess import RefineOptions
-from ..utils import check_output_folder
+from ..utils import check_output_folder, sequential_opencv
 from .compute import ExplainedImage, explain_batch
 from .inputs import DecodedImage, InputItem, collect_inputs, decode_ahead, select_shard
 from .outputs import OutputSettings, write_outputs
@@ -118,16 +118,17 @@ def explain_images(
     summary_name = (
         "summary.json" if shard[1] == 1 else f"summary.shard-{shard[0]}-of-{shard[1]}.json"
     )
-    return run.explain(
-        items,
-        summary,
-        summary_name,
-        batch_size=batch_size,
-        skip_existing=skip_existing,
-        show_progress=show_progress,
-        writers=writers,
-        report_every=report_every,
-    )
+    with sequential_opencv():
+        return run.explain(
+            items,
+            summary,
+            summary_name,
+            batch_size=batch_size,
+            skip_existing=skip_existing,
+            show_progress=show_progress,
+            writers=writers,
+            report_every=report_every,
+        )
 
 
 class _Run:
