@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -178,3 +180,24 @@ def test_a_model_without_expansion_network_gets_every_map(tiny_backbone, inputs,
     assert (folder / "pipeline.jpg").is_file() and (folder / "overlay_high.jpg").is_file()
     # The paper's high-res CAM is the one map that needs the expansion network: said so, exit 2.
     assert cli([*args, "--high-res", "paper", "--no-progress"]) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_writer_threads_yield_to_the_model():
+    import threading
+
+    from hrcam.explain import _background_priority
+
+    seen = {}
+
+    def writer():
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        _background_priority()
+        seen["before"] = before
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join()
+    assert seen["after"] == max(10, seen["before"])  # lowered to nice 10, never raised
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == seen["before"]

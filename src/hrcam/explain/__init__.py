@@ -17,8 +17,11 @@ what it finished, and Ctrl-C finishes the images in flight and marks the page "i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -185,7 +188,9 @@ class _Run:
         try:
             # Leaving the pool waits for the writes in flight, on Ctrl-C too.
             with ThreadPoolExecutor(
-                max_workers=max(1, writers), thread_name_prefix="write"
+                max_workers=max(1, writers),
+                thread_name_prefix="write",
+                initializer=_background_priority,
             ) as pool:
                 in_flight: deque[Future] = deque()
                 limit = 2 * max(1, writers) + batch_size  # writes queued at most
@@ -259,6 +264,19 @@ def _finished(slot) -> ImageResult | None:
         message = f"{slot.item.path}: could not write its outputs ({type(err).__name__}: {err})"
         logger.warning("failed: %s", message)
         return ImageResult(str(slot.item.path), slot.item.name, False, message)
+
+
+def _background_priority() -> None:
+    """Give the calling (writer) thread a lower priority than the model's threads.
+
+    When the model fills every core, a writer that takes a core stalls each of the forward
+    pass's parallel operators; at nice 10 it runs in their gaps instead (on 2 cores: 76.7 ->
+    72.4 ms per image, two runs of 200 pets-dev photographs). Per-thread priorities are Linux's;
+    elsewhere, or if refused, nothing changes.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def _bar(total: int, enabled: bool, initial: int):
