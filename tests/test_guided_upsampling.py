@@ -19,14 +19,17 @@ def test_a_step_edge_in_the_guide_moves_the_map_edge_onto_it():
     # Two cells of 16 px: cold left, hot right. Bilinear interpolation ramps over the middle 16
     # pixels; the guide's edge is at column 11, inside the left cell.
     cams = torch.tensor([[[0.0, 1.0]]])
-    out = guided_upsample(cams, _step_guide(4, 32, 11))[0, 0]
+    out = guided_upsample(cams, _step_guide(4, 32, 11), stride=1)[0, 0]
     bilinear = F.interpolate(cams[:, None], size=(4, 32), mode="bilinear", align_corners=False)
     assert out[:11].max() < 0.05 and out[11:].min() > 0.9
     assert bilinear[0, 0, 0, 10] > 0.1 and bilinear[0, 0, 0, 11] < 0.5  # bilinear ignores it
     # Move the guide's edge: the map's edge follows, one pixel at a time.
     for edge in (13, 19, 22):
-        out = guided_upsample(cams, _step_guide(4, 32, edge))[0, 0]
+        out = guided_upsample(cams, _step_guide(4, 32, edge), stride=1)[0, 0]
         assert out[edge - 1] < 0.1 and out[edge] > 0.9, edge
+        # The default (stride 2) guides a grid of 2-pixel cells: the edge lands within 2 pixels.
+        coarse = guided_upsample(cams, _step_guide(4, 32, edge))[0, 0]
+        assert coarse[: edge - 2].max() < 0.1 and coarse[edge + 2 :].min() > 0.9, edge
 
 
 def test_a_constant_guide_gives_a_smooth_bilinear_like_upsampling():
@@ -68,6 +71,20 @@ def test_coarse_to_fine_levels_double_until_the_image_size():
     assert all(h >= 100 for h, _ in _levels((100, 7), (224, 224)))
     assert _levels((4, 4), (4, 9)) == [(4, 5), (4, 9)]  # 9 / 4 = 2.25: one doubling, then the rest
     assert _levels((4, 4), (4, 7)) == [(4, 7)]
+
+
+def test_stride_guides_up_to_a_coarser_grid_then_interpolates():
+    torch.manual_seed(0)
+    cams, images = torch.rand(2, 7, 7), torch.rand(2, 3, 224, 224)
+    half = guided_upsample(cams, F.avg_pool2d(images, 2), stride=1)  # guided to 112, as stride 2
+    want = F.interpolate(half[:, None], size=(224, 224), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(guided_upsample(cams, images, stride=2), want[:, 0])
+    # A stride that leaves no guided level is plain bilinear interpolation.
+    plain = F.interpolate(cams[:, None], size=(224, 224), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(guided_upsample(cams, images, stride=64), plain[:, 0])
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="stride"):
+            guided_upsample(cams, images, stride=bad)
 
 
 def test_output_shape_device_and_dtype():

@@ -21,7 +21,9 @@ EfficientNet-Lite0's 7×7 CAM; README, "Everything we tried"):
 
 - ``colour_sigma=0.1`` (RGB in [0, 1]): PxAP 75.5 against 75.3 at 0.2 and 71.6 at 0.05;
 - ``spatial_sigma=1.0`` cell: 73.5 against 72.9 at 0.7 and 71.5 at 0.5 (one step, 140 images);
-- ``coarse_to_fine=True``: 74.2 against 73.5 for one step from 7×7 (140 images).
+- ``coarse_to_fine=True``: 74.2 against 73.5 for one step from 7×7 (140 images);
+- ``stride=2``: PxAP 76.9, best IoU 72.7 against 76.8, 72.7 at stride 1 (and 76.9, 72.7 at 4),
+  285 images, for 13 % less time per image in the evaluation.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def guided_upsample(
     colour_sigma: float = 0.1,
     spatial_sigma: float = 1.0,
     coarse_to_fine: bool = True,
+    stride: int = 2,
 ) -> Tensor:
     """Upsample low-resolution saliency maps to their images' resolution, guided by colour.
 
@@ -61,6 +64,10 @@ def guided_upsample(
             off (a purely spatial, bilinear-like upsampling).
         spatial_sigma: width of the spatial kernel, in cells of the grid being upsampled.
         coarse_to_fine: upsample one doubling at a time (default) rather than in one step.
+        stride: the guided levels stop at the image's size divided by ``stride`` and a bilinear
+            upsampling does the last factor: the default 2 skips the costliest level (112 →
+            224, three quarters of the work), placing edges to within 2 pixels; 1 guides every
+            pixel.
 
     Returns:
         ``(B, H, W)`` on the same device, in ``cams``' dtype (computed in float32).
@@ -73,20 +80,28 @@ def guided_upsample(
 
         >>> cams = torch.tensor([[[0.0, 1.0]]])                  # (1, 1, 2): left cold, right hot
         >>> image = torch.zeros(1, 3, 4, 8); image[..., 5:] = 1  # the guide's edge is at x = 5
-        >>> out = guided_upsample(cams, image)
+        >>> out = guided_upsample(cams, image, stride=1)         # every pixel guided
         >>> out.shape, bool(out[0, 0, 4] < 0.1), bool(out[0, 0, 5] > 0.9)
         (torch.Size([1, 4, 8]), True, True)
     """
     _check(cams, images, colour_sigma, spatial_sigma)
+    if not (isinstance(stride, int) and not isinstance(stride, bool) and stride >= 1):
+        raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
     size = tuple(images.shape[-2:])
     maps = cams.to(torch.float32)[:, None]
     if tuple(maps.shape[-2:]) == size:
         return cams.clone()
+    cells = tuple(maps.shape[-2:])
+    # The finest guided grid (the image's size for stride 1); none when it is the map's own.
+    guided = tuple(max(-(-n // stride), c) for n, c in zip(size, cells, strict=True))
+    levels = [] if guided == cells else _levels(cells, guided) if coarse_to_fine else [guided]
     guide = images.to(torch.float32)
-    for level in _levels(tuple(maps.shape[-2:]), size) if coarse_to_fine else [size]:
+    for level in levels:
         level_guide = guide if level == size else F.adaptive_avg_pool2d(guide, level)
         weights = _weights(level_guide, tuple(maps.shape[-2:]), colour_sigma, spatial_sigma)
         maps = _mix_neighbours(maps, weights)
+    if tuple(maps.shape[-2:]) != size:
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     return maps[:, 0].to(cams.dtype)
 
 

@@ -14,7 +14,7 @@ Methods are built from a *spec* string, ``name`` or ``name:key=value,key=value``
 ``"scorecam:batch_size=64"``. ``name+guided`` is any method's map at its own resolution
 (:meth:`CAMMethod.native`) upsampled by :func:`hrcam.guided_upsample`, e.g. ``"gradcam+guided"``
 or ``"layercam_fused+guided:colour_sigma=0.2"`` (the upsampler's options ``colour_sigma``,
-``spatial_sigma``, ``coarse_to_fine`` go to it, the rest to the method). :func:`parse_method_list` splits a comma-separated list of specs
+``spatial_sigma``, ``coarse_to_fine``, ``stride`` go to it, the rest to the method). :func:`parse_method_list` splits a comma-separated list of specs
 (``key=value`` items without a name belong to the spec before them).
 
 Example::
@@ -220,7 +220,7 @@ def reject_unknown(name: str, params: dict[str, str], allowed: Sequence[str]) ->
 
 # -- "name+guided" --------------------------------------------------------------------------------
 
-UPSAMPLER_OPTIONS = ("colour_sigma", "spatial_sigma", "coarse_to_fine")
+UPSAMPLER_OPTIONS = ("colour_sigma", "spatial_sigma", "coarse_to_fine", "stride")
 
 
 def _canonical(name: str, params: dict[str, str]) -> str:
@@ -239,9 +239,10 @@ def _create_upsampled(base_name: str, upsampler: str, params: dict[str, str], co
         if key in params:
             text = params.pop(key)
             try:
-                options[key] = (
-                    text.lower() in ("1", "true", "yes") if key == "coarse_to_fine" else float(text)
-                )
+                if key == "coarse_to_fine":
+                    options[key] = text.lower() in ("1", "true", "yes")
+                else:
+                    options[key] = int(text) if key == "stride" else float(text)
             except ValueError:
                 raise ValueError(f"{key}={text!r} is not a number") from None
     base = create_method(_canonical(base_name, params), **context)
