@@ -34,8 +34,11 @@ def build(name: str) -> HRCAM:
     return HRCAM(backbone, ExpansionNetwork.from_backbone(backbone)).eval()
 
 
-def time_pair(model: HRCAM, x: torch.Tensor, repeats: int, mode: str) -> tuple[float, float]:
+def time_pair(
+    model: HRCAM, x: torch.Tensor, repeats: int, mode: str, options: dict | None = None
+) -> tuple[float, float]:
     model.high_res_mode = mode
+    model.guided_options = dict(options or {})
     forward, cams = [], []
     with torch.inference_mode():
         model.backbone(x)
@@ -114,13 +117,24 @@ def main() -> None:
     for name in args.backbones.split(","):
         if name == "efficientnet_lite0":
             shipped = load_model("default")
-            rows.append(("efficientnet_lite0, shipped", shipped, "paper", "paper (decoder)"))
-            rows.append(("efficientnet_lite0, shipped", shipped, "guided", "guided (no decoder)"))
+            rows.append(("efficientnet_lite0, shipped", shipped, "paper", "paper (decoder)", {}))
+            rows.append(
+                ("efficientnet_lite0, shipped", shipped, "guided", "guided (no decoder)", {})
+            )
+            rows.append(
+                (
+                    "efficientnet_lite0, shipped",
+                    shipped,
+                    "guided",
+                    "guided, stride 1 (every pixel guided)",
+                    {"stride": 1},
+                )
+            )
         model = build(name)
-        rows.append((f"{name}, random init", model, "paper", "paper (decoder)"))
-        rows.append((f"{name}, random init", model, "guided", "guided (no decoder)"))
-    for label, model, mode, what in rows:
-        f, c = time_pair(model, x, args.repeats, mode)
+        rows.append((f"{name}, random init", model, "paper", "paper (decoder)", {}))
+        rows.append((f"{name}, random init", model, "guided", "guided (no decoder)", {}))
+    for label, model, mode, what, options in rows:
+        f, c = time_pair(model, x, args.repeats, mode, options)
         print(
             f"| {label} | {what} | {1000 * f / args.batch:.1f} | {1000 * c / args.batch:.1f} | {c / f:.2f} |"
         )

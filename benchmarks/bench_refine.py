@@ -13,8 +13,8 @@ every step runs, the masked image included. Prints two tables:
    the single-threaded NumPy path it equals the wall-clock time when the CPU is idle.
 2. the NumPy path's median time per step at the first size, so the region-growing cost shows.
 
-Threads: the NumPy path is single-threaded (NumPy's element-wise ops and SciPy's labelling
-run on one core). The PyTorch CPU path runs once per ``--threads`` value (default: 1 and every
+Threads: the NumPy path is single-threaded (NumPy's element-wise ops and OpenCV's labelling,
+with OpenCV's pool off as in hrcam's commands, run on one core). The PyTorch CPU path runs once per ``--threads`` value (default: 1 and every
 core this process may use), set with ``torch.set_num_threads``; on a small machine that other
 processes share, one thread is often faster, because intra-op threads wait for each other
 whenever another process holds a core. The load average is printed before and after, since
@@ -41,6 +41,7 @@ import torch
 from hrcam.postprocess import RefineOptions, batched, reference, refine, refine_batch
 from hrcam.postprocess.pipeline import run_steps
 from hrcam.postprocess.synthetic import make_cams
+from hrcam.utils import sequential_opencv
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -272,4 +273,5 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    with sequential_opencv():  # as hrcam's commands run it (labelling is OpenCV's)
+        main(get_args_parser().parse_args())
