@@ -10,9 +10,10 @@ with weights ``softmax_j(-d_j² / 2σ_s² - |x - μ_j|² / 2σ_c²)``: ``d_j`` t
 from the pixel to cell ``j``'s centre, ``x`` the pixel's colour and ``μ_j`` cell ``j``'s mean
 colour. The spatial term alone is a smooth interpolation; with the colour term it is the joint
 bilateral upsampling of Kopf et al. (SIGGRAPH 2007). Coarse to fine (the default), the map is
-doubled one level at a time (7 → 14 → 28 → 56 → 112 → 224), each level guided by the image
+doubled one level at a time (7 → 14 → 28 → 56 → 112), each level guided by the image
 average-pooled to that level, so values travel along regions of like colour further than one
-cell. The output is made of the input map's own values (every step is a convex mix), so a
+cell; the last doubling (112 → 224) is bilinear with the default ``stride=2`` (``stride=1``
+guides it too, at three times the cost of all the others). The output is made of the input map's own values (every step is a convex mix), so a
 class-discriminative map stays class-discriminative, and it is linear in the map: upsampling
 each feature map and then weighting it by the FC weights gives the same CAM.
 
