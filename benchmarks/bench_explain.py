@@ -104,7 +104,10 @@ def _image_stages(times, image, network_input, low, high, options, settings, fol
         times,
         "pipeline figure (draw, JPEG encode + write)",
         lambda: viz.save_image(
-            viz.pipeline_image(steps, network_input), folder / "pipeline.jpg", durable=False
+            viz.pipeline_image(steps, network_input),
+            folder / "pipeline.jpg",
+            quality=settings.figure_quality,
+            durable=False,
         ),
     )
 

@@ -201,3 +201,11 @@ def test_writer_threads_yield_to_the_model():
     thread.join()
     assert seen["after"] == max(10, seen["before"])  # lowered to nice 10, never raised
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == seen["before"]
+
+
+def test_output_settings_refuse_a_quality_outside_1_to_100():
+    from hrcam.explain import OutputSettings
+
+    for bad in ({"jpeg_quality": 0}, {"figure_quality": 101}, {"jpeg_quality": 80.5}):
+        with pytest.raises(ValueError, match="quality"):
+            OutputSettings(**bad)
