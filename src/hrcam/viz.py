@@ -98,7 +98,8 @@ def colorize(cam, *, cmap: str = DEFAULT_CMAP, normalize: bool = True) -> np.nda
 
 def _coloured(v: np.ndarray, cmap: str):
     """A map taken as [0, 1] (clipped; NaN as 0) as an RGB Pillow image: each pixel the table's
-    colour nearest ``255 v``, looked up by Pillow's palette conversion (C, ~3x NumPy's take)."""
+    colour nearest ``255 v``, looked up by Pillow's palette conversion (in C: 0.67 against
+    1.17 ms for NumPy's take along the table, at 448x336)."""
     from PIL import Image
 
     index = np.fmin(np.fmax(v.astype(np.float32, copy=False), 0), 1)  # fmax(NaN, 0) is 0
