@@ -17,13 +17,11 @@ person pokes at it:
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import zipfile
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +29,7 @@ from PIL import Image
 
 from .. import viz
 from ..explain.compute import display_image
-from ..explain.outputs import display_pictures
+from ..explain.outputs import display_pictures, maps_arrays
 from ..io import ImageLoadError, image_to_tensor, load_image
 from ..model import HRCAM
 from ..postprocess import RefineOptions, RefineSteps, refine
@@ -248,18 +246,9 @@ class ExplainerSession:
         loaded = self.image(key)
         stem = f"{loaded.name}_{_safe(views.target.name)}"
         low, high = self.cams(key, views.target.index)
-        s = views.steps
-        arrays: dict[str, Any] = {
-            "low_res_cam": low,
-            "high_res_cam": high,
-            "refined_cam": np.asarray(s.refined, dtype=np.float32),
-            "roi": np.asarray(s.roi, dtype=bool),
-            "focal_points": np.asarray(s.focal_points, dtype=bool),
-            "segment": np.asarray(s.full_segment, dtype=bool),
-            "target": np.int64(views.target.index),
-            "probabilities": loaded.probabilities.astype(np.float32),
-            "options": np.array(json.dumps(asdict(s.options))),
-        }
+        arrays = maps_arrays(  # what explain's maps.npz holds, at full precision
+            low, high, views.steps, loaded.probabilities, views.target.index, "float32"
+        )
         paths = [folder / f"{stem}_maps.npz"]
         atomic_save_npz(arrays, paths[0])
         for label, picture in (

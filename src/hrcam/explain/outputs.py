@@ -131,15 +131,19 @@ def display_pictures(
     Used by ``hrcam explain``'s outputs and by the app, so both show the same pictures.
     """
     size = display.shape[:2]
-    refined = np.asarray(steps.refined, dtype=np.float32)
+    refined = _at(np.asarray(steps.refined, dtype=np.float32), size)  # for both of its pictures
     pictures = {
-        key: viz.overlay_cam(display, _at(cam, size), alpha=opacity, cmap=cmap)
-        for key, cam in (("overlay_low", low), ("overlay_high", high), ("overlay_refined", refined))
+        key: viz.overlay_cam(display, cam, alpha=opacity, cmap=cmap)
+        for key, cam in (
+            ("overlay_low", _at(low, size)),
+            ("overlay_high", _at(high, size)),
+            ("overlay_refined", refined),
+        )
     }
     o = steps.options
     pictures["masked"] = mask_image(
         display,
-        _at(refined, size),
+        refined,
         filter=o.filter,
         keep_percentage=o.keep_percentage,
         threshold=o.threshold,
