@@ -330,6 +330,10 @@ def test_plus_guided_upsamples_the_native_map(tiny_model, batch):
         create_method("gradcam+guided:colour_sigma=big")
     with pytest.raises(ValueError, match="unknown option"):
         create_method("gradcam+guided:alpha=0.3")
+    assert create_method("gradcam+guided:stride=1").options == {"stride": 1}
+    for bad in ("0", "1.5", "-2", "two"):
+        with pytest.raises(ValueError, match="stride must be an integer >= 1"):
+            create_method(f"gradcam+guided:stride={bad}")
 
 
 def test_enlarged_input_and_multiscale_baselines(tiny_model, batch):

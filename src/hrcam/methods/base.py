@@ -14,8 +14,9 @@ Methods are built from a *spec* string, ``name`` or ``name:key=value,key=value``
 ``"scorecam:batch_size=64"``. ``name+guided`` is any method's map at its own resolution
 (:meth:`CAMMethod.native`) upsampled by :func:`hrcam.guided_upsample`, e.g. ``"gradcam+guided"``
 or ``"layercam_fused+guided:colour_sigma=0.2"`` (the upsampler's options ``colour_sigma``,
-``spatial_sigma``, ``coarse_to_fine``, ``stride`` go to it, the rest to the method). :func:`parse_method_list` splits a comma-separated list of specs
-(``key=value`` items without a name belong to the spec before them).
+``spatial_sigma``, ``coarse_to_fine``, ``stride`` go to it, the rest to the method).
+:func:`parse_method_list` splits a comma-separated list of specs (``key=value`` items without
+a name belong to the spec before them).
 
 Example::
 
@@ -238,12 +239,16 @@ def _create_upsampled(base_name: str, upsampler: str, params: dict[str, str], co
     for key in UPSAMPLER_OPTIONS:
         if key in params:
             text = params.pop(key)
-            try:
-                if key == "coarse_to_fine":
-                    options[key] = text.lower() in ("1", "true", "yes")
-                else:
-                    options[key] = int(text) if key == "stride" else float(text)
-            except ValueError:
-                raise ValueError(f"{key}={text!r} is not a number") from None
+            if key == "coarse_to_fine":
+                options[key] = text.lower() in ("1", "true", "yes")
+            elif key == "stride":
+                if not (text.isdigit() and int(text) >= 1):
+                    raise ValueError(f"stride={text!r}: the stride must be an integer >= 1")
+                options[key] = int(text)
+            else:
+                try:
+                    options[key] = float(text)
+                except ValueError:
+                    raise ValueError(f"{key}={text!r} is not a number") from None
     base = create_method(_canonical(base_name, params), **context)
     return GuidedUpsampledCAM(_canonical(f"{base_name}+{upsampler}", given), base, options)
