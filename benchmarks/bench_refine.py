@@ -14,8 +14,8 @@ every step runs, the masked image included. Prints two tables:
 2. the NumPy path's median time per step at the first size, so the region-growing cost shows.
 
 Threads: the NumPy path is single-threaded (NumPy's element-wise ops and OpenCV's labelling,
-with OpenCV's pool off as in hrcam's commands, run on one core). The PyTorch CPU path runs once per ``--threads`` value (default: 1 and every
-core this process may use), set with ``torch.set_num_threads``; on a small machine that other
+with OpenCV's pool off as in hrcam's commands, run on one core). The PyTorch CPU path runs
+once per ``--threads`` value (default: 1 and every core this process may use), set with ``torch.set_num_threads``; on a small machine that other
 processes share, one thread is often faster, because intra-op threads wait for each other
 whenever another process holds a core. The load average is printed before and after, since
 other processes skew CPU timings; compare rows of one run.

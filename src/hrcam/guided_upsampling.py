@@ -13,9 +13,10 @@ bilateral upsampling of Kopf et al. (SIGGRAPH 2007). Coarse to fine (the default
 doubled one level at a time (7 → 14 → 28 → 56 → 112), each level guided by the image
 average-pooled to that level, so values travel along regions of like colour further than one
 cell; the last doubling (112 → 224) is bilinear with the default ``stride=2`` (``stride=1``
-guides it too, at three times the cost of all the others). The output is made of the input map's own values (every step is a convex mix), so a
-class-discriminative map stays class-discriminative, and it is linear in the map: upsampling
-each feature map and then weighting it by the FC weights gives the same CAM.
+guides it too, at three times the cost of all the others). The output is made of the input
+map's own values (every step is a convex mix, bilinear included), so a class-discriminative
+map stays class-discriminative, and it is linear in the map: upsampling each feature map and
+then weighting it by the FC weights gives the same CAM.
 
 The defaults are the measured ones (``hrcam evaluate --split first-half`` on pets-dev,
 EfficientNet-Lite0's 7×7 CAM; README, "Everything we tried"):

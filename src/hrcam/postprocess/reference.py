@@ -1,4 +1,5 @@
-"""The refinement pipeline in NumPy (and OpenCV for labelling): one image at a time, one pure function per step.
+"""The refinement pipeline in NumPy (OpenCV labels components): one image at a time, one
+pure function per step.
 
 This is the readable reference; :mod:`hrcam.postprocess.batched` computes the same thing for a
 batch with PyTorch. Each function below is one step of the paper's postprocessing (and of the
