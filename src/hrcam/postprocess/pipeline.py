@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import numpy as np
+
 from .options import (
     RefineOptions,
     resolve_focal_min_distance,
@@ -19,7 +21,7 @@ from .options import (
 )
 from .steps import RefineSteps
 
-__all__ = ["STEP_FUNCTIONS", "resolve_options", "run_steps"]
+__all__ = ["STEP_FUNCTIONS", "refine_single", "resolve_options", "run_steps"]
 
 # What a backend implements, one function per step, with the same names and keywords.
 STEP_FUNCTIONS = (
@@ -138,3 +140,45 @@ def resolve_options(options: RefineOptions | None, overrides: dict) -> RefineOpt
     elif not isinstance(options, RefineOptions):
         raise ValueError(f"options must be a RefineOptions, got {type(options).__name__}")
     return options.replace(**overrides) if overrides else options
+
+
+def refine_single(
+    ops: ModuleType, low, high, image, options, nan_policy: str, overrides: dict
+) -> RefineSteps:
+    """What ``refine`` does for one image with the backend ``ops`` (:mod:`.reference` or
+    :mod:`.compiled`): resolve the options, check the inputs, run the steps."""
+    opts = resolve_options(options, overrides)
+    low, high, image = _check_inputs(low, high, image)
+    check_image_and_finite(low, high, image, nan_policy, batched=False)
+    return run_steps(ops, low, high, image, opts)
+
+
+def _as_real_array(x, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+        raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    return a
+
+
+def _check_inputs(low, high, image):
+    low = _as_real_array(low, "low")
+    high = _as_real_array(high, "high")
+    if low.ndim != 2 or 0 in low.shape:
+        raise ValueError(
+            f"low must be a non-empty (h, w) low-res CAM, got shape {low.shape}; "
+            "select one class (e.g. cam[class_index]) and one image before refining"
+        )
+    if high.ndim != 2 or 0 in high.shape:
+        raise ValueError(
+            f"high must be a non-empty (H, W) high-res CAM, got shape {high.shape}; "
+            "select one class and one image before refining"
+        )
+    if image is not None:
+        image = _as_real_array(image, "image")
+        if image.ndim not in (2, 3) or 0 in image.shape:
+            raise ValueError(
+                f"image must be (H', W') or (H', W', C) channels-last, got shape {image.shape}"
+            )
+    return low, high, image

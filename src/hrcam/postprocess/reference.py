@@ -33,7 +33,7 @@ from skimage import morphology
 from ..arrays import normalize_finite, normalize_map
 from . import _grid
 from .options import RefineOptions
-from .pipeline import STEP_FUNCTIONS, check_image_and_finite, resolve_options, run_steps
+from .pipeline import STEP_FUNCTIONS, refine_single
 from .steps import RefineSteps
 
 __all__ = [*STEP_FUNCTIONS, "find_local_maxima", "linear_percentile", "refine"]
@@ -478,38 +478,6 @@ def refine(
         steps = refine(low_res_cam, high_res_cam, image, focal_scope="local")
         refined_cam = steps.refined
     """
-    opts = resolve_options(options, option_overrides)
-    low, high, image = _check_inputs(low, high, image)
-    check_image_and_finite(low, high, image, nan_policy, batched=False)
-    return run_steps(sys.modules[__name__], low, high, image, opts)  # this module's steps
-
-
-def _as_real_array(x, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor
-        x = x.detach().cpu().numpy()
-    a = np.asarray(x)
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
-        raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
-    return a
-
-
-def _check_inputs(low, high, image):
-    low = _as_real_array(low, "low")
-    high = _as_real_array(high, "high")
-    if low.ndim != 2 or 0 in low.shape:
-        raise ValueError(
-            f"low must be a non-empty (h, w) low-res CAM, got shape {low.shape}; "
-            "select one class (e.g. cam[class_index]) and one image before refining"
-        )
-    if high.ndim != 2 or 0 in high.shape:
-        raise ValueError(
-            f"high must be a non-empty (H, W) high-res CAM, got shape {high.shape}; "
-            "select one class and one image before refining"
-        )
-    if image is not None:
-        image = _as_real_array(image, "image")
-        if image.ndim not in (2, 3) or 0 in image.shape:
-            raise ValueError(
-                f"image must be (H', W') or (H', W', C) channels-last, got shape {image.shape}"
-            )
-    return low, high, image
+    return refine_single(  # this module's steps
+        sys.modules[__name__], low, high, image, options, nan_policy, option_overrides
+    )
