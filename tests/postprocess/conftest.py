@@ -6,17 +6,25 @@ import numpy as np
 import pytest
 import torch
 
-from hrcam.postprocess import RefineOptions, RefineSteps, refine, refine_batch
+from hrcam.postprocess import RefineOptions, RefineSteps, compiled, reference, refine_batch
 
-IMPLEMENTATIONS = ("reference", "batched")
+SINGLE_IMAGE = ("reference", "compiled")
+
+
+def single(impl: str):
+    """The one-image backend module named ``impl``."""
+    return {"reference": reference, "compiled": compiled}[impl]
+
+
+IMPLEMENTATIONS = ("reference", "compiled", "batched")
 
 
 def run_refine(impl: str, low, high, image=None, **options) -> RefineSteps:
     """``refine`` or ``refine_batch`` on one image with the paper's options (and ``options``
     changed); NumPy steps without a batch dimension."""
     base = options.pop("options", RefineOptions.preset("paper"))
-    if impl == "reference":
-        return refine(low, high, image, options=base, **options)
+    if impl in ("reference", "compiled"):
+        return single(impl).refine(low, high, image, options=base, **options)
     images = None if image is None else np.asarray(image)[None]
     low, high = np.asarray(low)[None], np.asarray(high)[None]
     return refine_batch(low, high, images, options=base, **options).select(0)

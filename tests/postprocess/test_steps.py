@@ -13,13 +13,13 @@ from hrcam.postprocess import RefineOptions
 from hrcam.postprocess import batched as T
 from hrcam.postprocess import reference as R
 
-from .conftest import IMPLEMENTATIONS
+from .conftest import IMPLEMENTATIONS, SINGLE_IMAGE, single
 
 
 def step(impl: str, name: str, *arrays, **kwargs):
     """Call step ``name`` of ``impl`` on single-image arrays; NumPy result, no batch dim."""
-    if impl == "reference":
-        return np.asarray(getattr(R, name)(*arrays, **kwargs))
+    if impl in SINGLE_IMAGE:
+        return np.asarray(getattr(single(impl), name)(*arrays, **kwargs))
     tensors = [torch.as_tensor(np.asarray(a))[None] for a in arrays]
     kwargs = {
         k: torch.tensor([v], dtype=torch.float32) if k in ("lower", "upper") else v
@@ -52,8 +52,8 @@ def test_resize_bilinear_half_pixel_centres(impl):
     # Source coordinates of 4 outputs from 2 inputs: -0.25 (clamped to 0), 0.25, 0.75, 1.25
     # (clamped to 1): an axis [a, b] becomes [a, a + (b-a)/4, a + 3(b-a)/4, b].
     expected = [[0, 1, 3, 4], [2, 3, 5, 6], [6, 7, 9, 10], [8, 9, 11, 12]]
-    if impl == "reference":
-        out = R.resize_bilinear(x, (4, 4))
+    if impl in SINGLE_IMAGE:
+        out = single(impl).resize_bilinear(x, (4, 4))
     else:
         out = T.resize_bilinear(torch.tensor(x)[None], (4, 4))[0].numpy()
     np.testing.assert_array_equal(out, expected)
@@ -149,8 +149,8 @@ def test_threshold_bounds(impl):
 def test_global_focal_points_break_ties_in_row_major_order(impl):
     low_resized = np.array([[1, 5, 5], [5, 2, 0]], np.float32)
     kwargs = dict(shape=(2, 3), scope="global", num_points=2)
-    if impl == "reference":
-        seeds = R.find_focal_points(np.zeros((2, 3)), low_resized=low_resized, **kwargs)
+    if impl in SINGLE_IMAGE:
+        seeds = single(impl).find_focal_points(np.zeros((2, 3)), low_resized=low_resized, **kwargs)
     else:
         seeds = T.find_focal_points(
             torch.zeros(1, 2, 3), low_resized=torch.from_numpy(low_resized)[None], **kwargs
@@ -407,8 +407,8 @@ def test_focal_points_are_distinct_points_inside_the_roi(impl):
 
     low, high, image = make_cams(np.random.default_rng(5), 1)
     steps = (
-        R.refine(low[0], high[0], image[0])
-        if impl == "reference"
+        single(impl).refine(low[0], high[0], image[0])
+        if impl in SINGLE_IMAGE
         else T.refine_batch(low, high, image).select(0)
     )
     points = np.argwhere(steps.focal_points)
