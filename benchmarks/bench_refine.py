@@ -1,19 +1,21 @@
-"""Speed of the refinement pipeline (the refined CAM): NumPy reference vs batched PyTorch.
+"""Speed of the refinement pipeline (the refined CAM): NumPy reference, compiled steps (Numba;
+``hrcam.refine``) and batched PyTorch.
 
 Inputs are realistic synthetic CAM pairs (:func:`hrcam.postprocess.synthetic.make_cams`: a 7x7
 low-res CAM of a few Gaussian blobs, a textured high-res CAM with noise) with a uint8 image, so
 every step runs, the masked image included. Prints two tables:
 
 1. implementation, size, batch, median wall-clock ms per image, images per second (from
-   that median), median CPU ms per image, and the number of images timed. The NumPy path is
+   that median), median CPU ms per image, and the number of images timed. The one-image paths
+   (``numpy``, the reference; ``compiled``, what ``hrcam.refine`` runs) are
    timed image by image (medians of the per-image times); the PyTorch path batch by batch
-   (median batch time divided by the batch size). ``numpy, CAMs only`` leaves out the image
+   (median batch time divided by the batch size). ``..., CAMs only`` leaves out the image
    (step 10). CPU time counts only the time this process ran (summed over its threads), so
    on a machine that other processes share it is close to what an idle CPU would give; for
    the single-threaded NumPy path it equals the wall-clock time when the CPU is idle.
-2. the NumPy path's median time per step at the first size, so the region-growing cost shows.
+2. the one-image paths' median time per step at the first size, side by side.
 
-Threads: the NumPy path is single-threaded (NumPy's element-wise ops and OpenCV's labelling,
+Threads: the one-image paths are single-threaded (NumPy's element-wise ops and OpenCV's labelling,
 with OpenCV's pool off as in hrcam's commands, run on one core). The PyTorch CPU path runs
 once per ``--threads`` value (default: 1 and every core this process may use), set with ``torch.set_num_threads``; on a small machine that other
 processes share, one thread is often faster, because intra-op threads wait for each other
@@ -38,10 +40,13 @@ import time
 import numpy as np
 import torch
 
-from hrcam.postprocess import RefineOptions, batched, reference, refine, refine_batch
+from hrcam.postprocess import RefineOptions, batched, compiled, reference, refine_batch
 from hrcam.postprocess.pipeline import run_steps
 from hrcam.postprocess.synthetic import make_cams
 from hrcam.utils import sequential_opencv
+
+# The one-image implementations: hrcam.refine is the compiled one (the reference without Numba).
+BACKENDS = {"numpy": reference} | ({"compiled": compiled} if compiled is not None else {})
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -68,8 +73,8 @@ def images_for(size: int, base: int) -> int:
     return max(8, round(base * (224 * 224) / (size * size)))
 
 
-def time_numpy(low, high, images) -> tuple[list[float], list[float]]:
-    """(wall, CPU) seconds per image for :func:`refine`, one image at a time."""
+def time_numpy(refine, low, high, images) -> tuple[list[float], list[float]]:
+    """(wall, CPU) seconds per image for ``refine`` (a one-image backend's), image by image."""
     refine(low[0], high[0], None if images is None else images[0])  # warm the caches
     wall, cpu = [], []
     for i in range(len(low)):
@@ -104,14 +109,15 @@ def time_torch(
 
 
 class _TimedBackend:
-    """The NumPy backend with every step function timed (CPU time of this thread), so the
+    """A one-image backend with every step function timed (CPU time of this thread), so the
     per-step table times exactly the calls ``refine`` makes (``pipeline.run_steps``)."""
 
-    def __init__(self, steps: dict[str, list[float]]) -> None:
+    def __init__(self, backend, steps: dict[str, list[float]]) -> None:
+        self._backend = backend
         self._steps = steps
 
     def __getattr__(self, name):
-        fn = getattr(reference, name)
+        fn = getattr(self._backend, name)
         if not callable(fn):
             return fn
 
@@ -124,15 +130,15 @@ class _TimedBackend:
         return timed
 
 
-def time_numpy_steps(low, high, images, options: RefineOptions) -> dict[str, float]:
-    """Median CPU seconds of each step of the NumPy pipeline over the given images, and of
-    what ``refine`` does besides the steps (input checks, conversion, the result)."""
+def time_numpy_steps(backend, low, high, images, options: RefineOptions) -> dict[str, float]:
+    """Median CPU seconds of each step of a one-image backend over the given images, and of
+    what its ``refine`` does besides the steps (input checks, conversion, the result)."""
     steps: dict[str, list[float]] = {}
-    ops = _TimedBackend(steps)
+    ops = _TimedBackend(backend, steps)
     whole = []
     for i in range(len(low)):
         start = time.thread_time()
-        refine(low[i], high[i], images[i], options=options)
+        backend.refine(low[i], high[i], images[i], options=options)
         whole.append(time.thread_time() - start)
         run_steps(ops, low[i], high[i], images[i], options)
     medians = {name: float(np.median(t)) for name, t in steps.items()}
@@ -214,10 +220,20 @@ def main(args: argparse.Namespace) -> None:
         n = images_for(size, args.images)
         low, high, images = make_cams(rng, n, high_shape=(size, size))
         if not args.skip_numpy:
-            lines.append(row("numpy", size, 1, time_numpy(low, high, images)))
-            lines.append(row("numpy, CAMs only", size, 1, time_numpy(low, high, None)))
+            for name, backend in BACKENDS.items():
+                lines.append(row(name, size, 1, time_numpy(backend.refine, low, high, images)))
+                lines.append(
+                    row(f"{name}, CAMs only", size, 1, time_numpy(backend.refine, low, high, None))
+                )
             if step_table is None:
-                step_table = (size, n, time_numpy_steps(low, high, images, RefineOptions()))
+                step_table = (
+                    size,
+                    n,
+                    {
+                        name: time_numpy_steps(backend, low, high, images, RefineOptions())
+                        for name, backend in BACKENDS.items()
+                    },
+                )
         tl, th, ti = (torch.from_numpy(a) for a in (low, high, images))
         if not args.skip_torch_cpu:
             batch = min(args.batch, n)
@@ -250,14 +266,20 @@ def main(args: argparse.Namespace) -> None:
     print(f"|{'-' * 24}|{'-' * 11}|{'-' * 7}|{'-' * 11}|{'-' * 11}|{'-' * 11}|{'-' * 8}|")
     print("\n".join(lines))
     if step_table is not None:
-        size, n, steps = step_table
+        size, n, tables = step_table
+        names = list(tables)
         print()
-        print(f"NumPy path, median CPU time per step at {size}x{size} over {n} images:")
-        print(f"| {'step':<52} | ms     |")
-        print(f"|{'-' * 54}|{'-' * 8}|")
-        for name, seconds in steps.items():
-            print(f"| {name:<52} | {seconds * 1e3:6.3f} |")
-        print(f"| {'refine, in all':<52} | {sum(steps.values()) * 1e3:6.3f} |")
+        print(
+            f"One-image paths, median CPU ms per step at {size}x{size} over {n} images "
+            "(the paper's options):"
+        )
+        print(f"| {'step':<52} | " + " | ".join(f"{name:>9}" for name in names) + " |")
+        print(f"|{'-' * 54}|" + "|".join("-" * 11 for _ in names) + "|")
+        for step in tables[names[0]]:
+            cells = " | ".join(f"{tables[name].get(step, 0.0) * 1e3:9.3f}" for name in names)
+            print(f"| {step:<52} | {cells} |")
+        totals = " | ".join(f"{sum(tables[name].values()) * 1e3:9.3f}" for name in names)
+        print(f"| {'refine, in all':<52} | {totals} |")
     if growing:
         print()
         print("Region growing alone (step 7), batched: pointer jumping vs one dilation per pass")
