@@ -347,53 +347,70 @@ def find_focal_points(
 
 
 # --------------------------------------------------------------------------- segment
-# Flood fills on maps padded by a ring of pixels that nothing passes, so a neighbour is always
-# p +- 1 or p +- row: no bounds checks, no divisions.
+# Flood fills by spans: a seed grows along its row, and the runs of fillable pixels in the rows
+# above and below the span become new seeds. Each pixel is read in a few tight loops over rows
+# instead of once per neighbour (2-4x a pixel-by-pixel fill on the regions that cover most of
+# the map). The maps are padded by a wall that nothing passes, so no bounds are checked.
 
 
 @_jit
-def _flood(passable, visited, row, stack, top, listed):
-    """Visit, from the flat indices ``stack[:top]`` (already visited), every pixel reachable
-    through 4-neighbours that are ``passable``; list the new ones in ``listed`` and return how
-    many. The outermost ring of the maps must not be passable."""
-    added = 0
+def _flood(state, row, stack, top, spans):
+    """Visit every pixel reachable through 4-neighbours whose ``state`` is 1 (fillable) from
+    the flat indices ``stack[:top]``, setting their state to 2; record the runs visited as
+    ``spans[2 * k : 2 * k + 2]`` = first, last. ``stack`` must hold twice the map's size, and
+    the map's outer ring be 0 (a wall). Returns (pixels, runs)."""
+    pixels = runs = 0
     while top > 0:
         top -= 1
         p = stack[top]
-        for q in (p - row, p + row, p - 1, p + 1):
-            if passable[q] and not visited[q]:
-                visited[q] = True
-                listed[added] = q
-                added += 1
-                stack[top] = q
-                top += 1
-    return added
+        if state[p] != 1:
+            continue
+        first = last = p
+        while state[first - 1] == 1:
+            first -= 1
+        while state[last + 1] == 1:
+            last += 1
+        state[first : last + 1] = 2
+        spans[2 * runs] = first
+        spans[2 * runs + 1] = last
+        runs += 1
+        pixels += last - first + 1
+        for step in (-row, row):  # one push per run of fillable pixels beside the span
+            q, end = first + step, last + step
+            while q <= end:
+                if state[q] == 1:
+                    stack[top] = q
+                    top += 1
+                    while q <= end and state[q] == 1:
+                        q += 1
+                else:
+                    q += 1
+    return pixels, runs
 
 
 @_jit
-def _ringed(shape, ring):
+def _walled(shape, ring):
+    """An all-0 flat uint8 map of ``shape`` padded by ``ring`` on every side, and its row length."""
     H, W = shape
-    return np.zeros((H + 2 * ring) * (W + 2 * ring), np.bool_), W + 2 * ring
+    return np.zeros((H + 2 * ring) * (W + 2 * ring), np.uint8), W + 2 * ring
 
 
 @_jit
 def _grow(edges, seeds, lower, upper):
     H, W = edges.shape
-    in_range, row = _ringed(edges.shape, 1)
-    visited = np.zeros(in_range.size, np.bool_)
-    stack = np.empty(in_range.size, np.int32)
+    state, row = _walled(edges.shape, 1)
+    stack = np.empty(2 * state.size, np.int32)
     top = 0
     for i in range(H):
         e, s, base = edges[i], seeds[i], (i + 1) * row + 1
         for j in range(W):
-            in_range[base + j] = lower <= e[j] <= upper  # False for NaN bounds
+            state[base + j] = lower <= e[j] <= upper  # 0 for NaN bounds
         for j in range(W):
-            if s[j] and in_range[base + j]:
-                visited[base + j] = True
+            if s[j] and state[base + j]:
                 stack[top] = base + j
                 top += 1
-    _flood(in_range, visited, row, stack, top, np.empty(in_range.size, np.int32))
-    return visited.reshape(H + 2, row)[1:-1, 1:-1].copy()
+    _flood(state, row, stack, top, np.empty(state.size, np.int32))
+    return state.reshape(H + 2, row)[1:-1, 1:-1] == 2
 
 
 def grow_region(edges, seeds, *, lower: float, upper: float) -> np.ndarray:
@@ -426,41 +443,46 @@ def _bounding_box(mask):
 
 
 @_jit
-def _fill_small(mask, labels, count, top, left, max_size):
-    """``mask`` with the labelled background pieces of its box (``labels`` from ``top, left``)
-    filled when they hold at most ``max_size`` pixels and do not touch the box's edge."""
-    h, w = labels.shape
-    sizes = np.zeros(count + 1, np.int64)
+def _fill(mask, max_size):
+    """``mask`` (not empty) with its holes up to ``max_size`` pixels filled. A hole lies
+    inside the mask's bounding box, and background that touches the box's edge reaches the
+    image border through the all-background outside, so only the box is looked at."""
+    top, bottom, left, right = _bounding_box(mask)
+    h, w = bottom - top + 1, right - left + 1
+    # The box padded by 2: the outer ring a wall, the inner one background, so one flood from
+    # the inner ring visits all the background that touches the box's edge (never a hole).
+    state, row = _walled((h, w), 2)
+    for r in range(1, h + 3):
+        state[r * row + 1] = 1
+        state[r * row + w + 2] = 1
+    state[row + 1 : row + w + 3] = 1
+    state[(h + 2) * row + 1 : (h + 2) * row + w + 3] = 1
     for i in range(h):
+        m, base = mask[top + i], (i + 2) * row + 2
         for j in range(w):
-            sizes[labels[i, j]] += 1
-    fill = sizes <= max_size
-    fill[0] = False
-    for j in range(w):
-        fill[labels[0, j]] = False
-        fill[labels[h - 1, j]] = False
-    for i in range(h):
-        fill[labels[i, 0]] = False
-        fill[labels[i, w - 1]] = False
+            state[base + j] = not m[left + j]
+    stack = np.empty(2 * state.size, np.int32)
+    spans = np.empty(state.size + 2, np.int32)
+    stack[0] = row + 1
+    _flood(state, row, stack, 1, spans)
     out = mask.copy()
-    for i in range(h):
-        for j in range(w):
-            if fill[labels[i, j]]:
-                out[top + i, left + j] = True
+    for p in range(state.size):
+        if state[p] == 1:  # a hole: flood it, fill it if small
+            stack[0] = p
+            pixels, runs = _flood(state, row, stack, 1, spans)
+            if pixels <= max_size:
+                for k in range(runs):
+                    i, j = spans[2 * k] // row - 2 + top, spans[2 * k] % row - 2 + left
+                    out[i, j : j + spans[2 * k + 1] - spans[2 * k] + 1] = True
     return out
 
 
 def fill_holes(mask, *, max_size: int) -> np.ndarray:
-    """Step 8b; see :func:`.reference.fill_holes`: the background of the mask's bounding box
-    labelled by OpenCV (its labelling beats a compiled flood fill 3x here), then one pass."""
+    """Step 8b; see :func:`.reference.fill_holes`."""
     m = _bool(mask)
     if max_size <= 0 or not m.any():
         return m.copy()
-    top, bottom, left, right = _bounding_box(m)
-    labels, count = reference.label_components(~m[top : bottom + 1, left : right + 1])
-    if count == 0:
-        return m.copy()
-    return _fill_small(m, labels, count, top, left, int(max_size))
+    return _fill(m, int(max_size))
 
 
 # --------------------------------------------------------------------------- merge
