@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from .arrays import normalize_map, to_numpy
-from .postprocess.reference import mask_image, resize_bilinear
+from .postprocess import mask_image, resize_bilinear
 from .postprocess.steps import RefineSteps
 from .utils import atomic_write
 

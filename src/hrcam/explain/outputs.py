@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import viz
 from ..model import upsample_cam
-from ..postprocess.reference import mask_image
+from ..postprocess import mask_image
 from ..utils import atomic_save_json, atomic_save_npz
 from .compute import ExplainedImage
 from .summary import ImageResult

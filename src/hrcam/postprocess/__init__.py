@@ -11,8 +11,9 @@ Three implementations with one meaning:
 - :func:`refine_batch` (:mod:`.batched`): PyTorch, a batch at once on a CPU or GPU.
 
 All return :class:`RefineSteps` (every intermediate step) and take :class:`RefineOptions`.
-Each step is also a pure function: ``reference.blur_cam`` ... ``reference.mask_image`` here,
-``compiled.blur_cam`` ..., and the batched ones under :mod:`hrcam.postprocess.batched`.
+Each step is also a pure function: :func:`blur_cam` ... :func:`mask_image` here (the compiled
+ones; ``reference.blur_cam`` ... for the NumPy ones), and the batched ones under
+:mod:`hrcam.postprocess.batched`.
 
 Example::
 
@@ -24,29 +25,31 @@ Example::
 from . import batched, reference
 from .batched import label_components, refine_batch
 from .options import RefineOptions, resolve_max_hole_size, resolve_num_points
-from .reference import (
-    blur_cam,
-    fill_holes,
-    find_focal_points,
-    find_local_maxima,
-    find_roi,
-    find_strong_edges,
-    grow_region,
-    linear_percentile,
-    mask_image,
-    merge_maps,
-    normalize_map,
-    resize_bilinear,
-    sobel_edges,
-    threshold_bounds,
-)
 from .steps import RefineSteps
 
 try:  # the compiled steps when Numba is installed (a dependency; a missing wheel falls back)
     from . import compiled
 except ImportError:  # pragma: no cover - Numba is installed with hrcam
     compiled = None
-refine = reference.refine if compiled is None else compiled.refine
+
+# The one-image pipeline and its steps: the compiled ones, the reference's without Numba (the
+# results are the same bit for bit either way).
+_one_image = reference if compiled is None else compiled
+refine = _one_image.refine
+blur_cam = _one_image.blur_cam
+fill_holes = _one_image.fill_holes
+find_focal_points = _one_image.find_focal_points
+find_local_maxima = _one_image.find_local_maxima
+find_roi = _one_image.find_roi
+find_strong_edges = _one_image.find_strong_edges
+grow_region = _one_image.grow_region
+linear_percentile = _one_image.linear_percentile
+mask_image = _one_image.mask_image
+merge_maps = _one_image.merge_maps
+normalize_map = _one_image.normalize_map
+resize_bilinear = _one_image.resize_bilinear
+sobel_edges = _one_image.sobel_edges
+threshold_bounds = _one_image.threshold_bounds
 
 __all__ = [
     "RefineOptions",
