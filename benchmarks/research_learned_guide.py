@@ -8,6 +8,13 @@ variants on the cache and scores each, beside the training-free guided CAM, on p
 
     python benchmarks/research_learned_guide.py --cache /work/cache/guide.pt -o runs/guide \\
         --variants cam2x cam2x3x cam2x-e12
+    python benchmarks/research_learned_guide.py --cache /work/cache/guide.pt -o runs/guide \\
+        --views 6 --views-cache /work/cache/views.pt --variants multiview multiview-blur
+
+``--views N`` adds FeatUp's multi-view signal (Fu et al., ICLR 2024): the CAMs of ``N`` shifted
+copies of each sample (shifts up to 16 px in 4-px steps, reflected at the borders), cached
+once; the guide's upsampled CAM, shifted alike and pooled back to 7×7 (by a box, or by a
+learned blur as FeatUp's downsampler), must match each.
 
 Training images: ``../shared/data/imagenet-val-nonanimal`` (703) and pets-dev's first half
 (285), each also mirrored. Prints one line per epoch (loss, rate, ETA) and a table at the end.
@@ -44,7 +51,14 @@ VARIANTS = {
     # the RGB weight held at the training-free guide's: do the learned channels add anything?
     "cam2x-fixrgb": ({}, {"scales": (2,), "freeze_rgb": True}),
     "cam2x-long": ({}, {"scales": (2,), "epochs": 40}),
+    # FeatUp's multi-view signal: the upsampled CAM, shifted and pooled back to 7x7, must match
+    # the classifier's CAM of the shifted image (--views); a box or a learned blur pools it.
+    "multiview": ({}, {"scales": (), "use_views": True}),
+    "multiview-blur": ({}, {"scales": (), "use_views": True, "learned_blur": True}),
+    "cam2x-multiview": ({}, {"scales": (2,), "use_views": True}),
 }
+
+VIEW_SHIFT = 16  # px: the largest shift of a view (half a cell of the 7x7 grid at 224)
 
 
 def training_images() -> list[Path]:
@@ -95,6 +109,84 @@ def build_cache(model, paths: list[Path], k: int, scales=(2,)) -> dict:
     return out
 
 
+@torch.inference_mode()
+def build_views(model, paths: list[Path], targets: torch.Tensor, n_views: int, seed=0) -> dict:
+    """The CAMs (S, V, k, 7, 7) of ``n_views`` shifted copies of every cached sample (the order
+    of :func:`build_cache`: each path, then its mirror), for the sample's cached top-k classes,
+    and the shifts (S, V, 2) in pixels, multiples of 4 (the training grid's step) up to
+    ``VIEW_SHIFT``. A view's pixel (y, x) is the image's (y + dy, x + dx), reflected at the
+    borders."""
+    backbone = model.backbone
+    g = torch.Generator().manual_seed(seed)
+    cams, shifts = [], []
+    started, s, r = time.perf_counter(), 0, VIEW_SHIFT
+    for n, path in enumerate(paths):
+        for flip in (False, True):
+            x = model.preprocess(path)
+            if flip:
+                x = torch.flip(x, dims=[3])
+            H, W = x.shape[-2:]
+            padded = F.pad(x, (r, r, r, r), mode="reflect")
+            shift = torch.randint(-r // 4, r // 4 + 1, (n_views, 2), generator=g) * 4
+            views = torch.cat(
+                [padded[..., r + dy : r + dy + H, r + dx : r + dx + W] for dy, dx in shift.tolist()]
+            )
+            w = backbone.fc.weight[targets[s]].clamp_min(0)
+            cams.append(torch.einsum("ck,vkhw->vchw", w, backbone.forward_features(views)).half())
+            shifts.append(shift)
+            s += 1
+        if (n + 1) % 50 == 0:
+            rate = (n + 1) / (time.perf_counter() - started)
+            print(
+                f"views {n + 1}/{len(paths)} ({rate:.2f} img/s, ETA {(len(paths) - n - 1) / rate:.0f} s)",
+                flush=True,
+            )
+    return {"cams": torch.stack(cams), "shifts": torch.stack(shifts)}
+
+
+class LearnedBlur(torch.nn.Module):
+    """FeatUp's learned downsampler: a non-negative kernel summing to 1 (softmax of its logits),
+    12 grid cells wide at stride 8 (a 7x7 cell is 8 cells of the stride-4 training grid, so the
+    kernel reaches 2 cells into each neighbour); it starts as the 8x8 box."""
+
+    def __init__(self, width: int = 12, stride: int = 8) -> None:
+        super().__init__()
+        logits = torch.full((width, width), -4.0)
+        m = (width - stride) // 2
+        logits[m : m + stride, m : m + stride] = 0.0
+        self.logits = torch.nn.Parameter(logits)
+        self.stride, self.pad = stride, m
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:  # (B, k, 56, 56) -> (B, k, 7, 7)
+        kernel = self.logits.flatten().softmax(0).view(1, 1, *self.logits.shape)
+        B, k, h, w = maps.shape
+        x = F.pad(maps.reshape(B * k, 1, h, w), (self.pad,) * 4, mode="replicate")
+        return F.conv2d(x, kernel, stride=self.stride).view(
+            B, k, h // self.stride, w // self.stride
+        )
+
+
+def view_loss(up: torch.Tensor, views: dict, idx, blur) -> torch.Tensor:
+    """Multi-view reconstruction: ``up`` (B, k, 56, 56), the 1x CAM upsampled at stride 4,
+    shifted as each view was and pooled to 7x7, against the CAM of that view."""
+    targets = views["cams"][idx].float()  # (B, V, k, 7, 7)
+    cells = (views["shifts"][idx] // 4).tolist()  # (B, V, 2) in training-grid cells
+    r = VIEW_SHIFT // 4
+    padded = F.pad(up, (r, r, r, r), mode="reflect")
+    size = up.shape[-1]
+    loss = 0.0
+    for v in range(targets.shape[1]):
+        crops = torch.stack(
+            [
+                padded[b, :, r + dy : r + dy + size, r + dx : r + dx + size]
+                for b, (dy, dx) in enumerate(c[v] for c in cells)
+            ]
+        )
+        pooled = blur(crops) if blur is not None else F.avg_pool2d(crops, size // 7)
+        loss = loss + F.mse_loss(_unit_max(pooled), _unit_max(targets[:, v]))
+    return loss / targets.shape[1]
+
+
 def _cams(backbone, features, classes) -> torch.Tensor:
     """(k, h, w) positive-weight CAMs of one image for ``classes``."""
     w = backbone.fc.weight[classes].clamp_min(0)
@@ -108,7 +200,7 @@ def _unit_max(maps: torch.Tensor) -> torch.Tensor:
 TRAIN_GRID = 56  # training upsamples 7 → 14 → 28 → 56 (stride 4), then pools to the target
 
 
-def batch_loss(net, cache, idx, scales, skips_full):
+def batch_loss(net, cache, idx, scales, skips_full, views=None, blur=None):
     """The objective on one batch. Upsampling stops at stride 4 during training (the last two
     doublings mostly move values within a target cell, and cost 20× the rest); at test time
     the same guide runs the whole chain to 224."""
@@ -122,17 +214,19 @@ def batch_loss(net, cache, idx, scales, skips_full):
         target = cache[f"cams{s}"][idx].float()
         pooled = F.adaptive_avg_pool2d(up, target.shape[-2:])
         loss = loss + F.mse_loss(_unit_max(pooled), _unit_max(target))
+    if views is not None:
+        loss = loss + view_loss(up, views, idx, blur)
     return loss
 
 
 @torch.no_grad()
-def objective(net, cache, scales, skips_full, batch=32) -> float:
+def objective(net, cache, scales, skips_full, views=None, blur=None, batch=32) -> float:
     """The mean training loss of ``net`` over the whole cache (no update)."""
     n = cache["cams"].shape[0]
     total = 0.0
     for start in range(0, n, batch):
         idx = torch.arange(start, min(n, start + batch))
-        total += float(batch_loss(net, cache, idx, scales, skips_full)) * len(idx)
+        total += float(batch_loss(net, cache, idx, scales, skips_full, views, blur)) * len(idx)
     return total / n
 
 
@@ -147,6 +241,9 @@ def train(
     lr=3e-3,
     drop_rgb=False,
     freeze_rgb=False,
+    use_views=False,
+    learned_blur=False,
+    views=None,
     seed=0,
 ):
     torch.manual_seed(seed)
@@ -156,13 +253,19 @@ def train(
         net.log_rgb_scale.requires_grad_(False)
     if freeze_rgb:
         net.log_rgb_scale.requires_grad_(False)
+    if use_views and views is None:
+        raise SystemExit("this variant needs the shifted views: pass --views N")
+    views = views if use_views else None
+    blur = LearnedBlur() if learned_blur else None
     params = [p for p in net.parameters() if p.requires_grad]
+    if blur is not None:
+        params += list(blur.parameters())
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     n = cache["cams"].shape[0]
     steps = epochs * math.ceil(n / batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
     skips_full = [None] * len(backbone.skip_info)
-    history = [objective(net, cache, scales, skips_full)]  # epoch 0: the untrained guide
+    history = [objective(net, cache, scales, skips_full, views, blur)]  # epoch 0: untrained
     print(f"  epoch 0 (untrained: the colour guide): loss {history[0]:.5f}", flush=True)
     started = time.perf_counter()
     for epoch in range(epochs):
@@ -170,7 +273,7 @@ def train(
         total = 0.0
         for start in range(0, n, batch):
             idx = order[start : start + batch]
-            loss = batch_loss(net, cache, idx, scales, skips_full)
+            loss = batch_loss(net, cache, idx, scales, skips_full, views, blur)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -214,6 +317,8 @@ def main() -> int:
     p.add_argument("--eval-split", default="first-half")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=0, help="first N training images (smoke runs)")
+    p.add_argument("--views", type=int, default=0, help="shifted views per sample (multiview)")
+    p.add_argument("--views-cache", type=Path, help="where the views are cached")
     p.add_argument("--eval-limit", type=int, default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -228,6 +333,18 @@ def main() -> int:
         cache = build_cache(model, paths, args.top_k, tuple(args.cache_scales))
         torch.save(cache, args.cache)
     print(f"cache: {cache['cams'].shape[0]} samples", flush=True)
+    views = None
+    if args.views:
+        if args.views_cache is not None and args.views_cache.is_file():
+            views = torch.load(args.views_cache)
+        else:
+            paths = training_images()
+            paths = paths[: args.limit] if args.limit else paths
+            views = build_views(model, paths, cache["targets"], args.views)
+            if args.views_cache is not None:
+                torch.save(views, args.views_cache)
+        if views["cams"].shape[0] != cache["cams"].shape[0]:
+            raise SystemExit("the views were built for another cache (sample counts differ)")
     methods = ["high_res"]
     report = {}
     for name in args.variants:
@@ -235,7 +352,7 @@ def main() -> int:
         train_kwargs = {"epochs": args.epochs, **train_kwargs}
         print(f"variant {name}: {guide_kwargs} {train_kwargs}", flush=True)
         started = time.perf_counter()
-        net, history = train(cache, model.backbone, guide_kwargs, **train_kwargs)
+        net, history = train(cache, model.backbone, guide_kwargs, views=views, **train_kwargs)
         seconds = time.perf_counter() - started
         torch.save({"config": net.config, "state": net.state_dict()}, args.output / f"{name}.pt")
         methods.append(LearnedGuided(f"learned:{name}", net))
@@ -245,6 +362,7 @@ def main() -> int:
         LocalizationDataset(DATA / "pets-dev"),
         methods,
         split=args.eval_split,
+        limit=args.eval_limit,
         progress=False,
     )
     print(f"\npets-dev {args.eval_split}: method | PxAP | best px IoU | MaxBoxAccV2 | ms/image")
