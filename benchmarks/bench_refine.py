@@ -9,7 +9,8 @@ every step runs, the masked image included. Prints two tables:
    that median), median CPU ms per image, and the number of images timed. The one-image paths
    (``numpy``, the reference; ``compiled``, what ``hrcam.refine`` runs) are
    timed image by image (medians of the per-image times); the PyTorch path batch by batch
-   (median batch time divided by the batch size). ``..., CAMs only`` leaves out the image
+   (median batch time divided by the batch size). Rows use hrcam's preset (what ``hrcam
+   explain`` runs) unless they say ``paper's options``; ``..., CAMs only`` leaves out the image
    (step 10). CPU time counts only the time this process ran (summed over its threads), so
    on a machine that other processes share it is close to what an idle CPU would give; for
    the single-threaded NumPy path it equals the wall-clock time when the CPU is idle.
@@ -73,14 +74,15 @@ def images_for(size: int, base: int) -> int:
     return max(8, round(base * (224 * 224) / (size * size)))
 
 
-def time_numpy(refine, low, high, images) -> tuple[list[float], list[float]]:
-    """(wall, CPU) seconds per image for ``refine`` (a one-image backend's), image by image."""
-    refine(low[0], high[0], None if images is None else images[0])  # warm the caches
+def time_numpy(refine, low, high, images, options=None) -> tuple[list[float], list[float]]:
+    """(wall, CPU) seconds per image for ``refine`` (a one-image backend's), image by image,
+    with ``options`` (default: hrcam's preset, as ``hrcam explain`` runs it)."""
+    refine(low[0], high[0], None if images is None else images[0], options=options)  # warm-up
     wall, cpu = [], []
     for i in range(len(low)):
         image = None if images is None else images[i]
         start, start_cpu = time.perf_counter(), time.process_time()
-        refine(low[i], high[i], image)
+        refine(low[i], high[i], image, options=options)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return wall, cpu
@@ -221,10 +223,11 @@ def main(args: argparse.Namespace) -> None:
         low, high, images = make_cams(rng, n, high_shape=(size, size))
         if not args.skip_numpy:
             for name, backend in BACKENDS.items():
-                lines.append(row(name, size, 1, time_numpy(backend.refine, low, high, images)))
-                lines.append(
-                    row(f"{name}, CAMs only", size, 1, time_numpy(backend.refine, low, high, None))
-                )
+                fn = backend.refine
+                lines.append(row(name, size, 1, time_numpy(fn, low, high, images)))
+                lines.append(row(f"{name}, CAMs only", size, 1, time_numpy(fn, low, high, None)))
+                paper = time_numpy(fn, low, high, images, RefineOptions.preset("paper"))
+                lines.append(row(f"{name}, paper's options", size, 1, paper))
             if step_table is None:
                 step_table = (
                     size,
