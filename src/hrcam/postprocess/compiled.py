@@ -13,12 +13,11 @@ map, each a few tens of microseconds at 224x224; here a step is one or two loops
   best pixel, so a pick rescans only the tiles the disc touched;
 - region growing and hole filling: span flood fills (a row's run at a time), not a labelling
   of the whole mask;
-- merging: one loop.
+- merging, and masking a contiguous uint8 image: one loop each.
 
 The percentiles (ROI, growing bounds) stay NumPy's (its introselect beat a compiled histogram
 selection, 0.08 against 0.20 ms at 224x224), and so do the rare options (local-maxima seeds,
-``focal_min_distance=1``) and the masked image (a comparison and a multiply per channel,
-already what a compiled loop does). Kernels compile on first use and are cached on disk (Numba's ``cache=True``: ``__pycache__`` beside this file, or Numba's user cache
+``focal_min_distance=1``, the masked image of a transposed or float image). Kernels compile on first use and are cached on disk (Numba's ``cache=True``: ``__pycache__`` beside this file, or Numba's user cache
 when that is read-only), so only the first process pays the compilation.
 """
 
@@ -57,10 +56,6 @@ _jit = numba.njit(cache=True, nogil=True)
 # than a compiled histogram selection at 224x224).
 find_local_maxima = reference.find_local_maxima
 find_roi = reference.find_roi
-# Masking the image: the keep mask is one comparison, and the multiply goes channel by channel
-# (a network input made channels-last is a transposed view with contiguous channel planes,
-# which a compiled loop over pixels read 4x slower than NumPy does).
-mask_image = reference.mask_image
 find_strong_edges = reference.find_strong_edges
 linear_percentile = reference.linear_percentile
 threshold_bounds = reference.threshold_bounds
@@ -515,6 +510,56 @@ def merge_maps(segment, low_resized, *, method: str = "blend", alpha: float = 0.
         raise ValueError(f"method must be 'blend', 'multiply' or 'gate'; got {method!r}")
     low = normalize_map(low_resized)
     return _merge(_bool(segment), low, _MERGES[method], np.float32(alpha), np.float32(1 - alpha))
+
+
+@_jit
+def _keep(image, refined, t, strict):
+    """A C-contiguous ``(H, W, C)`` image where ``refined > t`` (``strict``) or ``>= t``, else 0."""
+    H, W, C = image.shape
+    img, r = image.ravel(), refined.ravel()
+    keep = np.empty(H * W, np.uint8)
+    for p in range(H * W):
+        keep[p] = (r[p] > t) if strict else (r[p] >= t)
+    out = np.empty(img.size, image.dtype)
+    if C == 3:  # written out: a loop over the channels would keep it scalar
+        for p in range(H * W):
+            k = keep[p]
+            out[3 * p] = img[3 * p] * k
+            out[3 * p + 1] = img[3 * p + 1] * k
+            out[3 * p + 2] = img[3 * p + 2] * k
+    else:
+        for p in range(H * W):
+            for c in range(p * C, p * C + C):
+                out[c] = img[c] * keep[p]
+    return out.reshape(H, W, C)
+
+
+def mask_image(
+    image,
+    refined,
+    *,
+    filter: str = "percentage",
+    keep_percentage: float = 15.0,
+    threshold: float = 0.6,
+) -> np.ndarray:
+    """Step 10; see :func:`.reference.mask_image`. A C-contiguous uint8 image goes through one
+    loop; any other (a network input made channels-last is a transposed view, whose channel
+    planes NumPy multiplies 4x faster than a loop over pixels reads them), the threshold
+    filter and an image of another size go through the reference."""
+    img = np.asarray(image)
+    fast = img.ndim == 3 and img.dtype == np.uint8 and img.flags.c_contiguous
+    if filter != "percentage" or not fast or img.shape[:2] != np.shape(refined):
+        return reference.mask_image(
+            img, refined, filter=filter, keep_percentage=keep_percentage, threshold=threshold
+        )
+    r = _f32(refined)
+    k = math.floor(keep_percentage / 100 * r.size + 0.5)
+    if k == 0:
+        return np.zeros_like(img)
+    kth = np.partition(r.ravel(), r.size - k)[r.size - k]
+    if kth > 0:
+        return _keep(img, r, kth, False)
+    return _keep(img, r, np.float32(0), True)
 
 
 # --------------------------------------------------------------------------- pipeline
