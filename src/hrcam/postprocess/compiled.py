@@ -34,9 +34,12 @@ from . import _grid, reference
 from .pipeline import refine_single
 
 __all__ = [
-    "find_focal_points",
-    "find_roi",
+    "blur_cam",
     "fill_holes",
+    "find_focal_points",
+    "find_local_maxima",
+    "find_roi",
+    "find_strong_edges",
     "grow_region",
     "linear_percentile",
     "mask_image",
@@ -46,14 +49,12 @@ __all__ = [
     "resize_bilinear",
     "sobel_edges",
     "threshold_bounds",
-    "blur_cam",
 ]
 
 # IEEE float32 as NumPy computes it (fastmath off); the GIL released, so callers may use threads.
 _jit = numba.njit(cache=True, nogil=True)
 
-# Steps whose reference is already a pass or two (percentiles: NumPy's introselect is faster
-# than a compiled histogram selection at 224x224).
+# Steps whose reference is already a pass or two, or a NumPy selection (the percentiles).
 find_local_maxima = reference.find_local_maxima
 find_roi = reference.find_roi
 find_strong_edges = reference.find_strong_edges
@@ -86,7 +87,6 @@ def _normalize(x):
         bad |= v != v
     out = flat.copy()
     if bad or not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or inf: count them as 0
-        lo, hi = np.float32(0), np.float32(0)
         for i in range(out.size):
             if not np.isfinite(out[i]):
                 out[i] = 0
