@@ -74,17 +74,24 @@ def _bool(x) -> np.ndarray:
 
 
 @_jit
+def _range(flat):
+    """``(min, max, any NaN)`` of a non-empty 1-D float32 array."""
+    lo, hi, nan = flat[0], flat[0], False
+    for i in range(flat.size):
+        v = flat[i]
+        lo = min(lo, v)
+        hi = max(hi, v)
+        nan |= v != v
+    return lo, hi, nan
+
+
+@_jit
 def _normalize(x):
     """:func:`hrcam.arrays.normalize_map` of a float32 array (non-finite values count as 0)."""
     flat = x.ravel()
     if flat.size == 0:
         return np.empty(x.shape, np.float32)
-    lo, hi, bad = flat[0], flat[0], False
-    for i in range(flat.size):
-        v = flat[i]
-        lo = min(lo, v)
-        hi = max(hi, v)
-        bad |= v != v
+    lo, hi, bad = _range(flat)
     out = flat.copy()
     if bad or not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or inf: count them as 0
         for i in range(out.size):
@@ -203,12 +210,7 @@ def _sobel(padded):
             gy = ((r2[j] + r2[j + 1] * two) + r2[j + 2]) - ((r0[j] + r0[j + 1] * two) + r0[j + 2])
             o[j] = np.sqrt(gx * gx + gy * gy)
     flat = out.ravel()
-    lo, hi, nan = flat[0], flat[0], False
-    for i in range(flat.size):
-        v = flat[i]
-        lo = min(lo, v)
-        hi = max(hi, v)
-        nan |= v != v
+    lo, hi, nan = _range(flat)
     span = hi - lo
     if nan or not np.isfinite(span) or not span > 0:
         return out, False
