@@ -82,7 +82,8 @@ def explain_batch(
 
 
 def _refine_all(low, high, inputs, options: RefineOptions, device) -> list[RefineSteps | None]:
-    """Refinement per image (``None`` where a map is not finite): batched on a GPU, else NumPy."""
+    """Refinement per image (``None`` where a map is not finite): batched on a GPU, else one
+    image at a time (``hrcam.refine``: the compiled steps)."""
     low_np, high_np = low.float().cpu().numpy(), high.float().cpu().numpy()
     finite = [
         not count_non_finite(low_np[i]) and not count_non_finite(high_np[i])
@@ -93,7 +94,7 @@ def _refine_all(low, high, inputs, options: RefineOptions, device) -> list[Refin
             low, high, torch.from_numpy(np.stack(inputs)).to(device), options=options
         )
         return [batch.select(i) for i in range(len(inputs))]
-    # On a CPU the NumPy path is the faster one (benchmarks/bench_refine.py).
+    # On a CPU the one-image path is 10-30x the batched one (benchmarks/bench_refine.py).
     return [
         refine(low_np[i], high_np[i], inputs[i], options=options) if finite[i] else None
         for i in range(len(inputs))

@@ -11,8 +11,9 @@
   :class:`~hrcam.postprocess.RefineOptions`: ``"refined:focal_scope=local,merge=multiply"``
   changes two options of the base options (``refine_options`` of :func:`create_method`, the
   paper's defaults unless given). Option values are parsed by the field's type; ``auto`` or
-  ``none`` set an optional field to None. ``impl=numpy|torch`` picks the implementation (default:
-  NumPy on a CPU, the batched PyTorch one on a GPU, the faster of each).
+  ``none`` set an optional field to None. ``impl=numpy|torch`` picks the implementation (``numpy``:
+  ``hrcam.refine``, one image at a time, its steps compiled by Numba; default: that on a CPU,
+  the batched PyTorch one on a GPU, the faster of each).
 
 ``high_res`` and ``refined`` both start from :meth:`HRCAM.generate_cams`; they are
 :class:`SharedCAMsMethod` s, so an evaluation can run ``generate_cams`` once per batch and hand the
@@ -260,7 +261,7 @@ class RefinedCAM(SharedCAMsMethod):
         name: the spec (table row).
         options: the pipeline's options.
         impl: ``"numpy"`` (:func:`~hrcam.postprocess.refine`, image by image), ``"torch"``
-            (:func:`~hrcam.postprocess.refine_batch`) or ``"auto"`` (NumPy on a CPU).
+            (:func:`~hrcam.postprocess.refine_batch`) or ``"auto"`` (one image at a time on a CPU).
     """
 
     def __init__(

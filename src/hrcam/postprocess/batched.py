@@ -14,7 +14,7 @@ halves their depth every pass (pointer jumping, after Shiloach-Vishkin and FastS
 & Hu 2020), starting from the row runs: 6-8 passes at those sizes
 (``benchmarks/bench_refine.py`` prints both counts).
 
-Use it on a GPU. On a CPU, :func:`~hrcam.postprocess.refine` (NumPy, one image at a time)
+Use it on a GPU. On a CPU, :func:`~hrcam.postprocess.refine` (compiled, one image at a time)
 is several times faster per image, so it stays the CPU default; see the benchmark.
 """
 
