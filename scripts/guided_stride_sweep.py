@@ -5,6 +5,7 @@ Evaluates the default model's guided high-res CAM and refined CAM with ``stride`
 pets-dev, and prints one table row per map and stride::
 
     python scripts/guided_stride_sweep.py --split first-half      # 3 min on 2 CPU cores
+    python scripts/guided_stride_sweep.py --strides 2 --lattice-filter both
 """
 
 from __future__ import annotations
@@ -24,23 +25,36 @@ def main() -> None:
     p.add_argument("--split", default="first-half", choices=["first-half", "second-half", "all"])
     p.add_argument("--data", type=Path, default=PETS)
     p.add_argument("--strides", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument(
+        "--lattice-filter",
+        choices=["off", "on", "both"],
+        default="off",
+        help="guided_upsample's lattice_filter for strides above 1",
+    )
     args = p.parse_args()
     model = load_model("default")
     dataset = LocalizationDataset(args.data)
-    print("| map | stride | PxAP | best px IoU | MaxBoxAccV2 | ms / image |")
-    print("|---|---:|---:|---:|---:|---:|")
+    filters = {"off": [False], "on": [True], "both": [False, True]}[args.lattice_filter]
+    print("| map | stride | lattice filter | PxAP | best px IoU | MaxBoxAccV2 | ms / image |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for stride in args.strides:
-        model.guided_options = {**model.guided_options, "stride": stride}
-        result = evaluate_localization(
-            model, dataset, ["high_res", "refined"], split=args.split, progress=False
-        )
-        for name, r in result["methods"].items():
-            m = r["metrics"]
-            print(
-                f"| {name} | {stride} | {100 * m['pxap']:.1f} | {100 * m['best_pixel_iou']:.1f} "
-                f"| {100 * m['max_box_acc_v2']:.1f} | {r['timing']['ms_per_image']:.1f} |",
-                flush=True,
+        for lattice in filters if stride > 1 else [False]:
+            model.guided_options = {
+                **model.guided_options,
+                "stride": stride,
+                "lattice_filter": lattice,
+            }
+            result = evaluate_localization(
+                model, dataset, ["high_res", "refined"], split=args.split, progress=False
             )
+            for name, r in result["methods"].items():
+                m = r["metrics"]
+                print(
+                    f"| {name} | {stride} | {'on' if lattice else 'off'} "
+                    f"| {100 * m['pxap']:.1f} | {100 * m['best_pixel_iou']:.1f} "
+                    f"| {100 * m['max_box_acc_v2']:.1f} | {r['timing']['ms_per_image']:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

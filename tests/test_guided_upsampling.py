@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hrcam import guided_upsample
-from hrcam.guided_upsampling import _colour_term, _levels, _neighbour_values
+from hrcam.guided_upsampling import _colour_term, _levels, _neighbour_values, _triangle_filter
 
 
 def _step_guide(height: int, width: int, edge: int) -> torch.Tensor:
@@ -44,8 +44,11 @@ def test_a_constant_guide_gives_a_smooth_bilinear_like_upsampling():
     torch.testing.assert_close(out[0], row.expand(224, -1))  # constant down each column
     bilinear = F.interpolate(ramp[:, None], size=(224, 224), mode="bilinear", align_corners=False)
     # Gaussian weights over the 3×3 cells (σ = 1 cell) are not bilinear's, but within a third
-    # of the step between two cells of it.
-    assert (out - bilinear[:, 0]).abs().max() <= 1 / 3 + 1e-4
+    # of the step between two cells of it (the lattice filter's [1, 2, 1] / 4 adds 0.0004 at
+    # the border columns, where it meets the replicated edge).
+    assert (out - bilinear[:, 0]).abs().max() <= 1 / 3 + 1e-3
+    without = guided_upsample(ramp, grey, lattice_filter=False)
+    assert (without - bilinear[:, 0]).abs().max() <= 1 / 3 + 1e-4
 
 
 def test_linear_in_the_map_and_convex():
@@ -78,13 +81,39 @@ def test_stride_guides_up_to_a_coarser_grid_then_interpolates():
     cams, images = torch.rand(2, 7, 7), torch.rand(2, 3, 224, 224)
     half = guided_upsample(cams, F.avg_pool2d(images, 2), stride=1)  # guided to 112, as stride 2
     want = F.interpolate(half[:, None], size=(224, 224), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(guided_upsample(cams, images, stride=2), want[:, 0])
+    got = guided_upsample(cams, images, stride=2, lattice_filter=False)
+    torch.testing.assert_close(got, want[:, 0])
+    # The default then smooths by [1, 2, 1] / 4 along each axis, edges replicated.
+    taps = torch.tensor([0.25, 0.5, 0.25])
+    smooth = F.conv2d(F.pad(want, (1, 1, 0, 0), mode="replicate"), taps.view(1, 1, 1, 3))
+    smooth = F.conv2d(F.pad(smooth, (0, 0, 1, 1), mode="replicate"), taps.view(1, 1, 3, 1))
+    torch.testing.assert_close(guided_upsample(cams, images, stride=2), smooth[:, 0])
     # A stride that leaves no guided level is plain bilinear interpolation.
     plain = F.interpolate(cams[:, None], size=(224, 224), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(guided_upsample(cams, images, stride=64), plain[:, 0])
+    torch.testing.assert_close(
+        guided_upsample(cams, images, stride=64, lattice_filter=False), plain[:, 0]
+    )
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="stride"):
             guided_upsample(cams, images, stride=bad)
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_the_lattice_filter_cancels_the_strides_period_and_is_a_convex_mix(stride):
+    """Issue: at stride 2 the Sobel edges of the high-res CAM showed a 2-pixel lattice (a
+    bilinear upsampling is piecewise linear, so its gradient steps every ``stride`` pixels)."""
+    columns = torch.arange(32) % stride == 0  # a pattern of period ``stride``
+    pattern = columns.float().expand(1, 1, 16, 32)
+    out = _triangle_filter(pattern, stride)[0, 0]
+    interior = out[:, stride:-stride]
+    torch.testing.assert_close(interior, torch.full_like(interior, 1 / stride))
+    torch.manual_seed(1)
+    maps = torch.rand(2, 1, 20, 20)
+    smoothed = _triangle_filter(maps, stride)
+    assert smoothed.min() >= maps.min() and smoothed.max() <= maps.max()
+    torch.testing.assert_close(
+        _triangle_filter(torch.full((1, 1, 9, 9), 3.0), stride), torch.full((1, 1, 9, 9), 3.0)
+    )
 
 
 def test_output_shape_device_and_dtype():

@@ -13,7 +13,8 @@ bilateral upsampling of Kopf et al. (SIGGRAPH 2007). Coarse to fine (the default
 doubled one level at a time (7 → 14 → 28 → 56 → 112), each level guided by the image
 average-pooled to that level, so values travel along regions of like colour further than one
 cell; the last doubling (112 → 224) is bilinear with the default ``stride=2`` (``stride=1``
-guides it too, at three times the cost of all the others). The output is made of the input
+guides it too, at three times the cost of all the others), then smoothed by ``[1, 2, 1] / 4``
+(``lattice_filter``) so its gradient has no 2-pixel lattice. The output is made of the input
 map's own values (every step is a convex mix, bilinear included), so a class-discriminative
 map stays class-discriminative, and it is linear in the map: upsampling each feature map and
 then weighting it by the FC weights gives the same CAM.
@@ -25,7 +26,10 @@ EfficientNet-Lite0's 7×7 CAM; README, "Everything we tried"):
 - ``spatial_sigma=1.0`` cell: 73.5 against 72.9 at 0.7 and 71.5 at 0.5 (one step, 140 images);
 - ``coarse_to_fine=True``: 74.2 against 73.5 for one step from 7×7 (140 images);
 - ``stride=2``: PxAP 76.9, best IoU 72.7 against 76.8, 72.7 at stride 1 (and 76.9, 72.7 at 4),
-  285 images, for 13 % less time per image in the evaluation.
+  285 images, for 13 % less time per image in the evaluation;
+- ``lattice_filter=True``: PxAP 76.9, best IoU 72.8 against 76.9, 72.7 without (the refined
+  CAM 77.4, 72.7 both), and the lattice gone from the pipeline figure's edge panel (the edges'
+  mean absolute second difference, over 24 pets-dev images, 0.091 → 0.074 of their mean).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def guided_upsample(
     spatial_sigma: float = 1.0,
     coarse_to_fine: bool = True,
     stride: int = 2,
+    lattice_filter: bool = True,
 ) -> Tensor:
     """Upsample low-resolution saliency maps to their images' resolution, guided by colour.
 
@@ -70,6 +75,12 @@ def guided_upsample(
             upsampling does the last factor: the default 2 skips the costliest level (112 →
             224, three quarters of the work), placing edges to within 2 pixels; 1 guides every
             pixel.
+        lattice_filter: after the bilinear step, smooth by a triangle ``stride`` pixels wide
+            on each side (``[1, 2, 1] / 4`` for 2): a bilinear upsampling is piecewise linear,
+            so the map's gradient steps every ``stride`` pixels, which Sobel edges (the
+            refinement's, the pipeline figure's edge panel) show as a faint lattice; the
+            triangle's response is 0 at that period. Localization unchanged (pets-dev first
+            half: PxAP 76.9 both, best IoU 72.8 against 72.7).
 
     Returns:
         ``(B, H, W)`` on the same device, in ``cams``' dtype (computed in float32).
@@ -104,7 +115,23 @@ def guided_upsample(
         maps = _mix_neighbours(maps, weights)
     if tuple(maps.shape[-2:]) != size:
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        if lattice_filter and stride > 1:
+            maps = _triangle_filter(maps, stride)
     return maps[:, 0].to(cams.dtype)
+
+
+def _triangle_filter(maps: Tensor, width: int) -> Tensor:
+    """``maps`` (B, 1, H, W) smoothed separably by a box of ``width`` convolved with itself
+    (weights 1, 2, ..., width, ..., 2, 1, normalised), edges replicated: a convex mix of
+    neighbours whose response is 0 at a period of ``width`` pixels and its harmonics."""
+    ramp = torch.arange(1, width + 1, dtype=maps.dtype, device=maps.device)
+    taps = torch.cat([ramp, ramp[:-1].flip(0)])
+    taps = taps / taps.sum()
+    r = width - 1
+    out = F.pad(maps, (r, r, 0, 0), mode="replicate")
+    out = F.conv2d(out, taps.view(1, 1, 1, -1))
+    out = F.pad(out, (0, 0, r, r), mode="replicate")
+    return F.conv2d(out, taps.view(1, 1, -1, 1))
 
 
 def upsample_with_guide(

@@ -14,7 +14,8 @@ Methods are built from a *spec* string, ``name`` or ``name:key=value,key=value``
 ``"scorecam:batch_size=64"``. ``name+guided`` is any method's map at its own resolution
 (:meth:`CAMMethod.native`) upsampled by :func:`hrcam.guided_upsample`, e.g. ``"gradcam+guided"``
 or ``"layercam_fused+guided:colour_sigma=0.2"`` (the upsampler's options ``colour_sigma``,
-``spatial_sigma``, ``coarse_to_fine``, ``stride`` go to it, the rest to the method).
+``spatial_sigma``, ``coarse_to_fine``, ``stride``, ``lattice_filter`` go to it, the rest to the
+method).
 :func:`parse_method_list` splits a comma-separated list of specs (``key=value`` items without
 a name belong to the spec before them).
 
@@ -221,7 +222,13 @@ def reject_unknown(name: str, params: dict[str, str], allowed: Sequence[str]) ->
 
 # -- "name+guided" --------------------------------------------------------------------------------
 
-UPSAMPLER_OPTIONS = ("colour_sigma", "spatial_sigma", "coarse_to_fine", "stride")
+UPSAMPLER_OPTIONS = (
+    "colour_sigma",
+    "spatial_sigma",
+    "coarse_to_fine",
+    "stride",
+    "lattice_filter",
+)
 
 
 def _canonical(name: str, params: dict[str, str]) -> str:
@@ -239,7 +246,7 @@ def _create_upsampled(base_name: str, upsampler: str, params: dict[str, str], co
     for key in UPSAMPLER_OPTIONS:
         if key in params:
             text = params.pop(key)
-            if key == "coarse_to_fine":
+            if key in ("coarse_to_fine", "lattice_filter"):
                 options[key] = text.lower() in ("1", "true", "yes")
             elif key == "stride":
                 if not (text.isdigit() and int(text) >= 1):
