@@ -5,7 +5,7 @@ Three implementations with one meaning:
 - :mod:`.reference`: NumPy (OpenCV labels components), one image at a time; the readable
   reference, one pure function per step.
 - :mod:`.compiled`: the same steps compiled with Numba, one image at a time, bit for bit the
-  reference's results in 2.3-2.6x less time (2.87 -> 1.20 ms at 224x224 with the paper's
+  reference's results in 1.9-2.6x less time (2.87 -> 1.20 ms at 224x224 with the paper's
   options, ``benchmarks/bench_refine.py``). :func:`refine` is this one (the reference's when
   Numba is missing).
 - :func:`refine_batch` (:mod:`.batched`): PyTorch, a batch at once on a CPU or GPU.

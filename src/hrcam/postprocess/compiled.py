@@ -575,6 +575,6 @@ def refine(low, high, image=None, *, options=None, nan_policy: str = "raise", **
 
 refine.__doc__ = (
     "The whole postprocessing pipeline on one image, with the compiled steps: the result of "
-    ":func:`.reference.refine`, bit for bit, in about a third of its time.\n\n"
+    ":func:`.reference.refine`, bit for bit, in about half its time (``benchmarks/bench_refine.py``).\n\n"
     + (reference.refine.__doc__ or "").split("\n\n", 1)[-1]
 )
