@@ -515,24 +515,21 @@ def merge_maps(segment, low_resized, *, method: str = "blend", alpha: float = 0.
 
 
 @_jit
-def _keep(image, refined, t, strict):
-    """A C-contiguous ``(H, W, C)`` image where ``refined > t`` (``strict``) or ``>= t``, else 0."""
+def _keep(image, keep):
+    """A C-contiguous ``(H, W, C)`` image where ``keep`` (``(H, W)`` bool), else 0."""
     H, W, C = image.shape
-    img, r = image.ravel(), refined.ravel()
-    keep = np.empty(H * W, np.uint8)
-    for p in range(H * W):
-        keep[p] = (r[p] > t) if strict else (r[p] >= t)
+    img, k8 = image.ravel(), keep.ravel().view(np.uint8)
     out = np.empty(img.size, image.dtype)
     if C == 3:  # written out: a loop over the channels would keep it scalar
         for p in range(H * W):
-            k = keep[p]
+            k = k8[p]
             out[3 * p] = img[3 * p] * k
             out[3 * p + 1] = img[3 * p + 1] * k
             out[3 * p + 2] = img[3 * p + 2] * k
     else:
         for p in range(H * W):
             for c in range(p * C, p * C + C):
-                out[c] = img[c] * keep[p]
+                out[c] = img[c] * k8[p]
     return out.reshape(H, W, C)
 
 
@@ -544,24 +541,20 @@ def mask_image(
     keep_percentage: float = 15.0,
     threshold: float = 0.6,
 ) -> np.ndarray:
-    """Step 10; see :func:`.reference.mask_image`. A C-contiguous uint8 image goes through one
-    loop; any other (a network input made channels-last is a transposed view, whose channel
-    planes NumPy multiplies 4x faster than a loop over pixels reads them), the threshold
-    filter and an image of another size go through the reference."""
+    """Step 10; see :func:`.reference.mask_image`, whose choice of the kept pixels this uses.
+    A C-contiguous uint8 image is then multiplied in one loop; any other (a network input made
+    channels-last is a transposed view, whose channel planes NumPy multiplies 4x faster than a
+    loop over pixels reads them), and an image of another size, go through the reference."""
     img = np.asarray(image)
     fast = img.ndim == 3 and img.dtype == np.uint8 and img.flags.c_contiguous
-    if filter != "percentage" or not fast or img.shape[:2] != np.shape(refined):
+    if not fast or img.shape[:2] != np.shape(refined):
         return reference.mask_image(
             img, refined, filter=filter, keep_percentage=keep_percentage, threshold=threshold
         )
-    r = _f32(refined)
-    k = math.floor(keep_percentage / 100 * r.size + 0.5)
-    if k == 0:
-        return np.zeros_like(img)
-    kth = np.partition(r.ravel(), r.size - k)[r.size - k]
-    if kth > 0:
-        return _keep(img, r, kth, False)
-    return _keep(img, r, np.float32(0), True)
+    keep = reference.kept_pixels(
+        refined, filter=filter, keep_percentage=keep_percentage, threshold=threshold
+    )
+    return _keep(img, np.ascontiguousarray(keep))
 
 
 # --------------------------------------------------------------------------- pipeline

@@ -424,23 +424,29 @@ def mask_image(
             info = np.iinfo(img.dtype)
             resized = np.clip(np.rint(resized), info.min, info.max)
         img = resized.astype(img.dtype)
-    if filter == "percentage":
-        k = math.floor(keep_percentage / 100 * r.size + 0.5)
-        if k == 0:
-            keep = np.zeros(r.shape, dtype=bool)
-        else:
-            kth = np.partition(r.ravel(), r.size - k)[r.size - k]
-            keep = r >= kth if kth > 0 else r > 0  # (r >= kth) & (r > 0)
-    elif filter == "threshold":
-        keep = normalize_map(r) > np.float32(threshold)
-    else:
-        raise ValueError(f"filter must be 'percentage' or 'threshold'; got {filter!r}")
+    keep = kept_pixels(r, filter=filter, keep_percentage=keep_percentage, threshold=threshold)
     if img.ndim == 2:
         return img * keep.astype(img.dtype)
     out = np.empty_like(img)
     for c in range(img.shape[2]):  # per channel: a (H, W, 1) broadcast would be ~7x slower
         np.multiply(img[..., c], keep, out=out[..., c])
     return out
+
+
+def kept_pixels(
+    refined, *, filter: str = "percentage", keep_percentage: float = 15.0, threshold: float = 0.6
+) -> np.ndarray:
+    """The ``(H, W)`` bool mask of the pixels :func:`mask_image` keeps (see it for the filters)."""
+    r = np.asarray(refined, dtype=np.float32)
+    if filter == "percentage":
+        k = math.floor(keep_percentage / 100 * r.size + 0.5)
+        if k == 0:
+            return np.zeros(r.shape, dtype=bool)
+        kth = np.partition(r.ravel(), r.size - k)[r.size - k]
+        return r >= kth if kth > 0 else r > 0  # (r >= kth) & (r > 0)
+    if filter == "threshold":
+        return normalize_map(r) > np.float32(threshold)
+    raise ValueError(f"filter must be 'percentage' or 'threshold'; got {filter!r}")
 
 
 # --------------------------------------------------------------------------- pipeline
