@@ -29,6 +29,7 @@ import sys
 import numba
 import numpy as np
 
+from .. import arrays
 from ..arrays import normalize_finite
 from . import _grid, reference
 from .pipeline import refine_single
@@ -87,35 +88,28 @@ def _range(flat):
 
 @_jit
 def _normalize(x):
-    """:func:`hrcam.arrays.normalize_map` of a float32 array (non-finite values count as 0)."""
+    """:func:`hrcam.arrays.normalize_map` of a finite, non-empty float32 array, and True; False
+    (and no map) when it holds NaN or inf or its range overflows, which the caller hands to
+    ``normalize_map`` itself."""
     flat = x.ravel()
-    if flat.size == 0:
-        return np.empty(x.shape, np.float32)
-    lo, hi, bad = _range(flat)
-    out = flat.copy()
-    if bad or not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or inf: count them as 0
-        for i in range(out.size):
-            if not np.isfinite(out[i]):
-                out[i] = 0
-        lo, hi = out.min(), out.max()
+    lo, hi, nan = _range(flat)
     span = hi - lo
-    if not np.isfinite(span):  # max - min overflowed: halving is exact
-        half = np.float32(0.5)
-        for i in range(out.size):
-            out[i] = out[i] * half
-        lo, hi = lo * half, hi * half
-        span = hi - lo
+    if nan or not np.isfinite(span):
+        return x, False
+    out = np.zeros(flat.size, np.float32)
     if span > 0:
         for i in range(out.size):
-            out[i] = (out[i] - lo) / span
-    else:
-        out[:] = 0
-    return out.reshape(x.shape)
+            out[i] = (flat[i] - lo) / span
+    return out.reshape(x.shape), True
 
 
 def normalize_map(cam) -> np.ndarray:
     """As :func:`hrcam.arrays.normalize_map` (float32)."""
-    return _normalize(_f32(cam))
+    x = _f32(cam)
+    if x.size == 0:
+        return x.copy()
+    out, done = _normalize(x)
+    return out if done else arrays.normalize_map(x)
 
 
 @_jit
