@@ -96,6 +96,9 @@ def test_stride_guides_up_to_a_coarser_grid_then_interpolates():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="stride"):
             guided_upsample(cams, images, stride=bad)
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match="lattice_filter must be True or False"):
+            guided_upsample(cams, images, lattice_filter=bad)
 
 
 @pytest.mark.parametrize("stride", [2, 4])

@@ -100,6 +100,8 @@ def guided_upsample(
     _check(cams, images, colour_sigma, spatial_sigma)
     if not (isinstance(stride, int) and not isinstance(stride, bool) and stride >= 1):
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+    if not isinstance(lattice_filter, bool):
+        raise ValueError(f"lattice_filter must be True or False, got {lattice_filter!r}")
     size = tuple(images.shape[-2:])
     maps = cams.to(torch.float32)[:, None]
     if tuple(maps.shape[-2:]) == size:

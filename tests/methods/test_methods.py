@@ -334,6 +334,10 @@ def test_plus_guided_upsamples_the_native_map(tiny_model, batch):
     for bad in ("0", "1.5", "-2", "two"):
         with pytest.raises(ValueError, match="stride must be an integer >= 1"):
             create_method(f"gradcam+guided:stride={bad}")
+    assert create_method("gradcam+guided:lattice_filter=0").options == {"lattice_filter": False}
+    for key in ("lattice_filter", "coarse_to_fine"):
+        with pytest.raises(ValueError, match=f"{key} must be 0 or 1, got 'maybe'"):
+            create_method(f"gradcam+guided:{key}=maybe")
 
 
 def test_enlarged_input_and_multiscale_baselines(tiny_model, batch):

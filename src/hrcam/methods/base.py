@@ -220,6 +220,15 @@ def reject_unknown(name: str, params: dict[str, str], allowed: Sequence[str]) ->
         raise ValueError(f"method {name!r}: unknown option(s) {unknown}; valid options: {valid}")
 
 
+def parse_flag(name: str, key: str, text: str) -> bool:
+    """A spec's on/off value: ``1``/``true``/``yes`` or ``0``/``false``/``no`` (any case)."""
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(f"method {name!r}: {key} must be 0 or 1, got {text!r}")
+
+
 # -- "name+guided" --------------------------------------------------------------------------------
 
 UPSAMPLER_OPTIONS = (
@@ -247,7 +256,7 @@ def _create_upsampled(base_name: str, upsampler: str, params: dict[str, str], co
         if key in params:
             text = params.pop(key)
             if key in ("coarse_to_fine", "lattice_filter"):
-                options[key] = text.lower() in ("1", "true", "yes")
+                options[key] = parse_flag(base_name, key, text)
             elif key == "stride":
                 if not (text.isdigit() and int(text) >= 1):
                     raise ValueError(f"stride={text!r}: the stride must be an integer >= 1")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from ..guided_upsampling import guided_upsample
 from ..model import CAM_WEIGHTS, CAMs, upsample_cam
 from ..postprocess import RefineOptions, refine, refine_batch
-from .base import CAMMethod, register_method, reject_unknown
+from .base import CAMMethod, parse_flag, register_method, reject_unknown
 
 __all__ = [
     "GuidedUpsampledCAM",
@@ -328,7 +328,7 @@ def _number(name: str, key: str, text: str) -> float:
 @register_method("high_res")
 def _high_res(name: str, params: dict[str, str], **context) -> HighResCAM:
     reject_unknown(name, params, ("mode", "flip", "weights"))
-    flip = _flag(name, params.get("flip", "0"))
+    flip = parse_flag(name, "flip", params.get("flip", "0"))
     return HighResCAM(name, mode=params.get("mode"), flip=flip, weights=params.get("weights"))
 
 
@@ -342,7 +342,7 @@ def _refined(
     impl = params.pop("impl", "auto")
     mode = params.pop("mode", None)
     weights = params.pop("weights", None)
-    flip = _flag(name, params.pop("flip", "0"))
+    flip = parse_flag(name, "flip", params.pop("flip", "0"))
     if "preset" in params:
         refine_options = RefineOptions.preset(params.pop("preset"))
     hints = typing.get_type_hints(RefineOptions)
@@ -362,14 +362,6 @@ def _multiscale(name: str, params: dict[str, str], **context) -> MultiScaleCAM:
     reject_unknown(name, params, ("scales",))
     text = params.get("scales", "1/1.5/2")
     return MultiScaleCAM(name, tuple(_number(name, "scales", v) for v in text.split("/")))
-
-
-def _flag(name: str, text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise ValueError(f"method {name!r}: flip must be 0 or 1, got {text!r}")
 
 
 def _parse_value(name: str, key: str, text: str, annotation) -> Any:
