@@ -16,10 +16,11 @@ every step runs, the masked image included. Prints two tables:
    the single-threaded NumPy path it equals the wall-clock time when the CPU is idle.
 2. the one-image paths' median time per step at the first size, side by side.
 
-Threads: the one-image paths are single-threaded (NumPy's element-wise ops and OpenCV's labelling,
-with OpenCV's pool off as in hrcam's commands, run on one core). The PyTorch CPU path runs
-once per ``--threads`` value (default: 1 and every core this process may use), set with ``torch.set_num_threads``; on a small machine that other
-processes share, one thread is often faster, because intra-op threads wait for each other
+Threads: the one-image paths are single-threaded (NumPy's element-wise ops, OpenCV's labelling
+with OpenCV's pool off as in hrcam's commands, and the compiled loops run on one core). The
+PyTorch CPU path runs once per ``--threads`` value (default: 1 and every core this process may
+use), set with ``torch.set_num_threads``; on a small machine that other processes share, one
+thread is often faster, because intra-op threads wait for each other
 whenever another process holds a core. The load average is printed before and after, since
 other processes skew CPU timings; compare rows of one run.
 

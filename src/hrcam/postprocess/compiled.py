@@ -15,10 +15,12 @@ map, each a few tens of microseconds at 224x224; here a step is one or two loops
   of the whole mask;
 - merging, and masking a contiguous uint8 image: one loop each.
 
-The percentiles (ROI, growing bounds) stay NumPy's (its introselect beat a compiled histogram
-selection, 0.08 against 0.20 ms at 224x224), and so do the rare options (local-maxima seeds,
-``focal_min_distance=1``, the masked image of a transposed or float image). Kernels compile on first use and are cached on disk (Numba's ``cache=True``: ``__pycache__`` beside this file, or Numba's user cache
-when that is read-only), so only the first process pays the compilation.
+The percentiles (ROI, growing bounds) and the choice of the image's kept pixels stay NumPy's
+(its introselect beat a compiled histogram selection, 0.08 against 0.20 ms at 224x224), and so
+do the rare options (local-maxima seeds, ``focal_min_distance=1``, the masked image of a
+transposed or float image). Kernels compile on first use and are cached on disk (Numba's
+``cache=True``: ``__pycache__`` beside this file, or Numba's user cache when that is
+read-only), so only the first process after an install pays the compilation.
 """
 
 from __future__ import annotations
@@ -562,6 +564,6 @@ def refine(low, high, image=None, *, options=None, nan_policy: str = "raise", **
 
 refine.__doc__ = (
     "The whole postprocessing pipeline on one image, with the compiled steps: the result of "
-    ":func:`.reference.refine`, bit for bit, in about half its time (``benchmarks/bench_refine.py``).\n\n"
-    + (reference.refine.__doc__ or "").split("\n\n", 1)[-1]
+    ":func:`.reference.refine`, bit for bit, in about half its time "
+    "(``benchmarks/bench_refine.py``).\n\n" + (reference.refine.__doc__ or "").split("\n\n", 1)[-1]
 )
