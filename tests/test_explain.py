@@ -209,3 +209,22 @@ def test_output_settings_refuse_a_quality_outside_1_to_100():
     for bad in ({"jpeg_quality": 0}, {"figure_quality": 101}, {"jpeg_quality": 80.5}):
         with pytest.raises(ValueError, match="quality"):
             OutputSettings(**bad)
+
+
+def test_display_image_averages_areas_and_enlarges_tiny_images():
+    from hrcam.explain.compute import display_image
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    halved = display_image(Image.fromarray(pixels), 200)
+    blocks = pixels.reshape(150, 2, 200, 2, 3).astype(np.float64).mean(axis=(1, 3))
+    assert halved.shape == (150, 200, 3) and halved.dtype == np.uint8
+    assert np.abs(halved - blocks).max() <= 0.5 + 1e-9  # each pixel its 2x2 block's mean, rounded
+    odd = display_image(Image.fromarray(pixels), 333)  # a non-integer factor keeps the range
+    assert odd.shape == (250, 333, 3) and odd.min() >= pixels.min() and odd.max() <= pixels.max()
+    gray = display_image(Image.fromarray(pixels[..., 0]), 100)
+    assert gray.shape == (75, 100)
+    np.testing.assert_array_equal(display_image(Image.fromarray(pixels), 400), pixels)  # fits
+    tiny = display_image(Image.fromarray(pixels[:10, :20]), 448)  # enlarged, pixels kept
+    assert tiny.shape == (40, 80, 3)
+    np.testing.assert_array_equal(tiny[::4, ::4], pixels[:10, :20])

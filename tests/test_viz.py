@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hrcam import viz
+from hrcam.arrays import normalize_map
 from hrcam.postprocess import refine, refine_batch
 from hrcam.postprocess.synthetic import make_cams
 
@@ -72,6 +73,27 @@ def test_colorize_and_overlay():
         viz.overlay_cam(image, np.ones((2, 2)), alpha=2)
     with pytest.raises(ValueError, match="colour map"):
         viz.colorize(cam, cmap="no-such-map")
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.123456, 0.5, 0.7, 1.0])
+def test_overlay_is_pillows_palette_and_blend_byte_for_byte(alpha):
+    """The compiled table lookup is the Pillow path's result exactly: every colour index from
+    NaN, below-0 and above-1 values, every image byte, odd sizes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    for height, width in [(1, 1), (3, 250), (97, 61)]:
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        cam = rng.random((height, width), dtype=np.float32) * 1.4 - 0.2
+        cam[rng.random((height, width)) < 0.05] = np.nan
+        v = normalize_map(cam)  # overlay_cam's normalisation (NaN as 0)
+        for cmap in ("inferno", "jet"):
+            pillow = np.asarray(Image.blend(Image.fromarray(image), viz._coloured(v, cmap), alpha))
+            np.testing.assert_array_equal(viz.overlay_cam(image, cam, alpha=alpha, cmap=cmap), pillow)
+            # the kernel itself on values outside [0, 1] and NaN, which it clips as _coloured
+            table = viz._blend_table(cmap, alpha)
+            raw = np.asarray(Image.blend(Image.fromarray(image), viz._coloured(cam, cmap), alpha))
+            np.testing.assert_array_equal(viz._blend_by_table(image, cam, table), raw)
 
 
 def test_save_png_round_trips(tmp_path):

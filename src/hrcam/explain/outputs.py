@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import viz
-from ..model import upsample_cam
-from ..postprocess import mask_image
+from ..postprocess import mask_image, resize_bilinear
 from ..utils import atomic_save_json, atomic_save_npz
 from .compute import ExplainedImage
 from .summary import ImageResult
@@ -130,15 +129,12 @@ def display_pictures(
 
     Used by ``hrcam explain``'s outputs and by the app, so both show the same pictures.
     """
-    size = display.shape[:2]
-    refined = _at(np.asarray(steps.refined, dtype=np.float32), size)  # for both of its pictures
+    # The refined CAM at display size, for both of its pictures; the other two are resized by
+    # overlay_cam (compiled bilinear, as resize_bilinear).
+    refined = resize_bilinear(np.asarray(steps.refined, dtype=np.float32), display.shape[:2])
     pictures = {
         key: viz.overlay_cam(display, cam, alpha=opacity, cmap=cmap)
-        for key, cam in (
-            ("overlay_low", _at(low, size)),
-            ("overlay_high", _at(high, size)),
-            ("overlay_refined", refined),
-        )
+        for key, cam in (("overlay_low", low), ("overlay_high", high), ("overlay_refined", refined))
     }
     o = steps.options
     pictures["masked"] = mask_image(
@@ -149,13 +145,6 @@ def display_pictures(
         threshold=o.threshold,
     )
     return pictures
-
-
-def _at(cam: np.ndarray, size) -> np.ndarray:
-    """A map resized bilinearly to a display size (h, w)."""
-    import torch
-
-    return upsample_cam(torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32)), size).numpy()
 
 
 def _pipeline(explained: ExplainedImage, settings: OutputSettings) -> np.ndarray:
