@@ -114,6 +114,21 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_atomic_write_replaces_whole_files_and_leaves_nothing_behind(tmp_path):
+    from hrcam.utils import atomic_write
+
+    target = tmp_path / "out.bin"
+    for payload in (b"first", b"second"):
+        with atomic_write(target, "wb", durable=False) as f:
+            f.write(payload)
+        assert target.read_bytes() == payload
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as f:
+        f.write("half")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"second"  # untouched, and no temporary left
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
 def test_atomic_npz_reads_back_with_np_load_and_deflates_only_what_shrinks(tmp_path):
     import zipfile
 
