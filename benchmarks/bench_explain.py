@@ -5,21 +5,24 @@ On ``--images`` (500) pets-dev photographs with the default model on the CPU:
 1. **Per stage**, one image after another in one thread, so the rows add up: decode (the
    file to an RGB image, JPEG draft mode as ``explain`` does it), preprocess, the forward pass
    alone, ``generate_cams`` (forward + both CAMs: its excess over the forward pass is the CAMs'
-   cost), refinement, the overlays (colour + blend at display size), image encoding (JPEG),
-   ``maps.npz``, ``predictions.json``, the pipeline figure; and the report once for all.
-   Model stages run in batches of ``--batch-size`` and are charged per image.
+   cost), refinement, the coloured CAMs and the masked image, image encoding (JPEG),
+   ``maps.npz``, ``predictions.json``, the pipeline figure, the blended overlays that
+   ``--overlay-files`` adds; and the report once for all. Model stages run in batches of
+   ``--batch-size`` and are charged per image.
 2. **End to end**, as a user runs it: decoding + the forward pass alone (the floor, with the
    same decoding threads ``explain`` uses), then ``explain_images`` without and with the pipeline
-   figure, then the floor again; each ratio is over the mean of the two floors (the machine's
-   load drifts). Output size per image from the files on disk.
+   figure, then the floor again, ``--repeats`` times in a row; each ratio is over the mean of the
+   floors just before and after it (the machine's load drifts), and the table gives every
+   run's and their median. Output size per image from the files on disk.
 
-    python benchmarks/bench_explain.py [--images 500] [--batch-size 8] [--threads 2]
+    python benchmarks/bench_explain.py [--images 500] [--batch-size 8] [--threads 2] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import tempfile
 import time
 from collections import defaultdict
@@ -33,7 +36,7 @@ from hrcam.explain import OutputSettings, explain_images
 from hrcam.explain.compute import display_image
 from hrcam.explain.html_page import write_report
 from hrcam.explain.inputs import collect_inputs, decode_ahead
-from hrcam.explain.outputs import display_pictures, maps_arrays
+from hrcam.explain.outputs import cam_pictures, display_pictures, maps_arrays, masked_picture
 from hrcam.io import image_to_tensor, load_image
 from hrcam.postprocess import RefineOptions, refine
 from hrcam.utils import atomic_save_json, atomic_save_npz
@@ -74,10 +77,11 @@ def _image_stages(times, image, network_input, low, high, options, settings, fol
     display = _clock(times, "display image (resize)", lambda: display_image(image, DISPLAY_SIDE))
     pictures = _clock(
         times,
-        "overlays + masked image (display size)",
-        lambda: display_pictures(
-            display, low, high, steps, opacity=settings.opacity, cmap=settings.cmap
-        ),
+        "coloured CAMs (network size) + masked image",
+        lambda: {
+            **cam_pictures(low, high, steps.refined, cmap=settings.cmap),
+            "masked": masked_picture(display, steps),
+        },
     )
     _clock(
         times,
@@ -85,6 +89,17 @@ def _image_stages(times, image, network_input, low, high, options, settings, fol
         lambda: [
             viz.save_image(p, folder / f"{k}.jpg", quality=settings.jpeg_quality, durable=False)
             for k, p in {"image": display, **pictures}.items()
+        ],
+    )
+    _clock(
+        times,
+        "with --overlay-files: 3 blended overlays, + JPEG + write",
+        lambda: [
+            viz.save_image(p, folder / f"{k}.jpg", quality=settings.jpeg_quality, durable=False)
+            for k, p in display_pictures(
+                display, low, high, steps, opacity=settings.opacity, cmap=settings.cmap
+            ).items()
+            if k != "masked"
         ],
     )
     probabilities = np.zeros(1000, dtype=np.float32)
@@ -194,6 +209,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--folder", type=Path, default=PETS)
+    p.add_argument("--repeats", type=int, default=3, help="end-to-end rounds (default 3)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -210,24 +226,33 @@ def main() -> None:
     forward = stages["forward pass alone"]
     for name, seconds in stages.items():
         print(f"| {name} | {1000 * seconds:.1f} | {seconds / forward:.2f} |")
-    first = floor(model, paths, args.batch_size)
-    plain, plain_size = end_to_end(model, paths, args.batch_size, pipeline=False)
-    full, full_size = end_to_end(model, paths, args.batch_size, pipeline=True)
-    second = floor(model, paths, args.batch_size)
-    base = (first + second) / 2
-    print(f"\nEnd to end, {len(paths)} images, batch {args.batch_size}:")
-    print("| run | seconds | ms/image | × (decode + forward) | KB/image written |")
-    print("|---|---:|---:|---:|---:|")
+    floors = [floor(model, paths, args.batch_size)]
+    runs: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # s, ratio, bytes
+    for _ in range(args.repeats):
+        for name, pipeline in (
+            ("hrcam explain --no-pipeline", False),
+            ("hrcam explain (pipeline figure)", True),
+        ):
+            seconds, size = end_to_end(model, paths, args.batch_size, pipeline=pipeline)
+            runs[name].append((seconds, size))
+        floors.append(floor(model, paths, args.batch_size))
+    print(f"\nEnd to end, {len(paths)} images, batch {args.batch_size}, {args.repeats} repeat(s):")
     print(
-        f"| decode + forward pass (floor; before, after) | {first:.1f}, {second:.1f} | {1000 * base / len(paths):.1f} | 1.00 | |"
+        "| run | seconds (each repeat) | ms/image (median) | × (decode + forward), each | median × | KB/image written |"
     )
-    for name, seconds, size in (
-        ("hrcam explain --no-pipeline", plain, plain_size),
-        ("hrcam explain (pipeline figure)", full, full_size),
-    ):
+    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        f"| decode + forward pass (the floor, before and after each repeat) | "
+        f"{', '.join(f'{f:.1f}' for f in floors)} | {1000 * statistics.median(floors) / len(paths):.1f} | 1.00 | | |"
+    )
+    for name, results in runs.items():
+        ratios = [s / ((floors[i] + floors[i + 1]) / 2) for i, (s, _) in enumerate(results)]
+        seconds = [s for s, _ in results]
         print(
-            f"| {name} | {seconds:.1f} | {1000 * seconds / len(paths):.1f} | "
-            f"{seconds / base:.2f} | {size / 1024:.0f} |"
+            f"| {name} | {', '.join(f'{t:.1f}' for t in seconds)} | "
+            f"{1000 * statistics.median(seconds) / len(paths):.1f} | "
+            f"{', '.join(f'{r:.2f}' for r in ratios)} | **{statistics.median(ratios):.2f}** | "
+            f"{results[-1][1] / 1024:.0f} |"
         )
 
 

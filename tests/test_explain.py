@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hrcam import export_model
+from hrcam import export_model, viz
 from hrcam.cli import main as cli
 from hrcam.explain import explain_images, merge_shards
 
@@ -81,9 +81,9 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
         folder = out / "images" / r["name"]
         for f in (
             "image.jpg",
-            "overlay_low.jpg",
-            "overlay_high.jpg",
-            "overlay_refined.jpg",
+            "cam_low.jpg",
+            "cam_high.jpg",
+            "cam_refined.jpg",
             "masked.jpg",
             "pipeline.jpg",
             "maps.npz",
@@ -95,11 +95,22 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
         assert maps["high_res_cam"].shape == (32, 32) and maps["low_res_cam"].shape == (4, 4)
         assert maps["refined_cam"].shape == (32, 32) and np.isfinite(maps["refined_cam"]).all()
         assert maps["high_res_cam"].dtype == np.float16 and maps["roi"].dtype == bool
+        # The coloured CAMs are the maps' own pixels; the blended overlays are not written.
+        coloured = np.asarray(Image.open(folder / "cam_high.jpg"))
+        expected = viz.colorize(maps["high_res_cam"].astype(np.float32))
+        assert coloured.shape == (32, 32, 3)
+        assert np.abs(coloured.astype(int) - expected).mean() < 6  # JPEG's error
+        assert not list(folder.glob("overlay_*"))
     tiny = next(r for r in ok if r["name"] == "nested__tiny_gray")
     assert tiny["size"] == [8, 8]
     html = (out / "index.html").read_text()
     assert html.count('<section class="card"') == 5 and "4 file(s) could not be explained" in html
-    assert "images/rgb/overlay_refined.jpg" in html
+    # Each CAM lies over its image, at the run's opacity, in a box of the image's shape.
+    assert (
+        '<span style="aspect-ratio:60/40;width:100%"><img loading="lazy" '
+        'src="images/rgb/image.jpg" alt=""><img loading="lazy" src="images/rgb/cam_refined.jpg" '
+        'alt="refined CAM" style="opacity:0.5">' in html
+    )
     mode = summary["options"]["high_res"]  # the page says how its high-res CAMs were made
     assert mode in ("paper", "guided") and f"high-res CAM: {mode}" in html
     assert "refinement: hrcam preset" in html and summary["state"] == "complete"
@@ -146,13 +157,13 @@ def test_shards_cover_the_folder_once_and_merge(tiny_model, inputs, tmp_path):
     # Re-running with --skip-existing keeps finished images instead of redoing them.
     # An image with an empty file (what a power cut can leave: per-image files are not fsynced)
     # is done again.
-    stamp = (out / "images" / "rgb" / "overlay_low.jpg").stat().st_mtime_ns
+    stamp = (out / "images" / "rgb" / "cam_low.jpg").stat().st_mtime_ns
     other = next(p for p in sorted((out / "images").iterdir()) if p.name != "rgb")
     (other / "maps.npz").write_bytes(b"")
     again = explain_images(
         tiny_model, [inputs], out, skip_existing=True, input_size=32, show_progress=False
     )
-    assert (out / "images" / "rgb" / "overlay_low.jpg").stat().st_mtime_ns == stamp
+    assert (out / "images" / "rgb" / "cam_low.jpg").stat().st_mtime_ns == stamp
     assert sum(r.ok for r in again.results) == 5
     assert (other / "maps.npz").stat().st_size > 0 and (other / "pipeline.jpg").is_file()
     assert not (out / "images" / "rgb" / "pipeline.jpg").exists()  # kept as it was
@@ -177,7 +188,7 @@ def test_a_model_without_expansion_network_gets_every_map(tiny_backbone, inputs,
     folder = out / "images" / "rgb"
     maps = np.load(folder / "maps.npz")
     assert maps["high_res_cam"].shape == maps["refined_cam"].shape == (32, 32)
-    assert (folder / "pipeline.jpg").is_file() and (folder / "overlay_high.jpg").is_file()
+    assert (folder / "pipeline.jpg").is_file() and (folder / "cam_high.jpg").is_file()
     # The paper's high-res CAM is the one map that needs the expansion network: said so, exit 2.
     assert cli([*args, "--high-res", "paper", "--no-progress"]) == 2
 
@@ -228,3 +239,22 @@ def test_display_image_averages_areas_and_enlarges_tiny_images():
     tiny = display_image(Image.fromarray(pixels[:10, :20]), 448)  # enlarged, pixels kept
     assert tiny.shape == (40, 80, 3)
     np.testing.assert_array_equal(tiny[::4, ::4], pixels[:10, :20])
+
+
+def test_overlay_files_on_request_and_the_report_links_them(model_file, inputs, tmp_path):
+    out = tmp_path / "out"
+    args = ["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(model_file)]
+    assert (
+        cli([*args, "--input-size", "32", "--no-progress", "--overlay-files", "--opacity", "0.3"])
+        == 0
+    )
+    folder = out / "images" / "rgb"
+    for name in ("low", "high", "refined"):
+        overlay = np.asarray(Image.open(folder / f"overlay_{name}.jpg"))
+        assert overlay.shape == np.asarray(Image.open(folder / "image.jpg")).shape
+        assert (folder / f"cam_{name}.jpg").is_file()
+    html = (out / "index.html").read_text()
+    assert '<a class="stack" href="images/rgb/overlay_high.jpg">' in html
+    assert 'style="opacity:0.3"' in html and "overlays at 30% opacity" in html
+    result = json.loads((folder / "predictions.json").read_text())
+    assert result["files"]["overlay_low"] == "images/rgb/overlay_low.jpg"

@@ -162,7 +162,7 @@ def test_explain_names_each_bad_file_and_writes_everything_for_the_good_ones(
     for name in ("phone", "thin", "good"):
         folder = out / "images" / name
         files = {p.name for p in folder.iterdir()}
-        assert {"overlay_refined.jpg", "pipeline.jpg", "maps.npz", "predictions.json"} <= files
+        assert {"cam_refined.jpg", "pipeline.jpg", "maps.npz", "predictions.json"} <= files
         for picture in folder.glob("*.jpg"):
             width, height = Image.open(picture).size
             assert max(width, height) <= 1200  # display size (the pipeline figure: 1164)
@@ -173,6 +173,34 @@ def test_explain_names_each_bad_file_and_writes_everything_for_the_good_ones(
         driver.get((out / "index.html").as_uri())
         assert page_height(driver) < 20_000  # the 1×500 image does not stretch the page
         assert len(driver.find_elements("css selector", "section.card")) == 4  # 3 + the failures
+        # Each CAM covers its image exactly: both layers fill one box of the image's shape,
+        # which fills the square thumbnail along the image's longer side.
+        boxes = driver.execute_script(
+            """return [...document.querySelectorAll('.stack')].map(stack => {
+                const r = e => { const b = e.getBoundingClientRect();
+                                 return [b.left, b.top, b.width, b.height]; };
+                const [photo, cam] = stack.querySelectorAll('img');
+                return {stack: r(stack), box: r(stack.firstElementChild), photo: r(photo),
+                        cam: r(cam), natural: [photo.naturalWidth, photo.naturalHeight],
+                        loaded: photo.complete && cam.complete && cam.naturalWidth > 0,
+                        opacity: getComputedStyle(cam).opacity}; });"""
+        )
+        assert len(boxes) == 9  # three CAMs of three images
+        for b in boxes:
+            assert b["loaded"] and b["opacity"] == "0.5"
+            assert b["photo"] == b["box"] and b["cam"] == b["box"]
+            (sx, sy, sw, sh), (x, y, w, h) = b["stack"], b["box"]
+            assert sw == pytest.approx(sh, abs=1)  # the square thumbnail
+            assert max(w, h) == pytest.approx(sw, abs=1)  # filled along the longer side
+            assert (
+                sx - 0.5 <= x
+                and x + w <= sx + sw + 0.5
+                and sy - 0.5 <= y
+                and y + h <= sy + sh + 0.5
+            )
+            natural_w, natural_h = b["natural"]
+            if min(natural_w, natural_h) > 1:  # the 1x500 image is thinner than a pixel here
+                assert w / h == pytest.approx(natural_w / natural_h, rel=0.03)
     finally:
         driver.quit()
 

@@ -89,7 +89,9 @@ def test_overlay_is_pillows_palette_and_blend_byte_for_byte(alpha):
         v = normalize_map(cam)  # overlay_cam's normalisation (NaN as 0)
         for cmap in ("inferno", "jet"):
             pillow = np.asarray(Image.blend(Image.fromarray(image), viz._coloured(v, cmap), alpha))
-            np.testing.assert_array_equal(viz.overlay_cam(image, cam, alpha=alpha, cmap=cmap), pillow)
+            np.testing.assert_array_equal(
+                viz.overlay_cam(image, cam, alpha=alpha, cmap=cmap), pillow
+            )
             # the kernel itself on values outside [0, 1] and NaN, which it clips as _coloured
             table = viz._blend_table(cmap, alpha)
             raw = np.asarray(Image.blend(Image.fromarray(image), viz._coloured(cam, cmap), alpha))

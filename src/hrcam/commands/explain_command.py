@@ -127,6 +127,12 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="opacity of the CAM over the image in the overlays, in [0, 1] (default 0.5)",
     )
+    g.add_argument(
+        "--overlay-files",
+        action="store_true",
+        help="also write the CAMs blended over the image as pictures (overlay_low, ...; the "
+        "report blends the coloured CAMs over the image itself)",
+    )
 
 
 def _load(args):
@@ -193,6 +199,7 @@ def _output_settings(args):
         maps_dtype=args.maps_dtype,
         cmap=args.cmap,
         opacity=args.opacity,
+        overlay_files=args.overlay_files,
     )
 
 

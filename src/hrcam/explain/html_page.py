@@ -31,6 +31,11 @@ h1 { font-size: 22px; margin: 0 0 4px; }
 figure { margin: 0; }
 figure img { width: 100%; aspect-ratio: 1 / 1; object-fit: contain; display: block;
              border-radius: 4px; background: #eee; }
+.stack { display: grid; place-items: center; aspect-ratio: 1 / 1; background: #eee;
+         border-radius: 4px; overflow: hidden; }
+.stack > span { position: relative; display: block; }
+.stack img { position: absolute; inset: 0; width: 100%; height: 100%; aspect-ratio: auto;
+             object-fit: fill; border-radius: 0; background: none; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 3px; text-align: center; }
 table.top5 { width: 100%; border-collapse: collapse; }
 table.top5 td { padding: 2px 4px; vertical-align: middle; }
@@ -65,9 +70,31 @@ def _figure(files: dict[str, str], key: str, caption: str, value_range=None) -> 
     )
 
 
-def _card(result: dict[str, Any]) -> str:
+def _cam_figure(result: dict[str, Any], name: str, caption: str, opacity: float) -> str:
+    """One CAM over the image: the coloured map (``cam_<name>``, at the network's size)
+    stretched over the image and blended by the browser at ``opacity``, both in a box of the
+    image's shape inside the square thumbnail; the link opens the blended file where one was
+    written. Runs that wrote only the blended overlays (``overlay_<name>``) show those."""
     files = result.get("files", {})
-    ranges = result.get("ranges") or {}
+    value_range = (result.get("ranges") or {}).get(f"{name}_res" if name != "refined" else name)
+    cam, overlay = files.get(f"cam_{name}"), files.get(f"overlay_{name}")
+    if cam is None or "image" not in files:
+        return _figure(files, f"overlay_{name}", caption, value_range)
+    width, height = result.get("size") or (1, 1)
+    fit = "width:100%" if width >= height else "height:100%"
+    span = f'<br><span class="meta">range [{value_range[0]:.3g}, {value_range[1]:.3g}]</span>'
+    return (
+        f'<figure><a class="stack" href="{_href(overlay or cam)}">'
+        f'<span style="aspect-ratio:{width}/{height};{fit}">'
+        f'<img loading="lazy" src="{_href(files["image"])}" alt="">'
+        f'<img loading="lazy" src="{_href(cam)}" alt="{html.escape(caption)}" '
+        f'style="opacity:{opacity:.3g}"></span></a>'
+        f"<figcaption>{html.escape(caption)}{span if value_range else ''}</figcaption></figure>"
+    )
+
+
+def _card(result: dict[str, Any], opacity: float) -> str:
+    files = result.get("files", {})
     target = result.get("target") or {}
     rows = []
     for entry in result.get("top5", []):
@@ -97,9 +124,9 @@ def _card(result: dict[str, Any]) -> str:
   <div class="row">
     <div><table class="top5">{"".join(rows)}</table><p class="meta">{cam_of}</p><div class="links">{links}</div></div>
     {_figure(files, "image", "image")}
-    {_figure(files, "overlay_low", "low-res CAM", ranges.get("low_res"))}
-    {_figure(files, "overlay_high", "high-res CAM", ranges.get("high_res"))}
-    {_figure(files, "overlay_refined", "refined CAM", ranges.get("refined"))}
+    {_cam_figure(result, "low", "low-res CAM", opacity)}
+    {_cam_figure(result, "high", "high-res CAM", opacity)}
+    {_cam_figure(result, "refined", "refined CAM", opacity)}
     {_figure(files, "masked", "masked image")}
   </div>
 </section>"""
@@ -165,6 +192,7 @@ def write_report(
     high_res = str(options.get("high_res", "guided"))
     weights = options.get("cam_weights")
     weights_text = " (positive FC weights)" if weights == "positive" else ""
+    opacity = float(options.get("outputs", {}).get("opacity", 0.5))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -179,7 +207,7 @@ high-res CAM: {html.escape(high_res + weights_text)} · refinement: {html.escape
 {_legend(options.get("outputs", {}))}
 <br>
 {fail_block}
-{"".join(_card(r) for r in ok)}
+{"".join(_card(r, opacity) for r in ok)}
 <p class="meta">Made by hrcam: low-res CAM = Σ<sub>k</sub> w<sub>ck</sub>A<sub>k</sub> of the classifier;
 high-res CAM = {_HIGH_RES_TEXT.get(high_res, _HIGH_RES_TEXT["paper"])};
 refined CAM = the postprocessing pipeline of Tagaris et al. (ICIP 2019) joining both.</p>

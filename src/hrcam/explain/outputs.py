@@ -1,11 +1,14 @@
 """The writing half of ``hrcam explain``: one explained image's files, written atomically.
 
-Per image, in ``images/<name>/``: the image and the three CAM overlays at display size, the
-masked image, the pipeline figure (optional), ``maps.npz`` (the maps at the network's size, as
-float16 unless asked otherwise) and ``predictions.json``. Pictures are JPEG by default (a
-photograph's overlay is ~10× smaller than as PNG), PNG on request. :func:`write_outputs` is a
-pure function of its inputs, so a pool of threads writes several images at once (Pillow's
-encoders and zlib release the GIL).
+Per image, in ``images/<name>/``: the image at display size, the three CAMs in colour at the
+network's size (``cam_low``, ``cam_high``, ``cam_refined``: each map's own pixels), the masked
+image, the pipeline figure (optional), ``maps.npz`` (the maps at the network's size, as float16
+unless asked otherwise) and ``predictions.json``. The report lays each coloured CAM over the
+image at the run's opacity (the browser blends them), so the blended overlays are written only
+on request (``overlay_files``: ``overlay_low`` ...). Pictures are JPEG by default (a
+photograph's is ~10x smaller than as PNG), PNG on request. :func:`write_outputs` is a pure
+function of its inputs, so a pool of threads writes several images at once (the encoders and
+the compiled kernels release the GIL).
 """
 
 from __future__ import annotations
@@ -17,12 +20,20 @@ from pathlib import Path
 import numpy as np
 
 from .. import viz
+from ..arrays import normalize_map
 from ..postprocess import mask_image, resize_bilinear
 from ..utils import atomic_save_json, atomic_save_npz
 from .compute import ExplainedImage
 from .summary import ImageResult
 
-__all__ = ["OutputSettings", "display_pictures", "maps_arrays", "write_outputs"]
+__all__ = [
+    "OutputSettings",
+    "cam_pictures",
+    "display_pictures",
+    "maps_arrays",
+    "masked_picture",
+    "write_outputs",
+]
 
 IMAGE_FORMATS = ("jpeg", "png")
 MAPS_DTYPES = ("float16", "float32")
@@ -41,6 +52,9 @@ class OutputSettings:
     maps_dtype: str = "float16"
     cmap: str = viz.DEFAULT_CMAP
     opacity: float = 0.5
+    # The blended overlays as files too (the report blends the coloured CAMs over the image
+    # itself): three more pictures at display size, ~4 ms and ~70 KB per image.
+    overlay_files: bool = False
 
     def __post_init__(self) -> None:
         if self.image_format not in IMAGE_FORMATS:
@@ -75,16 +89,22 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
 
     refined = np.asarray(explained.steps.refined, dtype=np.float32)
     save("image", explained.display)
-    pictures = display_pictures(
-        explained.display,
-        explained.low_res,
-        explained.high_res,
-        explained.steps,
-        opacity=settings.opacity,
-        cmap=settings.cmap,
-    )
-    for key, picture in pictures.items():
+    for key, picture in cam_pictures(
+        explained.low_res, explained.high_res, refined, cmap=settings.cmap
+    ).items():
         save(key, picture)
+    save("masked", masked_picture(explained.display, explained.steps))
+    if settings.overlay_files:
+        pictures = display_pictures(
+            explained.display,
+            explained.low_res,
+            explained.high_res,
+            explained.steps,
+            opacity=settings.opacity,
+            cmap=settings.cmap,
+        )
+        for key in ("overlay_low", "overlay_high", "overlay_refined"):
+            save(key, pictures[key])
     if settings.pipeline_figure:
         save("pipeline", _pipeline(explained, settings), settings.figure_quality)
     maps = maps_arrays(
@@ -120,14 +140,42 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
     return result
 
 
+def cam_pictures(low, high, refined, *, cmap: str) -> dict[str, np.ndarray]:
+    """The three CAMs in colour at the high-res CAM's size (``cam_low``: the low-res CAM
+    resized bilinearly, as in the overlays; ``cam_high``; ``cam_refined``), each scaled to its
+    own range; the report lays them over the image."""
+    size = np.shape(high)
+    return {
+        "cam_low": viz.colorize(resize_bilinear(normalize_map(low), size), cmap=cmap),
+        "cam_high": viz.colorize(high, cmap=cmap),
+        "cam_refined": viz.colorize(refined, cmap=cmap),
+    }
+
+
+def masked_picture(display: np.ndarray, steps, *, refined=None) -> np.ndarray:
+    """``display`` masked by the refined CAM, with ``steps``' filter options (``refined``: that
+    CAM already at display size, else ``steps.refined`` is resized)."""
+    if refined is None:
+        refined = resize_bilinear(np.asarray(steps.refined, dtype=np.float32), display.shape[:2])
+    o = steps.options
+    return mask_image(
+        display,
+        refined,
+        filter=o.filter,
+        keep_percentage=o.keep_percentage,
+        threshold=o.threshold,
+    )
+
+
 def display_pictures(
     display: np.ndarray, low, high, steps, *, opacity: float, cmap: str
 ) -> dict[str, np.ndarray]:
     """The pictures a person looks at, at the display image's size: the low-res, high-res and
-    refined CAMs over ``display`` (``overlay_low``, ``overlay_high``, ``overlay_refined``) and
-    the image masked by the refined CAM (``masked``), with ``steps``' filter options.
+    refined CAMs blended over ``display`` (``overlay_low``, ``overlay_high``,
+    ``overlay_refined``) and the image masked by the refined CAM (``masked``, with ``steps``'
+    filter options).
 
-    Used by ``hrcam explain``'s outputs and by the app, so both show the same pictures.
+    Used by the app, and by ``hrcam explain`` with ``overlay_files``.
     """
     # The refined CAM at display size, for both of its pictures; the other two are resized by
     # overlay_cam (compiled bilinear, as resize_bilinear).
@@ -136,14 +184,7 @@ def display_pictures(
         key: viz.overlay_cam(display, cam, alpha=opacity, cmap=cmap)
         for key, cam in (("overlay_low", low), ("overlay_high", high), ("overlay_refined", refined))
     }
-    o = steps.options
-    pictures["masked"] = mask_image(
-        display,
-        refined,
-        filter=o.filter,
-        keep_percentage=o.keep_percentage,
-        threshold=o.threshold,
-    )
+    pictures["masked"] = masked_picture(display, steps, refined=refined)
     return pictures
 
 
