@@ -258,3 +258,13 @@ def test_overlay_files_on_request_and_the_report_links_them(model_file, inputs, 
     assert 'style="opacity:0.3"' in html and "overlays at 30% opacity" in html
     result = json.loads((folder / "predictions.json").read_text())
     assert result["files"]["overlay_low"] == "images/rgb/overlay_low.jpg"
+
+
+def test_report_of_an_older_run_shows_its_blended_overlays(tmp_path):
+    from hrcam.explain.html_page import write_report
+
+    files = {k: f"images/a/{k}.jpg" for k in ("image", "overlay_low", "overlay_high", "masked")}
+    result = {"source": "a.jpg", "name": "a", "ok": True, "top5": [], "files": files}
+    html = write_report({"results": [result], "options": {}}, tmp_path / "index.html").read_text()
+    assert '<img loading="lazy" src="images/a/overlay_high.jpg" alt="high-res CAM">' in html
+    assert "refined CAM: not produced" in html and 'class="stack"' not in html
