@@ -59,37 +59,41 @@ def _figure(files: dict[str, str], key: str, caption: str, value_range=None) -> 
     if key not in files:
         return f"<figure><figcaption>{html.escape(caption)}: not produced</figcaption></figure>"
     src = _href(files[key])
-    span = (
-        f'<br><span class="meta">range [{value_range[0]:.3g}, {value_range[1]:.3g}]</span>'
-        if value_range
-        else ""
-    )
     return (
         f'<figure><a href="{src}"><img loading="lazy" src="{src}" alt="{html.escape(caption)}"></a>'
-        f"<figcaption>{html.escape(caption)}{span}</figcaption></figure>"
+        f"<figcaption>{html.escape(caption)}{_range_text(value_range)}</figcaption></figure>"
     )
 
 
-def _cam_figure(result: dict[str, Any], name: str, caption: str, opacity: float) -> str:
+def _range_text(value_range) -> str:
+    """The raw range a map's colours stand for, under its caption ('' when unknown)."""
+    if not value_range:
+        return ""
+    return f'<br><span class="meta">range [{value_range[0]:.3g}, {value_range[1]:.3g}]</span>'
+
+
+def _cam_figure(
+    result: dict[str, Any], name: str, range_key: str, caption: str, opacity: float
+) -> str:
     """One CAM over the image: the coloured map (``cam_<name>``, at the network's size)
     stretched over the image and blended by the browser at ``opacity``, both in a box of the
     image's shape inside the square thumbnail; the link opens the blended file where one was
-    written. Runs that wrote only the blended overlays (``overlay_<name>``) show those."""
+    written. Runs that wrote only the blended overlays (``overlay_<name>``) show those.
+    ``range_key``: the map's entry in the result's ``ranges``."""
     files = result.get("files", {})
-    value_range = (result.get("ranges") or {}).get(f"{name}_res" if name != "refined" else name)
+    value_range = (result.get("ranges") or {}).get(range_key)
     cam, overlay = files.get(f"cam_{name}"), files.get(f"overlay_{name}")
     if cam is None or "image" not in files:
         return _figure(files, f"overlay_{name}", caption, value_range)
     width, height = result.get("size") or (1, 1)
     fit = "width:100%" if width >= height else "height:100%"
-    span = f'<br><span class="meta">range [{value_range[0]:.3g}, {value_range[1]:.3g}]</span>'
     return (
         f'<figure><a class="stack" href="{_href(overlay or cam)}">'
         f'<span style="aspect-ratio:{width}/{height};{fit}">'
         f'<img loading="lazy" src="{_href(files["image"])}" alt="">'
         f'<img loading="lazy" src="{_href(cam)}" alt="{html.escape(caption)}" '
         f'style="opacity:{opacity:.3g}"></span></a>'
-        f"<figcaption>{html.escape(caption)}{span if value_range else ''}</figcaption></figure>"
+        f"<figcaption>{html.escape(caption)}{_range_text(value_range)}</figcaption></figure>"
     )
 
 
@@ -124,9 +128,9 @@ def _card(result: dict[str, Any], opacity: float) -> str:
   <div class="row">
     <div><table class="top5">{"".join(rows)}</table><p class="meta">{cam_of}</p><div class="links">{links}</div></div>
     {_figure(files, "image", "image")}
-    {_cam_figure(result, "low", "low-res CAM", opacity)}
-    {_cam_figure(result, "high", "high-res CAM", opacity)}
-    {_cam_figure(result, "refined", "refined CAM", opacity)}
+    {_cam_figure(result, "low", "low_res", "low-res CAM", opacity)}
+    {_cam_figure(result, "high", "high_res", "high-res CAM", opacity)}
+    {_cam_figure(result, "refined", "refined", "refined CAM", opacity)}
     {_figure(files, "masked", "masked image")}
   </div>
 </section>"""
