@@ -253,6 +253,7 @@ def test_overlay_files_on_request_and_the_report_links_them(model_file, inputs, 
         overlay = np.asarray(Image.open(folder / f"overlay_{name}.jpg"))
         assert overlay.shape == np.asarray(Image.open(folder / "image.jpg")).shape
         assert (folder / f"cam_{name}.jpg").is_file()
+    assert (folder / "masked.jpg").is_file()
     html = (out / "index.html").read_text()
     assert '<a class="stack" href="images/rgb/overlay_high.jpg">' in html
     assert 'style="opacity:0.3"' in html and "overlays at 30% opacity" in html
@@ -268,3 +269,12 @@ def test_report_of_an_older_run_shows_its_blended_overlays(tmp_path):
     html = write_report({"results": [result], "options": {}}, tmp_path / "index.html").read_text()
     assert '<img loading="lazy" src="images/a/overlay_high.jpg" alt="high-res CAM">' in html
     assert "refined CAM: not produced" in html and 'class="stack"' not in html
+
+
+def test_report_of_coloured_cams_without_ranges_leaves_the_range_out(tmp_path):
+    from hrcam.explain.html_page import write_report
+
+    files = {k: f"images/a/{k}.jpg" for k in ("image", "cam_low", "cam_high", "cam_refined")}
+    result = {"source": "a.jpg", "name": "a", "ok": True, "top5": [], "files": files}
+    html = write_report({"results": [result], "options": {}}, tmp_path / "index.html").read_text()
+    assert html.count('<a class="stack" href="images/a/cam_') == 3 and "range [" not in html
