@@ -93,7 +93,7 @@ def _image_stages(times, image, network_input, low, high, options, settings, fol
     )
     _clock(
         times,
-        "with --overlay-files: 3 blended overlays, + JPEG + write",
+        "with --overlay-files: display_pictures (3 overlays + the masked image again), 3 JPEGs",
         lambda: [
             viz.save_image(p, folder / f"{k}.jpg", quality=settings.jpeg_quality, durable=False)
             for k, p in display_pictures(
@@ -227,7 +227,7 @@ def main() -> None:
     for name, seconds in stages.items():
         print(f"| {name} | {1000 * seconds:.1f} | {seconds / forward:.2f} |")
     floors = [floor(model, paths, args.batch_size)]
-    runs: dict[str, list[tuple[float, float, float]]] = defaultdict(list)  # s, ratio, bytes
+    runs: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (seconds, bytes / image)
     for _ in range(args.repeats):
         for name, pipeline in (
             ("hrcam explain --no-pipeline", False),
