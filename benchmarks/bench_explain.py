@@ -39,7 +39,7 @@ from hrcam.explain.inputs import collect_inputs, decode_ahead
 from hrcam.explain.outputs import cam_pictures, display_pictures, maps_arrays, masked_picture
 from hrcam.io import image_to_tensor, load_image
 from hrcam.postprocess import RefineOptions, refine
-from hrcam.utils import atomic_save_json, atomic_save_npz
+from hrcam.utils import atomic_save_json, atomic_save_npz, positive_int
 
 PETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pets-dev" / "images"
 DISPLAY_SIDE = 448
@@ -209,7 +209,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--folder", type=Path, default=PETS)
-    p.add_argument("--repeats", type=int, default=3, help="end-to-end rounds (default 3)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="end-to-end rounds (default 3)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
