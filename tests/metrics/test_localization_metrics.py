@@ -19,9 +19,9 @@ from hrcam.metrics import (
     energy_inside,
     largest_component_box,
     max_box_iou_curve,
-    normalize_map,
     pointing_game_hit,
     resize_map,
+    score_map,
 )
 
 
@@ -35,7 +35,7 @@ def box_map(shape, *boxes, values=None):
 
 def reference_box_iou_curve(cam, gt, num_thresholds):
     """Per-threshold scipy labelling: the slow, obvious version of max_box_iou_curve."""
-    v = normalize_map(cam)
+    v = score_map(cam)
     out = np.zeros(num_thresholds)
     for k in range(num_thresholds):
         labels, n = ndimage.label(v > k / num_thresholds, structure=np.ones((3, 3)))
@@ -53,19 +53,19 @@ def reference_box_iou_curve(cam, gt, num_thresholds):
 
 def test_normalize_map_min_max_and_non_finite_become_zero():
     cam = np.array([[2.0, 4.0], [np.nan, 6.0], [np.inf, -np.inf]])
-    np.testing.assert_allclose(normalize_map(cam), [[1 / 3, 2 / 3], [0, 1], [0, 0]])
+    np.testing.assert_allclose(score_map(cam), [[1 / 3, 2 / 3], [0, 1], [0, 0]])
     assert np.isnan(cam[1, 0])  # the input is not modified
 
 
 @pytest.mark.parametrize("value", [0.0, 3.5, np.nan])
 def test_constant_map_normalises_to_zeros(value):
-    np.testing.assert_array_equal(normalize_map(np.full((3, 4), value)), np.zeros((3, 4)))
+    np.testing.assert_array_equal(score_map(np.full((3, 4), value)), np.zeros((3, 4)))
 
 
 def test_normalize_map_accepts_tensors_and_refuses_non_2d():
-    np.testing.assert_allclose(normalize_map(torch.tensor([[1.0, 3.0]])), [[0.0, 1.0]])
+    np.testing.assert_allclose(score_map(torch.tensor([[1.0, 3.0]])), [[0.0, 1.0]])
     with pytest.raises(ValueError, match=r"2-D \(H, W\) map, got shape \(2, 3, 4\)"):
-        normalize_map(np.zeros((2, 3, 4)))
+        score_map(np.zeros((2, 3, 4)))
 
 
 def test_resize_map_is_bilinear_with_half_pixel_centres():
@@ -77,7 +77,7 @@ def test_resize_map_is_bilinear_with_half_pixel_centres():
 
 @pytest.mark.parametrize("k", [1, 7, 100, 1000])
 def test_threshold_levels_match_searchsorted_even_on_the_thresholds(k):
-    from hrcam.metrics.base import _threshold_levels
+    from hrcam.metrics.base import threshold_levels
 
     grid = np.arange(k + 1) / k
     v = np.concatenate(
@@ -90,10 +90,10 @@ def test_threshold_levels_match_searchsorted_even_on_the_thresholds(k):
         ]
     )
     np.testing.assert_array_equal(
-        _threshold_levels(v, k, inclusive=False), np.searchsorted(grid[:k], v, side="left")
+        threshold_levels(v, k, inclusive=False), np.searchsorted(grid[:k], v, side="left")
     )
     np.testing.assert_array_equal(
-        _threshold_levels(v, k, inclusive=True), np.searchsorted(grid, v, side="right")
+        threshold_levels(v, k, inclusive=True), np.searchsorted(grid, v, side="right")
     )
 
 

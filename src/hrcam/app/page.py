@@ -43,7 +43,7 @@ OPTION_CONTROLS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }  # fmt: skip
 
 
-def _import_gradio():
+def import_gradio():
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
     try:
         import gradio as gr
@@ -110,7 +110,7 @@ class _Handlers:
     @staticmethod
     def _failed(err: AppError, state, *, clear: bool = False):
         """The error in the status line; the rest as it was (or cleared, for a failed upload)."""
-        keep = None if clear else _import_gradio().skip()
+        keep = None if clear else import_gradio().skip()
         return (state, *([keep] * 7), f"⚠ {err}")
 
     def image(self, payload, opacity, cmap, preset, *values):
@@ -158,7 +158,7 @@ class _Handlers:
             options = options_from(preset, values)
             views = self.session.views(state["key"], state["class"], options, cmap=cmap)
             figure = self.session.pipeline_figure(state["key"], views, cmap=cmap)
-            return _import_gradio().Image(value=figure, visible=True), ""
+            return import_gradio().Image(value=figure, visible=True), ""
         except AppError as err:
             return None, f"⚠ {err}"
 
@@ -172,19 +172,19 @@ class _Handlers:
             )
             folder = Path(tempfile.mkdtemp(dir=self.download_dir))
             paths = [str(p) for p in self.session.export(state["key"], views, folder)]
-            return _import_gradio().File(value=paths, visible=True), ""
+            return import_gradio().File(value=paths, visible=True), ""
         except AppError as err:
             return None, f"⚠ {err}"
 
     @staticmethod
     def _noop(state):
-        skip = _import_gradio().skip()
+        skip = import_gradio().skip()
         return (state, *([skip] * 8))
 
 
 def build_page(session: ExplainerSession, *, examples: list[Path] | None = None):
     """The Gradio ``Blocks`` page over ``session`` (see the module docstring)."""
-    gr = _import_gradio()
+    gr = import_gradio()
     download_dir = Path(tempfile.mkdtemp(prefix="hrcam-app-"))
     h = _Handlers(session, download_dir)
     default = RefineOptions.default()
@@ -275,7 +275,7 @@ def build_page(session: ExplainerSession, *, examples: list[Path] | None = None)
 
 
 def _on_label_select(h: _Handlers):
-    gr = _import_gradio()
+    gr = import_gradio()
 
     def select(evt, state, opacity, cmap, preset, *values):
         value = evt.value

@@ -12,17 +12,11 @@ from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, FeatureInfo
 from .registry import register_backbone
-from .weights import WeightsUnavailableError, load_state_file
+from .weights import WeightsUnavailableError, imagenet_categories, load_state_file
 
 __all__ = ["DenseNet121", "TinyDenseNet"]
 
 _DENSENET121_FILE = "densenet121-a639ec97.pth"
-
-
-def _imagenet_categories() -> list[str]:
-    from torchvision.models import DenseNet121_Weights
-
-    return list(DenseNet121_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def _fix_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -98,7 +92,7 @@ def densenet121(
     if state is not None and "classifier.weight" in state:
         pretrained_classes = state["classifier.weight"].shape[0]
         if pretrained_classes == 1000 and weights == "imagenet":
-            pretrained_names = _imagenet_categories()
+            pretrained_names = imagenet_categories()
     n = num_classes or (
         state["classifier.weight"].shape[0] if state and "classifier.weight" in state else 1000
     )

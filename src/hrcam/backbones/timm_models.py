@@ -243,7 +243,7 @@ def _efficientnet_lite(
     class_names: Sequence[str] | None,
     drop_rate: float,
 ) -> TimmBackbone:
-    from .densenet import _imagenet_categories
+    from .weights import imagenet_categories
 
     name = f"efficientnet_lite{variant}"
     model = _make_timm(f"tf_efficientnet_lite{variant}", num_classes=1000)
@@ -257,7 +257,7 @@ def _efficientnet_lite(
         model,
         num_classes=n,
         cam_channels=cam_channels,
-        class_names=class_names or (_imagenet_categories() if n == 1000 else None),
+        class_names=class_names or (imagenet_categories() if n == 1000 else None),
         drop_rate=drop_rate,
         mean=_LITE_MEAN,
         std=_LITE_STD,

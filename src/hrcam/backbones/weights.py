@@ -7,7 +7,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["WeightsUnavailableError", "load_state_file"]
+__all__ = ["WeightsUnavailableError", "imagenet_categories", "load_state_file"]
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names, in the order of the classifiers' outputs (torchvision's)."""
+    from torchvision.models import DenseNet121_Weights
+
+    return list(DenseNet121_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 class WeightsUnavailableError(RuntimeError):

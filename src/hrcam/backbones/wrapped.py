@@ -146,9 +146,9 @@ def wrap_classifier(
     size = int(input_size or cfg.get("input_size", (3, 224, 224))[-1])
     classes = module.get_submodule(spec["classifier_path"]).out_features
     if class_names is None and classes == 1000:
-        from .densenet import _imagenet_categories
+        from .weights import imagenet_categories
 
-        class_names = _imagenet_categories()
+        class_names = imagenet_categories()
     backbone = WrappedBackbone(
         module,
         class_names=class_names,

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .explain_command import _add_model_arguments, _load
+from .model_args import add_model_arguments, load_from_args
 
 
 def _port(text: str) -> int:
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
             "download the maps. Needs Gradio: pip install hrcam[app]."
         ),
     )
-    _add_model_arguments(p)
+    add_model_arguments(p)
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -62,12 +62,12 @@ def run_app(args) -> int:
                 f"--host must be an IP address or localhost, got {args.host!r}"
             ) from None
     from ..app import ExplainerSession
-    from ..app.page import _import_gradio, launch
+    from ..app.page import import_gradio, launch
     from ..io import write_demo_images
 
-    _import_gradio()  # a missing extra fails now, before the model loads
+    import_gradio()  # a missing extra fails now, before the model loads
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own health checks
-    session = ExplainerSession(_load(args))
+    session = ExplainerSession(load_from_args(args))
     examples = write_demo_images(Path(tempfile.gettempdir()) / "hrcam-demo-images")
     session.load(examples[0])  # warm up: the first maps draw at the page's speed
 

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from ..postprocess.options import DEFAULT_PRESET
-from ..utils import positive_int, resolve_device
-
-
-def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        default="default",
-        help="'default' (EfficientNet-Lite0 + shipped expansion network), a backbone name, "
-        "or a checkpoint / exported model file",
-    )
-    p.add_argument(
-        "--high-res",
-        choices=("auto", "paper", "guided"),
-        default="auto",
-        help="high-res CAM: hrcam's guided upsampling of the low-res CAM (any model; 'auto' is "
-        "guided), or the paper's expansion-network maps (a model with one, e.g. the default)",
-    )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=positive_int, default=8)
+from ..utils import positive_int
+from .model_args import add_model_arguments, load_from_args
 
 
 def register(subparsers) -> None:
@@ -46,7 +28,7 @@ def register(subparsers) -> None:
         default=None,
         help="explain this class (index or name) in every image; default: each image's prediction",
     )
-    _add_model_arguments(p)
+    add_model_arguments(p)
     p.add_argument(
         "--input-size",
         type=positive_int,
@@ -95,7 +77,7 @@ def register(subparsers) -> None:
         "demo", help="explain a few bundled photographs (no download) and say where the report is"
     )
     d.add_argument("-o", "--output", type=Path, default=Path("hrcam-demo"))
-    _add_model_arguments(d)
+    add_model_arguments(d)
     d.set_defaults(func=run_demo)
 
 
@@ -135,17 +117,6 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(args):
-    import torch
-
-    from ..checkpoint import load_model
-
-    device = resolve_device(args.device)
-    if device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-    return load_model(args.model, device=device, high_res=args.high_res)
-
-
 def run_explain(args) -> int:
     from ..explain import check_output_folder, explain_images, finish_run, merge_shards
     from ..explain.sharding import merge_under_torchrun, parse_shard, under_torchrun
@@ -162,7 +133,7 @@ def run_explain(args) -> int:
     settings = _output_settings(args)
     shard = parse_shard(args.shard)
     check_output_folder(args.output)  # before the model loads: a bad -o fails in a second
-    model = _load(args)
+    model = load_from_args(args)
     summary = explain_images(
         model,
         args.inputs,
@@ -222,7 +193,7 @@ def run_demo(args) -> int:
 
     inputs = args.output / "inputs"
     write_demo_images(inputs)
-    model = _load(args)
+    model = load_from_args(args)
     summary = explain_images(
         model, [inputs], args.output, batch_size=args.batch_size, model_name=str(args.model)
     )

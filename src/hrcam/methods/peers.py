@@ -132,7 +132,7 @@ class TappedBackbone(nn.Module):
 
 
 @contextlib.contextmanager
-def _frozen(module: nn.Module, freeze: bool):
+def frozen_parameters(module: nn.Module, freeze: bool):
     """Parameters' ``requires_grad`` off inside the block (if ``freeze``); grads and flags restored."""
     params = list(module.parameters())
     flags = [p.requires_grad for p in params]
@@ -244,7 +244,7 @@ class GradCAMMethod(LayerSetPeer):
             with (
                 torch.inference_mode(False),
                 torch.enable_grad(),
-                _frozen(backbone, self.backward == "minimal" and not self.second_order),
+                frozen_parameters(backbone, self.backward == "minimal" and not self.second_order),
             ):
                 inputs = x.clone() if x.is_inference() else x
                 for chunk in chunks:

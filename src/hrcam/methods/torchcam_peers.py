@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import check_inputs, register_method, reject_unknown
-from .peers import LayerSetPeer, MissingDependencyError, TappedBackbone, _frozen
+from .peers import LayerSetPeer, MissingDependencyError, TappedBackbone, frozen_parameters
 
 __all__ = ["TorchCAMMethod", "import_torchcam"]
 
@@ -104,7 +104,11 @@ class TorchCAMMethod(LayerSetPeer):
         wrapper = TappedBackbone(backbone, grad_from=self._grad_from())
         was_training = backbone.training
         try:
-            with torch.inference_mode(False), torch.enable_grad(), _frozen(backbone, True):
+            with (
+                torch.inference_mode(False),
+                torch.enable_grad(),
+                frozen_parameters(backbone, True),
+            ):
                 inputs = x.clone() if x.is_inference() else x
                 with self._extractor(wrapper, inputs) as extractor:
                     scores = wrapper(inputs)

@@ -12,7 +12,7 @@ over a pure per-image function; the conventions (normalisation, thresholds, incl
 empty masks) are in :mod:`hrcam.metrics.base`'s docstring.
 """
 
-from .base import LocalizationMetric, normalize_map, resize_map
+from .base import LocalizationMetric, resize_map, score_map
 from .boxes import (
     CAMLocalization,
     MaxBoxAccV2,
@@ -50,7 +50,7 @@ __all__ = [
     "energy_inside",
     "largest_component_box",
     "max_box_iou_curve",
-    "normalize_map",
+    "score_map",
     "pointing_game_hit",
     "resize_map",
     "topk_accuracy",

@@ -21,7 +21,7 @@ Conventions shared by every metric here
 ---------------------------------------
 * **Maps** are ``(H, W)`` float arrays (NumPy or torch), one per image; images of one dataset may
   differ in size. Each map is first made finite (NaN and ±inf become 0) and min-max normalised
-  to ``[0, 1]`` per image (:func:`normalize_map`). A constant map (all zeros included) has no
+  to ``[0, 1]`` per image (:func:`score_map`). A constant map (all zeros included) has no
   information and normalises to all zeros, as wsolevaluation's ``normalize_scoremap`` does: it
   localizes nothing (no component above any threshold, pointing game miss, energy share 0).
 * **Map and annotation have the same size.** The protocols score the CAM at the annotation's
@@ -71,7 +71,7 @@ import torch
 from .. import arrays
 from ..arrays import to_numpy
 
-__all__ = ["LocalizationMetric", "normalize_map", "resize_map"]
+__all__ = ["LocalizationMetric", "score_map", "resize_map"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ __all__ = ["LocalizationMetric", "normalize_map", "resize_map"]
 # --------------------------------------------------------------------------------------------
 
 
-def _as_map(cam, *, name: str = "cam") -> np.ndarray:
+def as_map(cam, *, name: str = "cam") -> np.ndarray:
     """(H, W) float64 copy of a map; raises a ValueError that says how to fix a bad one."""
     arr = to_numpy(cam)
     if arr.ndim != 2 or arr.size == 0:
@@ -92,7 +92,7 @@ def _as_map(cam, *, name: str = "cam") -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _as_mask(mask, shape: tuple[int, int], *, name: str) -> np.ndarray:
+def as_mask(mask, shape: tuple[int, int], *, name: str) -> np.ndarray:
     """(H, W) bool mask of the map's shape; refuses values other than 0/1 (e.g. raw trimaps)."""
     arr = to_numpy(mask)
     if arr.shape != tuple(shape):
@@ -111,7 +111,7 @@ def _as_mask(mask, shape: tuple[int, int], *, name: str) -> np.ndarray:
     return arr.astype(bool)
 
 
-def _as_boxes(boxes, *, name: str = "gt_boxes") -> np.ndarray:
+def as_boxes(boxes, *, name: str = "gt_boxes") -> np.ndarray:
     """(N, 4) float64 inclusive boxes ``x1, y1, x2, y2``; an empty input gives (0, 4)."""
     arr = to_numpy(boxes).astype(np.float64)
     if arr.size == 0:
@@ -133,7 +133,7 @@ def _as_boxes(boxes, *, name: str = "gt_boxes") -> np.ndarray:
     return arr
 
 
-def _check_num_thresholds(num_thresholds: int) -> int:
+def check_num_thresholds(num_thresholds: int) -> int:
     if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)):
         raise TypeError(f"num_thresholds must be an int, got {type(num_thresholds).__name__}")
     if not 1 <= num_thresholds <= 10_000:
@@ -141,17 +141,17 @@ def _check_num_thresholds(num_thresholds: int) -> int:
     return int(num_thresholds)
 
 
-def _is_single(cams) -> bool:
+def is_single_map(cams) -> bool:
     return isinstance(cams, (np.ndarray, torch.Tensor)) and cams.ndim == 2
 
 
-def _split_batch(cams, *per_image) -> Iterator[tuple]:
+def split_batch(cams, *per_image) -> Iterator[tuple]:
     """Yield ``(cam, *args)`` per image from one (H, W) map or a batch of maps.
 
     A batch is a (B, H, W) array/tensor or a list/tuple of (H_i, W_i) maps; each other argument
     is then a sequence of B per-image values (``None`` stays ``None`` for every image).
     """
-    if _is_single(cams):
+    if is_single_map(cams):
         yield (cams, *per_image)
         return
     if isinstance(cams, (np.ndarray, torch.Tensor)) and cams.ndim != 3:
@@ -179,18 +179,19 @@ def _split_batch(cams, *per_image) -> Iterator[tuple]:
 # --------------------------------------------------------------------------------------------
 
 
-def normalize_map(cam) -> np.ndarray:
-    """Min-max normalise one map to ``[0, 1]`` (float64), after setting NaN and ±inf to 0.
+def score_map(cam) -> np.ndarray:
+    """One map as the metrics read it: checked, float64, min-max scaled to ``[0, 1]``.
 
-    ``cam``: ``(H, W)`` array or tensor. A constant map (no maximum to find) becomes all zeros,
+    :func:`hrcam.arrays.normalize_map` in float64 after the metrics' input check: NaN and ±inf
+    count as 0; ``cam``: ``(H, W)`` array or tensor. A constant map (no maximum to find) becomes all zeros,
     following wsolevaluation's ``normalize_scoremap``. Returns a new ``(H, W)`` float64 array.
 
     Example::
 
-        >>> normalize_map(np.array([[2.0, 4.0], [np.nan, 6.0]])).tolist()
+        >>> score_map(np.array([[2.0, 4.0], [np.nan, 6.0]])).tolist()
         [[0.3333333333333333, 0.6666666666666666], [0.0, 1.0]]
     """
-    return arrays.normalize_map(_as_map(cam), dtype=np.float64)
+    return arrays.normalize_map(as_map(cam), dtype=np.float64)
 
 
 def resize_map(cam, shape: tuple[int, int]) -> np.ndarray:
@@ -205,7 +206,7 @@ def resize_map(cam, shape: tuple[int, int]) -> np.ndarray:
         >>> resize_map(np.array([[0.0, 1.0]]), (1, 4)).tolist()
         [[0.0, 0.25, 0.75, 1.0]]
     """
-    arr = _as_map(cam)
+    arr = as_map(cam)
     if (
         len(shape) != 2
         or not all(isinstance(s, (int, np.integer)) for s in shape)
@@ -217,7 +218,7 @@ def resize_map(cam, shape: tuple[int, int]) -> np.ndarray:
     return arrays.resize_maps(torch.from_numpy(arr), shape).numpy()
 
 
-def _threshold_levels(v: np.ndarray, k_total: int, *, inclusive: bool) -> np.ndarray:
+def threshold_levels(v: np.ndarray, k_total: int, *, inclusive: bool) -> np.ndarray:
     """Per pixel, how many thresholds ``t_k = k / K`` lie below it: ``t_k < v`` (or ``<= v``).
 
     Strict counts run over ``k = 0..K-1`` (box metrics), inclusive ones over ``k = 0..K``

@@ -12,12 +12,12 @@ from scipy.sparse import csgraph
 from ..arrays import to_numpy
 from .base import (
     LocalizationMetric,
-    _as_boxes,
-    _check_num_thresholds,
-    _is_single,
-    _split_batch,
-    _threshold_levels,
-    normalize_map,
+    as_boxes,
+    check_num_thresholds,
+    is_single_map,
+    score_map,
+    split_batch,
+    threshold_levels,
 )
 
 __all__ = [
@@ -49,8 +49,8 @@ def box_iou(boxes_a, boxes_b) -> np.ndarray:
         >>> box_iou(np.array([[0, 0, 9, 9]]), np.array([[5, 0, 14, 9]])).tolist()  # 50 / 150
         [[0.3333333333333333]]
     """
-    a = _as_boxes(boxes_a, name="boxes_a")
-    b = _as_boxes(boxes_b, name="boxes_b")
+    a = as_boxes(boxes_a, name="boxes_a")
+    b = as_boxes(boxes_b, name="boxes_b")
     return _iou_matrix(a[:, 0], a[:, 1], a[:, 2], a[:, 3], b)
 
 
@@ -75,7 +75,7 @@ def boxes_to_mask(boxes, shape: tuple[int, int]) -> np.ndarray:
         >>> boxes_to_mask(np.array([[1, 0, 2, 1]]), (3, 4)).astype(int).tolist()
         [[0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]
     """
-    b = np.rint(_as_boxes(boxes, name="boxes")).astype(np.int64)
+    b = np.rint(as_boxes(boxes, name="boxes")).astype(np.int64)
     h, w = shape
     mask = np.zeros((h, w), dtype=bool)
     for x1, y1, x2, y2 in b:
@@ -174,9 +174,9 @@ def max_box_iou_curve(cam, gt_boxes, *, num_thresholds: int = 100) -> np.ndarray
         >>> max_box_iou_curve(cam, np.array([[0, 0, 9, 9]]), num_thresholds=4).tolist()
         [0.5, 0.5, 0.5, 0.5]
     """
-    k_total = _check_num_thresholds(num_thresholds)
-    v = normalize_map(cam)
-    gt = _as_boxes(gt_boxes)
+    k_total = check_num_thresholds(num_thresholds)
+    v = score_map(cam)
+    gt = as_boxes(gt_boxes)
     if gt.shape[0] == 0:
         raise ValueError("gt_boxes is empty; max_box_iou_curve needs at least one GT box")
     return _max_box_iou_curve(v, gt, k_total)
@@ -184,7 +184,7 @@ def max_box_iou_curve(cam, gt_boxes, *, num_thresholds: int = 100) -> np.ndarray
 
 def _max_box_iou_curve(v: np.ndarray, gt: np.ndarray, k_total: int) -> np.ndarray:
     """Core of max_box_iou_curve on a normalised map and checked, non-empty boxes."""
-    levels = _threshold_levels(v, k_total, inclusive=False)
+    levels = threshold_levels(v, k_total, inclusive=False)
     best = np.zeros(k_total)
     # Runs (and memory) grow with the map's variation along rows; a noisy or very large map is
     # done in bands of thresholds so that no band holds more than _MAX_RUNS runs.
@@ -222,7 +222,7 @@ def largest_component_box(cam, *, threshold: float = 0.2) -> np.ndarray | None:
         raise ValueError(
             f"threshold is a fraction of the normalised map in [0, 1), got {threshold}"
         )
-    labels, n = ndimage.label(normalize_map(cam) > threshold, structure=_EIGHT_CONNECTED)
+    labels, n = ndimage.label(score_map(cam) > threshold, structure=_EIGHT_CONNECTED)
     if n == 0:
         return None
     largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
@@ -267,7 +267,7 @@ class MaxBoxAccV2(LocalizationMetric):
         if iou.size == 0 or not ((iou > 0) & (iou <= 1)).all():
             raise ValueError(f"iou_thresholds must be values in (0, 1], got {iou_thresholds!r}")
         self.iou_thresholds = iou
-        self.num_thresholds = _check_num_thresholds(num_thresholds)
+        self.num_thresholds = check_num_thresholds(num_thresholds)
         super().__init__()
 
     def _options(self) -> dict:
@@ -297,9 +297,9 @@ class MaxBoxAccV2(LocalizationMetric):
 
     def update(self, cams, gt_boxes) -> None:
         """Add one image (``(H, W)`` map, ``(G, 4)`` boxes) or a batch (maps, list of boxes)."""
-        for cam, boxes in _split_batch(cams, gt_boxes):
-            v = normalize_map(cam)
-            gt = _as_boxes(boxes)
+        for cam, boxes in split_batch(cams, gt_boxes):
+            v = score_map(cam)
+            gt = as_boxes(boxes)
             if gt.shape[0] == 0:
                 self.num_skipped += 1
                 continue
@@ -381,15 +381,15 @@ class CAMLocalization(LocalizationMetric):
 
     def update(self, cams, gt_boxes, *, correct=None) -> None:
         """Add one image or a batch; ``correct``: top-1 class right (bool, or B bools)."""
-        if correct is not None and not _is_single(cams):
+        if correct is not None and not is_single_map(cams):
             correct = np.asarray(to_numpy(correct), dtype=bool).ravel()
-        for cam, boxes, is_correct in _split_batch(cams, gt_boxes, correct):
+        for cam, boxes, is_correct in split_batch(cams, gt_boxes, correct):
             if self.num_images > 0 and (is_correct is not None) != (self.num_with_class > 0):
                 raise ValueError(
                     "pass correct= with every update() or with none: top-1 loc. needs the "
                     "classification result of every image"
                 )
-            gt = _as_boxes(boxes)
+            gt = as_boxes(boxes)
             if gt.shape[0] == 0:
                 self.num_skipped += 1
                 continue

@@ -7,11 +7,11 @@ import numpy as np
 
 from .base import (
     LocalizationMetric,
-    _as_mask,
-    _check_num_thresholds,
-    _split_batch,
-    _threshold_levels,
-    normalize_map,
+    as_mask,
+    check_num_thresholds,
+    score_map,
+    split_batch,
+    threshold_levels,
 )
 
 __all__ = ["BestPixelIoU", "PxAP"]
@@ -24,7 +24,7 @@ def _pixel_histograms(
 
     A pixel is predicted positive at threshold index k (``v >= k / K``) iff its level > k.
     """
-    levels = _threshold_levels(v, k_total, inclusive=True)
+    levels = threshold_levels(v, k_total, inclusive=True)
     scored = np.ones_like(mask) if ignore is None else ~ignore
     pos = np.bincount(levels[mask & scored], minlength=k_total + 2)
     neg = np.bincount(levels[~mask & scored], minlength=k_total + 2)
@@ -90,7 +90,7 @@ class PxAP(LocalizationMetric):
     _list_state = ("per_image_hist",)
 
     def __init__(self, *, num_thresholds: int = 100) -> None:
-        self.num_thresholds = _check_num_thresholds(num_thresholds)
+        self.num_thresholds = check_num_thresholds(num_thresholds)
         super().__init__()
 
     def _options(self) -> dict:
@@ -114,10 +114,10 @@ class PxAP(LocalizationMetric):
 
     def update(self, cams, masks, ignore=None) -> None:
         """Add one image (map, boolean mask, optional ignore mask) or a batch of them."""
-        for cam, mask, ign in _split_batch(cams, masks, ignore):
-            v = normalize_map(cam)
-            m = _as_mask(mask, v.shape, name="mask")
-            ig = None if ign is None else _as_mask(ign, v.shape, name="ignore")
+        for cam, mask, ign in split_batch(cams, masks, ignore):
+            v = score_map(cam)
+            m = as_mask(mask, v.shape, name="mask")
+            ig = None if ign is None else as_mask(ign, v.shape, name="ignore")
             pos, neg = _pixel_histograms(v, m, ig, self.num_thresholds)
             self.positive_hist += pos
             self.negative_hist += neg
@@ -170,7 +170,7 @@ class BestPixelIoU(LocalizationMetric):
     _list_state = ("per_image_best", "per_image_threshold")
 
     def __init__(self, *, num_thresholds: int = 100) -> None:
-        self.num_thresholds = _check_num_thresholds(num_thresholds)
+        self.num_thresholds = check_num_thresholds(num_thresholds)
         super().__init__()
 
     def _options(self) -> dict:
@@ -185,10 +185,10 @@ class BestPixelIoU(LocalizationMetric):
 
     def update(self, cams, masks, ignore=None) -> None:
         """Add one image (map, boolean mask, optional ignore mask) or a batch of them."""
-        for cam, mask, ign in _split_batch(cams, masks, ignore):
-            v = normalize_map(cam)
-            m = _as_mask(mask, v.shape, name="mask")
-            ig = None if ign is None else _as_mask(ign, v.shape, name="ignore")
+        for cam, mask, ign in split_batch(cams, masks, ignore):
+            v = score_map(cam)
+            m = as_mask(mask, v.shape, name="mask")
+            ig = None if ign is None else as_mask(ign, v.shape, name="ignore")
             pos, neg = _pixel_histograms(v, m, ig, self.num_thresholds)
             num_pos = pos.sum()
             if num_pos == 0:

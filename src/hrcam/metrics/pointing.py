@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import LocalizationMetric, _as_mask, _split_batch, normalize_map
+from .base import LocalizationMetric, as_mask, score_map, split_batch
 
 __all__ = ["EnergyPointingGame", "PointingGame", "energy_inside", "pointing_game_hit"]
 
@@ -28,8 +28,8 @@ def pointing_game_hit(cam, mask, *, tolerance: int = 15) -> bool | None:
         >>> pointing_game_hit(cam, mask), pointing_game_hit(cam, mask, tolerance=14)
         (True, False)
     """
-    v = normalize_map(cam)
-    m = _as_mask(mask, v.shape, name="mask")
+    v = score_map(cam)
+    m = as_mask(mask, v.shape, name="mask")
     return _pointing_game_hit(v, m, _check_tolerance(tolerance))
 
 
@@ -67,9 +67,9 @@ def energy_inside(cam, mask, *, ignore=None) -> float | None:
         >>> float(energy_inside(cam, np.array([[False, True], [False, True]])))  # (1/4 + 1) / 2
         0.625
     """
-    v = normalize_map(cam)
-    m = _as_mask(mask, v.shape, name="mask")
-    ign = None if ignore is None else _as_mask(ignore, v.shape, name="ignore")
+    v = score_map(cam)
+    m = as_mask(mask, v.shape, name="mask")
+    ign = None if ignore is None else as_mask(ignore, v.shape, name="ignore")
     return _energy_inside(v, m, ign)
 
 
@@ -117,9 +117,9 @@ class PointingGame(LocalizationMetric):
 
     def update(self, cams, masks) -> None:
         """Add one image (map, boolean object mask) or a batch of them."""
-        for cam, mask in _split_batch(cams, masks):
-            v = normalize_map(cam)
-            hit = _pointing_game_hit(v, _as_mask(mask, v.shape, name="mask"), self.tolerance)
+        for cam, mask in split_batch(cams, masks):
+            v = score_map(cam)
+            hit = _pointing_game_hit(v, as_mask(mask, v.shape, name="mask"), self.tolerance)
             if hit is None:
                 self.num_skipped += 1
             elif hit:
@@ -166,10 +166,10 @@ class EnergyPointingGame(LocalizationMetric):
 
     def update(self, cams, masks, ignore=None) -> None:
         """Add one image (map, boolean mask, optional ignore mask) or a batch of them."""
-        for cam, mask, ign in _split_batch(cams, masks, ignore):
-            v = normalize_map(cam)
-            m = _as_mask(mask, v.shape, name="mask")
-            ig = None if ign is None else _as_mask(ign, v.shape, name="ignore")
+        for cam, mask, ign in split_batch(cams, masks, ignore):
+            v = score_map(cam)
+            m = as_mask(mask, v.shape, name="mask")
+            ig = None if ign is None else as_mask(ign, v.shape, name="ignore")
             share = _energy_inside(v, m, ig)
             if share is None:
                 self.num_skipped += 1

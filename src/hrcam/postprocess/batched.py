@@ -3,7 +3,7 @@
 Same steps, names and meaning as :mod:`hrcam.postprocess.reference` (read that first); every
 function here takes and returns tensors with a leading batch dimension ``B`` and has no Python
 loop over pixels or images. The two implementations compute the same float32 operations in the
-same order from the same tables (:mod:`._grid`), so their maps agree bit for bit and their
+same order from the same tables (:mod:`.grid`), so their maps agree bit for bit and their
 masks are identical.
 
 Region growing and hole filling need connected components. A flood fill that dilates the
@@ -26,7 +26,7 @@ import sys
 import numpy as np
 import torch
 
-from . import _grid
+from . import grid
 from .options import RefineOptions
 from .pipeline import STEP_FUNCTIONS, check_image_and_finite, resolve_options, run_steps
 from .steps import RefineSteps
@@ -84,8 +84,8 @@ def resize_bilinear(array: Tensor, shape: tuple[int, int]) -> Tensor:
     x = array.to(torch.float32)
     (h, w), (H, W) = x.shape[1:3], shape
     dev = x.device
-    i0, i1, w0, w1 = (_index(t, dev) for t in _grid.bilinear_table(h, H))
-    j0, j1, v0, v1 = (_index(t, dev) for t in _grid.bilinear_table(w, W))
+    i0, i1, w0, w1 = (_index(t, dev) for t in grid.bilinear_table(h, H))
+    j0, j1, v0, v1 = (_index(t, dev) for t in grid.bilinear_table(w, W))
     extra = (1,) * (x.ndim - 3)
     w0, w1 = w0.view(1, H, 1, *extra), w1.view(1, H, 1, *extra)
     v0, v1 = v0.view(1, 1, W, *extra), v1.view(1, 1, W, *extra)
@@ -96,8 +96,8 @@ def resize_bilinear(array: Tensor, shape: tuple[int, int]) -> Tensor:
 def _pad_reflect(x: Tensor, r: int) -> Tensor:
     """``(B, H, W)`` padded by ``r`` on every side, half-sample symmetric."""
     _, H, W = x.shape
-    rows = _index(_grid.reflect_indices(H, r), x.device)
-    cols = _index(_grid.reflect_indices(W, r), x.device)
+    rows = _index(grid.reflect_indices(H, r), x.device)
+    cols = _index(grid.reflect_indices(W, r), x.device)
     return x.index_select(1, rows).index_select(2, cols)
 
 
@@ -147,7 +147,7 @@ def find_roi(low_resized: Tensor, *, percentile: float = 85.0) -> Tensor:
     B = low_resized.shape[0]
     flat = low_resized.to(torch.float32).reshape(B, -1)
     n = flat.shape[1]
-    lo, frac = _grid.percentile_position(n, percentile)
+    lo, frac = grid.percentile_position(n, percentile)
     a = torch.kthvalue(flat, lo + 1, dim=1).values
     if lo + 1 < n:
         # The next order statistic: a again if it is repeated, else the smallest value above a.
@@ -382,11 +382,11 @@ def find_focal_points(
         threshold = _f32(maxima_threshold, dev).expand(B)
     keep = maxima & (low >= threshold[:, None, None])
     if maxima_areas == "large":
-        rows = _index(_grid.nearest_indices(h, H), dev)
-        cols = _index(_grid.nearest_indices(w, W), dev)
+        rows = _index(grid.nearest_indices(h, H), dev)
+        cols = _index(grid.nearest_indices(w, W), dev)
         return keep.index_select(1, rows).index_select(2, cols)
-    rows = _index(_grid.centre_indices(h, H), dev)
-    cols = _index(_grid.centre_indices(w, W), dev)
+    rows = _index(grid.centre_indices(h, H), dev)
+    cols = _index(grid.centre_indices(w, W), dev)
     target = (rows[:, None] * W + cols[None, :]).reshape(1, -1).expand(B, -1)
     hits = torch.zeros((B, H * W), dtype=torch.int32, device=dev)
     hits.scatter_add_(1, target, keep.reshape(B, -1).to(torch.int32))

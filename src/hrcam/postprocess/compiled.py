@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import arrays
 from ..arrays import normalize_finite
-from . import _grid, reference
+from . import grid, reference
 from .pipeline import refine_single
 
 __all__ = [
@@ -116,7 +116,7 @@ def normalize_map(cam) -> np.ndarray:
 
 @_jit
 def _pad(x, rows_at, cols_at, r):
-    """``x`` padded by ``r`` with the reference's indices (:func:`._grid.reflect_indices`):
+    """``x`` padded by ``r`` with the reference's indices (:func:`.grid.reflect_indices`):
     whole rows copied, only the border columns looked up."""
     H, W = x.shape
     out = np.empty((len(rows_at), W + 2 * r), np.float32)
@@ -131,7 +131,7 @@ def _pad(x, rows_at, cols_at, r):
 
 def _padded(x: np.ndarray, r: int) -> np.ndarray:
     H, W = x.shape
-    return _pad(x, _grid.reflect_indices(H, r), _grid.reflect_indices(W, r), r)
+    return _pad(x, grid.reflect_indices(H, r), grid.reflect_indices(W, r), r)
 
 
 @_jit
@@ -243,7 +243,7 @@ def resize_bilinear(array, shape: tuple[int, int]) -> np.ndarray:
     if x.ndim != 2:
         return reference.resize_bilinear(x, shape)
     (h, w), (H, W) = x.shape, shape
-    return _resize(_f32(x), *_grid.bilinear_table(h, H), *_grid.bilinear_table(w, W))
+    return _resize(_f32(x), *grid.bilinear_table(h, H), *grid.bilinear_table(w, W))
 
 
 # --------------------------------------------------------------------------- seeds

@@ -31,7 +31,7 @@ import numpy as np
 from skimage import morphology
 
 from ..arrays import normalize_finite, normalize_map
-from . import _grid
+from . import grid
 from .options import RefineOptions
 from .pipeline import STEP_FUNCTIONS, refine_single
 from .steps import RefineSteps
@@ -63,8 +63,8 @@ def resize_bilinear(array, shape: tuple[int, int]) -> np.ndarray:
     """
     x = np.asarray(array, dtype=np.float32)
     (h, w), (H, W) = x.shape[:2], shape
-    i0, i1, w0, w1 = _grid.bilinear_table(h, H)
-    j0, j1, v0, v1 = _grid.bilinear_table(w, W)
+    i0, i1, w0, w1 = grid.bilinear_table(h, H)
+    j0, j1, v0, v1 = grid.bilinear_table(w, W)
     extra = (1,) * (x.ndim - 2)
     w0, w1 = w0.reshape(H, 1, *extra), w1.reshape(H, 1, *extra)
     v0, v1 = v0.reshape(W, *extra), v1.reshape(W, *extra)
@@ -134,7 +134,7 @@ def sobel_edges(blurred) -> np.ndarray:
 def _pad_reflect(x: np.ndarray, r: int) -> np.ndarray:
     """``x`` padded by ``r`` on every side, half-sample symmetric (contiguous copy)."""
     H, W = x.shape
-    return x.take(_grid.reflect_indices(H, r), axis=0).take(_grid.reflect_indices(W, r), axis=1)
+    return x.take(grid.reflect_indices(H, r), axis=0).take(grid.reflect_indices(W, r), axis=1)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -152,7 +152,7 @@ def linear_percentile(values, q: float) -> np.float32:
     v = np.asarray(values, dtype=np.float32).ravel()
     if v.size == 0:
         return np.float32(np.nan)
-    lo, frac = _grid.percentile_position(v.size, q)
+    lo, frac = grid.percentile_position(v.size, q)
     part = np.partition(v, lo)
     a = part[lo]
     b = part[lo + 1 :].min() if lo + 1 < v.size else a
@@ -255,10 +255,10 @@ def find_focal_points(
     keep = maxima & (low >= threshold)
     h, w = low.shape
     if maxima_areas == "large":
-        return keep[np.ix_(_grid.nearest_indices(h, H), _grid.nearest_indices(w, W))]
+        return keep[np.ix_(grid.nearest_indices(h, H), grid.nearest_indices(w, W))]
     rows, cols = np.nonzero(keep)
     seeds = np.zeros(shape, dtype=bool)
-    seeds[_grid.centre_indices(h, H)[rows], _grid.centre_indices(w, W)[cols]] = True
+    seeds[grid.centre_indices(h, H)[rows], grid.centre_indices(w, W)[cols]] = True
     return seeds
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _grid
+from . import grid
 
 __all__ = ["make_cams"]
 
@@ -43,8 +43,8 @@ def make_cams(
     low += rng.normal(0.0, 0.03, size=low.shape)
     sharp = _mixture(high_shape, centres, 0.7 * widths, weights)
     texture = rng.uniform(0.0, 1.0, size=(B, 12, 12))
-    i0, i1, w0, w1 = _grid.bilinear_table(12, high_shape[0])
-    j0, j1, v0, v1 = _grid.bilinear_table(12, high_shape[1])
+    i0, i1, w0, w1 = grid.bilinear_table(12, high_shape[0])
+    j0, j1, v0, v1 = grid.bilinear_table(12, high_shape[1])
     rows = texture[:, i0] * w0[:, None] + texture[:, i1] * w1[:, None]
     texture = rows[:, :, j0] * v0 + rows[:, :, j1] * v1
     high = sharp * (0.5 + texture) + rng.normal(0.0, 0.02, size=sharp.shape) - 0.1
