@@ -51,9 +51,9 @@ def _timed(times: dict, name: str, fn):
 
 def _one_image(model, session, path, other, out, times) -> None:
     """Every action on one image, as a person would do them, each timed."""
-    x = model.preprocess(path)
+    x = model.prepare(path).x
     with torch.inference_mode():
-        _timed(times, "forward pass alone", lambda: model(x))
+        _timed(times, "forward pass alone", lambda: model.backbone(x))
 
     def new_image():
         loaded = session.load(path)
@@ -83,7 +83,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = load_model("default")
     paths = _images(args.images)
-    other = RefineOptions.default().replace(merge="multiply")
+    other = RefineOptions().replace(merge="multiply")
     times: dict[str, list[float]] = {}
     warm = ExplainerSession(model)
     warm.views(warm.load(paths[0]).key, 0)  # imports, colour tables, first allocations

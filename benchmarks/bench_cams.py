@@ -2,10 +2,10 @@
 
 Prints two tables:
 
-1. ``generate_cams`` (prediction + low-res + high-res CAM) against the backbone's forward pass
+1. ``Explainer.cams`` (prediction + low-res + high-res CAM) against the backbone's forward pass
    alone, on the same batch, measured in one run with the two interleaved (median of repeats).
 2. Peak resident memory (RSS, the whole process: torch's CUDA build alone takes ~500 MiB) of a
-   fresh process computing ``high_res_cam`` for one 224×224 image (the paper's decoder path),
+   fresh process computing the paper's high-res CAM for one 224×224 image (the decoder path),
    and the part the call adds, against materialising the K-channel full-resolution maps that
    the folded heads avoid. Linux: the peak is reset through /proc/self/clear_refs.
 
@@ -25,30 +25,30 @@ import time
 
 import torch
 
-from hrcam import HRCAM, create_backbone, load_model
-from hrcam.expansion import ExpansionNetwork
+from hrcam import Explainer, GuidedUpsampler, ImageBatch, create_backbone, load_model
+from hrcam.upsample.expansion import ExpansionNetwork
 
 
-def build(name: str) -> HRCAM:
+def build(name: str) -> Explainer:
     backbone = create_backbone(name, weights=None if name != "efficientnet_lite0" else "imagenet")
-    return HRCAM(backbone, ExpansionNetwork.from_backbone(backbone)).eval()
+    return Explainer(backbone, expansion=ExpansionNetwork.from_backbone(backbone)).eval()
 
 
 def time_pair(
-    model: HRCAM, x: torch.Tensor, repeats: int, mode: str, options: dict | None = None
+    model: Explainer, batch: ImageBatch, repeats: int, mode: str, options: dict | None = None
 ) -> tuple[float, float]:
-    model.high_res_mode = mode
-    model.guided_options = dict(options or {})
+    upsampler = "paper" if mode == "paper" else GuidedUpsampler(**(options or {}))
+    model = model.replace(upsampler=upsampler)
     forward, cams = [], []
     with torch.inference_mode():
-        model.backbone(x)
-        model.generate_cams(x)
+        model.backbone(batch.x)
+        model.cams(batch)
         for _ in range(repeats):
             t = time.perf_counter()
-            model.backbone(x)
+            model.backbone(batch.x)
             forward.append(time.perf_counter() - t)
             t = time.perf_counter()
-            model.generate_cams(x)
+            model.cams(batch)
             cams.append(time.perf_counter() - t)
     return statistics.median(forward), statistics.median(cams)
 
@@ -62,8 +62,9 @@ def _rss_mib() -> dict[str, float]:
 def memory_child(name: str, materialise: bool) -> None:
     torch.set_num_threads(1)
     model = load_model("default") if name == "efficientnet_lite0" else build(name)
-    model.high_res_mode = "paper"  # the decoder path: the most memory high_res_cam can take
-    x = torch.randn(1, 3, 224, 224)
+    model = model.replace(upsampler="paper")  # the decoder path: the most memory a CAM can take
+    batch = model.prepare(torch.rand(1, 3, 224, 224))
+    x = batch.x
     with torch.inference_mode():
         model.backbone(x)  # warm: allocator and weights in place
         with open("/proc/self/clear_refs", "w") as f:
@@ -75,7 +76,7 @@ def memory_child(name: str, materialise: bool) -> None:
             a_high = model.expansion.high_res_features(decoded)  # (1, K, 224, 224)
             (model.backbone.fc.weight[0][:, None, None] * a_high[0]).sum(0)
         else:
-            model.high_res_cam(x)
+            model.cams(batch)
         peak = _rss_mib()["VmHWM"]
     print(json.dumps({"peak_mib": peak, "increase_mib": peak - base}))
 
@@ -110,9 +111,10 @@ def main() -> None:
         f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} threads, batch {args.batch}×3×224×224, median of {args.repeats}\n"
     )
-    print("| model | high-res CAM | forward (ms/img) | generate_cams (ms/img) | ratio |")
+    print("| model | high-res CAM | forward (ms/img) | Explainer.cams (ms/img) | ratio |")
     print("|---|---|---:|---:|---:|")
-    x = torch.randn(args.batch, 3, 224, 224)
+    torch.manual_seed(0)
+    pixels = torch.rand(args.batch, 3, 224, 224)
     rows = []
     for name in args.backbones.split(","):
         if name == "efficientnet_lite0":
@@ -134,12 +136,12 @@ def main() -> None:
         rows.append((f"{name}, random init", model, "paper", "paper (decoder)", {}))
         rows.append((f"{name}, random init", model, "guided", "guided (no decoder)", {}))
     for label, model, mode, what, options in rows:
-        f, c = time_pair(model, x, args.repeats, mode, options)
+        f, c = time_pair(model, model.prepare(pixels), args.repeats, mode, options)
         print(
             f"| {label} | {what} | {1000 * f / args.batch:.1f} | {1000 * c / args.batch:.1f} | {c / f:.2f} |"
         )
     print(
-        "\n| backbone | high_res_cam, 1 image: peak RSS (MiB) | of which the call (MiB) "
+        "\n| backbone | paper's high-res CAM, 1 image: peak RSS (MiB) | of which the call (MiB) "
         "| materialising the K maps instead: peak RSS (MiB) | of which the call (MiB) |"
     )
     print("|---|---:|---:|---:|---:|")

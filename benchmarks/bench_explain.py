@@ -3,9 +3,9 @@
 On ``--images`` (500) pets-dev photographs with the default model on the CPU:
 
 1. **Per stage**, one image after another in one thread, so the rows add up: decode (the
-   file to an RGB image, JPEG draft mode as ``explain`` does it), preprocess, the forward pass
-   alone, ``generate_cams`` (forward + both CAMs: its excess over the forward pass is the CAMs'
-   cost), refinement, the coloured CAMs and the masked image, image encoding (JPEG),
+   file to an RGB image, JPEG draft mode as ``explain`` does it), ``Explainer.prepare``, the
+   forward pass alone, ``Explainer.cams`` (forward + both CAMs: its excess over the forward pass
+   is the CAMs' cost), refinement, the coloured CAMs and the masked image, image encoding (JPEG),
    ``maps.npz``, ``predictions.json``, the pipeline figure, the blended overlays that
    ``--overlay-files`` adds; and the report once for all. Model stages run in batches of
    ``--batch-size`` and are charged per image.
@@ -32,17 +32,16 @@ import numpy as np
 import torch
 
 from hrcam import load_model, viz
-from hrcam.explain import OutputSettings, explain_images
-from hrcam.explain.compute import display_image
+from hrcam.explain import OutputSettings, RunSettings, explain_images
 from hrcam.explain.html_page import write_report
 from hrcam.explain.inputs import collect_inputs, decode_ahead
-from hrcam.explain.outputs import cam_pictures, display_pictures, maps_arrays, masked_picture
-from hrcam.io import image_to_tensor, load_image
+from hrcam.explainer import maps_record
+from hrcam.io import DISPLAY_SIDE
 from hrcam.postprocess import RefineOptions, refine
 from hrcam.utils import atomic_save_json, atomic_save_npz, positive_int
+from hrcam.viz import cam_pictures, display_image, display_pictures, masked_picture
 
 PETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pets-dev" / "images"
-DISPLAY_SIDE = 448
 
 
 def _clock(times, name, fn):
@@ -52,17 +51,17 @@ def _clock(times, name, fn):
     return out
 
 
-def _batch_stages(times, model, x, images, options, settings, folder) -> None:
+def _batch_stages(times, model, batch, images, options, settings, folder) -> None:
     """The model stages of one batch (charged per image), then each image's own stages."""
     with torch.inference_mode():
         # whole batches; per_stage divides every total by the number of images
-        _clock(times, "forward pass alone", lambda: model(x))
-        cams = _clock(times, "generate_cams (forward + CAMs)", lambda: model.generate_cams(x))
+        _clock(times, "forward pass alone", lambda: model.backbone(batch.x))
+        cams = _clock(times, "Explainer.cams (forward + CAMs)", lambda: model.cams(batch))
     for i, image in enumerate(images):
         _image_stages(
             times,
             image,
-            model.to_image(x[i : i + 1]),
+            batch.rgb[i],
             cams.low_res[i].numpy(),
             cams.high_res[i].numpy(),
             options,
@@ -107,7 +106,7 @@ def _image_stages(times, image, network_input, low, high, options, settings, fol
         times,
         "maps.npz (float16 maps stored, masks deflated)",
         lambda: atomic_save_npz(
-            maps_arrays(low, high, steps, probabilities, 0), folder / "maps.npz", durable=False
+            maps_record(low, high, steps, probabilities, 0), folder / "maps.npz", durable=False
         ),
     )
     _clock(
@@ -130,29 +129,14 @@ def _image_stages(times, image, network_input, low, high, options, settings, fol
 def per_stage(model, paths, batch_size: int) -> tuple[dict[str, float], int]:
     """Seconds per image of each stage, run one after another (see the module docstring)."""
     times: dict[str, float] = defaultdict(float)
-    backbone = model.backbone
-    side = backbone.input_size
-    options = RefineOptions.default()
+    options = RefineOptions()
     settings = OutputSettings()
     folder = Path(tempfile.mkdtemp(prefix="hrcam-bench-stages-"))
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        images = [
-            _clock(times, "decode", lambda p=p: load_image(p, max_side=DISPLAY_SIDE)) for p in chunk
-        ]
-        x = torch.cat(
-            [
-                _clock(
-                    times,
-                    "preprocess",
-                    lambda im=im: image_to_tensor(
-                        im, size=side, mean=backbone.mean, std=backbone.std
-                    ),
-                )
-                for im in images
-            ]
-        )
-        _batch_stages(times, model, x, images, options, settings, folder)
+        images = [_clock(times, "decode", lambda p=p: model.decode(p)) for p in chunk]
+        batch = _clock(times, "Explainer.prepare", lambda im=images: model.prepare(im))
+        _batch_stages(times, model, batch, images, options, settings, folder)
     report = [
         {"source": str(p), "name": p.stem, "ok": True, "top5": [], "files": {}} for p in paths
     ]
@@ -168,20 +152,11 @@ def per_stage(model, paths, batch_size: int) -> tuple[dict[str, float], int]:
 def floor(model, paths, batch_size: int) -> float:
     """Seconds for decoding (explain's threads) + preprocessing + the forward pass alone."""
     items, _ = collect_inputs(paths)
-    backbone = model.backbone
     start = time.perf_counter()
-    for batch in decode_ahead(items, batch_size=batch_size, max_side=DISPLAY_SIDE):
-        x = torch.cat(
-            [
-                image_to_tensor(
-                    d.image, size=backbone.input_size, mean=backbone.mean, std=backbone.std
-                )
-                for d in batch
-                if d.error is None
-            ]
-        )
+    for batch in decode_ahead(items, batch_size=batch_size, decode=model.decode):
+        x = model.prepare([d.image for d in batch if d.error is None]).x
         with torch.inference_mode():
-            model(x)
+            model.backbone(x)
     return time.perf_counter() - start
 
 
@@ -193,9 +168,8 @@ def end_to_end(model, paths, batch_size: int, pipeline: bool) -> tuple[float, fl
         model,
         paths,
         out,
-        batch_size=batch_size,
-        pipeline_figures=pipeline,
-        show_progress=False,
+        run=RunSettings(batch_size=batch_size, show_progress=False),
+        outputs=OutputSettings(pipeline_figure=pipeline),
     )
     seconds = time.perf_counter() - start
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
@@ -216,7 +190,7 @@ def main() -> None:
     paths = sorted(args.folder.glob("*.jpg"))[: args.images]
     model = load_model("default")
     with torch.inference_mode():  # warm-up: first allocations, imports, colour tables
-        model.generate_cams(model.preprocess(paths[0]))
+        model.explain(paths[0])
     stages, n = per_stage(model, paths, args.batch_size)
     print(
         f"Per stage, {n} pets-dev images, {torch.get_num_threads()} torch thread(s), one image at a time:"

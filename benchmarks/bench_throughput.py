@@ -6,7 +6,7 @@ times, with the batch on the device and after warm-up steps,
 1. a stage-2 training step (frozen localization network forward, expansion network forward,
    the paper's reconstruction loss, backward, AdamW step) — the work of ``hrcam train-expansion``,
    through the very functions it calls;
-2. ``generate_cams`` (prediction + low-res + high-res CAM, the default guided mode and the
+2. ``Explainer.cams`` (prediction + low-res + high-res CAM, the default guided mode and the
    paper's decoder mode);
 3. the batched refinement (``refine_batch``, hrcam preset, masked image included);
 4. 2 and 3 together, as ``hrcam explain`` runs them.
@@ -37,20 +37,21 @@ from PIL import Image
 
 import hrcam
 from hrcam.checkpoint import load_model
-from hrcam.expansion import ExpansionNetwork
 from hrcam.postprocess import RefineOptions, refine_batch
 from hrcam.train.distributed import distributed
 from hrcam.train.loop import autocast, make_optimizer
 from hrcam.train.stage2_expansion import _DecodeForDDP, expansion_loss
+from hrcam.upsample.expansion import ExpansionNetwork
 
 
-def _photos(model: hrcam.HRCAM, size: int, batch: int, device) -> torch.Tensor:
+def _photos(model: hrcam.Explainer, size: int, batch: int, device) -> hrcam.ImageBatch:
     from skimage import data
 
     arrays = [data.chelsea(), data.coffee(), data.astronaut(), data.rocket()]
-    x = torch.cat([model.preprocess(Image.fromarray(a), size=size) for a in arrays])
-    reps = -(-batch // len(arrays))
-    return x.repeat(reps, 1, 1, 1)[:batch].to(device)
+    prepared = model.replace(input_size=size).prepare([Image.fromarray(a) for a in arrays])
+    rows = [i % len(arrays) for i in range(batch)]
+    images = prepared.select(rows)
+    return hrcam.ImageBatch(images.x.to(device), images.pixels.to(device), images.rgb)
 
 
 def _timed(fn, *, steps: int, warmup: int, device) -> list[float]:
@@ -67,18 +68,18 @@ def _timed(fn, *, steps: int, warmup: int, device) -> list[float]:
     return times
 
 
-def _models(names: list[str]) -> list[tuple[str, hrcam.HRCAM]]:
+def _models(names: list[str]) -> list[tuple[str, hrcam.Explainer]]:
     out = []
     for name in names:
         if name == "default":
             out.append(("efficientnet_lite0 (shipped)", load_model("default")))
         else:
             backbone = hrcam.create_backbone(name)
-            out.append((f"{name} (random init)", hrcam.HRCAM(backbone, None)))
+            out.append((f"{name} (random init)", hrcam.Explainer(backbone)))
     return out
 
 
-def _bench_model(model_name: str, model: hrcam.HRCAM, *, args, ctx, report) -> None:
+def _bench_model(model_name: str, model: hrcam.Explainer, *, args, ctx, report) -> None:
     device = ctx.device
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     backbone = model.backbone.to(device).eval().requires_grad_(False)
@@ -96,7 +97,7 @@ def _bench_model(model_name: str, model: hrcam.HRCAM, *, args, ctx, report) -> N
     expansion.to(memory_format=memory_format)
     decoder = _DecodeForDDP(expansion).to(device)
     optimizer = make_optimizer("adamw", list(expansion.parameters()), lr=1e-4, weight_decay=0)
-    x_train = _photos(model, args.size, args.train_batch, device)
+    x_train = _photos(model, args.size, args.train_batch, device).x
     x_train = x_train.contiguous(memory_format=memory_format)
 
     def train_step() -> None:
@@ -117,25 +118,27 @@ def _bench_model(model_name: str, model: hrcam.HRCAM, *, args, ctx, report) -> N
 
     # 2-4. explaining: the model as hrcam explain uses it (eval mode, no gradients)
     if model.expansion is None:
-        model = hrcam.HRCAM(backbone, expansion.eval())
-    model.to(device).eval()
-    x = _photos(model, args.size, args.explain_batch, device)
-    x = x.contiguous(memory_format=memory_format)
-    options = RefineOptions.preset("hrcam")
-    images = model.unnormalize(x).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        model = hrcam.Explainer(backbone, expansion=expansion.eval())
+    model = model.replace(input_size=args.size).to(device).eval()
+    batch = _photos(model, args.size, args.explain_batch, device)
+    batch = hrcam.ImageBatch(
+        batch.x.contiguous(memory_format=memory_format), batch.pixels, batch.rgb
+    )
+    options = RefineOptions()
+    images = torch.from_numpy(batch.rgb).to(device)
+    explainers = {mode: model.replace(upsampler=mode) for mode in ("guided", "paper")}
 
     def cams():
         with torch.inference_mode(), autocast(ctx, args.amp):
-            return model.generate_cams(x)
+            return explainers[mode].cams(batch)
 
     def refine(result):
         low, high = result.low_res.float(), result.high_res.float()
         return refine_batch(low, high, images, options=options, device=device)
 
     for mode in ("guided", "paper"):
-        model.high_res_mode = mode
         reset_peak()
-        report(model_name, f"generate_cams ({mode})", args.explain_batch, timed(cams))
+        report(model_name, f"Explainer.cams ({mode})", args.explain_batch, timed(cams))
         if mode == "guided":
             reset_peak()
             report(
@@ -147,7 +150,7 @@ def _bench_model(model_name: str, model: hrcam.HRCAM, *, args, ctx, report) -> N
         reset_peak()
         report(
             model_name,
-            f"generate_cams ({mode}) + refine_batch",
+            f"Explainer.cams ({mode}) + refine_batch",
             args.explain_batch,
             timed(lambda: refine(cams())),
         )

@@ -39,8 +39,8 @@ def main() -> None:
         with torch.inference_mode():
             for i in range(0, len(rows), args.batch_size):
                 batch = rows[i : i + args.batch_size]
-                x = torch.cat([model.preprocess(args.folder / "images" / r["file"]) for r in batch])
-                logits.append(model(x))
+                x = model.prepare([args.folder / "images" / r["file"] for r in batch]).x
+                logits.append(model.backbone(x))
                 labels += [int(r["label"]) for r in batch]
         report = classification_report(torch.cat(logits), torch.tensor(labels))
         side = model.backbone.input_size

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hrcam import load_model
+from hrcam import ImageBatch, load_model
 from hrcam.evaluation.faithfulness_scores import score_faithfulness, summarise_faithfulness
 from hrcam.evaluation.subsets import SPLITS, split_names
 from hrcam.io import ImageLoadError
@@ -72,19 +72,24 @@ def correctly_classified(model, folder: Path, names, labels, batch_size: int):
         chunk, xs = [], []
         for name in names[i : i + batch_size]:
             try:
-                xs.append(model.preprocess(folder / "images" / name))
+                xs.append(model.decode(folder / "images" / name))
                 chunk.append(name)
             except ImageLoadError as err:
                 bad.append(f"{name}: {err}")
         if not xs:
             continue
-        x = torch.cat(xs)
+        batch = model.prepare(xs)
         with torch.inference_mode():
-            predicted = model(x).argmax(1)
+            predicted = model.backbone(batch.x).argmax(1)
         right = predicted == torch.tensor([labels[n] for n in chunk])
         kept += [n for n, ok in zip(chunk, right.tolist(), strict=True) if ok]
-        tensors.append(x[right])
-    return kept, torch.cat(tensors), bad
+        tensors.append(batch.select(torch.nonzero(right)[:, 0]))
+    images = ImageBatch(
+        torch.cat([b.x for b in tensors]),
+        torch.cat([b.pixels for b in tensors]),
+        np.concatenate([b.rgb for b in tensors]),
+    )
+    return kept, images, bad
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -102,7 +107,8 @@ def run(args: argparse.Namespace) -> dict:
     seconds = dict.fromkeys(records, 0.0)
     bar = tqdm(total=len(kept) * len(methods), desc="score", unit="map")
     for i in range(0, len(kept), args.batch_size):
-        x, t = images[i : i + args.batch_size], targets[i : i + args.batch_size]
+        x = images.select(list(range(i, min(i + args.batch_size, len(kept)))))
+        t = targets[i : i + args.batch_size]
         for method in methods:
             started = time.perf_counter()
             maps = method(model, x, t)
@@ -120,13 +126,21 @@ def run(args: argparse.Namespace) -> dict:
         "bad_images": bad,
         "methods": {
             name: {
-                **summarise_faithfulness(record),
+                **_flat(summarise_faithfulness(record)),
                 "seconds": seconds[name],
                 "per_image": record,
             }
             for name, record in records.items()
         },
     }
+
+
+def _flat(summary) -> dict:
+    """A faithfulness summary as this script's JSON keeps it: value and ``<name>_interval``."""
+    out = dict(summary.values)
+    out.update({f"{k}_interval": v for k, v in summary.intervals.items()})
+    out["num_images"] = summary.num_images
+    return out
 
 
 def _cell(summary: dict, key: str) -> str:

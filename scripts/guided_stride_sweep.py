@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hrcam import load_model
+from hrcam import GuidedUpsampler, load_model
 from hrcam.data.annotations import LocalizationDataset
 from hrcam.evaluation import evaluate_localization
 
@@ -39,20 +39,18 @@ def main() -> None:
     print("|---|---:|---|---:|---:|---:|---:|")
     for stride in args.strides:
         for lattice in filters if stride > 1 else [False]:
-            model.guided_options = {
-                **model.guided_options,
-                "stride": stride,
-                "lattice_filter": lattice,
-            }
-            result = evaluate_localization(
-                model, dataset, ["high_res", "refined"], split=args.split, progress=False
+            explainer = model.replace(
+                upsampler=GuidedUpsampler(stride=stride, lattice_filter=lattice)
             )
-            for name, r in result["methods"].items():
-                m = r["metrics"]
+            result = evaluate_localization(
+                explainer, dataset, ["high_res", "refined"], split=args.split, progress=False
+            )
+            for name, r in result.methods.items():
+                m = r.metrics
                 print(
                     f"| {name} | {stride} | {'on' if lattice else 'off'} "
                     f"| {100 * m['pxap']:.1f} | {100 * m['best_pixel_iou']:.1f} "
-                    f"| {100 * m['max_box_acc_v2']:.1f} | {r['timing']['ms_per_image']:.1f} |",
+                    f"| {100 * m['max_box_acc_v2']:.1f} | {r.timing.ms_per_image:.1f} |",
                     flush=True,
                 )
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hrcam import create_backbone
-from hrcam.expansion import ExpansionNetwork
-from hrcam.model import HRCAM
+from hrcam import Explainer, create_backbone
+from hrcam.upsample.expansion import ExpansionNetwork
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -65,4 +64,4 @@ def tiny_backbone():
 def tiny_model(tiny_backbone):
     torch.manual_seed(1)
     expansion = ExpansionNetwork.from_backbone(tiny_backbone, decoder_channels=(16, 12, 8, 8))
-    return HRCAM(tiny_backbone, expansion).eval()
+    return Explainer(tiny_backbone, expansion=expansion).eval()

@@ -2,23 +2,21 @@ import numpy as np
 import pytest
 import torch
 
-from hrcam import HRCAM, create_backbone, export_model, load_model
+from hrcam import Explainer, create_backbone, export_model, load_model
 from hrcam.checkpoint import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
 )
-from hrcam.expansion import ExpansionNetwork
+from hrcam.upsample.expansion import ExpansionNetwork
 
 
 def _outputs(model, x):
     """Every output of the model: each CAM (guided and the paper's) and the probabilities."""
-    model.high_res_mode = "paper"
-    paper = model.generate_cams(x)
-    model.high_res_mode = "guided"
-    cams = model.generate_cams(x)
-    return [paper.high_res, cams.high_res, cams.low_res, cams.probabilities]
+    paper = model.replace(upsampler="paper").explain(x)
+    e = model.explain(x)
+    return [paper.high_res, e.high_res, e.low_res, e.probabilities, e.refined]
 
 
 def test_training_checkpoint_round_trip(tiny_model, tmp_path):
@@ -91,7 +89,7 @@ def test_checkpoint_and_backbone_mismatch(tiny_model, tmp_path):
         model_from_checkpoint(payload)
     # An expansion network built for a different backbone.
     with pytest.raises(ValueError, match="does not match the localization network"):
-        HRCAM(other, ExpansionNetwork.from_backbone(tiny_model.backbone))
+        Explainer(other, expansion=ExpansionNetwork.from_backbone(tiny_model.backbone))
 
 
 def test_exported_expansion_checks_backbone_fingerprint(tiny_model, tmp_path):
@@ -172,14 +170,13 @@ def test_sequential_opencv_turns_the_pool_off_and_restores_it():
 
 def test_shipped_default_model_loads_offline():
     model = load_model("default")
-    assert model.expansion is not None and model.high_res_mode == "guided"
+    assert model.expansion is not None and model.upsampler.describe()["name"] == "guided"
     assert model.backbone.config["name"] == "efficientnet_lite0" and len(model.class_names) == 1000
     x = torch.zeros(1, 3, 224, 224)
-    cams = model.generate_cams(x)
-    high, low = cams.high_res, cams.low_res
-    assert high.shape == (1, 224, 224) and low.shape == (1, 7, 7)
-    model.high_res_mode = "paper"
-    assert torch.isfinite(model.high_res_cam(x)).all()
+    e = model.explain(x)
+    assert e.high_res.shape == e.refined.shape == (1, 224, 224) and e.low_res.shape == (1, 7, 7)
+    assert torch.isfinite(model.replace(upsampler="paper").explain(x).high_res).all()
+    assert load_model("default", upsampler="paper").upsampler is not None
 
 
 def test_golden_values_of_the_shipped_model_on_chelsea():
@@ -189,9 +186,9 @@ def test_golden_values_of_the_shipped_model_on_chelsea():
     from skimage import data
 
     model = load_model("default")
-    x = model.preprocess(Image.fromarray(data.chelsea()))
-    probabilities, indices = model.topk(x, k=5)
-    assert indices[0].tolist() == [
+    e = model.explain(Image.fromarray(data.chelsea()))
+    top = e.top(0, k=5)
+    assert [c.index for c in top] == [
         285,
         282,
         281,
@@ -199,8 +196,7 @@ def test_golden_values_of_the_shipped_model_on_chelsea():
         728,
     ]  # Egyptian cat, tiger cat, tabby, lynx, …
     expected = [0.793624, 0.087621, 0.070059, 0.010381, 0.001274]
-    np.testing.assert_allclose(probabilities[0].numpy(), expected, atol=1e-4)
-    cams = model.generate_cams(x)
-    low = cams.low_res[0].double()
+    np.testing.assert_allclose([c.probability for c in top], expected, atol=1e-4)
+    low = e.low_res[0].double()
     np.testing.assert_allclose(float(low.sum()), 514.786, rtol=1e-4)
     np.testing.assert_allclose(float((low**2).sum()), 7624.515, rtol=1e-4)

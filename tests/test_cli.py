@@ -28,6 +28,30 @@ def test_help_and_version_import_no_torch():
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_commands_help_imports_neither_torch_nor_numba(command):
+    code = (
+        "import sys, contextlib, io\n"
+        "from hrcam.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    try: main([{command!r}, '--help'])\n"
+        "    except SystemExit: pass\n"
+        "print(sorted(m for m in ('torch', 'numba', 'cv2') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_help_texts_torch_free_lists_are_the_libraries():
+    from hrcam import viz
+    from hrcam.commands.evaluate_command import METHOD_NAMES
+    from hrcam.explain.settings import DEFAULT_CMAP
+    from hrcam.methods import list_methods
+
+    assert METHOD_NAMES == tuple(list_methods())
+    assert DEFAULT_CMAP == viz.DEFAULT_CMAP
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_listed_command_is_registered_by_its_module(command):
     sub = argparse.ArgumentParser().add_subparsers()
     importlib.import_module(COMMANDS[command][0], "hrcam").register(sub)

@@ -15,12 +15,14 @@ from hrcam.cli import main
 from hrcam.data.annotations import LocalizationDataset, LocalizationSample
 from hrcam.evaluation import (
     LocalizationScores,
+    RunResult,
     evaluate_localization,
     evenly_spaced,
     ground_truth,
     split_names,
     write_results,
 )
+from hrcam.evaluation.results_report import render_markdown
 from hrcam.methods import CAMMethod
 
 # Image sizes (height, width) of the fake set: none square, none the model's 32x32.
@@ -75,8 +77,8 @@ class BrightPixels(CAMMethod):
         super().__init__("bright" if sign > 0 else "dark")
         self.sign = sign
 
-    def _compute(self, model, x, targets):
-        return (self.sign * x.mean(dim=1)).float().cpu()
+    def _compute(self, explainer, images, targets):
+        return (self.sign * images.pixels.mean(dim=1)).float().cpu()
 
 
 # -- scoring --------------------------------------------------------------------------------------
@@ -188,59 +190,56 @@ def test_evaluation_end_to_end(tiny_model, pets_tree, tmp_path):
         num_examples=2,
         progress=False,
     )
-    run = results["run"]
+    run = results.run
     # The unreadable image is reported by name and skipped; the others are all scored.
-    assert run["num_planned"] == 9 and run["num_scored"] == 8 and run["num_bad"] == 1
-    assert results["bad_images"][0]["name"] == "pet_broken"
-    assert "pet_broken.jpg" in results["bad_images"][0]["error"]
-    assert run["threads"] == 1
+    assert run.num_planned == 9 and run.num_scored == 8 and run.num_bad == 1
+    assert results.bad_images[0].name == "pet_broken"
+    assert "pet_broken.jpg" in results.bad_images[0].error
+    assert run.threads == 1
 
-    by_name = results["methods"]
+    by_name = results.methods
     # The oracle finds the disc, its opposite does not: the scores can tell maps apart.
-    assert by_name["bright"]["metrics"]["pxap"] > 0.97
-    assert by_name["bright"]["metrics"]["best_pixel_iou"] > 0.85
-    assert by_name["bright"]["metrics"]["pointing_game"] == 1.0
-    assert by_name["dark"]["metrics"]["pxap"] < 0.5
+    assert by_name["bright"].metrics["pxap"] > 0.97
+    assert by_name["bright"].metrics["best_pixel_iou"] > 0.85
+    assert by_name["bright"].metrics["pointing_game"] == 1.0
+    assert by_name["dark"].metrics["pxap"] < 0.5
     # The empty trimap adds negatives to PxAP but is skipped by per-image metrics.
-    assert by_name["bright"]["metrics"]["num_images"] == 8
-    assert len(by_name["bright"]["per_image"]["pet_empty"]) == 0
-    assert len([v for v in by_name["bright"]["per_image"].values() if "best_pixel_iou" in v]) == 7
+    assert by_name["bright"].metrics["num_images"] == 8
+    assert len(by_name["bright"].per_image["pet_empty"]) == 0
+    assert len([v for v in by_name["bright"].per_image.values() if "best_pixel_iou" in v]) == 7
 
     # Score-CAM ran on an evenly spaced subset, and every method is also scored on it.
-    assert by_name["scorecam"]["subset"] and by_name["scorecam"]["num_images"] == 3
-    assert not by_name["gradcam"]["subset"] and by_name["gradcam"]["num_images"] == 8
-    subset = results["subsets"]["3"]
-    assert subset["of_methods"] == ["scorecam"] and set(subset["metrics"]) == set(by_name)
-    assert all(m["num_images"] == 3 for m in subset["metrics"].values())
+    assert by_name["scorecam"].subset and by_name["scorecam"].num_images == 3
+    assert not by_name["gradcam"].subset and by_name["gradcam"].num_images == 8
+    subset = results.subsets["3"]
+    assert subset.of_methods == ["scorecam"] and set(subset.metrics) == set(by_name)
+    assert all(m["num_images"] == 3 for m in subset.metrics.values())
 
     for name, r in by_name.items():
-        timing = r["timing"]
-        assert timing["ms_per_image"] > 0 and np.isfinite(timing["ratio_to_forward"]), name
+        assert r.timing.ms_per_image > 0 and np.isfinite(r.timing.ratio_to_forward), name
         # Faithfulness images: the first and last names, both in Score-CAM's subset too.
-        assert r["faithfulness"]["num_images"] == 2, name
-        f = r["faithfulness"]
+        assert r.faithfulness.num_images == 2, name
+        f = r.faithfulness.values
         assert 0 <= f["deletion_auc"] <= 1 and 0 <= f["average_drop"] <= 1, name
         assert 0 <= f["adcc"] <= 1 and 0 <= f["coherency"] <= 1 and 0 <= f["complexity"] <= 1
         assert f["road_combined"] == pytest.approx((f["road_lerf"] - f["road_morf"]) / 2)
-        lo, hi = f["road_combined_interval"]
+        lo, hi = r.faithfulness.intervals["road_combined"]
         assert lo <= f["road_combined"] <= hi, name
         # Localization intervals hold their value.
-        lo, hi = r["intervals"]["pxap"]
-        assert lo <= r["metrics"]["pxap"] <= hi, name
+        lo, hi = r.intervals["pxap"]
+        assert lo <= r.metrics["pxap"] <= hi, name
     # Paired differences from low_res, on the full-set methods only (Score-CAM ran on 3 images).
-    diff = results["differences"]
+    diff = results.differences
     assert diff["reference"] == "low_res" and "scorecam" not in diff["methods"]
     d = diff["methods"]["bright"]["pxap"]
     assert d["difference"] == pytest.approx(
-        by_name["bright"]["metrics"]["pxap"] - by_name["low_res"]["metrics"]["pxap"]
+        by_name["bright"].metrics["pxap"] - by_name["low_res"].metrics["pxap"]
     )
     assert d["interval"][0] <= d["difference"] <= d["interval"][1]
     assert set(diff["methods"]["gradcam"]) >= {"pxap", "road_combined", "adcc", "insertion_auc"}
-    assert results["forward"]["ms_per_image"] > 0
-    assert (
-        0 < results["generate_cams"]["ms_per_image"] <= by_name["refined"]["timing"]["ms_per_image"]
-    )
-    assert len(results["examples"]) == 2 and set(results["examples"][0]["maps"]) == set(by_name)
+    assert results.forward.ms_per_image > 0
+    assert 0 < results.cams.ms_per_image <= by_name["refined"].timing.ms_per_image
+    assert len(results.examples) == 2 and set(results.examples[0].maps) == set(by_name)
 
     paths = write_results(results, tmp_path / "out", command="hrcam evaluate pets")
     for key in ("markdown", "json", "boxacc", "pr", "examples"):
@@ -250,7 +249,7 @@ def test_evaluation_end_to_end(tiny_model, pets_tree, tmp_path):
     for name in by_name:
         assert f"| {name}" in text
     assert "| scorecam † |" in text and "3 (subset)" in text and "pet_broken" in text
-    assert "| *generate_cams (part of high_res, refined)* |" in text
+    assert "| *explainer.cams (part of high_res, refined)* |" in text
     for title in (
         "### Localization and faithfulness",
         "### Faithfulness",
@@ -269,6 +268,11 @@ def test_evaluation_end_to_end(tiny_model, pets_tree, tmp_path):
     ]
     assert "- every peer: library=pytorch-grad-cam" in text
     assert not list((tmp_path / "out").glob(".*tmp"))  # atomic writes leave nothing behind
+    again = RunResult.from_json(record)  # the file reads back into the same types
+    assert again.methods["bright"].metrics["pxap"] == pytest.approx(
+        by_name["bright"].metrics["pxap"]
+    )
+    assert render_markdown(again).count("| bright") == render_markdown(results).count("| bright")
 
 
 def test_split_and_limit_choose_the_images(tiny_model, tmp_path):
@@ -276,15 +280,15 @@ def test_split_and_limit_choose_the_images(tiny_model, tmp_path):
     common = dict(batch_size=4, warmup=False, progress=False, num_examples=0)
     halves = [
         set(
-            evaluate_localization(tiny_model, dataset, [BrightPixels()], split=s, **common)[
-                "methods"
-            ]["bright"]["per_image"]
+            evaluate_localization(tiny_model, dataset, [BrightPixels()], split=s, **common)
+            .methods["bright"]
+            .per_image
         )
         for s in ("first-half", "second-half")
     ]
     assert halves[0].isdisjoint(halves[1]) and halves[0] | halves[1] == set(dataset.names)
     limited = evaluate_localization(tiny_model, dataset, [BrightPixels()], limit=3, **common)
-    assert list(limited["methods"]["bright"]["per_image"]) == evenly_spaced(dataset.names, 3)
+    assert list(limited.methods["bright"].per_image) == evenly_spaced(dataset.names, 3)
 
 
 def test_label_targets(tiny_model, tmp_path):
@@ -295,12 +299,9 @@ def test_label_targets(tiny_model, tmp_path):
     results = evaluate_localization(
         tiny_model, dataset, ["low_res"], target="label", progress=False, num_examples=0
     )
-    assert 0 <= results["run"]["top1_accuracy"] <= 1
-    assert (
-        0
-        <= results["methods"]["low_res"]["metrics"]["top1_loc"]
-        <= results["methods"]["low_res"]["metrics"]["gt_known_loc"]
-    )
+    assert 0 <= results.run.top1_accuracy <= 1
+    metrics = results.methods["low_res"].metrics
+    assert 0 <= metrics["top1_loc"] <= metrics["gt_known_loc"]
     (root / "labels.csv").write_text("file,label\npet_0.png,7\n")
     with pytest.raises(ValueError, match="label 7 is not a class of the model"):
         evaluate_localization(
@@ -309,13 +310,13 @@ def test_label_targets(tiny_model, tmp_path):
 
 
 def test_bad_arguments_are_refused(tiny_model, pets_tree, tiny_backbone):
-    from hrcam import HRCAM
+    from hrcam import Explainer
 
     dataset = LocalizationDataset(pets_tree)
     with pytest.raises(ValueError, match="max_images names methods not in this run"):
         evaluate_localization(tiny_model, dataset, ["low_res"], max_images={"scorecam": 3})
     with pytest.raises(ValueError, match="needs the paper's expansion network"):
-        evaluate_localization(HRCAM(tiny_backbone), dataset, ["refined:mode=paper"])
+        evaluate_localization(Explainer(tiny_backbone), dataset, ["refined:mode=paper"])
     with pytest.raises(KeyError, match="unknown CAM method"):
         evaluate_localization(tiny_model, dataset, ["oracle"])
 

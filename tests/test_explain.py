@@ -12,7 +12,7 @@ from PIL import Image
 
 from hrcam import export_model, viz
 from hrcam.cli import main as cli
-from hrcam.explain import explain_images, merge_shards
+from hrcam.explain import OutputSettings, RunSettings, explain_images, merge_shards
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
         'src="images/rgb/image.jpg" alt=""><img loading="lazy" src="images/rgb/cam_refined.jpg" '
         'alt="refined CAM" style="opacity:0.5">' in html
     )
-    mode = summary["options"]["high_res"]  # the page says how its high-res CAMs were made
+    mode = summary["options"]["upsampler"]["name"]  # the page says how its high-res CAMs were made
     assert mode in ("paper", "guided") and f"high-res CAM: {mode}" in html
     assert "refinement: hrcam preset" in html and summary["state"] == "complete"
     # Each overlay states the raw range its colours stand for.
@@ -144,10 +144,8 @@ def test_shards_cover_the_folder_once_and_merge(tiny_model, inputs, tmp_path):
             tiny_model,
             [inputs],
             out,
-            shard=(i, 3),
-            input_size=32,
-            pipeline_figures=False,
-            show_progress=False,
+            run=RunSettings(shard=(i, 3), show_progress=False),
+            outputs=OutputSettings(pipeline_figure=False),
         )
     assert not (out / "summary.json").exists()
     merged = merge_shards(out)
@@ -161,7 +159,7 @@ def test_shards_cover_the_folder_once_and_merge(tiny_model, inputs, tmp_path):
     other = next(p for p in sorted((out / "images").iterdir()) if p.name != "rgb")
     (other / "maps.npz").write_bytes(b"")
     again = explain_images(
-        tiny_model, [inputs], out, skip_existing=True, input_size=32, show_progress=False
+        tiny_model, [inputs], out, run=RunSettings(skip_existing=True, show_progress=False)
     )
     assert (out / "images" / "rgb" / "cam_low.jpg").stat().st_mtime_ns == stamp
     assert sum(r.ok for r in again.results) == 5
@@ -178,10 +176,10 @@ def test_demo_uses_bundled_photographs(model_file, tmp_path, capsys):
 
 
 def test_a_model_without_expansion_network_gets_every_map(tiny_backbone, inputs, tmp_path):
-    from hrcam import HRCAM
+    from hrcam import Explainer
 
     tiny_backbone.class_names = ["disc", "square", "other"]
-    path = export_model(HRCAM(tiny_backbone), tmp_path / "no_expansion.safetensors")
+    path = export_model(Explainer(tiny_backbone), tmp_path / "no_expansion.safetensors")
     out = tmp_path / "out"
     args = ["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(path)]
     assert cli([*args, "--input-size", "32", "--no-progress"]) == 0
@@ -197,7 +195,7 @@ def test_a_model_without_expansion_network_gets_every_map(tiny_backbone, inputs,
 def test_writer_threads_yield_to_the_model():
     import threading
 
-    from hrcam.explain import _background_priority
+    from hrcam.explain.run import _background_priority
 
     seen = {}
 
@@ -223,7 +221,7 @@ def test_output_settings_refuse_a_quality_outside_1_to_100():
 
 
 def test_display_image_averages_areas_and_enlarges_tiny_images():
-    from hrcam.explain.compute import display_image
+    from hrcam.viz import display_image
 
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from hrcam.io import ImageLoadError, find_images, image_to_tensor, load_image, tensor_to_image
+from hrcam.io import ImageLoadError, decode_side, find_images, load_image, resize_for_network
 
 
 @pytest.mark.parametrize(
@@ -50,18 +49,20 @@ def test_bad_files_are_named(tmp_path):
         load_image(tmp_path)
 
 
-def test_tensor_round_trip_and_sizes():
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8))
-    x = image_to_tensor(image, size=None, mean=(0.5,) * 3, std=(0.5,) * 3)
-    assert x.shape == (1, 3, 30, 50) and x.dtype == torch.float32
-    assert np.array_equal(tensor_to_image(x, mean=(0.5,) * 3, std=(0.5,) * 3), np.asarray(image))
-    assert image_to_tensor(image, size=(20, 40), mean=(0,) * 3, std=(1,) * 3).shape == (
-        1,
-        3,
-        20,
-        40,
-    )
-    assert image_to_tensor(image, size=224, mean=(0,) * 3, std=(1,) * 3).shape == (1, 3, 224, 224)
+def test_resize_for_network_keeps_pixels_at_its_size_and_stretches_to_others():
+    pixels = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    same = resize_for_network(Image.fromarray(pixels), (30, 50))
+    assert same.dtype == np.uint8 and np.array_equal(same, pixels)
+    assert resize_for_network(pixels, (20, 40)).shape == (20, 40, 3)
+    assert resize_for_network(pixels[..., 0], (8, 8)).shape == (8, 8, 3)  # gray to RGB
+    floats = resize_for_network(pixels / 255.0, (30, 50))  # floats in [0, 1]
+    assert np.abs(floats.astype(int) - pixels).max() <= 1
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, 3\)"):
+        resize_for_network(np.zeros((2, 3, 4, 5)), (8, 8))
+
+
+def test_decode_side_covers_the_display_and_the_network():
+    assert decode_side(224) == 448 and decode_side((600, 300)) == 600
 
 
 def test_find_images_walks_folders_sorted(tmp_path):

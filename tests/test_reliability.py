@@ -22,9 +22,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hrcam import export_model
+from hrcam import export_model, upsample_cam
 from hrcam.cli import main as cli
-from hrcam.explain import explain_images
+from hrcam.explain import RunSettings, explain_images
 from hrcam.io import load_image
 
 from .browser import chromium, page_height
@@ -81,9 +81,9 @@ def test_exif_rotated_photos_are_upright_everywhere(tmp_path, tiny_model):
     got = np.asarray(image).astype(int)
     assert np.abs(got - upright).mean() < 6  # the same picture, up to JPEG noise
     assert got[:10, :, 0].mean() > 200 and got[-10:, :, 0].mean() < 60  # the stripe is on top
-    # preprocess (and so explain and evaluate, which decode with load_image) sees it upright.
-    x = tiny_model.preprocess(tmp_path / "phone.jpg", size=None)
-    assert x.shape[-2:] == (64, 40)
+    # The explainer (and so explain, evaluate and the app, which decode through it) sees it upright.
+    batch = tiny_model.replace(input_size=(64, 40)).prepare(tmp_path / "phone.jpg")
+    assert np.abs(batch.rgb[0].astype(int) - got).mean() < 1
     # Training reads images through the same loader.
     from hrcam.data import ImageFilesDataset
 
@@ -206,22 +206,28 @@ def test_explain_names_each_bad_file_and_writes_everything_for_the_good_ones(
 
 
 def test_maps_with_nan_fail_that_image_and_the_run_goes_on(tiny_model, bad_folder, tmp_path):
-    real = tiny_model.generate_cams
+    class Poisoned:  # an upsampler whose first map is NaN
+        needs_skips = False
+        calls = 0
 
-    def poisoned(x, target=None, *, flip=False):
-        import dataclasses
+        def upsample(self, inputs):
+            high = upsample_cam(inputs.low_res, inputs.size)
+            if Poisoned.calls == 0:
+                high[0] = float("nan")
+            Poisoned.calls += 1
+            return high
 
-        cams = real(x, target, flip=flip)
-        low = cams.low_res.clone()
-        low[0] = float("nan")  # the first image of every batch
-        return dataclasses.replace(cams, low_res=low)
+        def describe(self):
+            return {"name": "poisoned"}
 
-    tiny_model.generate_cams = poisoned
     summary = explain_images(
-        tiny_model, [bad_folder], tmp_path / "out", input_size=32, batch_size=8, show_progress=False
+        tiny_model.replace(upsampler=Poisoned()),
+        [bad_folder],
+        tmp_path / "out",
+        run=RunSettings(batch_size=8, show_progress=False),
     )
     nan = [r for r in summary.failed if "non-finite" in (r.error or "")]
-    assert len(nan) == 1 and "16 non-finite value(s)" in nan[0].error  # the 4×4 low-res CAM
+    assert len(nan) == 1 and "1024 non-finite value(s)" in nan[0].error  # the 32×32 map
     assert summary.succeeded == 2
 
 

@@ -39,7 +39,7 @@ def _check_identities(model, module, size, *, grid):
     x = torch.randn(2, 3, size, size)
     backbone = model.backbone
     with torch.no_grad():
-        torch.testing.assert_close(model(x), module(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(backbone(x), module(x), rtol=1e-5, atol=1e-5)
         features, skips = backbone.forward_features(x, return_skips=True)
         logits = backbone.forward_head(features)
         for target in (0, 7):
@@ -50,8 +50,8 @@ def _check_identities(model, module, size, *, grid):
     assert tuple(features.shape[-2:]) == grid
     for info, skip in zip(backbone.skip_info, skips, strict=True):
         assert skip.shape[1] == info.channels and skip.shape[-1] == -(-size // info.stride)
-    cams = model.generate_cams(x)
-    assert cams.high_res.shape == (2, size, size) and cams.low_res.shape == (2, *grid)
+    e = model.replace(input_size=size).explain(torch.rand(2, 3, size, size))
+    assert e.high_res.shape == e.refined.shape == (2, size, size) and e.low_res.shape == (2, *grid)
 
 
 @pytest.mark.parametrize(("name", "size"), TORCHVISION, ids=[c[0] for c in TORCHVISION])
@@ -81,7 +81,7 @@ def test_a_vit_with_averaged_tokens_has_its_cam_on_the_patch_grid():
     )
     model = from_model(module)
     assert model.backbone.feature_stride == 16 and model.backbone.skip_info == ()
-    assert model.low_res_cam(torch.rand(1, 3, 224, 224)).shape == (1, 14, 14)
+    assert model.explain(torch.rand(1, 3, 224, 224)).low_res.shape == (1, 14, 14)
     assert model.class_names[0] == "tench"  # 1000 classes: ImageNet's names by default
 
 
@@ -91,7 +91,7 @@ def test_the_wrap_follows_the_users_module_as_it_changes():
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         module.fc.weight.mul_(2)
-        torch.testing.assert_close(model(x), module(x))
+        torch.testing.assert_close(model.backbone(x), module(x))
     assert model.class_names == list("abcd") and not module.training
 
 

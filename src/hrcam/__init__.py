@@ -1,18 +1,26 @@
 """hrcam: high-resolution Class Activation Maps for CNN classifiers.
 
-The three parts of the framework (Tagaris, Sdraka & Stafylopatis, ICIP 2019):
+One call from images to the refined CAM::
 
-- localization networks — :func:`create_backbone`, :func:`list_backbones` (``hrcam.backbones``);
-- the expansion network — :class:`ExpansionNetwork` (``hrcam.expansion``), and its
-  training-free alternative for any model and any CAM method, :func:`guided_upsample`
-  (``hrcam.guided_upsampling``);
-- the postprocessing pipeline — :func:`refine`, :func:`refine_batch` (``hrcam.postprocess``);
+    import hrcam
+    explainer = hrcam.load_model("default")       # EfficientNet-Lite0, offline
+    explanation = explainer.explain("cat.jpg")    # low_res, high_res, refined, probabilities
 
-joined by :class:`HRCAM`, loaded with :func:`load_model`, or wrapped around a torchvision or
-timm classifier you already have with :func:`from_model`.
+The three parts of the framework (Tagaris, Sdraka & Stafylopatis, ICIP 2019), each a package:
 
-The names load on first use, so ``import hrcam`` (and the ``hrcam`` command's ``--help``) does
-not import torch until something needs it.
+1. localization networks — :class:`Backbone`, :func:`create_backbone` (``hrcam.backbones``),
+   or a torchvision / timm classifier you have, wrapped by :func:`from_model`;
+2. the high-res CAM — an upsampler (``hrcam.upsample``): the paper's
+   :class:`ExpansionNetwork` or the training-free :class:`GuidedUpsampler`, whose
+   :func:`guided_upsample` also takes any CAM method's map;
+3. the refinement — :func:`refine`, :func:`refine_batch`, :class:`RefineOptions`
+   (``hrcam.postprocess``);
+
+joined by :class:`Explainer` (``hrcam.explainer``), which :func:`load_model` and
+:func:`from_model` return.
+
+The names load on first use, so ``import hrcam`` (and every ``hrcam … --help``) does not
+import torch until something needs it.
 """
 
 from __future__ import annotations
@@ -31,30 +39,50 @@ _EXPORTS: dict[str, str] = {
     "register_backbone": ".backbones",
     "export_model": ".checkpoint",
     "load_model": ".checkpoint",
-    "ExpansionNetwork": ".expansion",
-    "guided_upsample": ".guided_upsampling",
+    "CAMs": ".explainer",
+    "ClassScore": ".explainer",
+    "Explainer": ".explainer",
+    "Explanation": ".explainer",
+    "ImageBatch": ".explainer",
+    "from_model": ".explainer",
     "ImageLoadError": ".io",
     "load_image": ".io",
-    "CAMs": ".model",
-    "HRCAM": ".model",
-    "from_model": ".model",
-    "upsample_cam": ".model",
     "RefineOptions": ".postprocess",
     "RefineSteps": ".postprocess",
     "refine": ".postprocess",
     "refine_batch": ".postprocess",
+    "ExpansionNetwork": ".upsample",
+    "GuidedUpsampler": ".upsample",
+    "Upsampler": ".upsample",
+    "guided_upsample": ".upsample",
+    "upsample_cam": ".upsample",
 }
-_SUBMODULES = ("viz", "metrics", "methods", "evaluation", "train", "postprocess", "backbones")
+_SUBMODULES = (
+    "backbones",
+    "evaluation",
+    "explainer",
+    "methods",
+    "metrics",
+    "postprocess",
+    "train",
+    "upsample",
+    "viz",
+)
 
 __all__ = [
-    "HRCAM",
     "Backbone",
     "CAMs",
+    "ClassScore",
     "ExpansionNetwork",
+    "Explainer",
+    "Explanation",
     "FeatureInfo",
+    "GuidedUpsampler",
+    "ImageBatch",
     "ImageLoadError",
     "RefineOptions",
     "RefineSteps",
+    "Upsampler",
     "__version__",
     "create_backbone",
     "export_model",
@@ -87,8 +115,13 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .backbones import Backbone, FeatureInfo, create_backbone, list_backbones, register_backbone
     from .checkpoint import export_model, load_model
-    from .expansion import ExpansionNetwork
-    from .guided_upsampling import guided_upsample
+    from .explainer import CAMs, ClassScore, Explainer, Explanation, ImageBatch, from_model
     from .io import ImageLoadError, load_image
-    from .model import HRCAM, CAMs, from_model, upsample_cam
     from .postprocess import RefineOptions, RefineSteps, refine, refine_batch
+    from .upsample import (
+        ExpansionNetwork,
+        GuidedUpsampler,
+        Upsampler,
+        guided_upsample,
+        upsample_cam,
+    )

@@ -1,5 +1,5 @@
-"""Small array utilities every layer uses: to NumPy, normalise a map, resize maps, undo an input
-normalisation. One definition each (they were written three to five times).
+"""Small array utilities every layer uses: to NumPy, normalise a map, resize maps. One
+definition each.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["normalize_map", "resize_maps", "to_numpy", "unnormalize"]
+__all__ = ["normalize_map", "resize_maps", "to_numpy"]
 
 
 def to_numpy(x) -> np.ndarray:
@@ -80,16 +80,6 @@ def resize_maps(maps, size: Sequence[int], *, mode: str = "bilinear"):
     kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
     out = F.interpolate(x, size=tuple(int(s) for s in size), mode=mode, **kwargs)
     return out[0, 0] if squeeze else out[:, 0]
-
-
-def unnormalize(x, mean: Sequence[float], std: Sequence[float]):
-    """Inputs normalised as ``(rgb - mean) / std`` back to RGB in [0, 1]: ``(B, C, H, W)`` or
-    ``(C, H, W)`` tensors, clamped."""
-    torch = _torch()
-    shape = (1, -1, 1, 1) if x.ndim == 4 else (-1, 1, 1)
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
-    return (x * s + m).clamp(0, 1)
 
 
 def _torch():

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from .backbones import Backbone, create_backbone, list_backbones
-from .expansion import ExpansionNetwork
-from .model import HRCAM
+from .explainer import Explainer
+from .upsample.expansion import ExpansionNetwork
 from .utils import atomic_save_json, atomic_torch_save, atomic_write
 
 __all__ = [
@@ -166,8 +166,9 @@ def _expansion_state(state: dict[str, torch.Tensor], source: str) -> dict[str, t
     return {k: v for k, v in state.items() if k not in legacy}
 
 
-def model_from_checkpoint(payload: dict[str, Any], *, source: str = "checkpoint") -> HRCAM:
-    """Build the :class:`HRCAM` a checkpoint describes (backbone, and expansion if stage 2)."""
+def model_from_checkpoint(payload: dict[str, Any], *, source: str = "checkpoint") -> Explainer:
+    """Build the :class:`~hrcam.Explainer` a checkpoint describes (its backbone, and its
+    expansion network if stage 2)."""
     backbone = build_backbone(payload["backbone"], weights=None)
     _load_state(backbone, payload["backbone_state"], "localization network", source)
     expansion = None
@@ -176,21 +177,21 @@ def model_from_checkpoint(payload: dict[str, Any], *, source: str = "checkpoint"
         state = _expansion_state(payload["expansion_state"], source)
         _load_state(expansion, state, "expansion network", source)
     try:
-        model = HRCAM(backbone, expansion)
+        model = Explainer(backbone, expansion=expansion)
     except ValueError as err:
         raise CheckpointError(f"{source}: {err}") from None
     return model.eval()
 
 
 def export_model(
-    model: HRCAM,
+    model: Explainer,
     path: str | os.PathLike,
     *,
     include_backbone: bool = True,
     backbone_weights: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` as ``path`` (.safetensors) plus a ``.json`` sidecar, atomically.
+    """Write ``model``'s networks as ``path`` (.safetensors) plus a ``.json`` sidecar, atomically.
 
     With ``include_backbone=False`` only the expansion network is stored and the sidecar names
     ``backbone_weights`` (e.g. ``"imagenet"``) to rebuild the localization network from.
@@ -223,7 +224,7 @@ def export_model(
     return path
 
 
-def _load_exported(path: Path) -> HRCAM:
+def _load_exported(path: Path) -> Explainer:
     from safetensors.torch import load_file
 
     sidecar_path = path.with_suffix(".json")
@@ -261,16 +262,16 @@ def _load_exported(path: Path) -> HRCAM:
             k[len("expansion.") :]: v for k, v in tensors.items() if k.startswith("expansion.")
         }
         _load_state(expansion, _expansion_state(state, str(path)), "expansion network", str(path))
-    return HRCAM(backbone, expansion).eval()
+    return Explainer(backbone, expansion=expansion).eval()
 
 
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
     device: str | torch.device | None = None,
-    high_res: str = "auto",
-) -> HRCAM:
-    """Load an :class:`HRCAM` by name or from a file.
+    upsampler: str = "guided",
+) -> Explainer:
+    """Load a model by name or from a file, as an :class:`~hrcam.Explainer`.
 
     - ``"default"`` or ``"efficientnet_lite0"``: EfficientNet-Lite0 with ImageNet weights and the
       expansion network shipped inside hrcam (works offline);
@@ -280,9 +281,10 @@ def load_model(
     - a ``.pt`` checkpoint from ``hrcam train-classifier`` / ``hrcam train-expansion``;
     - an exported ``.safetensors`` model (with its ``.json`` beside it).
 
-    ``high_res`` picks how high-resolution CAMs are made (see :class:`HRCAM`): ``"guided"``,
-    ``"paper"`` (needs an expansion network) or ``"auto"``. A model of your own that is already
-    in memory is wrapped by :func:`hrcam.from_model` instead.
+    ``upsampler`` picks how high-resolution CAMs are made: ``"guided"`` (default, no training)
+    or ``"paper"`` (the model's expansion network; ``"auto"`` is ``"guided"``). Other settings
+    come with :meth:`Explainer.replace`. A model of your own that is already in memory is
+    wrapped by :func:`hrcam.from_model` instead.
     """
     name = str(name_or_path)
     if name == "default":
@@ -307,11 +309,12 @@ def load_model(
                     f"{name!r} is neither a model file nor a known model; known: "
                     f"{', '.join(list_backbones())} (or 'default')"
                 ) from None
-            model = HRCAM(backbone).eval()
-    try:
-        model.high_res_mode = high_res
-    except ValueError as err:
-        raise ValueError(f"{name}: {err}") from None
+            model = Explainer(backbone).eval()
+    if upsampler != "guided":
+        try:
+            model = model.replace(upsampler=upsampler)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
     return model.to(device) if device is not None else model
 
 

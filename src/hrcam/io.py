@@ -12,19 +12,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-
-from .arrays import unnormalize
 
 __all__ = [
     "DEMO_IMAGES",
+    "DISPLAY_SIDE",
     "IMAGE_EXTENSIONS",
     "ImageLoadError",
+    "decode_side",
     "find_images",
-    "image_to_tensor",
     "load_image",
-    "tensor_to_image",
+    "resize_for_network",
     "write_demo_images",
 ]
 
@@ -40,6 +38,9 @@ IMAGE_EXTENSIONS = (
     ".ppm",
     ".pgm",
 )
+
+#: The longest side of an image as hrcam shows it (reports, the app); larger ones are reduced.
+DISPLAY_SIDE = 448
 
 # Refuse decompression bombs well above any photograph (≈ 16k × 16k) rather than PIL's warning level.
 _MAX_PIXELS = 268_435_456
@@ -129,41 +130,33 @@ def load_image(
         ) from None
 
 
-def image_to_tensor(
-    image: Image.Image | np.ndarray,
-    *,
-    size: int | tuple[int, int] | None,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> torch.Tensor:
-    """Resize an RGB image and normalise it into a ``(1, 3, H, W)`` float32 tensor.
+def decode_side(input_size: int | Sequence[int]) -> int:
+    """The side a JPEG may be decoded at (``load_image(max_side=...)``) when it is to be shown
+    at :data:`DISPLAY_SIDE` and fed to a network of ``input_size``: enough pixels for both."""
+    sides = (input_size,) if isinstance(input_size, int) else tuple(input_size)
+    return max(DISPLAY_SIDE, *(int(s) for s in sides))
 
-    ``size`` is an int (square), ``(height, width)``, or None to keep the image's size.
-    Resizing stretches the image, as the paper's pre-processing did (224×224).
+
+def resize_for_network(image: Image.Image | np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """An image stretched to ``size = (H, W)``, as the networks take it: ``(H, W, 3)`` uint8.
+
+    Accepts a PIL image of any mode (converted as :func:`load_image` does) or an ``(H, W)`` /
+    ``(H, W, 3)`` array (uint8, or floats in [0, 1] or [0, 255]). Bilinear, antialiased when
+    reducing (Pillow's), as the models were trained.
     """
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise ValueError(
+                f"expected an (H, W) or (H, W, 3) image array, got shape {image.shape}"
+            )
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[..., 0]
         image = Image.fromarray(image if image.dtype == np.uint8 else _float_to_uint8(image))
     image = _to_rgb(image)
-    if size is not None:
-        h, w = (size, size) if isinstance(size, int) else size
-        if image.size != (w, h):
-            image = image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return ((x - m) / s).unsqueeze(0)
-
-
-def tensor_to_image(x: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Undo :func:`image_to_tensor`'s normalisation: ``(3, H, W)`` → ``(H, W, 3)`` uint8."""
-    if x.ndim == 4:
-        if x.shape[0] != 1:
-            raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
-        x = x[0]
-    rgb = unnormalize(x, mean, std).permute(1, 2, 0).detach().cpu().numpy()
-    return (rgb * 255 + 0.5).astype(np.uint8)
+    h, w = int(size[0]), int(size[1])
+    if image.size != (w, h):
+        image = image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(image)
 
 
 def _float_to_uint8(a: np.ndarray) -> np.ndarray:

@@ -27,15 +27,25 @@ try:  # a dependency; without it the overlays are blended by Pillow, to the same
 except ImportError:  # pragma: no cover
     numba = None
 
+from PIL import Image
+
 from .arrays import normalize_map, to_numpy
-from .postprocess import mask_image, resize_bilinear
+from .io import DISPLAY_SIDE
+from .postprocess.backend import one_image
 from .postprocess.steps import RefineSteps
 from .utils import atomic_write
 
+mask_image = one_image.mask_image
+resize_bilinear = one_image.resize_bilinear
+
 __all__ = [
     "DEFAULT_CMAP",
+    "cam_pictures",
     "colorize",
     "colour_table",
+    "display_image",
+    "display_pictures",
+    "masked_picture",
     "overlay_cam",
     "pipeline_image",
     "plot_pipeline",
@@ -479,3 +489,69 @@ def _histogram_panel(s: RefineSteps):
                 canvas[:, max(0, x - 1) : x + 1] = colour
     lower, upper = (float(v) for v in s.bounds)
     return _frame(f"edges in ROI: bounds {lower:.2f}, {upper:.2f}", canvas)
+
+
+# -- the pictures of one explained image -----------------------------------------------------------
+
+
+def display_image(image: Image.Image, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """The image no larger than ``side`` on either axis (tiny ones enlarged, pixels kept):
+    ``(h, w, 3)`` uint8, what the report and the app show.
+
+    Reduced by OpenCV's area average (each output pixel the mean of the source area it covers,
+    antialiased, several times faster than Pillow's filters).
+    """
+    scale = min(1.0, side / max(image.size))
+    if scale < 1.0:
+        import cv2
+
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        return cv2.resize(np.asarray(image), size, interpolation=cv2.INTER_AREA)
+    if max(image.size) < 64:
+        factor = -(-64 // max(image.size))
+        image = image.resize(
+            (image.width * factor, image.height * factor), Image.Resampling.NEAREST
+        )
+    return np.asarray(image)
+
+
+def cam_pictures(low, high, refined, *, cmap: str = DEFAULT_CMAP) -> dict[str, np.ndarray]:
+    """The three CAMs in colour at the high-res CAM's size (``cam_low``: the low-res CAM
+    resized bilinearly, as in the overlays; ``cam_high``; ``cam_refined``), each scaled to its
+    own range; the report lays them over the image."""
+    size = np.shape(high)
+    return {
+        "cam_low": colorize(resize_bilinear(normalize_map(low), size), cmap=cmap),
+        "cam_high": colorize(high, cmap=cmap),
+        "cam_refined": colorize(refined, cmap=cmap),
+    }
+
+
+def masked_picture(display: np.ndarray, steps, *, refined=None) -> np.ndarray:
+    """``display`` masked by the refined CAM, with ``steps``' filter options (``refined``: that
+    CAM already at display size, else ``steps.refined`` is resized)."""
+    if refined is None:
+        refined = resize_bilinear(np.asarray(steps.refined, dtype=np.float32), display.shape[:2])
+    o = steps.options
+    return mask_image(
+        display, refined, filter=o.filter, keep_percentage=o.keep_percentage, threshold=o.threshold
+    )
+
+
+def display_pictures(
+    display: np.ndarray, low, high, steps, *, opacity: float = 0.5, cmap: str = DEFAULT_CMAP
+) -> dict[str, np.ndarray]:
+    """The pictures a person looks at, at the display image's size: the low-res, high-res and
+    refined CAMs blended over ``display`` (``overlay_low``, ``overlay_high``,
+    ``overlay_refined``) and the image masked by the refined CAM (``masked``, with ``steps``'
+    filter options). What the app shows, and ``hrcam explain --overlay-files`` writes.
+    """
+    # The refined CAM at display size, for both of its pictures; the other two are resized by
+    # overlay_cam (compiled bilinear, as resize_bilinear).
+    refined = resize_bilinear(np.asarray(steps.refined, dtype=np.float32), display.shape[:2])
+    pictures = {
+        key: overlay_cam(display, cam, alpha=opacity, cmap=cmap)
+        for key, cam in (("overlay_low", low), ("overlay_high", high), ("overlay_refined", refined))
+    }
+    pictures["masked"] = masked_picture(display, steps, refined=refined)
+    return pictures

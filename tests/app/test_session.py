@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hrcam import Explainer
 from hrcam.app import AppError, ExplainerSession
-from hrcam.app import session as session_module
 from hrcam.postprocess import RefineOptions
 
 
@@ -69,15 +69,15 @@ def test_an_unreadable_upload_is_one_line_naming_the_file(session, tmp_path, con
 
 def test_cams_are_cached_per_image_and_class(session, photo, monkeypatch):
     loaded = session.load(photo)
-    generate = _count_calls(monkeypatch, session.model, "generate_cams")
-    refine = _count_calls(monkeypatch, session_module, "refine")
+    generate = _count_calls(monkeypatch, Explainer, "cams")
+    refine = _count_calls(monkeypatch, Explainer, "refine")
     top = loaded.top5[0].index
     other = loaded.top5[1].index
     session.views(loaded.key, top)  # the predicted class's CAMs came with the prediction
     assert (len(generate), len(refine)) == (0, 1)
     session.views(loaded.key, top, opacity=0.9, cmap="jet")  # a re-draw: nothing recomputed
     assert (len(generate), len(refine)) == (0, 1)
-    session.views(loaded.key, top, RefineOptions.default().replace(alpha=0.7))
+    session.views(loaded.key, top, RefineOptions().replace(alpha=0.7))
     assert (len(generate), len(refine)) == (0, 2)  # another option: refine again, CAMs kept
     session.views(loaded.key, other)
     assert (len(generate), len(refine)) == (1, 3)  # another class: its CAMs once

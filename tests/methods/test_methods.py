@@ -9,7 +9,7 @@ import pytest
 import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from hrcam import HRCAM, create_backbone
+from hrcam import Explainer, ImageBatch, create_backbone, upsample_cam
 from hrcam.methods import (
     GradCAMMethod,
     MissingDependencyError,
@@ -21,8 +21,7 @@ from hrcam.methods import (
     register_method,
 )
 from hrcam.methods.peers import fused_skip_indices
-from hrcam.model import upsample_cam
-from hrcam.postprocess import RefineOptions, refine
+from hrcam.postprocess import RefineOptions, refine, refine_batch
 
 PEERS = (
     "gradcam",
@@ -129,9 +128,14 @@ def test_low_res_is_the_upsampled_cam(tiny_model, batch):
     torch.testing.assert_close(maps, upsample_cam(native, (32, 40)))
 
 
-def test_high_res_and_refined_come_from_generate_cams(tiny_model, batch):
+def _images(model, x):
+    return ImageBatch.from_normalized(x, model.backbone.mean, model.backbone.std)
+
+
+def test_high_res_and_refined_are_the_explainers(tiny_model, batch):
     x, targets = batch
-    cams = tiny_model.generate_cams(x, targets)
+    images = _images(tiny_model, x)
+    cams = tiny_model.cams(images, targets)
     torch.testing.assert_close(create_method("high_res")(tiny_model, x, targets), cams.high_res)
     method = create_method("refined:merge=multiply")
     maps = method(tiny_model, x, targets)
@@ -140,18 +144,23 @@ def test_high_res_and_refined_come_from_generate_cams(tiny_model, batch):
             cams.low_res[i].numpy(), cams.high_res[i].numpy(), merge="multiply"
         ).refined
         np.testing.assert_array_equal(maps[i].numpy(), expected)
-    # The batched implementation gives the same refined CAMs.
-    torch.testing.assert_close(
-        create_method("refined:merge=multiply,impl=torch")(tiny_model, x, targets),
-        maps,
-        atol=1e-5,
-        rtol=0,
+    # The one call with the same settings gives the same maps, and so does "refined" alone.
+    multiply = tiny_model.replace(
+        refine_options=tiny_model.refine_options.replace(merge="multiply")
     )
+    torch.testing.assert_close(multiply.explain(images, targets).refined, maps)
+    torch.testing.assert_close(
+        create_method("refined")(tiny_model, x, targets),
+        tiny_model.explain(images, targets).refined,
+    )
+    # The batched implementation gives the same refined CAMs.
+    batched = refine_batch(cams.low_res, cams.high_res, merge="multiply").refined
+    torch.testing.assert_close(batched, maps, atol=1e-5, rtol=0)
 
 
 def test_only_the_papers_high_res_needs_an_expansion_network(tiny_backbone, batch):
     x, targets = batch
-    model = HRCAM(tiny_backbone).eval()
+    model = Explainer(tiny_backbone).eval()
     for name in ("high_res", "refined"):
         assert create_method(name)(model, x, targets).shape == (3, *x.shape[-2:])
         with pytest.raises(ValueError, match="needs the paper's expansion network"):
@@ -182,7 +191,7 @@ def test_each_peer_gives_finite_maps_at_input_size(tiny_model, batch, name):
     settings = method.settings()
     assert settings["aug_smooth"] is False and settings["eigen_smooth"] is False
     # The model is left as it was: no gradients kept, weights still trainable.
-    assert all(p.grad is None and p.requires_grad for p in tiny_model.parameters())
+    assert all(p.grad is None and p.requires_grad for p in tiny_model.backbone.parameters())
 
 
 def test_gradcam_of_a_gap_fc_network_is_the_relu_cam(tiny_model, batch):
@@ -313,7 +322,7 @@ def test_plus_guided_upsamples_the_native_map(tiny_model, batch):
     method = create_method("gradcam+guided:colour_sigma=0.2")
     assert method.name == "gradcam+guided:colour_sigma=0.2" and method.family == "peer+guided"
     native = create_method("gradcam").native(tiny_model, x, targets)
-    expected = guided_upsample(native, tiny_model.unnormalize(x), colour_sigma=0.2)
+    expected = guided_upsample(native, _images(tiny_model, x).pixels, colour_sigma=0.2)
     torch.testing.assert_close(method(tiny_model, x, targets), expected)
     # low_res+guided is the guided high-res CAM itself, of all or of the positive FC weights.
     torch.testing.assert_close(
@@ -344,12 +353,13 @@ def test_enlarged_input_and_multiscale_baselines(tiny_model, batch):
     x, targets = batch
     twice = create_method("low_res:scale=2").native(tiny_model, x, targets)
     big = torch.nn.functional.interpolate(x, size=(64, 80), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(twice, tiny_model.low_res_cam(big, targets))
+    torch.testing.assert_close(twice, _low_res(tiny_model, big, targets))
     fused = create_method("multiscale").native(tiny_model, x, targets)
     assert fused.shape == twice.shape  # on the finest (2×) grid
     cams = [
         upsample_cam(
-            tiny_model.low_res_cam(
+            _low_res(
+                tiny_model,
                 torch.nn.functional.interpolate(
                     x, size=(round(32 * s), round(40 * s)), mode="bilinear", align_corners=False
                 )
@@ -386,3 +396,8 @@ def test_at_layer_resolution_gives_pytorch_grad_cams_map_before_its_resize():
     with pytest.raises(TypeError, match="pytorch-grad-cam CAM object"):
         with at_layer_resolution(model):
             pass
+
+
+def _low_res(model, x, targets):
+    with torch.inference_mode():
+        return model.backbone.cam(model.backbone.forward_features(x), targets)

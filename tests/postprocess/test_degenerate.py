@@ -3,10 +3,14 @@
 import numpy as np
 import pytest
 
-from hrcam.postprocess import RefineOptions, normalize_map, resize_bilinear
+from hrcam.arrays import normalize_map
+from hrcam.postprocess import RefineOptions
+from hrcam.postprocess.backend import one_image
 from hrcam.postprocess.synthetic import make_cams
 
 from .conftest import run_refine
+
+resize_bilinear = one_image.resize_bilinear
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +123,7 @@ def test_any_sizes_work(impl, low_shape, high_shape):
 
 def test_the_mask_step_resizes_an_image_of_another_size(cams):
     """refine() refuses an image of another size (above); its mask_image step resizes one."""
-    from hrcam.postprocess import mask_image
+    mask_image = one_image.mask_image
 
     low, high, image = cams  # 64x64 CAMs
     s = run_refine("reference", low, high, image)

@@ -3,21 +3,32 @@ import dataclasses
 
 import pytest
 
-from hrcam.postprocess import RefineOptions, resolve_max_hole_size, resolve_num_points
+from hrcam.postprocess import RefineOptions
 from hrcam.postprocess.cli_args import add_refine_arguments, refine_options_from_args
+from hrcam.postprocess.options import resolve_max_hole_size, resolve_num_points
 
 
-def test_defaults_are_the_original_pipelines():
-    o = RefineOptions()
+def test_the_paper_preset_is_the_original_pipelines_and_the_defaults_are_hrcams():
+    o = RefineOptions.preset("paper")
     assert (o.roi_percentile, o.focal_scope, o.maxima_areas) == (85, "global", "small")
-    assert (o.merge, o.alpha, o.filter, o.keep_percentage, o.threshold) == (
+    assert (o.merge, o.merge_base, o.alpha, o.filter, o.keep_percentage, o.threshold) == (
         "blend",
+        "low",
         0.5,
         "percentage",
         15,
         0.6,
     )
     assert (o.blur_size, o.lower_percentile, o.upper_percentile) == (5, 25, 75)
+    # One definition of the refined CAM: the defaults are the hrcam preset, which differs from
+    # the paper's in four options only.
+    assert RefineOptions() == RefineOptions.preset("hrcam")
+    differ = [
+        f.name
+        for f in dataclasses.fields(o)
+        if getattr(o, f.name) != getattr(RefineOptions(), f.name)
+    ]
+    assert differ == ["lower_percentile", "merge", "merge_base", "alpha"]
 
 
 def test_size_dependent_defaults():
@@ -49,7 +60,7 @@ def test_size_dependent_defaults():
         ("max_hole_size", -1, ">= 0"),
         ("blur_size", 4, "odd"),
         ("blur_size", 0, ">= 1"),
-        ("upper_percentile", 10, "lower_percentile"),
+        ("lower_percentile", 90, "must not exceed upper_percentile"),
     ],
 )
 def test_bad_option_names_option_and_allowed_values(name, value, expected):
@@ -78,11 +89,9 @@ def test_cli_flags_are_generated_from_the_dataclass():
     parser = argparse.ArgumentParser()
     add_refine_arguments(parser)
     args = parser.parse_args([])
-    assert (
-        refine_options_from_args(args) == RefineOptions.default() == RefineOptions.preset("hrcam")
-    )
+    assert refine_options_from_args(args) == RefineOptions() == RefineOptions.preset("hrcam")
     paper = RefineOptions.preset("paper")
-    assert refine_options_from_args(args, base=paper) == RefineOptions()
+    assert refine_options_from_args(args, base=paper) == paper
     # The help shows where the two presets differ.
     assert "hrcam: gate, paper: blend" in " ".join(parser.format_help().split())
 
@@ -92,7 +101,7 @@ def test_cli_flags_are_generated_from_the_dataclass():
         "--threshold 0.5".split()
     )
     o = refine_options_from_args(args, base=paper)
-    assert o == RefineOptions(
+    assert o == paper.replace(
         roi_percentile=90,
         focal_scope="local",
         num_points=7,
@@ -130,10 +139,10 @@ def test_cli_prefix_keeps_flags_apart_from_other_commands():
 def test_options_are_described_in_words_against_their_preset():
     from hrcam.postprocess.options import describe_changes
 
-    assert describe_changes(RefineOptions()) == ("paper", [])
-    assert describe_changes(RefineOptions.default()) == ("hrcam", [])
-    preset, changes = describe_changes(RefineOptions.default().replace(merge="multiply", alpha=0.7))
+    assert describe_changes(RefineOptions.preset("paper")) == ("paper", [])
+    assert describe_changes(RefineOptions()) == ("hrcam", [])
+    preset, changes = describe_changes(RefineOptions().replace(merge="multiply", alpha=0.7))
     assert preset == "hrcam" and changes == ["merge: segment × base", "segment weight α = 0.7"]
     # Against a preset named by the caller, even when another would be nearer.
-    _, changes = describe_changes(RefineOptions(roi_percentile=90), "hrcam")
+    _, changes = describe_changes(RefineOptions.preset("paper").replace(roi_percentile=90), "hrcam")
     assert "region of interest: the top 10 % of the low-res CAM" in changes and len(changes) == 5

@@ -32,17 +32,17 @@ both = pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 
 
 @both
-def test_normalize_map(impl):
-    out = step(impl, "normalize_map", np.array([[0.0, 2.0], [np.nan, 4.0]]))
+def test_normalize_cam(impl):
+    out = step(impl, "normalize_cam", np.array([[0.0, 2.0], [np.nan, 4.0]]))
     np.testing.assert_array_equal(out, [[0, 0.5], [0, 1]])
     assert out.dtype == np.float32
-    np.testing.assert_array_equal(step(impl, "normalize_map", np.full((2, 3), 7.0)), 0)
+    np.testing.assert_array_equal(step(impl, "normalize_cam", np.full((2, 3), 7.0)), 0)
     np.testing.assert_array_equal(
-        step(impl, "normalize_map", np.array([[-np.inf, 1.0, np.inf, 2.0]])), [[0, 0.5, 0, 1]]
+        step(impl, "normalize_cam", np.array([[-np.inf, 1.0, np.inf, 2.0]])), [[0, 0.5, 0, 1]]
     )
     # max - min overflows float32: still [0, 1]
     np.testing.assert_array_equal(
-        step(impl, "normalize_map", np.array([[-3e38, 0.0, 3e38]], np.float32)), [[0, 0.5, 1]]
+        step(impl, "normalize_cam", np.array([[-3e38, 0.0, 3e38]], np.float32)), [[0, 0.5, 1]]
     )
 
 
@@ -88,7 +88,7 @@ def test_blur_cam_box_filter(impl):
 @pytest.mark.parametrize("size", [3, 5, 7])
 def test_blur_cam_matches_scipy_uniform_filter(shape, size):
     x = np.random.default_rng(1).random(shape)
-    want = ndi.uniform_filter(R.normalize_map(x).astype(np.float64), size, mode="reflect")
+    want = ndi.uniform_filter(R.normalize_cam(x).astype(np.float64), size, mode="reflect")
     np.testing.assert_allclose(R.blur_cam(x, size=size), want, atol=1e-6)
 
 
@@ -365,8 +365,9 @@ def test_merge_base_high_blends_the_segment_with_the_high_res_cam():
     low = np.zeros((2, 2), np.float32)
     low[0, 0] = 1.0
     high = np.tile(np.linspace(0, 4, 8, dtype=np.float32), (8, 1))  # a horizontal ramp
-    paper = R.refine(low, high, options=RefineOptions(), alpha=0.5)  # the paper's options
-    ours = R.refine(low, high, options=RefineOptions(), alpha=0.5, merge_base="high")
+    options = RefineOptions.preset("paper")
+    paper = R.refine(low, high, options=options, alpha=0.5)
+    ours = R.refine(low, high, options=options, alpha=0.5, merge_base="high")
     segment = ours.full_segment.astype(np.float32)
     np.testing.assert_allclose(ours.merged, 0.5 * segment + 0.5 * high / 4, atol=1e-6)
     np.testing.assert_allclose(paper.merged, 0.5 * segment + 0.5 * paper.low_resized, atol=1e-6)
@@ -388,7 +389,7 @@ def test_gate_merge_by_hand_and_presets():
         want,
         atol=1e-6,
     )
-    assert RefineOptions.preset("paper") == RefineOptions()
+    assert RefineOptions.preset("hrcam") == RefineOptions()
     tuned = RefineOptions.preset("hrcam")
     assert (tuned.merge, tuned.merge_base, tuned.alpha, tuned.lower_percentile) == (
         "gate",

@@ -187,14 +187,15 @@ def build_page(session: ExplainerSession, *, examples: list[Path] | None = None)
     gr = import_gradio()
     download_dir = Path(tempfile.mkdtemp(prefix="hrcam-app-"))
     h = _Handlers(session, download_dir)
-    default = RefineOptions.default()
-    backbone = session.model.backbone
-    side = -(-backbone.input_size // backbone.feature_stride)
-    grid = f"{side}×{side}"
+    default = RefineOptions()
+    backbone = session.explainer.backbone
+    h_in, w_in = session.explainer.input_size
+    stride = backbone.feature_stride
+    grid = f"{-(-h_in // stride)}×{-(-w_in // stride)}"
     with gr.Blocks(title="hrcam") as page:
         gr.Markdown(
             "## hrcam: which pixels made the model decide\n"
-            f"Model `{session.model.backbone.config.get('name', type(session.model.backbone).__name__)}`, "
+            f"Model `{backbone.config.get('name', type(backbone).__name__)}`, "
             f"{len(session.class_names)} classes. Load an image; click a class to explain it."
         )
         state = gr.State(None)

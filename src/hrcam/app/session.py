@@ -24,31 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .. import viz
-from ..explain.compute import display_image
-from ..explain.outputs import display_pictures, maps_arrays
-from ..io import ImageLoadError, image_to_tensor, load_image
-from ..model import HRCAM
-from ..postprocess import RefineOptions, RefineSteps, refine
+from ..explainer import CAMs, ClassScore, Explainer, Explanation, ImageBatch
+from ..io import DISPLAY_SIDE, ImageLoadError
+from ..postprocess import RefineOptions, RefineSteps
 from ..utils import atomic_save_npz
 
 __all__ = ["AppError", "ClassScore", "ExplainerSession", "LoadedImage", "Views"]
 
-DISPLAY_SIDE = 448
-
 
 class AppError(ValueError):
     """A problem the page shows in one line; the app goes on."""
-
-
-@dataclass(frozen=True)
-class ClassScore:
-    index: int
-    name: str
-    probability: float
 
 
 @dataclass
@@ -58,11 +46,15 @@ class LoadedImage:
     key: str
     name: str
     display: np.ndarray  # (h, w, 3) uint8, at most DISPLAY_SIDE a side
-    network_input: np.ndarray  # (H, W, 3) uint8, what the network saw
-    x: torch.Tensor  # (1, 3, H, W), normalised for the model
+    batch: ImageBatch  # the image as the explainer's networks take it
     probabilities: np.ndarray  # (C,)
     top5: list[ClassScore]
     original_size: tuple[int, int]  # (width, height)
+
+    @property
+    def network_input(self) -> np.ndarray:
+        """(H, W, 3) uint8: what the network saw."""
+        return self.batch.rgb[0]
 
 
 @dataclass
@@ -74,42 +66,49 @@ class Views:
     high: np.ndarray
     refined: np.ndarray
     masked: np.ndarray
-    steps: RefineSteps
+    explanation: Explanation  # the explainer's result for this image, class and options
     ranges: dict[str, tuple[float, float]]  # raw (min, max) of the low- and high-res CAMs
+
+    @property
+    def steps(self) -> RefineSteps:
+        return self.explanation.steps[0]
 
 
 class ExplainerSession:
-    """The app's state: a model, the images seen (LRU), their CAMs per class (LRU).
+    """The app's state: an explainer, the images seen (LRU), their CAMs per class (LRU).
 
-    Thread-safe: the page's handlers may run at once; model calls take a lock.
+    Every map comes from the explainer's own calls (:meth:`Explainer.cams`, then
+    :meth:`Explainer.refine` with the page's options), so the page shows what
+    ``explainer.explain`` gives. Thread-safe: the page's handlers may run at once; the
+    networks are called under a lock.
     """
 
     def __init__(
         self,
-        model: HRCAM,
+        explainer: Explainer,
         *,
         display_side: int = DISPLAY_SIDE,
         max_images: int = 8,
         max_cams: int = 32,
     ) -> None:
-        self.model = model.eval()
+        self.explainer = explainer.eval()
         self.display_side = display_side
         self._images: OrderedDict[str, LoadedImage] = OrderedDict()
-        self._cams: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._steps: OrderedDict[tuple[str, int, RefineOptions], RefineSteps] = OrderedDict()
+        self._cams: OrderedDict[tuple[str, int], CAMs] = OrderedDict()
+        self._explained: OrderedDict[tuple[str, int, RefineOptions], Explanation] = OrderedDict()
         self._max_images, self._max_cams = max_images, max_cams
         self._lock = threading.Lock()
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.model.class_names)
+        return list(self.explainer.class_names)
 
     # -- images ------------------------------------------------------------------------------
     def load(self, source: str | Path | Image.Image, *, name: str | None = None) -> LoadedImage:
         """Decode an upload (a path or a PIL image), predict, and keep it; :class:`AppError` if
         it is not a readable image."""
         try:
-            image = load_image(source)
+            image = self.explainer.decode(source)
         except (ImageLoadError, FileNotFoundError) as err:
             raise AppError(_upload_message(err, name)) from None
         pixels = np.asarray(image)
@@ -117,19 +116,15 @@ class ExplainerSession:
         if key in self._images:
             self._images.move_to_end(key)
             return self._images[key]
-        backbone = self.model.backbone
-        x = image_to_tensor(
-            image, size=backbone.input_size, mean=backbone.mean, std=backbone.std
-        ).to(self.model.device)
+        batch = self.explainer.prepare(image)
         with self._lock:
-            cams = self.model.generate_cams(x)  # the predicted class's CAMs come with the pass
+            cams = self.explainer.cams(batch)  # the predicted class's CAMs come with the pass
         probabilities = cams.probabilities[0].float().cpu().numpy()
         loaded = LoadedImage(
             key=key,
             name=name or (Path(source).stem if not isinstance(source, Image.Image) else "image"),
-            display=display_image(image, self.display_side),
-            network_input=self.model.to_image(x),
-            x=x,
+            display=viz.display_image(image, self.display_side),
+            batch=batch,
             probabilities=probabilities,
             top5=self._top(probabilities, 5),
             original_size=tuple(image.info.get("hrcam_original_size", image.size)),
@@ -149,50 +144,51 @@ class ExplainerSession:
         if isinstance(name_or_index, str):
             name_or_index = name_or_index.rsplit(" (", 1)[0].strip()
         try:
-            return self.model._class_index(name_or_index)
+            return self.explainer.class_index(name_or_index)
         except (TypeError, ValueError) as err:
             raise AppError(str(err)) from None
 
     def _top(self, probabilities: np.ndarray, k: int) -> list[ClassScore]:
         order = np.argsort(-probabilities, kind="stable")[:k]
-        names = self.model.class_names
+        names = self.explainer.class_names
         return [ClassScore(int(i), names[int(i)], float(probabilities[i])) for i in order]
 
     # -- maps --------------------------------------------------------------------------------
-    def cams(self, key: str, class_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The (low-res, high-res) CAMs of one image and class, from the cache or computed."""
+    def cams(self, key: str, class_index: int) -> CAMs:
+        """The CAMs of one image and class (``explainer.cams``), from the cache or computed."""
         if (key, class_index) in self._cams:
             self._cams.move_to_end((key, class_index))
             return self._cams[key, class_index]
         loaded = self.image(key)
         with self._lock:
-            cams = self.model.generate_cams(loaded.x, class_index)
+            cams = self.explainer.cams(loaded.batch, class_index)
         return self._remember_cams(key, class_index, cams)
 
-    def _remember_cams(self, key: str, class_index: int, cams) -> tuple[np.ndarray, np.ndarray]:
-        pair = (
-            cams.low_res[0].float().cpu().numpy(),
-            cams.high_res[0].float().cpu().numpy(),
-        )
-        if not (np.isfinite(pair[0]).all() and np.isfinite(pair[1]).all()):
+    def _remember_cams(self, key: str, class_index: int, cams: CAMs) -> CAMs:
+        if not (bool(cams.low_res.isfinite().all()) and bool(cams.high_res.isfinite().all())):
             raise AppError(
                 "the model's CAMs hold NaN or infinite values for this image; check the model's "
                 "weights"
             )
-        self._remember(self._cams, (key, class_index), pair, self._max_cams)
-        return pair
+        self._remember(self._cams, (key, class_index), cams, self._max_cams)
+        return cams
+
+    def explain(self, key: str, class_index: int, options: RefineOptions) -> Explanation:
+        """The explanation of one image and class with ``options`` (the CAMs cached per class,
+        the last few explanations too, so a new opacity or colour map re-draws only)."""
+        cache_key = (key, class_index, options)
+        if cache_key in self._explained:
+            self._explained.move_to_end(cache_key)
+            return self._explained[cache_key]
+        cams = self.cams(key, class_index)
+        refiner = self.explainer.replace(refine_options=options)
+        explanation = refiner.refine(cams, self.image(key).batch, steps=True)
+        self._remember(self._explained, cache_key, explanation, self._max_cams)
+        return explanation
 
     def refine(self, key: str, class_index: int, options: RefineOptions) -> RefineSteps:
-        """Every refinement step for one image, class and option set (the last few cached, so a
-        new opacity or colour map re-draws without refining again)."""
-        cache_key = (key, class_index, options)
-        if cache_key in self._steps:
-            self._steps.move_to_end(cache_key)
-            return self._steps[cache_key]
-        low, high = self.cams(key, class_index)
-        steps = refine(low, high, self.image(key).network_input, options=options)
-        self._remember(self._steps, cache_key, steps, self._max_cams)
-        return steps
+        """Every refinement step for one image, class and option set."""
+        return self.explain(key, class_index, options).steps[0]
 
     def views(
         self,
@@ -202,25 +198,27 @@ class ExplainerSession:
         *,
         opacity: float = 0.5,
         cmap: str = viz.DEFAULT_CMAP,
-        steps: RefineSteps | None = None,
     ) -> Views:
-        """The overlays of one image and class (``steps``: a refinement already run, reused)."""
-        options = options or RefineOptions.default()
+        """The overlays of one image and class."""
+        options = options or RefineOptions()
         loaded = self.image(key)
-        low, high = self.cams(key, class_index)
-        steps = steps or self.refine(key, class_index, options)
-        pictures = display_pictures(loaded.display, low, high, steps, opacity=opacity, cmap=cmap)
+        explanation = self.explain(key, class_index, options)
+        low = explanation.low_res[0].float().cpu().numpy()
+        high = explanation.high_res[0].float().cpu().numpy()
+        pictures = viz.display_pictures(
+            loaded.display, low, high, explanation.steps[0], opacity=opacity, cmap=cmap
+        )
         return Views(
             target=ClassScore(
                 class_index,
-                self.model.class_names[class_index],
+                self.explainer.class_names[class_index],
                 float(loaded.probabilities[class_index]),
             ),
             low=pictures["overlay_low"],
             high=pictures["overlay_high"],
             refined=pictures["overlay_refined"],
             masked=pictures["masked"],
-            steps=steps,
+            explanation=explanation,
             ranges={
                 "low": (float(low.min()), float(low.max())),
                 "high": (float(high.min()), float(high.max())),
@@ -245,12 +243,9 @@ class ExplainerSession:
         folder.mkdir(parents=True, exist_ok=True)
         loaded = self.image(key)
         stem = f"{loaded.name}_{_safe(views.target.name)}"
-        low, high = self.cams(key, views.target.index)
-        arrays = maps_arrays(  # what explain's maps.npz holds, at full precision
-            low, high, views.steps, loaded.probabilities, views.target.index, "float32"
-        )
         paths = [folder / f"{stem}_maps.npz"]
-        atomic_save_npz(arrays, paths[0])
+        # what explain's maps.npz holds, at full precision
+        atomic_save_npz(views.explanation.arrays(0, dtype="float32"), paths[0])
         for label, picture in (
             ("low", views.low),
             ("high", views.high),

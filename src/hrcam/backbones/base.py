@@ -41,6 +41,17 @@ class FeatureInfo:
     stride: int
     channels: int
 
+    @classmethod
+    def parse(cls, item: FeatureInfo | dict | Sequence) -> FeatureInfo:
+        """A ``FeatureInfo`` from itself, a ``{"name", "stride", "channels"}`` dict (as configs
+        store it) or a ``(name, stride, channels)`` sequence."""
+        if isinstance(item, FeatureInfo):
+            return item
+        if isinstance(item, dict):
+            return cls(str(item["name"]), int(item["stride"]), int(item["channels"]))
+        name, stride, channels = item
+        return cls(str(name), int(stride), int(channels))
+
 
 class Backbone(nn.Module):
     """Base class of CAM-capable localization networks (see the module docstring).
@@ -132,7 +143,7 @@ class Backbone(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(
                 f"expected a torch.Tensor of shape (B, {self.in_chans}, H, W), got {type(x).__name__}; "
-                "turn images into tensors with HRCAM.preprocess(...) or hrcam.io.image_to_tensor(...)"
+                "turn images into tensors with explainer.prepare(images).x"
             )
         if x.ndim != 4 or x.shape[1] != self.in_chans:
             hint = ""
@@ -148,7 +159,7 @@ class Backbone(nn.Module):
         if not x.is_floating_point():
             raise ValueError(
                 f"expected a float tensor normalised for this model, got dtype {x.dtype}; "
-                "use HRCAM.preprocess(...) to build inputs"
+                "use explainer.prepare(images).x to build inputs"
             )
         if min(x.shape[-2:]) < self.feature_stride:
             raise ValueError(

@@ -19,8 +19,16 @@ from pathlib import Path
 
 from ..utils import check_output_folder, non_negative_int, positive_int, resolve_device
 
-# hrcam.evaluation.FAITHFULNESS_METRICS, without importing torch for --help (a test keeps them equal).
+# hrcam.evaluation.FAITHFULNESS_METRICS and hrcam.methods.list_methods(), without importing torch
+# for --help (a test keeps them equal).
 FAITHFULNESS_CHOICES = ("deletion", "drop", "road", "adcc")
+METHOD_NAMES = (
+    "low_res", "high_res", "refined", "multiscale",
+    "gradcam", "gradcampp", "hirescam", "xgradcam", "layercam", "layercam_fused", "refinecam",
+    "refinecam_fused", "finercam", "shapleycam", "eigencam", "scorecam",
+    "torchcam_cam", "torchcam_gradcam", "torchcam_gradcampp", "torchcam_xgradcam",
+    "torchcam_layercam", "torchcam_refinecam", "torchcam_refinecam_fused", "torchcam_finercam",
+)  # fmt: skip
 
 
 def _faithfulness_metrics(text: str) -> tuple[str, ...]:
@@ -45,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "before scoring. Peer methods need pytorch-grad-cam: pip install hrcam[compare]."
         ),
         epilog="methods: "
-        + ", ".join(_method_names())
+        + ", ".join(METHOD_NAMES)
         + ". Any method followed by +guided (e.g. gradcam+guided) is its map at its own "
         "resolution upsampled by hrcam.guided_upsample. A spec can set options, e.g. "
         "refined:focal_scope=local,merge=multiply, gradcam:backward=full (time the library's "
@@ -190,12 +198,6 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def _method_names() -> list[str]:
-    from ..methods import list_methods
-
-    return list_methods()
-
-
 def parse_max_images(items: list[str]) -> dict[str, int]:
     """``["scorecam=30", "gradcam=10,eigencam=5"]`` → ``{"scorecam": 30, ...}``."""
     out: dict[str, int] = {}
@@ -269,17 +271,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     except MissingDependencyError as err:
         print(f"hrcam evaluate: error: {err}", file=sys.stderr)
         return 2
-    results["run"]["model_argument"] = str(args.model)
-    if dataset.skipped:
-        results["run"]["unannotated_skipped"] = list(dataset.skipped)
+    results.run.model_argument = str(args.model)
+    results.run.unannotated_skipped = list(dataset.skipped)
     paths = write_results(results, args.output, command=_command_line())
     from ..evaluation import markdown_table
 
     print(markdown_table(results))
-    for bad in results["bad_images"]:
-        print(f"  skipped {bad['name']}: {bad['error']}", file=sys.stderr)
+    for bad in results.bad_images:
+        print(f"  skipped {bad.name}: {bad.error}", file=sys.stderr)
+    run = results.run
     print(
-        f"\nscored {results['run']['num_scored']} image(s), {results['run']['num_bad']} skipped, "
-        f"{results['run']['threads']} thread(s); results: {paths['markdown'].resolve()}"
+        f"\nscored {run.num_scored} image(s), {run.num_bad} skipped, {run.threads} thread(s); "
+        f"results: {paths['markdown'].resolve()}"
     )
-    return 1 if results["bad_images"] else 0
+    return 1 if results.bad_images else 0

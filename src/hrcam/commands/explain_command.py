@@ -82,8 +82,7 @@ def register(subparsers) -> None:
 
 
 def _add_output_arguments(p: argparse.ArgumentParser) -> None:
-    from ..explain.outputs import IMAGE_FORMATS, MAPS_DTYPES
-    from ..viz import DEFAULT_CMAP
+    from ..explain.settings import DEFAULT_CMAP, IMAGE_FORMATS, MAPS_DTYPES
 
     g = p.add_argument_group("outputs")
     g.add_argument(
@@ -118,7 +117,7 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_explain(args) -> int:
-    from ..explain import check_output_folder, explain_images, finish_run, merge_shards
+    from ..explain import RunSettings, check_output_folder, explain_images, finish_run, merge_shards
     from ..explain.sharding import merge_under_torchrun, parse_shard, under_torchrun
     from ..postprocess import RefineOptions
     from ..postprocess.cli_args import refine_options_from_args
@@ -130,25 +129,25 @@ def run_explain(args) -> int:
     if not args.inputs:
         raise ValueError("give at least one image file or folder to explain")
     options = refine_options_from_args(args, base=RefineOptions.preset(args.preset))
-    settings = _output_settings(args)
+    outputs = _output_settings(args)
     shard = parse_shard(args.shard)
     check_output_folder(args.output)  # before the model loads: a bad -o fails in a second
-    model = load_from_args(args)
+    explainer = load_from_args(args).replace(
+        refine_options=options, flip=args.flip, input_size=args.input_size
+    )
     summary = explain_images(
-        model,
+        explainer,
         args.inputs,
         args.output,
         target=args.target,
-        options=options,
-        batch_size=args.batch_size,
-        input_size=args.input_size,
-        pipeline_figures=not args.no_pipeline,
-        skip_existing=args.skip_existing,
-        shard=shard,
+        run=RunSettings(
+            batch_size=args.batch_size,
+            skip_existing=args.skip_existing,
+            shard=shard,
+            show_progress=not args.no_progress and shard[0] == 0,
+        ),
+        outputs=outputs,
         model_name=str(args.model),
-        show_progress=not args.no_progress and shard[0] == 0,
-        flip=args.flip,
-        settings=settings,
     )
     if shard[1] > 1 and under_torchrun():
         merged = merge_under_torchrun(args.output, shard)
@@ -193,9 +192,14 @@ def run_demo(args) -> int:
 
     inputs = args.output / "inputs"
     write_demo_images(inputs)
-    model = load_from_args(args)
+    from ..explain import RunSettings
+
     summary = explain_images(
-        model, [inputs], args.output, batch_size=args.batch_size, model_name=str(args.model)
+        load_from_args(args),
+        [inputs],
+        args.output,
+        run=RunSettings(batch_size=args.batch_size),
+        model_name=str(args.model),
     )
     for r in summary.results:
         if r.ok:

@@ -37,4 +37,4 @@ def load_from_args(args):
     device = resolve_device(args.device)
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    return load_model(args.model, device=device, high_res=args.high_res)
+    return load_model(args.model, device=device, upsampler=args.high_res)

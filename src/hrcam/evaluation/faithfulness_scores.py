@@ -18,7 +18,6 @@ Every value is kept per image; the results report means with 95 % bootstrap inte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from ..metrics import average_drop_increase, deletion_insertion
 from ..metrics.adcc import adcc, coherency, complexity, explanation_images
 from ..metrics.intervals import bootstrap_interval, mean_statistic
 from ..metrics.road import ROAD_PERCENTILES, road
+from .results import FaithfulnessSummary
 
 __all__ = ["FAITHFULNESS_METRICS", "score_faithfulness", "summarise_faithfulness"]
 
@@ -49,9 +49,9 @@ _SUMMARY = {
 
 
 def score_faithfulness(
-    model,
+    explainer,
     method,
-    images: torch.Tensor,
+    batch,
     maps: torch.Tensor,
     targets: torch.Tensor,
     record: dict[str, list[float]],
@@ -60,8 +60,12 @@ def score_faithfulness(
     batch_size: int = 32,
     metrics: Sequence[str] = FAITHFULNESS_METRICS,
 ) -> None:
-    """Add one batch of one method's faithfulness scores (per image) to ``record``."""
-    backbone = model.backbone
+    """Add one batch of one method's faithfulness scores (per image) to ``record``.
+
+    ``batch``: the :class:`~hrcam.ImageBatch` the maps were made of; ``maps`` ``(B, H, W)``.
+    """
+    backbone = explainer.backbone
+    images = batch.x
     maps = maps.to(images.device)
     size = tuple(images.shape[-2:])
 
@@ -95,7 +99,7 @@ def score_faithfulness(
             add("road_lerf", r["lerf"])
             add("road_combined", r["combined"])
     if "adcc" in metrics:
-        again = method(model, explanation_images(images, maps), targets)  # may need autograd
+        again = method(explainer, explanation_images(images, maps), targets)  # may need autograd
         coh = coherency(maps.cpu(), again, size)
         com = complexity(maps.cpu(), size)
         add("coherency", coh)
@@ -105,16 +109,19 @@ def score_faithfulness(
 
 def summarise_faithfulness(
     record: dict[str, list[float]], *, seed: int = 0
-) -> dict[str, Any] | None:
+) -> FaithfulnessSummary | None:
     """Means and 95 % bootstrap intervals of every recorded faithfulness metric."""
     if not record:
         return None
-    out: dict[str, Any] = {}
-    for key, values in record.items():
-        name, higher = _SUMMARY.get(key, (key, True))
-        v = np.asarray(values, dtype=np.float64)
-        out[name] = float(np.mean(v))
-        out[f"{name}_interval"] = list(bootstrap_interval(mean_statistic(v), v.size, seed=seed))
-    out["num_images"] = max(len(v) for v in record.values())
-    out["higher_is_better"] = {name: higher for name, higher in _SUMMARY.values()}
-    return out
+    values, intervals = {}, {}
+    for key, scores in record.items():
+        name, _ = _SUMMARY.get(key, (key, True))
+        v = np.asarray(scores, dtype=np.float64)
+        values[name] = float(np.mean(v))
+        intervals[name] = list(bootstrap_interval(mean_statistic(v), v.size, seed=seed))
+    return FaithfulnessSummary(
+        values=values,
+        intervals=intervals,
+        num_images=max(len(v) for v in record.values()),
+        higher_is_better={name: higher for name, higher in _SUMMARY.values()},
+    )

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..utils import atomic_save_json, atomic_write
+from .results import RunResult
 
-__all__ = ["markdown_table", "to_json", "write_results"]
+__all__ = ["markdown_table", "render_markdown", "write_results"]
 
 # Column title, metric key, "higher is better".
 _COLUMNS = (
@@ -66,33 +67,32 @@ def _with_interval(value, interval, fmt) -> str:
     return f"{text} ({fmt(interval[0])}–{fmt(interval[1])})"
 
 
-def markdown_table(results: dict[str, Any]) -> str:
+def markdown_table(results: RunResult) -> str:
     """The main table of ``results`` (from :func:`~.runner.evaluate_localization`) in Markdown.
 
     PxAP, best pixel IoU and MaxBoxAccV2 carry their 95 % bootstrap interval over images.
     """
-    run = results["run"]
+    run = results.run
     head = "| method | " + " | ".join(c for c, _ in _COLUMNS) + " | ms/image | × forward | images |"
     rule = "|---|" + "---:|" * (len(_COLUMNS) + 3)
     lines = [head, rule]
-    fwd = results["forward"]
     lines.append(
         "| *forward pass (backbone alone)* | "
         + " | ".join("" for _ in _COLUMNS)
-        + f" | {_num(fwd['ms_per_image'], 1)} | 1.00 | {run['num_scored']} |"
+        + f" | {_num(results.forward.ms_per_image, 1)} | 1.00 | {run.num_scored} |"
     )
-    shared = results.get("generate_cams")
+    shared = results.cams
     if shared:
         lines.append(
-            "| *generate_cams (part of high_res, refined)* | "
+            "| *explainer.cams (part of high_res, refined)* | "
             + " | ".join("" for _ in _COLUMNS)
-            + f" | {_num(shared['ms_per_image'], 1)} | {_num(shared['ratio_to_forward'], 2)} | |"
+            + f" | {_num(shared.ms_per_image, 1)} | {_num(shared.ratio_to_forward, 2)} | |"
         )
-    for name, r in results["methods"].items():
-        m, t = r["metrics"], r["timing"]
-        intervals = r.get("intervals") or {}
-        label = f"{name} †" if r["subset"] else name
-        n = f"{r['num_images']} (subset)" if r["subset"] else str(r["num_images"])
+    for name, r in results.methods.items():
+        m, t = r.metrics, r.timing
+        intervals = r.intervals or {}
+        label = f"{name} †" if r.subset else name
+        n = f"{r.num_images} (subset)" if r.subset else str(r.num_images)
         cells = " | ".join(
             _with_interval(m.get(key), intervals.get(key), _pct)
             if key in _WITH_INTERVAL
@@ -100,22 +100,22 @@ def markdown_table(results: dict[str, Any]) -> str:
             for _, key in _COLUMNS
         )
         lines.append(
-            f"| {label} | {cells} | {_num(t['ms_per_image'], 1)} | {_num(t['ratio_to_forward'], 2)} | {n} |"
+            f"| {label} | {cells} | {_num(t.ms_per_image, 1)} | {_num(t.ratio_to_forward, 2)} | {n} |"
         )
     return "\n".join(lines)
 
 
-def _subset_tables(results: dict[str, Any]) -> list[str]:
+def _subset_tables(results: RunResult) -> list[str]:
     out = []
-    for sub in results.get("subsets", {}).values():
+    for sub in results.subsets.values():
         out += [
             "",
-            f"### Every method on the {sub['num_images']} images of {', '.join(sub['of_methods'])}",
+            f"### Every method on the {sub.num_images} images of {', '.join(sub.of_methods)}",
             "",
             "| method | " + " | ".join(c for c, _ in _COLUMNS) + " |",
             "|---|" + "---:|" * len(_COLUMNS),
         ]
-        for name, m in sub["metrics"].items():
+        for name, m in sub.metrics.items():
             out.append(f"| {name} | " + " | ".join(_pct(m.get(key)) for _, key in _COLUMNS) + " |")
     return out
 
@@ -151,11 +151,11 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def _faithfulness_rows(results: dict[str, Any]):
-    return [(name, r) for name, r in results["methods"].items() if r.get("faithfulness")]
+def _faithfulness_rows(results: RunResult):
+    return [(name, r) for name, r in results.methods.items() if r.faithfulness]
 
 
-def _summary_table(results: dict[str, Any]) -> list[str]:
+def _summary_table(results: RunResult) -> list[str]:
     """Localization and faithfulness in one table, every value with its 95 % interval."""
     rows = _faithfulness_rows(results)
     if not rows:
@@ -174,29 +174,25 @@ def _summary_table(results: dict[str, Any]) -> list[str]:
         cells = []
         for _, key, fmt, where in _SUMMARY_COLUMNS:
             if where == "metrics":
-                cells.append(
-                    _with_interval(r["metrics"].get(key), (r.get("intervals") or {}).get(key), fmt)
-                )
+                cells.append(_with_interval(r.metrics.get(key), r.intervals.get(key), fmt))
             else:
-                f = r["faithfulness"]
-                cells.append(_with_interval(f.get(key), f.get(f"{key}_interval"), fmt))
-        out.append(
-            f"| {name} | " + " | ".join(cells) + f" | {_num(r['timing']['ms_per_image'], 1)} |"
-        )
+                f = r.faithfulness
+                cells.append(_with_interval(f.values.get(key), f.intervals.get(key), fmt))
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {_num(r.timing.ms_per_image, 1)} |")
     return out
 
 
-def _faithfulness_table(results: dict[str, Any]) -> list[str]:
+def _faithfulness_table(results: RunResult) -> list[str]:
     rows = _faithfulness_rows(results)
     if not rows:
         return []
-    keys = [c for c in _FAITH_COLUMNS if any(c[1] in r["faithfulness"] for _, r in rows)]
+    keys = [c for c in _FAITH_COLUMNS if any(c[1] in r.faithfulness.values for _, r in rows)]
     out = [
         "",
         "### Faithfulness",
         "",
         "Deletion and insertion AUC over the fraction of pixels changed "
-        f"({results['run']['faithfulness']['steps']} steps, RISE's protocol, target probability); "
+        f"({results.run.faithfulness['steps']} steps, RISE's protocol, target probability); "
         "average drop, increase in confidence and average gain on the image times the map "
         "(Grad-CAM++'s protocol; gain: Opti-CAM's); ROAD (Rong et al. 2022) with noisy linear "
         "imputation at the 20/40/60/80th percentiles, target-logit change, combined = (LeRF − "
@@ -207,14 +203,14 @@ def _faithfulness_table(results: dict[str, Any]) -> list[str]:
         "|---|" + "---:|" * (len(keys) + 1),
     ]
     for name, r in rows:
-        f = r["faithfulness"]
-        cells = " | ".join(fmt(f.get(key)) for _, key, fmt in keys)
-        out.append(f"| {name} | {cells} | {f['num_images']} |")
+        f = r.faithfulness
+        cells = " | ".join(fmt(f.values.get(key)) for _, key, fmt in keys)
+        out.append(f"| {name} | {cells} | {f.num_images} |")
     return out
 
 
-def _differences_table(results: dict[str, Any]) -> list[str]:
-    diff = results.get("differences")
+def _differences_table(results: RunResult) -> list[str]:
+    diff = results.differences
     if not diff or not diff["methods"]:
         return []
     metrics = []
@@ -259,92 +255,76 @@ def _format_settings(settings: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _settings_lines(results: dict[str, Any]) -> list[str]:
+def _settings_lines(results: RunResult) -> list[str]:
     """One line per method; what every peer shares is said once."""
     out = ["", "### Method settings", ""]
-    peers = [r["settings"] for r in results["methods"].values() if r["family"] == "peer"]
+    peers = [r.settings for r in results.methods.values() if r.family == "peer"]
     common = {}
     if len(peers) > 1:
         common = {k: v for k, v in peers[0].items() if all(k in p and p[k] == v for p in peers[1:])}
         out.append(f"- every peer: {_format_settings(common)}")
-    for name, r in results["methods"].items():
-        own = {k: v for k, v in r["settings"].items() if r["family"] != "peer" or k not in common}
-        out.append(f"- `{name}` ({r['family']}): {_format_settings(own)}")
+    for name, r in results.methods.items():
+        own = {k: v for k, v in r.settings.items() if r.family != "peer" or k not in common}
+        out.append(f"- `{name}` ({r.family}): {_format_settings(own)}")
     return out
 
 
-def _expansion(run: dict[str, Any]) -> str:
-    mode = run.get("high_res_mode")
-    what = "with expansion network" if run["expansion"] else "no expansion network"
-    return what + (f", {mode} high-res CAM" if mode else "")
+def _expansion(run) -> str:
+    upsampler = run.explainer.get("upsampler", {}).get("name")
+    what = "with expansion network" if run.expansion else "no expansion network"
+    return what + (f", {upsampler} high-res CAM" if upsampler else "")
 
 
-def render_markdown(results: dict[str, Any], *, command: str | None = None) -> str:
+def render_markdown(results: RunResult, *, command: str | None = None) -> str:
     """The whole ``results.md``."""
-    run = results["run"]
-    model = run["model"].get("name", "?")
+    run = results.run
+    model = run.model.get("name", "?")
+    size = "×".join(str(n) for n in run.input_size)
     lines = [
-        f"# Localization: {Path(run['dataset']).name or run['dataset']} ({run['split']}, {run['num_scored']} images)",
+        f"# Localization: {Path(run.dataset).name or run.dataset} ({run.split}, {run.num_scored} images)",
         "",
     ]
     if command:
         lines += ["```", command, "```", ""]
     lines += [
-        f"Model `{model}` ({_expansion(run)}); target: {run['target']} class; "
-        f"device {run['device']}, {run['threads']} torch thread(s) of {run['cpu_count']} CPU(s); batch {run['batch_size']}; "
-        f"hrcam {run['hrcam_version']}, torch {run['torch_version']}.",
+        f"Model `{model}` ({_expansion(run)}); target: {run.target} class; "
+        f"device {run.device}, {run.threads} torch thread(s) of {run.cpu_count} CPU(s); batch {run.batch_size}; "
+        f"hrcam {run.hrcam_version}, torch {run.torch_version}.",
         "",
         "Scores in percent. Maps are computed at the network input size "
-        f"({run['input_size']}×{run['input_size']}, the image stretched to it), resized bilinearly to each "
+        f"({size}, the image stretched to it), resized bilinearly to each "
         "image's original size and min-max normalised, then scored: PxAP and best pixel IoU (per image, "
         "averaged) against the mask with the trimap boundary ignored; MaxBoxAccV2 (IoU 0.3/0.5/0.7) and "
-        f"GT-known loc. (largest component above 20 %, IoU 0.5) against the boxes ({run['boxes']}); "
+        f"GT-known loc. (largest component above 20 %, IoU 0.5) against the boxes ({run.boxes}); "
         "pointing game (15 px) and energy pointing game against the mask. "
         "Time: per batch the backbone's forward pass alone, then each method on the same batch (order "
         "rotated per batch), then the forward pass again; ms/image is the median over batches, × forward "
         "the median of the per-batch ratios to the mean of the two forward passes. high_res and refined "
-        "share one generate_cams per batch, whose time is charged to each.",
+        "share one explainer.cams per batch, whose time is charged to each.",
         "",
         markdown_table(results),
     ]
-    if any(r["subset"] for r in results["methods"].values()):
+    if any(r.subset for r in results.methods.values()):
         lines += [
             "",
             "† run on an evenly spaced subset of the images (see the subset table below).",
         ]
-    if run.get("top1_accuracy") is not None:
-        lines += ["", f"Top-1 accuracy on the labels: {_pct(run['top1_accuracy'])} %."]
+    if run.top1_accuracy is not None:
+        lines += ["", f"Top-1 accuracy on the labels: {_pct(run.top1_accuracy)} %."]
     lines += _subset_tables(results)
     lines += _summary_table(results)
     lines += _faithfulness_table(results)
     lines += _differences_table(results)
     lines += _settings_lines(results)
-    if results["bad_images"]:
-        lines += ["", f"### Skipped images ({len(results['bad_images'])})", ""]
-        lines += [f"- `{b['name']}`: {b['error']}" for b in results["bad_images"]]
-    lines += ["", f"Wall time {run['seconds']:.0f} s.", ""]
+    if results.bad_images:
+        lines += ["", f"### Skipped images ({len(results.bad_images)})", ""]
+        lines += [f"- `{b.name}`: {b.error}" for b in results.bad_images]
+    lines += ["", f"Wall time {run.seconds:.0f} s.", ""]
     return "\n".join(lines)
 
 
-def to_json(value: Any) -> Any:
-    """A JSON-ready copy: arrays → lists, NumPy scalars → Python, NaN/inf → None."""
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if not math.isfinite(float(value)) else float(value)
-    return value
-
-
 def write_results(
-    results: dict[str, Any], output: str | os.PathLike, *, command: str | None = None
+    results: RunResult, output: str | os.PathLike, *, command: str | None = None
 ) -> dict[str, Path]:
     """Write ``results.md``, ``results.json`` and the figures into ``output`` (created); returns the paths."""
     output = Path(output)
@@ -354,20 +334,16 @@ def write_results(
         "json": output / "results.json",
         "boxacc": output / "boxacc_vs_threshold.png",
     }
-    record = {k: v for k, v in results.items() if k != "examples"}
-    record["examples"] = [
-        {k: e[k] for k in ("name", "target", "target_name")} for e in results.get("examples", [])
-    ]
     if command:
-        record["run"] = {**record["run"], "command": command}
-    atomic_save_json(to_json(record), paths["json"])
+        results.run.command = command
+    atomic_save_json(results.to_json(), paths["json"])
     with atomic_write(paths["markdown"], "w") as f:
         f.write(render_markdown(results, command=command))
     _save_figure(_plot_box_acc(results), paths["boxacc"])
-    if results["run"]["has_masks"]:
+    if results.run.has_masks:
         paths["pr"] = output / "pr_curves.png"
         _save_figure(_plot_pr(results), paths["pr"])
-    if results.get("examples"):
+    if results.examples:
         paths["examples"] = output / "examples.png"
         _save_figure(_plot_examples(results), paths["examples"])
     return paths
@@ -392,30 +368,30 @@ def _save_figure(fig, path: Path) -> None:
         f.write(buffer.getvalue())
 
 
-def _styles(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _styles(results: RunResult) -> dict[str, dict[str, Any]]:
     from matplotlib import colormaps
 
-    colours = colormaps["tab10" if len(results["methods"]) <= 10 else "tab20"]
+    colours = colormaps["tab10" if len(results.methods) <= 10 else "tab20"]
     return {
         name: {
             "color": colours(i % colours.N),
-            "linestyle": "-" if r["family"] == "ours" else "--",
+            "linestyle": "-" if r.family == "ours" else "--",
             "linewidth": 1.6,
         }
-        for i, (name, r) in enumerate(results["methods"].items())
+        for i, (name, r) in enumerate(results.methods.items())
     }
 
 
-def _plot_box_acc(results: dict[str, Any]):
+def _plot_box_acc(results: RunResult):
     styles = _styles(results)
-    first = next(iter(results["methods"].values()))["curves"]["box_acc"]
+    first = next(iter(results.methods.values())).curves["box_acc"]
     deltas = list(first["iou_thresholds"])
     fig = _figure(4.2 * len(deltas), 3.8)
     axes = fig.subplots(1, len(deltas), squeeze=False)[0]
     for ax, (d, delta) in zip(axes, enumerate(deltas), strict=True):
-        for name, r in results["methods"].items():
-            c = r["curves"]["box_acc"]
-            label = f"{name} ({_pct(r['metrics']['max_box_acc'].get(f'{delta:g}'))})"
+        for name, r in results.methods.items():
+            c = r.curves["box_acc"]
+            label = f"{name} ({_pct(r.metrics['max_box_acc'].get(f'{delta:g}'))})"
             ax.plot(
                 np.asarray(c["cam_thresholds"]),
                 100 * np.asarray(c["box_acc"])[d],
@@ -431,26 +407,26 @@ def _plot_box_acc(results: dict[str, Any]):
     return fig
 
 
-def _plot_pr(results: dict[str, Any]):
+def _plot_pr(results: RunResult):
     styles = _styles(results)
     fig = _figure(10, 4.2)
     pr_ax, iou_ax = fig.subplots(1, 2)
-    for name, r in results["methods"].items():
-        curves = r["curves"]
+    for name, r in results.methods.items():
+        curves = r.curves
         if "pr" not in curves:
             continue
         pr = curves["pr"]
         pr_ax.plot(
             np.asarray(pr["recall"]),
             np.asarray(pr["precision"]),
-            label=f"{name} (PxAP {_pct(r['metrics']['pxap'])})",
+            label=f"{name} (PxAP {_pct(r.metrics['pxap'])})",
             **styles[name],
         )
         iou = curves["pixel_iou"]
         iou_ax.plot(
             np.asarray(iou["thresholds"]),
             100 * np.asarray(iou["mean_iou"]),
-            label=f"{name} (best/img {_pct(r['metrics']['best_pixel_iou'])})",
+            label=f"{name} (best/img {_pct(r.metrics['best_pixel_iou'])})",
             **styles[name],
         )
     pr_ax.set(
@@ -472,21 +448,21 @@ def _plot_pr(results: dict[str, Any]):
     return fig
 
 
-def _plot_examples(results: dict[str, Any]):
+def _plot_examples(results: RunResult):
     from ..viz import overlay_cam
 
-    examples = results["examples"]
-    methods = list(results["methods"])
+    examples = results.examples
+    methods = list(results.methods)
     cols = 1 + len(methods)
     fig = _figure(1.9 * cols, 2.0 * len(examples))
     axes = fig.subplots(len(examples), cols, squeeze=False)
     for row, example in enumerate(examples):
-        image = example["image"]
+        image = example.image
         axes[row, 0].imshow(image)
-        axes[row, 0].set_title(f"{example['name']}\n{example['target_name']}", fontsize=7)
+        axes[row, 0].set_title(f"{example.name}\n{example.target_name}", fontsize=7)
         for col, name in enumerate(methods, start=1):
             ax = axes[row, col]
-            cam = example["maps"].get(name)
+            cam = example.maps.get(name)
             if cam is not None:
                 ax.imshow(overlay_cam(image, cam))
             else:

@@ -17,19 +17,21 @@
 4. **Time.** Per batch: the backbone's forward pass alone, then each method on the same batch
    (their order rotated from batch to batch), then the forward pass again; the unit is the mean
    of the two forward passes. ``low_res`` is timed on its own path (forward + CAM); ``high_res``
-   and every ``refined`` variant share one :meth:`~hrcam.HRCAM.generate_cams` per batch, whose
-   time is charged to each (``high_res`` = generate_cams, ``refined`` = generate_cams + its
-   refinement). A method's time per image is the median over batches of (batch seconds / its
+   and every ``refined`` variant share one :meth:`~hrcam.Explainer.cams` per batch, whose
+   time is charged to each (``high_res`` = cams, ``refined`` = cams + its refinement). A method's time per image is the median over batches of (batch seconds / its
    images in the batch); its ratio to the forward pass is the median over batches of the two
    per-image times' ratio, so both come from the same moments of a shared, noisy machine.
    Ours run under ``torch.inference_mode``; peers with autograd where they need it. Every
-   method runs once, untimed, before the first batch (slow ones excepted).
+   method runs once, untimed, before the first batch (slow ones excepted). Images are decoded
+   and prepared by the explainer itself (:meth:`hrcam.Explainer.prepare`), so every map is
+   the one ``explainer.explain`` gives for that image.
 5. **Streaming.** One batch at a time; only counts, curves and a few example maps are kept.
    An unreadable image or annotation is reported by name, skipped and counted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -42,30 +44,29 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..io import ImageLoadError, image_to_tensor, load_image
-from ..methods import CAMMethod, SharedCAMsMethod, create_method
+from ..explainer import ImageBatch
+from ..io import ImageLoadError
+from ..methods import CAMMethod, create_method
 from ..postprocess import RefineOptions
+from .choices import DEFAULT_METHODS, SPLITS, TARGETS
 from .differences import paired_differences
 from .faithfulness_scores import FAITHFULNESS_METRICS, score_faithfulness, summarise_faithfulness
+from .results import (
+    BadImage,
+    Example,
+    MethodResult,
+    RunInfo,
+    RunResult,
+    SharedTiming,
+    SubsetResult,
+    Timing,
+)
 from .scoring import LocalizationScores, ground_truth
 from .subsets import evenly_spaced, split_names
 
-__all__ = ["DEFAULT_METHODS", "evaluate_localization"]
+__all__ = ["DEFAULT_METHODS", "EvaluationConfig", "evaluate_localization"]
 
 logger = logging.getLogger("hrcam.evaluate")
-
-DEFAULT_METHODS = (
-    "low_res",
-    "high_res",
-    "refined",
-    "gradcam",
-    "gradcampp",
-    "hirescam",
-    "layercam",
-    "layercam_fused",
-    "eigencam",
-)
-TARGETS = ("predicted", "label")
 
 
 @dataclass
@@ -109,10 +110,10 @@ class _Plan:
 
 @dataclass
 class _Batch:
-    """One batch of readable images: names, inputs, ground truths and labels (target=label)."""
+    """One batch of readable images: names, the images, ground truths and labels (target=label)."""
 
     names: list[str]
-    x: torch.Tensor
+    images: ImageBatch
     truths: list
     labels: list[int]
 
@@ -122,43 +123,20 @@ class _Tally:
     """What the run accumulates besides each method's scores."""
 
     forward_seconds: list[float] = field(default_factory=list)
-    shared_seconds: list[float] = field(default_factory=list)  # the shared generate_cams
+    shared_seconds: list[float] = field(default_factory=list)  # the shared explainer.cams
     shared_ratios: list[float] = field(default_factory=list)
-    bad: list[dict[str, str]] = field(default_factory=list)
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    bad: list[BadImage] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)
     predicted: dict[int, int] = field(default_factory=dict)
     correct: int = 0
     scored: int = 0
 
 
-def evaluate_localization(
-    model,
-    dataset,
-    methods: Sequence[str | CAMMethod] = DEFAULT_METHODS,
-    *,
-    batch_size: int = 16,
-    device: str | torch.device | None = None,
-    split: str = "all",
-    split_seed: int = 0,
-    limit: int | None = None,
-    max_images: Mapping[str, int] | None = None,
-    slow_subset: int = 50,
-    target: str = "predicted",
-    refine_options: RefineOptions | None = None,
-    mask_boxes: str = "components",
-    num_thresholds: int = 100,
-    faithfulness: int = 0,
-    faithfulness_steps: int = 224,
-    faithfulness_metrics: Sequence[str] = FAITHFULNESS_METRICS,
-    num_examples: int = 4,
-    warmup: bool = True,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score and time CAM methods on one model over a localization data set (see the module doc).
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How :func:`evaluate_localization` runs (the protocol in the module docstring).
 
-    Args:
-        model: an :class:`hrcam.HRCAM` (``mode=paper`` maps need its expansion network).
-        dataset: a :class:`hrcam.data.annotations.LocalizationDataset` (masks and/or boxes).
+    Attributes:
         methods: method specs (``"refined:merge=multiply"``) or :class:`CAMMethod` objects.
         batch_size: images per batch (Score-CAM still takes one image at a time).
         device: where the model runs (default: where it is).
@@ -167,7 +145,7 @@ def evaluate_localization(
         max_images: ``{method name or spec: N}``: run that method on N evenly spaced images
             (0 = all). Methods flagged slow default to ``slow_subset`` (0 = all).
         target: ``"predicted"`` (each image's predicted class) or ``"label"``.
-        refine_options: base options of the ``refined`` specs.
+        refine_options: base options of the ``refined`` specs that change options.
         mask_boxes: ``"components"`` or ``"union"``: the boxes of a mask-only data set.
         num_thresholds: CAM thresholds of the threshold-swept metrics.
         faithfulness: score the maps' faithfulness on this many images (evenly spaced; each
@@ -176,77 +154,93 @@ def evaluate_localization(
             and adcc (see :mod:`.faithfulness_scores`).
         num_examples: images kept (with every method's map) for the example figure.
         warmup: run each method once, untimed, before timing.
-        progress: show a tqdm bar.
+        progress: show a progress bar (rate and ETA).
+    """
+
+    methods: tuple[str | CAMMethod, ...] = ()
+    batch_size: int = 16
+    device: str | None = None
+    split: str = "all"
+    split_seed: int = 0
+    limit: int | None = None
+    max_images: Mapping[str, int] = field(default_factory=dict)
+    slow_subset: int = 50
+    target: str = "predicted"
+    refine_options: RefineOptions | None = None
+    mask_boxes: str = "components"
+    num_thresholds: int = 100
+    faithfulness: int = 0
+    faithfulness_steps: int = 224
+    faithfulness_metrics: tuple[str, ...] = FAITHFULNESS_METRICS
+    num_examples: int = 4
+    warmup: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "methods", tuple(self.methods or DEFAULT_METHODS))
+        object.__setattr__(self, "faithfulness_metrics", tuple(self.faithfulness_metrics))
+
+
+def evaluate_localization(
+    explainer,
+    dataset,
+    methods: Sequence[str | CAMMethod] | None = None,
+    *,
+    config: EvaluationConfig | None = None,
+    **settings: Any,
+) -> RunResult:
+    """Score and time CAM methods on one explainer over a localization data set.
+
+    Args:
+        explainer: an :class:`hrcam.Explainer` (``mode=paper`` maps need its expansion network).
+        dataset: a :class:`hrcam.data.annotations.LocalizationDataset` (masks and/or boxes).
+        methods: method specs or objects (default: :data:`DEFAULT_METHODS`).
+        config: an :class:`EvaluationConfig`; ``settings`` override its fields, e.g.
+            ``evaluate_localization(explainer, data, ["refined"], limit=50, split="second-half")``.
 
     Returns:
-        A dict: ``run`` (settings, versions, threads, images), ``forward`` (timing of the
-        backbone alone), ``methods`` (per method: ``metrics``, ``timing``, ``curves``,
-        ``intervals``, ``per_image``, ``settings``, ``faithfulness``), ``subsets`` (every
-        method's metrics on each capped method's images), ``differences`` (each method minus
-        ``low_res``, or minus the first method, with paired 95 % intervals: :mod:`.differences`),
-        ``bad_images`` and ``examples`` (arrays, for the figure).
-        :func:`hrcam.evaluation.write_results` writes it out.
+        :class:`~hrcam.evaluation.RunResult`; :func:`hrcam.evaluation.write_results` writes it.
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else model.device
-    model = model.to(device).eval()
+    config = dataclasses.replace(config or EvaluationConfig(), **settings)
+    if methods is not None:
+        config = dataclasses.replace(config, methods=tuple(methods))
+    device = torch.device(config.device) if config.device is not None else explainer.device
+    explainer = explainer.to(device).eval()
     plan = _plan(
-        model,
+        explainer,
         dataset,
-        methods,
-        names=_chosen_names(dataset, split, split_seed, limit),
-        max_images=max_images or {},
-        slow_subset=slow_subset,
-        refine_options=refine_options,
-        num_thresholds=num_thresholds,
-        top1=target == "label",
-        faithfulness=faithfulness,
-        num_examples=num_examples,
-    )
-    settings = dict(
-        split=split,
-        split_seed=split_seed,
-        limit=limit,
-        target=target,
-        batch_size=batch_size,
-        device=str(device),
-        mask_boxes=mask_boxes,
-        num_thresholds=num_thresholds,
-        faithfulness={
-            "images": len(plan.faith_names),
-            "steps": faithfulness_steps,
-            "metrics": list(faithfulness_metrics),
-        }
-        if faithfulness
-        else None,
+        config,
+        names=_chosen_names(dataset, config.split, config.split_seed, config.limit),
     )
     tally = _Tally()
     started = time.perf_counter()
-    _run_batches(model, dataset, plan, tally, settings, warmup=warmup, progress=progress)
-    settings["seconds"] = time.perf_counter() - started
-    return _assemble(model, dataset, plan, tally, settings)
+    _run_batches(explainer, dataset, plan, tally, config, device)
+    return _assemble(explainer, dataset, plan, tally, config, device, time.perf_counter() - started)
 
 
-def _run_batches(model, dataset, plan, tally, settings, *, warmup: bool, progress: bool) -> None:
+def _run_batches(explainer, dataset, plan, tally, config: EvaluationConfig, device) -> None:
     """Every batch: decode, warm up once, then :func:`_evaluate_batch`."""
-    bar = _bar(len(plan.names), progress)
-    warm = not warmup
-    batch_size = settings["batch_size"]
-    faith = settings["faithfulness"]
-    faith = (faith["steps"], batch_size, tuple(faith["metrics"])) if faith else None
+    bar = _bar(len(plan.names), config.progress)
+    warm = not config.warmup
+    batch_size = config.batch_size
+    faith = None
+    if config.faithfulness:
+        faith = (config.faithfulness_steps, batch_size, config.faithfulness_metrics)
     try:
         for k, start in enumerate(range(0, len(plan.names), batch_size)):
             chunk = plan.names[start : start + batch_size]
-            batch = _load_batch(dataset, chunk, model, plan, settings["mask_boxes"], tally)
+            batch = _load_batch(dataset, chunk, explainer, plan, config.mask_boxes, tally)
             if batch is not None:
-                batch.x = batch.x.to(settings["device"])
                 if not warm:
-                    _warm_up(model, plan.runs, batch.x[:1])
+                    _warm_up(explainer, plan.runs, batch.images.select([0]))
                     warm = True
-                _evaluate_batch(model, plan, batch, tally, bar=bar, rotation=k, faith=faith)
+                _evaluate_batch(explainer, plan, batch, tally, bar=bar, rotation=k, faith=faith)
             if bar is not None:
                 bar.set_postfix_str("")
                 bar.update(len(chunk))
@@ -267,28 +261,17 @@ def _chosen_names(dataset, split: str, split_seed: int, limit: int | None) -> li
     return names
 
 
-def _plan(
-    model,
-    dataset,
-    methods,
-    *,
-    names: list[str],
-    max_images,
-    slow_subset: int,
-    refine_options,
-    num_thresholds: int,
-    top1: bool,
-    faithfulness: int,
-    num_examples: int,
-) -> _Plan:
-    """Build every method, check it can run on the model, and give it its images."""
-    built = [create_method(m, refine_options=refine_options) for m in methods]
+def _plan(explainer, dataset, config: EvaluationConfig, *, names: list[str]) -> _Plan:
+    """Build every method, check it can run on the explainer, and give it its images."""
+    built = [create_method(m, refine_options=config.refine_options) for m in config.methods]
     seen = [m.name for m in built]
     if len(set(seen)) != len(seen):
         raise ValueError(f"a method is listed twice: {seen}")
     for m in built:
-        m.check_model(model)
-    caps = _resolve_caps(built, max_images, slow_subset)
+        m.check_model(explainer)
+    caps = _resolve_caps(built, config.max_images, config.slow_subset)
+    num_thresholds, top1 = config.num_thresholds, config.target == "label"
+    faithfulness, num_examples = config.faithfulness, config.num_examples
     has_masks = bool(getattr(dataset, "has_masks", False))
     subset_sizes = sorted({n for n in caps.values() if n and n < len(names)})
 
@@ -326,38 +309,37 @@ def _bar(total: int, enabled: bool):
 
 
 def _load_batch(
-    dataset, chunk, model, plan: _Plan, mask_boxes: str, tally: _Tally
+    dataset, chunk, explainer, plan: _Plan, mask_boxes: str, tally: _Tally
 ) -> _Batch | None:
     """Decode a batch; an unreadable image or annotation is reported by name and skipped."""
-    size = model.backbone.input_size
-    tensors, truths, kept, labels = [], [], [], []
+    images, truths, kept, labels = [], [], [], []
     for name in chunk:
         try:
             sample = dataset[plan.index_of[name]]
-            image = load_image(sample.path)
+            image = explainer.decode(sample.path)
             truth = ground_truth(sample, mask_boxes=mask_boxes)
         except (ImageLoadError, OSError, ValueError) as err:
             logger.warning("skipped %s: %s", name, err)
-            tally.bad.append({"name": name, "error": str(err)})
+            tally.bad.append(BadImage(name, str(err)))
             continue
         if plan.top1:
-            labels.append(_check_label(sample, model))
-        tensors.append(
-            image_to_tensor(image, size=size, mean=model.backbone.mean, std=model.backbone.std)
-        )
+            labels.append(_check_label(sample, explainer))
+        images.append(image)
         truths.append(truth)
         kept.append(name)
     if not kept:
         return None
-    return _Batch(kept, torch.cat(tensors), truths, labels)
+    return _Batch(kept, explainer.prepare(images), truths, labels)
 
 
-def _evaluate_batch(model, plan: _Plan, batch: _Batch, tally: _Tally, *, bar, rotation, faith):
+def _evaluate_batch(explainer, plan: _Plan, batch: _Batch, tally: _Tally, *, bar, rotation, faith):
     """Targets, every method timed on the batch between two forward passes, then the scores."""
-    device = batch.x.device
+    images = batch.images
+    device = images.x.device
+    backbone = explainer.backbone
     t0 = _now(device)
     with torch.inference_mode():
-        logits = model.backbone(batch.x)
+        logits = backbone(images.x)
     forward_before = _now(device) - t0
     pred = logits.argmax(dim=1).cpu()
     targets = torch.tensor(batch.labels, dtype=torch.long) if plan.top1 else pred.clone()
@@ -367,27 +349,27 @@ def _evaluate_batch(model, plan: _Plan, batch: _Batch, tally: _Tally, *, bar, ro
         tally.predicted[p] = tally.predicted.get(p, 0) + 1
     targets_dev = targets.to(device)
     maps, shared = _run_methods(
-        model, plan.runs, batch.x, targets_dev, batch.names, device, bar, rotation=rotation
+        explainer, plan.runs, images, targets_dev, batch.names, bar, rotation=rotation
     )
     t0 = _now(device)
     with torch.inference_mode():
-        model.backbone(batch.x)
+        backbone(images.x)
     forward = (forward_before + _now(device) - t0) / 2 / len(batch.names)
     _record_times(plan, tally, maps, shared, forward)
-    _score_batch(model, plan, batch, tally, maps, targets, correct)
+    _score_batch(explainer, plan, batch, tally, maps, targets, correct)
     for run in plan.runs:
         if run.method.name in maps:
             rows, cams, _ = maps[run.method.name]
             faith_rows = [r for r, i in enumerate(rows) if batch.names[i] in plan.faith_names]
             if faith_rows:
-                index = torch.tensor([rows[r] for r in faith_rows], device=batch.x.device)
+                index = [rows[r] for r in faith_rows]
                 steps, size, metrics = faith
                 score_faithfulness(
-                    model,
+                    explainer,
                     run.method,
-                    batch.x[index],
+                    images.select(index),
                     cams[faith_rows],
-                    targets_dev[index],
+                    targets_dev[torch.tensor(index, device=device)],
                     run.faithfulness,
                     steps=steps,
                     batch_size=max(size, 32),
@@ -409,16 +391,15 @@ def _record_times(plan: _Plan, tally: _Tally, maps, shared: float | None, forwar
             run.total_seconds += per_image * len(rows)
 
 
-def _score_batch(model, plan: _Plan, batch: _Batch, tally: _Tally, maps, targets, correct) -> None:
+def _score_batch(explainer, plan: _Plan, batch: _Batch, tally: _Tally, maps, targets, correct):
     """Each method's maps scored at the images' original sizes (outside every timer)."""
     examples = {
-        i: {
-            "name": n,
-            "target": int(targets[i]),
-            "target_name": model.class_names[int(targets[i])],
-            "image": model.to_image(batch.x[i : i + 1]),
-            "maps": {},
-        }
+        i: Example(
+            name=n,
+            target=int(targets[i]),
+            target_name=explainer.class_names[int(targets[i])],
+            image=batch.images.rgb[i],
+        )
         for i, n in enumerate(batch.names)
         if n in plan.example_names
     }
@@ -435,45 +416,41 @@ def _score_batch(model, plan: _Plan, batch: _Batch, tally: _Tally, maps, targets
                 if batch.names[i] in subset:
                     run.on_subsets[n].update(full, truth, correct=correct[i])
             if i in examples:
-                examples[i]["maps"][run.method.name] = cams[row].numpy()
+                examples[i].maps[run.method.name] = cams[row].numpy()
 
 
-def _assemble(model, dataset, plan: _Plan, tally: _Tally, settings: dict[str, Any]):
-    """The results dict (see :func:`evaluate_localization`)."""
+def _assemble(explainer, dataset, plan, tally, config, device, seconds: float) -> RunResult:
+    """The :class:`RunResult` of a finished run."""
     forward_ms = (
         1000 * float(np.median(tally.forward_seconds)) if tally.forward_seconds else math.nan
     )
-    return {
-        "run": _run_record(model, dataset, plan, tally, settings),
-        "forward": {
-            "ms_per_image": forward_ms,
-            "per_batch_ms_per_image": [1000 * s for s in tally.forward_seconds],
-        },
-        "generate_cams": {
-            "ms_per_image": 1000 * float(np.median(tally.shared_seconds)),
-            "ratio_to_forward": float(np.median(tally.shared_ratios)),
-            "per_batch_ms_per_image": [1000 * s for s in tally.shared_seconds],
-        }
-        if tally.shared_seconds
-        else None,
-        "methods": {
-            run.method.name: _method_result(run, len(plan.names), model.backbone)
+    cams = None
+    if tally.shared_seconds:
+        cams = SharedTiming(
+            ms_per_image=1000 * float(np.median(tally.shared_seconds)),
+            per_batch_ms_per_image=[1000 * s for s in tally.shared_seconds],
+            ratio_to_forward=float(np.median(tally.shared_ratios)),
+        )
+    return RunResult(
+        run=_run_info(explainer, dataset, plan, tally, config, device, seconds),
+        forward=SharedTiming(forward_ms, [1000 * s for s in tally.forward_seconds]),
+        cams=cams,
+        methods={
+            run.method.name: _method_result(run, len(plan.names), explainer.backbone)
             for run in plan.runs
         },
-        "subsets": {
-            str(n): {
-                "num_images": len(names),
-                "of_methods": [
-                    r.method.name for r in plan.runs if plan.caps.get(r.method.name) == n
-                ],
-                "metrics": {r.method.name: r.on_subsets[n].compute()["metrics"] for r in plan.runs},
-            }
+        subsets={
+            str(n): SubsetResult(
+                num_images=len(names),
+                of_methods=[r.method.name for r in plan.runs if plan.caps.get(r.method.name) == n],
+                metrics={r.method.name: r.on_subsets[n].compute()["metrics"] for r in plan.runs},
+            )
             for n, names in plan.subset_names.items()
         },
-        "differences": paired_differences(plan.runs, _reference(plan.runs)),
-        "bad_images": tally.bad,
-        "examples": tally.examples,
-    }
+        differences=paired_differences(plan.runs, _reference(plan.runs)),
+        bad_images=tally.bad,
+        examples=tally.examples,
+    )
 
 
 def _reference(runs) -> str | None:
@@ -482,39 +459,50 @@ def _reference(runs) -> str | None:
     return "low_res" if "low_res" in names else (names[0] if names else None)
 
 
-def _run_record(model, dataset, plan: _Plan, tally: _Tally, settings: dict[str, Any]):
-    """The ``run`` entry: what was evaluated, how, on what machine."""
-    return {
-        "hrcam_version": __version__,
-        "torch_version": torch.__version__,
-        "model": dict(model.backbone.config),
-        "expansion": model.expansion is not None,
-        "high_res_mode": getattr(model, "high_res_mode", None),
-        "cam_weights": getattr(model, "cam_weights", None),
-        "dataset": str(getattr(dataset, "root", "")),
-        "has_masks": plan.has_masks,
-        "boxes": "csv" if getattr(dataset, "boxes_csv", None) else f"mask {settings['mask_boxes']}",
-        **{k: settings[k] for k in ("split", "split_seed", "limit")},
-        "num_planned": len(plan.names),
-        "num_scored": tally.scored,
-        "num_bad": len(tally.bad),
-        **{k: settings[k] for k in ("target", "batch_size", "device")},
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "input_size": model.backbone.input_size,
-        "num_thresholds": settings["num_thresholds"],
-        "resize": "each map (at the input size) bilinearly resized to the image's original size, then scored",
-        "timing": "per batch: forward alone, each method (order rotated per batch), forward again; "
-        "ms/image = median over batches of seconds per image; ratio = median of per-batch ratios to "
-        "the mean of the two forward passes",
-        "faithfulness": settings["faithfulness"],
-        "seconds": settings["seconds"],
-        "top1_accuracy": tally.correct / tally.scored if plan.top1 and tally.scored else None,
-        "predicted_classes": {
-            model.class_names[k]: v
+def _run_info(explainer, dataset, plan, tally, config, device, seconds: float) -> RunInfo:
+    """What was evaluated, how, on what machine."""
+    faithfulness = None
+    if config.faithfulness:
+        faithfulness = {
+            "images": len(plan.faith_names),
+            "steps": config.faithfulness_steps,
+            "metrics": list(config.faithfulness_metrics),
+        }
+    return RunInfo(
+        hrcam_version=__version__,
+        torch_version=torch.__version__,
+        model=dict(explainer.backbone.config),
+        explainer=explainer.describe(),
+        expansion=explainer.expansion is not None,
+        dataset=str(getattr(dataset, "root", "")),
+        has_masks=plan.has_masks,
+        boxes="csv" if getattr(dataset, "boxes_csv", None) else f"mask {config.mask_boxes}",
+        split=config.split,
+        split_seed=config.split_seed,
+        limit=config.limit,
+        num_planned=len(plan.names),
+        num_scored=tally.scored,
+        num_bad=len(tally.bad),
+        target=config.target,
+        batch_size=config.batch_size,
+        device=str(device),
+        threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+        input_size=list(explainer.input_size),
+        num_thresholds=config.num_thresholds,
+        resize="each map (at the input size) bilinearly resized to the image's original size, "
+        "then scored",
+        timing="per batch: forward alone, each method (order rotated per batch), forward again; "
+        "ms/image = median over batches of seconds per image; ratio = median of per-batch ratios "
+        "to the mean of the two forward passes",
+        faithfulness=faithfulness,
+        seconds=seconds,
+        top1_accuracy=tally.correct / tally.scored if plan.top1 and tally.scored else None,
+        predicted_classes={
+            explainer.class_names[k]: v
             for k, v in sorted(tally.predicted.items(), key=lambda kv: -kv[1])[:20]
         },
-    }
+    )
 
 
 def _resolve_caps(
@@ -539,42 +527,42 @@ def _resolve_caps(
     return caps
 
 
-def _check_label(sample, model) -> int:
+def _check_label(sample, explainer) -> int:
     if sample.label is None:
         raise ValueError(
             f"target='label' needs a label for every image, and {sample.name} has none; add a "
             "labels.csv (file,label) or use target='predicted'"
         )
-    if not 0 <= sample.label < model.num_classes:
+    if not 0 <= sample.label < explainer.num_classes:
         raise ValueError(
-            f"{sample.name}: label {sample.label} is not a class of the model (0..{model.num_classes - 1}); "
+            f"{sample.name}: label {sample.label} is not a class of the model "
+            f"(0..{explainer.num_classes - 1}); "
             "labels must be the model's class indices for target='label'"
         )
     return int(sample.label)
 
 
-def _warm_up(model, runs: Sequence[_MethodRun], x: torch.Tensor) -> None:
+def _warm_up(explainer, runs: Sequence[_MethodRun], images: ImageBatch) -> None:
     """Run the forward pass and each fast method once, untimed (lazy initialisation, caches)."""
     with torch.inference_mode():
-        targets = model.backbone(x).argmax(dim=1)
+        targets = explainer.backbone(images.x).argmax(dim=1)
     for run in runs:
         if not run.method.slow:
-            run.method(model, x, targets.clone())
+            run.method(explainer, images, targets.clone())
 
 
 def _run_methods(
-    model, runs, x, targets, kept, device, bar, rotation: int
+    explainer, runs, images: ImageBatch, targets, kept, bar, rotation: int
 ) -> tuple[dict[str, tuple[list[int], torch.Tensor, float]], float | None]:
     """Every method on its images of the batch: ``{name: (batch rows, maps, seconds per image)}``,
-    and the seconds per image of the shared ``generate_cams`` (None when not run).
+    and the seconds per image of the shared ``explainer.cams`` (None when not run).
 
     The methods run in the given order rotated by ``rotation`` (so no method always runs first
-    or last); ``high_res`` and the ``refined`` variants form one block, after one shared,
-    timed ``generate_cams``.
+    or last); ``high_res`` and the ``refined`` variants whose CAMs are the explainer's form one
+    block, after one shared, timed ``explainer.cams``.
     """
-    # Methods whose CAMs are the model's own share one generate_cams; the others (another mode,
-    # weights or flip) make theirs on their own, and their time says so.
-    shared = [r for r in runs if isinstance(r.method, SharedCAMsMethod) and r.method.matches(model)]
+    device = images.x.device
+    shared = [r for r in runs if r.method.shares_cams and r.method.matches(explainer)]
     units: list[list[_MethodRun]] = []
     for run in runs:
         if run in shared:
@@ -596,11 +584,9 @@ def _run_methods(
             if not shared_rows:
                 continue
             if bar is not None:
-                bar.set_postfix_str("generate_cams")
-            index = torch.tensor(shared_rows, device=device)
+                bar.set_postfix_str("cams")
             t0 = _now(device)
-            with torch.inference_mode():
-                cams = model.generate_cams(x[index], targets[index])
+            cams = explainer.cams(images.select(shared_rows), targets[shared_rows])
             shared_per_image = (_now(device) - t0) / len(shared_rows)
         for run in unit:
             rows = rows_of(run)
@@ -608,48 +594,47 @@ def _run_methods(
                 continue
             if bar is not None:
                 bar.set_postfix_str(run.method.name)
-            index = torch.tensor(rows, device=device)
+            part_images, part_targets = images.select(rows), targets[rows]
             if unit is shared:
-                pick = torch.tensor([shared_rows.index(i) for i in rows], device=device)
-                part = cams.select(pick)
+                part = cams.select([shared_rows.index(i) for i in rows])
                 t0 = _now(device)
-                maps = run.method.from_cams(model, x[index], targets[index], part)
+                maps = run.method.from_cams(explainer, part_images, part_targets, part)
                 per_image = shared_per_image + (_now(device) - t0) / len(rows)
             else:
                 t0 = _now(device)
-                maps = run.method(model, x[index], targets[index])
+                maps = run.method(explainer, part_images, part_targets)
                 per_image = (_now(device) - t0) / len(rows)
             out[run.method.name] = (rows, maps.float().cpu(), per_image)
     return out, shared_per_image
 
 
-def _method_result(run: _MethodRun, num_planned: int, backbone) -> dict[str, Any]:
+def _method_result(run: _MethodRun, num_planned: int, backbone) -> MethodResult:
     scores = run.scores.compute()
     per_image_s = run.seconds_per_image
-    timing = {
-        "ms_per_image": 1000 * float(np.median(per_image_s)) if per_image_s else float("nan"),
-        "ms_per_image_mean": 1000 * float(np.mean(per_image_s)) if per_image_s else float("nan"),
-        "ratio_to_forward": float(np.median(run.ratio_to_forward))
+    timing = Timing(
+        ms_per_image=1000 * float(np.median(per_image_s)) if per_image_s else math.nan,
+        ms_per_image_mean=1000 * float(np.mean(per_image_s)) if per_image_s else math.nan,
+        ratio_to_forward=float(np.median(run.ratio_to_forward))
         if run.ratio_to_forward
-        else float("nan"),
-        "total_seconds": run.total_seconds,
-        "num_batches": len(per_image_s),
-        "per_batch_ms_per_image": [1000 * s for s in per_image_s],
-    }
-    faith = summarise_faithfulness(run.faithfulness)
+        else math.nan,
+        total_seconds=run.total_seconds,
+        num_batches=len(per_image_s),
+        per_batch_ms_per_image=[1000 * s for s in per_image_s],
+    )
     settings = run.method.settings()
-    layers = run.method.layer_names(backbone) if hasattr(run.method, "layer_names") else []
+    layers = run.method.layer_names(backbone)
     if layers:
         settings["target_layers"] = layers
-    return {
-        "family": run.method.family,
-        "settings": settings,
-        "subset": run.names is not None and len(run.names) < num_planned,
-        "num_images": scores["metrics"]["num_images"],
-        "metrics": scores["metrics"],
-        "intervals": run.scores.intervals(),
-        "timing": timing,
-        "faithfulness": faith,
-        "curves": scores["curves"],
-        "per_image": scores["per_image"],
-    }
+    return MethodResult(
+        name=run.method.name,
+        family=run.method.family,
+        settings=settings,
+        subset=run.names is not None and len(run.names) < num_planned,
+        num_images=scores["metrics"]["num_images"],
+        metrics=scores["metrics"],
+        intervals=run.scores.intervals(),
+        timing=timing,
+        faithfulness=summarise_faithfulness(run.faithfulness),
+        curves=scores["curves"],
+        per_image=scores["per_image"],
+    )

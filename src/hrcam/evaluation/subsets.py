@@ -7,9 +7,10 @@ from typing import TypeVar
 
 import numpy as np
 
+from .choices import SPLITS
+
 __all__ = ["SPLITS", "evenly_spaced", "split_names"]
 
-SPLITS = ("all", "first-half", "second-half")
 T = TypeVar("T")
 
 

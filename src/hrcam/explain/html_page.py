@@ -193,8 +193,9 @@ def write_report(
         fail_block = f'<section class="card failed"><h2>{len(failed)} file(s) could not be explained</h2><ul>{items}</ul></section>'
     options = summary.get("options", {})
     target = options.get("target")
-    high_res = str(options.get("high_res", "guided"))
-    weights = options.get("cam_weights")
+    upsampler = options.get("upsampler") or {}  # older runs: "high_res" and "cam_weights"
+    high_res = str(upsampler.get("name", options.get("high_res", "guided")))
+    weights = upsampler.get("cam_weights", options.get("cam_weights"))
     weights_text = " (positive FC weights)" if weights == "positive" else ""
     opacity = float(options.get("outputs", {}).get("opacity", 0.5))
     page = f"""<!DOCTYPE html>
@@ -213,7 +214,7 @@ high-res CAM: {html.escape(high_res + weights_text)} · refinement: {html.escape
 {fail_block}
 {"".join(_card(r, opacity) for r in ok)}
 <p class="meta">Made by hrcam: low-res CAM = Σ<sub>k</sub> w<sub>ck</sub>A<sub>k</sub> of the classifier;
-high-res CAM = {_HIGH_RES_TEXT.get(high_res, _HIGH_RES_TEXT["paper"])};
+high-res CAM = {_HIGH_RES_TEXT.get(high_res, "made by the explainer's own upsampler (" + html.escape(high_res) + ")")};
 refined CAM = the postprocessing pipeline of Tagaris et al. (ICIP 2019) joining both.</p>
 </body></html>
 """

@@ -7,15 +7,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from ..io import IMAGE_EXTENSIONS, ImageLoadError, find_images, load_image
+from ..io import IMAGE_EXTENSIONS, ImageLoadError, find_images
 
 __all__ = ["DecodedImage", "InputItem", "collect_inputs", "decode_ahead", "select_shard"]
 
@@ -86,9 +85,9 @@ def select_shard(items: list[InputItem], shard: tuple[int, int]) -> list[InputIt
     return items[index::count]
 
 
-def _decode(item: InputItem, max_side: int) -> DecodedImage:
+def _decode(item: InputItem, decode: Callable[[Path], Image.Image]) -> DecodedImage:
     try:
-        image = load_image(item.path, max_side=max_side)
+        image = decode(item.path)
     except (ImageLoadError, OSError) as err:
         return DecodedImage(item, error=str(err))
     size = image.info.get("hrcam_original_size", image.size)
@@ -96,11 +95,17 @@ def _decode(item: InputItem, max_side: int) -> DecodedImage:
 
 
 def decode_ahead(
-    items: Sequence[InputItem], *, batch_size: int, max_side: int, workers: int = 2
+    items: Sequence[InputItem],
+    *,
+    batch_size: int,
+    decode: Callable[[Path], Image.Image],
+    workers: int = 2,
 ) -> Iterator[list[DecodedImage]]:
     """Batches of decoded images, the next batch decoding in threads while this one is used.
 
-    Pillow releases the GIL while it decodes and resizes, so decoding overlaps the model.
+    ``decode``: path → RGB image (``explainer.decode``, so every front-end sees the same
+    pixels). Pillow releases the GIL while it decodes and resizes, so decoding overlaps the
+    model.
     """
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     if not batches:
@@ -108,14 +113,10 @@ def decode_ahead(
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
 
         def submit(batch) -> list[Future]:
-            return [pool.submit(_decode, item, max_side) for item in batch]
+            return [pool.submit(_decode, item, decode) for item in batch]
 
         pending = submit(batches[0])
         for k in range(len(batches)):
             following = submit(batches[k + 1]) if k + 1 < len(batches) else []
             yield [f.result() for f in pending]
             pending = following
-
-
-def as_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image)

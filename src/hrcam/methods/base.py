@@ -1,9 +1,10 @@
 """One interface for every CAM method, and the registry that names them.
 
-A :class:`CAMMethod` is called as ``method(model, x, targets)``:
+A :class:`CAMMethod` is called as ``method(explainer, images, targets)``:
 
-- ``model``: an :class:`hrcam.HRCAM` (peers only use ``model.backbone``);
-- ``x``: ``(B, 3, H, W)`` float inputs, normalised for the model (``HRCAM.preprocess``);
+- ``explainer``: an :class:`hrcam.Explainer` (peers only use ``explainer.backbone``);
+- ``images``: an :class:`hrcam.ImageBatch` (``explainer.prepare(...)``), or ``(B, 3, H, W)``
+  float inputs normalised for the model;
 - ``targets``: ``(B,)`` class indices, one per image (the same for every method in a comparison);
 
 and returns ``(B, H, W)`` float32 CPU maps at the input's resolution, one per image (any scale:
@@ -49,25 +50,31 @@ __all__ = [
 class CAMMethod:
     """Base class of CAM methods: checks the inputs, then calls :meth:`_compute`.
 
-    Attributes:
+    Subclasses implement :meth:`_compute` (and :meth:`_native` when their map has a resolution
+    of its own) on an :class:`~hrcam.ImageBatch` and checked targets.
+
+    Attributes (what a method can do is declared here, never probed):
         name: the spec this method was built from (its row in result tables).
-        family: ``"ours"`` (the paper's maps) or ``"peer"`` (pytorch-grad-cam).
+        family: ``"ours"`` (the paper's maps) or ``"peer"`` (pytorch-grad-cam, torchcam).
         slow: True for methods that run many forward passes per image (Score-CAM); the
             evaluation runs them on a subset by default.
+        shares_cams: True for methods made from :meth:`hrcam.Explainer.cams` (the evaluation
+            computes those once per batch for all of them).
     """
 
     family = "ours"
     slow = False
+    shares_cams = False
 
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __call__(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Maps ``(B, H, W)`` float32 on the CPU for inputs ``x`` ``(B, 3, H, W)``, ``targets`` ``(B,)``."""
-        targets = check_inputs(model, x, targets)
-        return self._compute(model, x, targets)
+    def __call__(self, explainer, images, targets: torch.Tensor) -> torch.Tensor:
+        """Maps ``(B, H, W)`` float32 on the CPU, at the input's size."""
+        batch = as_image_batch(explainer, images)
+        return self._compute(explainer, batch, _required(check_inputs(explainer, batch.x, targets)))
 
-    def native(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def native(self, explainer, images, targets: torch.Tensor) -> torch.Tensor:
         """The map at the method's own resolution, ``(B, h, w)`` float32 on the CPU.
 
         For a CAM that is the target layer's grid (7×7 for a 224 input at stride 32), before
@@ -75,7 +82,15 @@ class CAMMethod:
         :func:`hrcam.guided_upsample`. Methods that are made at the input's resolution
         return the same maps as calling the method.
         """
-        return self(model, x, targets)
+        batch = as_image_batch(explainer, images)
+        return self._native(explainer, batch, _required(check_inputs(explainer, batch.x, targets)))
+
+    def layer_names(self, backbone) -> list[str]:
+        """The backbone layers the method reads (for the results file); none by default."""
+        return []
+
+    def _native(self, explainer, batch, targets: torch.Tensor) -> torch.Tensor:
+        return self._compute(explainer, batch, targets)
 
     def check_model(self, model) -> None:
         """Raise a ``ValueError`` when ``model`` cannot give this method's maps (say why)."""
@@ -84,14 +99,39 @@ class CAMMethod:
         """What produced the maps (class, layers, options), for the results file."""
         return {}
 
-    def _compute(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _compute(self, explainer, batch, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
 
-def check_inputs(model, x, targets) -> torch.Tensor:
+def _required(targets: torch.Tensor | None) -> torch.Tensor:
+    if targets is None:
+        raise ValueError(
+            "a CAM method needs the target classes, one per image (the evaluation's are each "
+            "image's predicted class: explainer.cams(batch).targets)"
+        )
+    return targets
+
+
+def as_image_batch(explainer, images):
+    """``images`` as an :class:`~hrcam.ImageBatch`: itself, or one made from normalised inputs."""
+    from ..explainer import ImageBatch
+
+    if isinstance(images, ImageBatch):
+        return images
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(
+            f"images must be an ImageBatch (explainer.prepare(...)) or a normalised (B, 3, H, W) "
+            f"tensor, got {type(images).__name__}"
+        )
+    check_inputs(explainer, images, None)
+    backbone = explainer.backbone
+    return ImageBatch.from_normalized(images, backbone.mean, backbone.std)
+
+
+def check_inputs(model, x, targets) -> torch.Tensor | None:
     """Check ``x`` (B, C, H, W) float and ``targets`` (B,) class indices; return targets as long."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
         got = (
@@ -99,13 +139,15 @@ def check_inputs(model, x, targets) -> torch.Tensor:
         )
         raise ValueError(
             f"x must be a float tensor (B, 3, H, W) normalised for the model, got {got}; "
-            "build it with HRCAM.preprocess(...)"
+            "build it with explainer.prepare(...)"
         )
+    if targets is None:
+        return None
     t = torch.as_tensor(targets)
     if t.ndim != 1 or t.shape[0] != x.shape[0] or t.is_floating_point():
         raise ValueError(
             f"targets must be ({x.shape[0]},) integer class indices, one per image, got "
-            f"{t.dtype} of shape {tuple(t.shape)}; use model.resolve_targets(None, logits) for "
+            f"{t.dtype} of shape {tuple(t.shape)}; use explainer.resolve_targets(None, logits) for "
             "the predicted classes"
         )
     num_classes = model.backbone.num_classes

@@ -3,38 +3,35 @@
 - ``low_res`` — the localization network's CAM ``Σ_k w_ck A_k`` (paper section 2.1), upsampled
   bilinearly to the input (:func:`hrcam.upsample_cam`; :meth:`LowResCAM.native` gives the
   ``(B, h, w)`` map itself). It runs the backbone alone.
-- ``high_res`` — the expansion network's high-resolution CAM (section 2.2); ``high_res:mode=paper``
-  or ``high_res:mode=guided`` picks how it is made (see :class:`hrcam.HRCAM`), ``flip=1`` adds
-  test-time mirroring (twice the cost); both work for ``refined`` too, as does
-  ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
-- ``refined`` — the postprocessing pipeline on both (section 2.3), with any
+- ``high_res`` — the explainer's high-resolution CAM (section 2.2); ``high_res:mode=paper``
+  or ``high_res:mode=guided`` picks the upsampler, ``weights=all|positive`` the guided one's CAM
+  weights, ``flip=1`` adds test-time mirroring (twice the cost); all three work for ``refined``
+  too, as does ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
+- ``refined`` — the refinement (section 2.3) of both, with any
   :class:`~hrcam.postprocess.RefineOptions`: ``"refined:focal_scope=local,merge=multiply"``
-  changes two options of the base options (``refine_options`` of :func:`create_method`, the
-  paper's defaults unless given). Option values are parsed by the field's type; ``auto`` or
-  ``none`` set an optional field to None. ``impl=numpy|torch`` picks the implementation (``numpy``:
-  ``hrcam.refine``, one image at a time, its steps compiled by Numba; default: that on a CPU,
-  the batched PyTorch one on a GPU, the faster of each).
+  changes two options of the base options (``refine_options`` of :func:`create_method`, else
+  hrcam's preset); with no option the method uses the explainer's own. Option values are parsed by the field's type; ``auto`` or
+  ``none`` set an optional field to None.
 
-``high_res`` and ``refined`` both start from :meth:`HRCAM.generate_cams`; they are
-:class:`SharedCAMsMethod` s, so an evaluation can run ``generate_cams`` once per batch and hand the
-result to each (:meth:`SharedCAMsMethod.from_cams`).
+Each runs :class:`hrcam.Explainer` with its own settings (``explainer.replace(...)``): the maps
+are the one call's. ``high_res`` and ``refined`` are :class:`SharedCAMsMethod` s, so an
+evaluation runs :meth:`Explainer.cams` once per batch and hands the result to each whose
+settings match (:meth:`SharedCAMsMethod.from_cams`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import types
 import typing
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..guided_upsampling import guided_upsample
-from ..model import CAM_WEIGHTS, CAMs, upsample_cam
-from ..postprocess import RefineOptions, refine, refine_batch
+from ..postprocess import RefineOptions
+from ..upsample import GuidedUpsampler, create_upsampler, guided_upsample, upsample_cam
+from ..upsample.guided import CAM_WEIGHTS
 from .base import CAMMethod, parse_flag, register_method, reject_unknown
 
 __all__ = [
@@ -45,6 +42,12 @@ __all__ = [
     "RefinedCAM",
     "SharedCAMsMethod",
 ]
+
+
+def _low_res_cam(explainer, x: torch.Tensor, targets: torch.Tensor, weights: str = "all"):
+    """The backbone's CAM ``(B, h, w)`` of ``targets`` for normalised inputs ``x``."""
+    backbone = explainer.backbone
+    return backbone.cam(backbone.forward_features(x), targets, weights=weights)
 
 
 class LowResCAM(CAMMethod):
@@ -59,18 +62,20 @@ class LowResCAM(CAMMethod):
         super().__init__(name)
         if not 1.0 <= scale <= 8.0:
             raise ValueError(f"method {name!r}: scale must lie in [1, 8], got {scale}")
-        _check_weights(name, weights)
+        if weights not in CAM_WEIGHTS:
+            raise ValueError(f"method {name!r}: weights must be all or positive, got {weights!r}")
         self.scale = float(scale)
         self.weights = weights
 
-    def _compute(self, model, x, targets):
-        return upsample_cam(self.native(model, x, targets), x.shape[-2:]).float().cpu()
+    def _compute(self, explainer, batch, targets):
+        low = self._native(explainer, batch, targets)
+        return upsample_cam(low, tuple(batch.x.shape[-2:])).float().cpu()
 
     @torch.inference_mode()
-    def native(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _native(self, explainer, batch, targets: torch.Tensor) -> torch.Tensor:
         """The CAM at the feature resolution, ``(B, h, w)`` (e.g. 7×7 for 224×224 at stride 32)."""
-        cam = model.low_res_cam(_enlarged(x, self.scale), targets, weights=self.weights)
-        return cam.float().cpu()
+        x = _enlarged(batch.x, self.scale)
+        return _low_res_cam(explainer, x, targets, self.weights).float().cpu()
 
     def settings(self) -> dict[str, Any]:
         out = {
@@ -98,12 +103,15 @@ class MultiScaleCAM(CAMMethod):
             raise ValueError(f"method {name!r}: scales must lie in [1, 8], got {scales}")
         self.scales = tuple(float(s) for s in scales)
 
-    def _compute(self, model, x, targets):
-        return upsample_cam(self.native(model, x, targets), x.shape[-2:]).float().cpu()
+    def _compute(self, explainer, batch, targets):
+        low = self._native(explainer, batch, targets)
+        return upsample_cam(low, tuple(batch.x.shape[-2:])).float().cpu()
 
     @torch.inference_mode()
-    def native(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        cams = [model.low_res_cam(_enlarged(x, s), targets).float() for s in self.scales]
+    def _native(self, explainer, batch, targets: torch.Tensor) -> torch.Tensor:
+        cams = [
+            _low_res_cam(explainer, _enlarged(batch.x, s), targets).float() for s in self.scales
+        ]
         size = max((c.shape[-2:] for c in cams), key=lambda hw: hw[0] * hw[1])
         return torch.stack([upsample_cam(c, size) for c in cams]).mean(0).cpu()
 
@@ -126,7 +134,7 @@ class GuidedUpsampledCAM(CAMMethod):
     """``base+guided``: another method's native map upsampled by :func:`hrcam.guided_upsample`.
 
     The base's map at its own resolution (:meth:`CAMMethod.native`: a peer's at its target
-    layer's grid, not resized to the input), the image (the input un-normalised) as the guide.
+    layer's grid, not resized to the input), the images' pixels as the guide.
     """
 
     def __init__(self, name: str, base: CAMMethod, options: dict[str, Any] | None = None) -> None:
@@ -139,11 +147,11 @@ class GuidedUpsampledCAM(CAMMethod):
     def check_model(self, model) -> None:
         self.base.check_model(model)
 
-    def _compute(self, model, x, targets):
-        native = self.base.native(model, x, targets).float()
+    def _compute(self, explainer, batch, targets):
+        native = self.base.native(explainer, batch, targets).float()
         with torch.inference_mode():
-            image = model.unnormalize(x)
-            return guided_upsample(native.to(x.device), image, **self.options).float().cpu()
+            maps = guided_upsample(native.to(batch.x.device), batch.pixels, **self.options)
+            return maps.float().cpu()
 
     def settings(self) -> dict[str, Any]:
         settings = dict(self.base.settings())
@@ -153,159 +161,150 @@ class GuidedUpsampledCAM(CAMMethod):
         return settings
 
     def layer_names(self, backbone) -> list[str]:
-        return self.base.layer_names(backbone) if hasattr(self.base, "layer_names") else []
+        return self.base.layer_names(backbone)
 
 
 class SharedCAMsMethod(CAMMethod):
-    """A method computed from :meth:`HRCAM.generate_cams`; :meth:`_maps` does the rest.
+    """A method made by :meth:`hrcam.Explainer.cams`; :meth:`_maps` does the rest.
 
-    ``mode``, ``weights`` and ``flip`` say how its CAMs are made (None: as the model makes
-    them). An evaluation runs ``generate_cams`` once per batch for every method that
-    :meth:`matches` the model and hands the result to :meth:`from_cams`.
+    ``mode`` (``"paper"``/``"guided"``), ``weights`` (the guided upsampler's CAM weights) and
+    ``flip`` say how its CAMs are made; None keeps the explainer's own. An evaluation runs
+    ``explainer.cams`` once per batch for every method that :meth:`matches` the explainer and
+    hands the result to :meth:`from_cams`.
     """
 
+    shares_cams = True
     mode: str | None = None
     weights: str | None = None
-    flip: bool = False
+    flip: bool | None = None
 
-    def check_model(self, model) -> None:
-        if model.expansion is None and (self.mode or model.high_res_mode) == "paper":
+    def _settings(self, name: str, mode, weights, flip) -> None:
+        if mode not in (None, "paper", "guided"):
+            raise ValueError(f"method {name!r}: mode must be paper or guided, got {mode!r}")
+        if weights not in (None, *CAM_WEIGHTS):
+            raise ValueError(f"method {name!r}: weights must be all or positive, got {weights!r}")
+        if mode == "paper" and weights is not None:
             raise ValueError(
-                f"method {self.name!r} needs the paper's expansion network, and this model has "
-                "none; use mode=guided (no training), or a model with one (a stage-2 checkpoint, "
-                "or 'default')"
+                f"method {name!r}: weights= sets the guided upsampler's CAM weights; the paper's "
+                "high-res CAM weights its maps by every FC weight"
             )
+        self.mode, self.weights, self.flip = mode, weights, flip
 
-    def matches(self, model) -> bool:
-        """Whether the model's own ``generate_cams(x, targets)`` gives this method's CAMs."""
-        return (
-            not self.flip
-            and self.mode in (None, model.high_res_mode)
-            and self.weights in (None, model.cam_weights)
+    def check_model(self, explainer) -> None:
+        self.explainer_for(explainer)  # raises when the explainer cannot make this method's CAMs
+
+    def explainer_for(self, explainer):
+        """``explainer`` with this method's settings (the same explainer when they match)."""
+        changes: dict[str, Any] = {}
+        upsampler = self._upsampler(explainer)
+        if upsampler is not explainer.upsampler:
+            changes["upsampler"] = upsampler
+        if self.flip is not None and self.flip != explainer.flip:
+            changes["flip"] = self.flip
+        changes.update(self._more_changes(explainer))
+        return explainer.replace(**changes) if changes else explainer
+
+    def _more_changes(self, explainer) -> dict[str, Any]:
+        return {}
+
+    def _upsampler(self, explainer):
+        if self.mode is None and self.weights is None:
+            return explainer.upsampler
+        current = explainer.upsampler
+        if self.mode == "paper":
+            try:
+                return create_upsampler("paper", expansion=explainer.expansion)
+            except ValueError:
+                raise ValueError(
+                    f"method {self.name!r} needs the paper's expansion network, and this model "
+                    "has none; use mode=guided (no training), or a model with one (a stage-2 "
+                    "checkpoint, or 'default')"
+                ) from None
+        guided = current if isinstance(current, GuidedUpsampler) else GuidedUpsampler()
+        if self.weights is not None and self.weights != guided.cam_weights:
+            guided = dataclasses.replace(guided, cam_weights=self.weights)
+        return current if guided == current else guided
+
+    def matches(self, explainer) -> bool:
+        """Whether ``explainer.cams`` gives this method's CAMs (same upsampler and flip)."""
+        return self._upsampler(explainer) == explainer.upsampler and self.flip in (
+            None,
+            explainer.flip,
         )
 
-    def _compute(self, model, x, targets):
-        self.check_model(model)
-        with _configured(model, self.mode, self.weights), torch.inference_mode():
-            cams = model.generate_cams(x, targets, flip=self.flip)
-            return self._maps(cams)
+    def _compute(self, explainer, batch, targets):
+        own = self.explainer_for(explainer)
+        return self._maps(own, own.cams(batch, targets), batch)
 
-    def from_cams(self, model, x: torch.Tensor, targets: torch.Tensor, cams: CAMs) -> torch.Tensor:
-        """The ``(B, H, W)`` float32 CPU maps from the model's ``generate_cams(x, targets)``.
+    def from_cams(self, explainer, batch, targets: torch.Tensor, cams) -> torch.Tensor:
+        """The ``(B, H, W)`` float32 CPU maps from ``explainer.cams(batch, targets)``.
 
-        When the method does not :meth:`match <matches>` the model, its own CAMs are made again.
+        When the method does not :meth:`match <matches>` the explainer, its own CAMs are made.
         """
-        if not self.matches(model):
-            return self._compute(model, x, targets)
-        return self._maps(cams)
+        if not self.matches(explainer):
+            return self._compute(explainer, batch, targets)
+        return self._maps(self.explainer_for(explainer), cams, batch)
 
-    def _maps(self, cams: CAMs) -> torch.Tensor:
+    def _maps(self, explainer, cams, batch) -> torch.Tensor:
         raise NotImplementedError
 
-
-def _check_weights(name: str, weights: str | None) -> None:
-    if weights not in (None, *CAM_WEIGHTS):
-        raise ValueError(f"method {name!r}: weights must be all or positive, got {weights!r}")
-
-
-@contextlib.contextmanager
-def _configured(model, mode: str | None, weights: str | None):
-    """The model with its high-res mode and CAM weights set for the block (then restored)."""
-    previous = (model.high_res_mode, model.cam_weights)
-    try:
-        model.high_res_mode = mode or previous[0]
-        model.cam_weights = weights or previous[1]
-        yield model
-    finally:
-        model.high_res_mode, model.cam_weights = previous
+    def _described(self) -> dict[str, Any]:
+        """The settings it sets itself; the explainer's own stand for the others."""
+        own = {"mode": self.mode, "weights": self.weights, "flip": self.flip}
+        return {k: v for k, v in own.items() if v is not None} or {"settings": "the explainer's"}
 
 
 class HighResCAM(SharedCAMsMethod):
-    """The expansion network's high-res CAM, at the input size already.
-
-    ``mode`` (``"paper"`` or ``"guided"``) and ``weights`` override the model's
-    :attr:`HRCAM.high_res_mode` and :attr:`HRCAM.cam_weights`; ``flip`` adds test-time mirroring.
-    """
+    """The explainer's high-res CAM, at the input size already (``mode``, ``weights`` and
+    ``flip`` as :class:`SharedCAMsMethod`)."""
 
     def __init__(
-        self, name: str, mode: str | None = None, flip: bool = False, weights: str | None = None
+        self,
+        name: str,
+        mode: str | None = None,
+        flip: bool | None = None,
+        weights: str | None = None,
     ) -> None:
         super().__init__(name)
-        if mode not in (None, "paper", "guided"):
-            raise ValueError(f"method {name!r}: mode must be paper or guided, got {mode!r}")
-        _check_weights(name, weights)
-        self.mode = mode
-        self.flip = flip
-        self.weights = weights
+        self._settings(name, mode, weights, flip)
 
-    def _maps(self, cams):
+    def _maps(self, explainer, cams, batch):
         return cams.high_res.float().cpu()
 
     def settings(self) -> dict[str, Any]:
-        described = {
-            "paper": "the expansion network's class map (the paper's high-res CAM)",
-            "guided": "hrcam.guided_upsample of the low-res CAM (the default high-res CAM)",
-        }
-        return {
-            "map": "generate_cams().high_res of the target",
-            "mode": described.get(self.mode, "the model's high_res_mode"),
-            "weights": self.weights or "the model's cam_weights",
-            "flip": self.flip,
-        }
+        return {"map": "Explainer.cams().high_res of the target", **self._described()}
 
 
 class RefinedCAM(SharedCAMsMethod):
-    """The refined CAM (``steps.refined``) of the postprocessing pipeline, at the input size.
-
-    Args:
-        name: the spec (table row).
-        options: the pipeline's options.
-        impl: ``"numpy"`` (:func:`~hrcam.postprocess.refine`, image by image), ``"torch"``
-            (:func:`~hrcam.postprocess.refine_batch`) or ``"auto"`` (one image at a time on a CPU).
-    """
+    """The refined CAM of the explainer, at the input size, with ``options`` (None: the
+    explainer's own refinement options); ``mode``, ``weights`` and ``flip`` as
+    :class:`SharedCAMsMethod`."""
 
     def __init__(
         self,
         name: str,
         options: RefineOptions | None = None,
         *,
-        impl: str = "auto",
         mode: str | None = None,
-        flip: bool = False,
+        flip: bool | None = None,
         weights: str | None = None,
     ) -> None:
         super().__init__(name)
-        _check_weights(name, weights)
-        self.weights = weights
-        if impl not in ("auto", "numpy", "torch"):
-            raise ValueError(f"method {name!r}: impl must be auto, numpy or torch, got {impl!r}")
-        if mode not in (None, "paper", "guided"):
-            raise ValueError(f"method {name!r}: mode must be paper or guided, got {mode!r}")
-        self.options = options or RefineOptions.default()
-        self.impl = impl
-        self.mode = mode
-        self.flip = flip
+        self._settings(name, mode, weights, flip)
+        self.options = options
 
-    def _maps(self, cams):
-        low, high = cams.low_res, cams.high_res
-        use_torch = self.impl == "torch" or (self.impl == "auto" and low.device.type != "cpu")
-        if use_torch:
-            return refine_batch(low, high, options=self.options).refined.float().cpu()
-        low_np = low.float().cpu().numpy()
-        high_np = high.float().cpu().numpy()
-        refined = [
-            refine(low_np[i], high_np[i], options=self.options).refined for i in range(len(low_np))
-        ]
-        return torch.from_numpy(np.stack(refined).astype(np.float32, copy=False))
+    def _more_changes(self, explainer) -> dict[str, Any]:
+        if self.options is None or self.options == explainer.refine_options:
+            return {}
+        return {"refine_options": self.options}
+
+    def _maps(self, explainer, cams, batch):
+        return explainer.refine(cams, batch).refined.float().cpu()
 
     def settings(self) -> dict[str, Any]:
-        return {
-            "options": dataclasses.asdict(self.options),
-            "impl": self.impl,
-            "mode": self.mode,
-            "flip": self.flip,
-            "weights": self.weights,
-        }
+        if self.options is None:
+            return {"refinement": "the explainer's options", **self._described()}
+        return {"options": dataclasses.asdict(self.options), **self._described()}
 
 
 # -- builders -------------------------------------------------------------------------------------
@@ -325,10 +324,15 @@ def _number(name: str, key: str, text: str) -> float:
         raise ValueError(f"method {name!r}: {key}={text!r} is not a number") from None
 
 
+def _flip(name: str, params: dict[str, str]) -> bool | None:
+    return parse_flag(name, "flip", params.pop("flip")) if "flip" in params else None
+
+
 @register_method("high_res")
 def _high_res(name: str, params: dict[str, str], **context) -> HighResCAM:
     reject_unknown(name, params, ("mode", "flip", "weights"))
-    flip = parse_flag(name, "flip", params.get("flip", "0"))
+    params = dict(params)
+    flip = _flip(name, params)
     return HighResCAM(name, mode=params.get("mode"), flip=flip, weights=params.get("weights"))
 
 
@@ -337,24 +341,18 @@ def _refined(
     name: str, params: dict[str, str], *, refine_options: RefineOptions | None = None, **context
 ) -> RefinedCAM:
     fields = {f.name for f in dataclasses.fields(RefineOptions)}
-    reject_unknown(name, params, sorted(fields) + ["impl", "mode", "flip", "preset", "weights"])
+    reject_unknown(name, params, sorted(fields) + ["mode", "flip", "preset", "weights"])
     params = dict(params)
-    impl = params.pop("impl", "auto")
     mode = params.pop("mode", None)
     weights = params.pop("weights", None)
-    flip = parse_flag(name, "flip", params.pop("flip", "0"))
+    flip = _flip(name, params)
     if "preset" in params:
         refine_options = RefineOptions.preset(params.pop("preset"))
     hints = typing.get_type_hints(RefineOptions)
     changes = {key: _parse_value(name, key, value, hints[key]) for key, value in params.items()}
-    return RefinedCAM(
-        name,
-        (refine_options or RefineOptions.default()).replace(**changes),
-        impl=impl,
-        mode=mode,
-        flip=flip,
-        weights=weights,
-    )
+    if changes:
+        refine_options = (refine_options or RefineOptions()).replace(**changes)
+    return RefinedCAM(name, refine_options, mode=mode, flip=flip, weights=weights)
 
 
 @register_method("multiscale")

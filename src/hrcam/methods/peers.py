@@ -223,14 +223,12 @@ class GradCAMMethod(LayerSetPeer):
             return "params"
         return "features" if self.layers == "last" else "input"
 
-    def _compute(self, model, x, targets):
-        return self._run(model, x, targets, native=False)
+    def _compute(self, model, batch, targets):
+        return self._run(model, batch.x, targets, native=False)
 
-    def native(self, model, x, targets):
+    def _native(self, model, batch, targets):
         """The library's map before its resize to the input: at the (finest) target layer's grid."""
-        from .base import check_inputs
-
-        return self._run(model, x, check_inputs(model, x, targets), native=True)
+        return self._run(model, batch.x, targets, native=True)
 
     def _run(self, model, x, targets, *, native: bool):
         self.check_model(model)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import check_inputs, register_method, reject_unknown
+from .base import register_method, reject_unknown
 from .peers import LayerSetPeer, MissingDependencyError, TappedBackbone, frozen_parameters
 
 __all__ = ["TorchCAMMethod", "import_torchcam"]
@@ -66,14 +66,14 @@ class TorchCAMMethod(LayerSetPeer):
         self._module = import_torchcam()  # fails now if torchcam is missing
         self.cam_class = cam_class
 
-    def native(self, model, x, targets):
+    def _native(self, model, batch, targets):
         """torchcam's map as it returns it: at the (finest) target layer's grid, in [0, 1]."""
-        return self._run(model, x, check_inputs(model, x, targets))
+        return self._run(model, batch.x, targets)
 
-    def _compute(self, model, x, targets):
+    def _compute(self, model, batch, targets):
         maps = F.interpolate(
-            self._run(model, x, targets)[:, None],
-            size=x.shape[-2:],
+            self._run(model, batch.x, targets)[:, None],
+            size=batch.x.shape[-2:],
             mode="bilinear",
             align_corners=False,
         )[:, 0]

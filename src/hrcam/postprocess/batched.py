@@ -48,7 +48,7 @@ def _f32(value: float, device) -> Tensor:
 # --------------------------------------------------------------------------- maps
 
 
-def normalize_map(cam: Tensor) -> Tensor:
+def normalize_cam(cam: Tensor) -> Tensor:
     """Each ``cam[b]`` as float32 scaled to [0, 1]; non-finite values count as 0; constant -> 0.
 
     ``cam``: ``(B, ...)`` real tensor. Returns a new float32 tensor of the same shape.
@@ -103,7 +103,7 @@ def _pad_reflect(x: Tensor, r: int) -> Tensor:
 
 def blur_cam(high_res_cam: Tensor, *, size: int = 5) -> Tensor:
     """Step 1: ``(B, H, W)`` high-res CAMs normalised to [0, 1] and box-blurred (``size`` odd)."""
-    x = normalize_map(high_res_cam)
+    x = normalize_cam(high_res_cam)
     if size == 1:
         return x
     if size < 1 or size % 2 == 0:
@@ -361,7 +361,7 @@ def find_focal_points(
 ) -> Tensor:
     """Step 5: ``(B, H, W)`` bool seeds; see the reference :func:`~.reference.find_focal_points`."""
     H, W = shape
-    low = normalize_map(low_res_cam)
+    low = normalize_cam(low_res_cam)
     if scope == "global":
         x = resize_bilinear(low, shape) if low_resized is None else low_resized
         k = num_points if num_points is not None else max(1, round(math.sqrt(H)))
@@ -437,7 +437,7 @@ def merge_maps(
 ) -> Tensor:
     """Step 9: ``(B, H, W)`` float32 refined CAMs: blend, product or gate (see the NumPy one)."""
     seg = segment.to(torch.float32)
-    low = normalize_map(low_resized)
+    low = normalize_cam(low_resized)
     if method == "blend":
         return _f32(alpha, seg.device) * seg + _f32(1 - alpha, seg.device) * low
     if method == "multiply":
@@ -479,7 +479,7 @@ def mask_image(
             kth = torch.kthvalue(flat, n - k + 1, dim=1).values
             keep = (r >= kth[:, None, None]) & (r > 0)
     elif filter == "threshold":
-        keep = normalize_map(r) > _f32(threshold, r.device)
+        keep = normalize_cam(r) > _f32(threshold, r.device)
     else:
         raise ValueError(f"filter must be 'percentage' or 'threshold'; got {filter!r}")
     if img.ndim == 4:

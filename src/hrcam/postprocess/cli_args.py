@@ -87,4 +87,4 @@ def refine_options_from_args(
         value = getattr(namespace, _dest(prefix, f.name), None)
         if value is not None:
             changes[f.name] = value
-    return (base or RefineOptions.default()).replace(**changes)
+    return (base or RefineOptions()).replace(**changes)

@@ -47,7 +47,7 @@ __all__ = [
     "linear_percentile",
     "mask_image",
     "merge_maps",
-    "normalize_map",
+    "normalize_cam",
     "refine",
     "resize_bilinear",
     "sobel_edges",
@@ -105,7 +105,7 @@ def _normalize(x):
     return out.reshape(x.shape), True
 
 
-def normalize_map(cam) -> np.ndarray:
+def normalize_cam(cam) -> np.ndarray:
     """As :func:`hrcam.arrays.normalize_map` (float32)."""
     x = _f32(cam)
     if x.size == 0:
@@ -183,7 +183,7 @@ def _box_blur(padded, size):
 
 def blur_cam(high_res_cam, *, size: int = 5) -> np.ndarray:
     """Step 1; see :func:`.reference.blur_cam`."""
-    x = normalize_map(high_res_cam)
+    x = normalize_cam(high_res_cam)
     if size == 1:
         return x
     if size < 1 or size % 2 == 0:
@@ -335,7 +335,7 @@ def find_focal_points(
             within=within,
         )
     if low_resized is None:
-        low_resized = resize_bilinear(normalize_map(low_res_cam), shape)
+        low_resized = resize_bilinear(normalize_cam(low_res_cam), shape)
     k = num_points if num_points is not None else max(1, round(math.sqrt(shape[0])))
     inside = None if within is None else _bool(within)
     if inside is None or not inside.any():
@@ -506,7 +506,7 @@ def merge_maps(segment, low_resized, *, method: str = "blend", alpha: float = 0.
     """Step 9; see :func:`.reference.merge_maps`."""
     if method not in _MERGES:
         raise ValueError(f"method must be 'blend', 'multiply' or 'gate'; got {method!r}")
-    low = normalize_map(low_resized)
+    low = normalize_cam(low_resized)
     return _merge(_bool(segment), low, _MERGES[method], np.float32(alpha), np.float32(1 - alpha))
 
 

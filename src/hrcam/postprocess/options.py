@@ -1,4 +1,4 @@
-"""Every option of the refinement pipeline, with the original code's defaults, in one place.
+"""Every option of the refinement pipeline in one place; the defaults make hrcam's refined CAM.
 
 :class:`RefineOptions` is a frozen dataclass: both implementations (:func:`hrcam.postprocess.refine`
 and :func:`hrcam.postprocess.refine_batch`) read it, and the command line builds its
@@ -109,7 +109,7 @@ class RefineOptions:
         metadata=_help("side of the box filter that blurs the high-res CAM; odd, >= 1 (1 = none)"),
     )
     lower_percentile: float = field(
-        default=25.0,
+        default=0.0,
         metadata=_help("percentile of the edges inside the ROI that is the lower growing bound"),
     )
     upper_percentile: float = field(
@@ -123,7 +123,7 @@ class RefineOptions:
         ),
     )
     merge: str = field(
-        default="blend",
+        default="gate",
         metadata=_help(
             "how the filled segment and the base map make the refined CAM: 'blend' (alpha*segment "
             "+ (1-alpha)*base), 'multiply' (segment*base), or 'gate' (base*(1-alpha+alpha*segment), "
@@ -132,7 +132,7 @@ class RefineOptions:
         ),
     )
     merge_base: str = field(
-        default="low",
+        default="high",
         metadata=_help(
             "the map the segment is merged with: the upsampled low-res CAM ('low', the paper) or "
             "the high-res CAM ('high', better when the high-res CAM is class-discriminative, as "
@@ -141,10 +141,10 @@ class RefineOptions:
         ),
     )
     alpha: float = field(
-        default=0.5,
+        default=0.2,
         metadata=_help(
-            "weight of the segment for merge='blend' (refined = alpha*segment + "
-            "(1-alpha)*low-res); in [0, 1]"
+            "weight of the segment: merge='blend' gives alpha*segment + (1-alpha)*base, "
+            "merge='gate' base*(1-alpha+alpha*segment); in [0, 1]"
         ),
     )
     filter: str = field(
@@ -196,17 +196,12 @@ class RefineOptions:
             raise ValueError(f"blur_size must be an odd integer >= 1, got {self.blur_size}")
 
     @classmethod
-    def default(cls) -> RefineOptions:
-        """The options of *the* refined CAM: what ``hrcam explain``, ``hrcam evaluate``'s
-        ``refined``, ``hrcam demo``, the app and :func:`hrcam.refine` (with no options) use —
-        the ``DEFAULT_PRESET`` (``"hrcam"``). ``RefineOptions()`` holds the paper's values."""
-        return cls.preset(DEFAULT_PRESET)
-
-    @classmethod
     def preset(cls, name: str) -> RefineOptions:
-        """Named option sets: ``"paper"`` (the original code's defaults, = ``RefineOptions()``) and
-        ``"hrcam"`` (tuned on one half of pets-dev for hrcam's guided high-res CAM: grow through
-        every pixel below the upper edge bound, and let the segment gate the high-res CAM)."""
+        """Named option sets: ``"hrcam"`` (= ``RefineOptions()``, what every front-end uses:
+        tuned on one half of pets-dev for hrcam's guided high-res CAM — grow through every pixel
+        below the upper edge bound, and let the segment gate the high-res CAM) and ``"paper"``
+        (the original code's values: grow between two edge percentiles, blend the segment with
+        the upsampled low-res CAM)."""
         if name not in PRESETS:
             raise ValueError(f"refine preset must be one of {sorted(PRESETS)}, got {name!r}")
         return cls(**PRESETS[name])
@@ -261,13 +256,13 @@ def _check_int(name: str, value, low: int, allow: str = "") -> None:
         raise ValueError(f"{name} must be an integer >= {low}{extra}; got {value!r}")
 
 
-# Named option sets (see RefineOptions.preset). "hrcam" was chosen on the first half of pets-dev
-# (`hrcam evaluate --split first-half`) and is reported on the second half in the README.
-# The refined CAM hrcam makes unless told otherwise (RefineOptions.default()).
+# Named option sets (see RefineOptions.preset). "hrcam", the fields' defaults, was chosen on the
+# first half of pets-dev (`hrcam evaluate --split first-half`) and is reported on the second half
+# (docs/results.md).
 DEFAULT_PRESET = "hrcam"
 PRESETS: dict[str, dict] = {
-    "paper": {},
-    "hrcam": {"lower_percentile": 0.0, "merge": "gate", "merge_base": "high", "alpha": 0.2},
+    "hrcam": {},
+    "paper": {"lower_percentile": 25.0, "merge": "blend", "merge_base": "low", "alpha": 0.5},
 }
 
 

@@ -25,7 +25,7 @@ __all__ = ["STEP_FUNCTIONS", "refine_single", "resolve_options", "run_steps"]
 
 # What a backend implements, one function per step, with the same names and keywords.
 STEP_FUNCTIONS = (
-    "normalize_map",
+    "normalize_cam",
     "blur_cam",
     "sobel_edges",
     "resize_bilinear",
@@ -47,7 +47,7 @@ def run_steps(ops: ModuleType, low, high, image, opts: RefineOptions) -> RefineS
     ``image``: ``None`` or image(s) ``(..., H', W'[, C])`` channels-last.
     """
     height, width = high.shape[-2:]
-    low_n = ops.normalize_map(low)
+    low_n = ops.normalize_cam(low)
     # Steps 1-2: the high-res CAM's edges.
     blurred = ops.blur_cam(high, size=opts.blur_size)
     edges = ops.sobel_edges(blurred)
@@ -78,7 +78,7 @@ def run_steps(ops: ModuleType, low, high, image, opts: RefineOptions) -> RefineS
         max_size=resolve_max_hole_size(opts, height, width),
     )
     # Step 9: merge with the base map; step 10: mask the image.
-    base = low_resized if opts.merge_base == "low" else ops.normalize_map(high)
+    base = low_resized if opts.merge_base == "low" else ops.normalize_cam(high)
     merged = ops.merge_maps(full_segment, base, method=opts.merge, alpha=opts.alpha)
     masked_image = None
     if image is not None:
@@ -129,14 +129,14 @@ def check_image_and_finite(low, high, image, nan_policy: str, *, batched: bool) 
         raise ShapeError(
             f"{what} of shape {tuple(image.shape)} does not fit the high-res CAM of shape "
             f"{tuple(high.shape)}: give the {what} at the CAM's size (H, W), with 1, 3 or 4 "
-            "channels last (e.g. HRCAM.to_image(x) for the network's input)"
+            "channels last (e.g. explainer.prepare(images).rgb[i] for the network's input)"
         )
 
 
 def resolve_options(options: RefineOptions | None, overrides: dict) -> RefineOptions:
-    """``options`` (default :meth:`RefineOptions.default`) with ``overrides`` applied and checked."""
+    """``options`` (default ``RefineOptions()``) with ``overrides`` applied and checked."""
     if options is None:
-        options = RefineOptions.default()
+        options = RefineOptions()
     elif not isinstance(options, RefineOptions):
         raise ValueError(f"options must be a RefineOptions, got {type(options).__name__}")
     return options.replace(**overrides) if overrides else options

@@ -54,6 +54,11 @@ def label_components(mask) -> tuple[np.ndarray, int]:
 # --------------------------------------------------------------------------- maps
 
 
+def normalize_cam(cam) -> np.ndarray:
+    """A CAM scaled to [0, 1], float32, NaN and ±inf counted as 0 (:func:`hrcam.arrays.normalize_map`)."""
+    return normalize_map(cam)
+
+
 def resize_bilinear(array, shape: tuple[int, int]) -> np.ndarray:
     """Resample the first two axes of ``array`` to ``shape`` bilinearly (half-pixel centres).
 
@@ -468,14 +473,15 @@ def refine(
     4). Any real dtype; any sizes (``h x w`` may differ from ``H x W`` in ratio). A map with
     NaN or infinite values raises :class:`hrcam.checks.NonFiniteError` (naming it and the
     count); ``nan_policy="zero"`` counts them as 0 instead. ``options`` (default
-    :meth:`RefineOptions.default`, hrcam's preset; ``RefineOptions()`` for the paper's) with
-    ``option_overrides`` applied, e.g. ``refine(low, high,
-    merge="multiply")``. ``steps.refined`` is the refined CAM.
+    ``RefineOptions()``, hrcam's preset; ``RefineOptions.preset("paper")`` for the paper's) with
+    ``option_overrides`` applied, e.g. ``refine(low, high, merge="multiply")``.
+    ``steps.refined`` is the refined CAM.
 
     Degenerate input gives a defined result, never an exception: (with ``nan_policy="zero"``)
     non-finite values count as 0; a constant (or all-zero, or 1x1) low-res CAM has an empty ROI, so the refined CAM is all
     zeros; a constant high-res CAM has no edges, so the segment covers every pixel connected
-    to an in-ROI seed (all of them) and the refined CAM is ``alpha + (1 - alpha) * low``; seeds
+    to an in-ROI seed (all of them; with the paper's blend the refined CAM is then
+    ``alpha + (1 - alpha) * low``); seeds
     outside the edge band grow nothing (the segment is then the strong ROI edges with their
     holes filled).
 

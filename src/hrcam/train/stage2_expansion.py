@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..backbones import Backbone
 from ..checkpoint import load_backbone, load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data.folders import ImageFilesDataset, build_transform
-from ..expansion import ExpansionNetwork
+from ..upsample.expansion import ExpansionNetwork
 from ..utils import atomic_save_json
 from .config import ExpansionConfig
 from .distributed import DistContext, distributed, wrap_ddp

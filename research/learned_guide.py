@@ -5,14 +5,14 @@ animal along its fur-colour boundaries and joins background of the animal's colo
 :class:`GuideNetwork` replaces colour with features the classifier itself computes: its early
 stages (the skip connections of the expansion network) are projected, fused at stride 4 and
 upsampled into a few guide channels, beside the RGB image with a learned weight. The upsampling
-stays :func:`~hrcam.guided_upsampling.upsample_with_guide`: every output pixel a convex mix of
+stays :func:`~hrcam.upsample.guided.upsample_with_guide`: every output pixel a convex mix of
 the CAM's own values, so the map stays class-discriminative and linear in the CAM.
 
 Initialised, it is nearly the colour guide (the learned channels start small, the RGB weight
 at 1 / ``colour_sigma``), so training starts from the training-free default.
 
 Training (stage 2: the classifier frozen, no labels read) is research code for now,
-``benchmarks/research_learned_guide.py``; it is not an objective of ``hrcam train-expansion``
+``research/train_learned_guide.py``; it is not an objective of ``hrcam train-expansion``
 because it has not beaten the training-free colour guide (README, "Everything we tried"):
 
 - ``cam2x``: the classifier's CAM of the image at twice the size (14×14 for a 224 model at 448)
@@ -32,9 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones.base import Backbone, FeatureInfo
-from .expansion import _as_feature_info
-from .guided_upsampling import upsample_with_guide
+from hrcam.backbones.base import Backbone, FeatureInfo
+from hrcam.upsample.guided import upsample_with_guide
 
 __all__ = ["GuideNetwork"]
 
@@ -62,7 +61,7 @@ class GuideNetwork(nn.Module):
         init_std: float = 0.05,
     ) -> None:
         super().__init__()
-        infos = [_as_feature_info(s) for s in skip_info]
+        infos = [FeatureInfo.parse(s) for s in skip_info]
         self.used = [i for i, s in enumerate(infos) if 4 <= s.stride <= 16]
         if not self.used:
             raise ValueError(
@@ -114,7 +113,7 @@ class GuideNetwork(nn.Module):
             raise ValueError(
                 f"this learned guide was trained for skips (stride, channels) {mine}, and the "
                 f"backbone has {theirs}: train one for it with "
-                "benchmarks/research_learned_guide.py"
+                "research/train_learned_guide.py"
             )
 
     def forward(

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hrcam import guided_upsample
-from hrcam.guided_upsampling import _colour_term, _levels, _neighbour_values, _triangle_filter
+from hrcam.upsample.guided import _colour_term, _levels, _neighbour_values, _triangle_filter
 
 
 def _step_guide(height: int, width: int, edge: int) -> torch.Tensor:
@@ -172,7 +172,7 @@ def test_colour_term_equals_the_direct_formula_with_and_without_whole_blocks():
         (torch.rand(1, 7, 7), torch.rand(3, 32, 32), "batch dimension"),
         (torch.rand(2, 7, 7), torch.rand(1, 3, 32, 32), "2 maps and 1 images"),
         (torch.rand(1, 40, 7), torch.rand(1, 3, 32, 32), "larger than the images"),
-        (torch.rand(1, 7, 7), torch.rand(1, 3, 32, 32) * 4 - 2, r"lie in \[0, 1\].*unnormalize"),
+        (torch.rand(1, 7, 7), torch.rand(1, 3, 32, 32) * 4 - 2, r"lie in \[0, 1\].*pixels"),
         (torch.ones(1, 7, 7, dtype=torch.long), torch.rand(1, 3, 32, 32), "float tensor"),
         ([[0.0]], torch.rand(1, 3, 32, 32), "torch.Tensor"),
     ],

@@ -2,13 +2,13 @@
 
 Caches, once, what the frozen classifier computes for the training images (no labels read):
 the 1× input's skips and its top-``k`` positive-weight CAMs (7×7), and the same classes' CAMs of
-the image at 2× (14×14) and 3× (21×21); then trains :class:`hrcam.learned_guide.GuideNetwork`
+the image at 2× (14×14) and 3× (21×21); then trains :class:`learned_guide.GuideNetwork`
 variants on the cache and scores each, beside the training-free guided CAM, on pets-dev's
 **first half** (the tuning half; the second half is for the final table only).
 
-    python benchmarks/research_learned_guide.py --cache /work/cache/guide.pt -o runs/guide \\
+    python research/train_learned_guide.py --cache /work/cache/guide.pt -o runs/guide \\
         --variants cam2x cam2x3x cam2x-e12
-    python benchmarks/research_learned_guide.py --cache /work/cache/guide.pt -o runs/guide \\
+    python research/train_learned_guide.py --cache /work/cache/guide.pt -o runs/guide \\
         --views 6 --views-cache /work/cache/views.pt --variants multiview multiview-blur
 
 ``--views N`` adds FeatUp's multi-view signal (Fu et al., ICLR 2024): the CAMs of ``N`` shifted
@@ -23,6 +23,7 @@ Training images: ``../shared/data/imagenet-val-nonanimal`` (703) and pets-dev's 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -31,13 +32,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from learned_guide import GuideNetwork  # research/learned_guide.py, beside this script
 
 from hrcam import load_model
 from hrcam.data.annotations import LocalizationDataset
 from hrcam.evaluation import evaluate_localization
 from hrcam.evaluation.subsets import split_names
 from hrcam.io import find_images
-from hrcam.learned_guide import GuideNetwork
 from hrcam.methods import CAMMethod
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -81,19 +82,19 @@ def build_cache(model, paths: list[Path], k: int, scales=(2,)) -> dict:
     started = time.perf_counter()
     for n, path in enumerate(paths):
         for flip in (False, True):
-            x = model.preprocess(path)
-            if flip:
-                x = torch.flip(x, dims=[3])
+            batch = model.prepare(path)
+            x = torch.flip(batch.x, dims=[3]) if flip else batch.x
             features, skips = backbone.forward_features(x, return_skips=True)
             logits = backbone.forward_head(features)
             top = logits[0].topk(k).indices
             cache["cams"].append(_cams(backbone, features, top).half())
             cache["targets"].append(top)
-            cache["images"].append((model.unnormalize(x)[0] * 255).round().to(torch.uint8))
+            rgb = torch.from_numpy(batch.rgb[0]).permute(2, 0, 1)
+            cache["images"].append(torch.flip(rgb, dims=[2]) if flip else rgb)
             for j, i in enumerate(used):
                 cache["skips"][j].append(skips[i][0].half())
             for s in scales:
-                xs = model.preprocess(path, size=side * s)
+                xs = model.replace(input_size=side * s).prepare(path).x
                 if flip:
                     xs = torch.flip(xs, dims=[3])
                 cache[f"cams{s}"].append(_cams(backbone, backbone.forward_features(xs), top).half())
@@ -122,7 +123,7 @@ def build_views(model, paths: list[Path], targets: torch.Tensor, n_views: int, s
     started, s, r = time.perf_counter(), 0, VIEW_SHIFT
     for n, path in enumerate(paths):
         for flip in (False, True):
-            x = model.preprocess(path)
+            x = model.prepare(path).x
             if flip:
                 x = torch.flip(x, dims=[3])
             H, W = x.shape[-2:]
@@ -300,10 +301,10 @@ class LearnedGuided(CAMMethod):
         self.net = net
 
     @torch.no_grad()
-    def _compute(self, model, x, targets):
-        features, skips = model.backbone.forward_features(x, return_skips=True)
-        cam = model.backbone.cam(features, targets, weights="positive")
-        return self.net.upsample(cam, self.net(model.unnormalize(x), skips)).float().cpu()
+    def _compute(self, explainer, images, targets):
+        features, skips = explainer.backbone.forward_features(images.x, return_skips=True)
+        cam = explainer.backbone.cam(features, targets, weights="positive")
+        return self.net.upsample(cam, self.net(images.pixels, skips)).float().cpu()
 
 
 def main() -> int:
@@ -366,14 +367,14 @@ def main() -> int:
         progress=False,
     )
     print(f"\npets-dev {args.eval_split}: method | PxAP | best px IoU | MaxBoxAccV2 | ms/image")
-    for name, r in results["methods"].items():
-        m = r["metrics"]
+    for name, r in results.methods.items():
+        m = r.metrics
         print(
             f"| {name} | {100 * m['pxap']:.1f} | {100 * m['best_pixel_iou']:.1f} | "
-            f"{100 * m['max_box_acc_v2']:.1f} | {r['timing']['ms_per_image']:.1f} |"
+            f"{100 * m['max_box_acc_v2']:.1f} | {r.timing.ms_per_image:.1f} |"
         )
         report.setdefault(name.split(":")[-1], {})["metrics"] = m
-        report[name.split(":")[-1]]["timing"] = r["timing"]
+        report[name.split(":")[-1]]["timing"] = dataclasses.asdict(r.timing)
     with open(args.output / "report.json", "w") as f:
         json.dump(report, f, indent=1, default=float)
     return 0

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones.base import Backbone, FeatureInfo
+from ..backbones.base import Backbone, FeatureInfo
+from .base import UpsampleInputs
 
 __all__ = ["LEGACY_CONFIG_KEYS", "Decoded", "ExpansionNetwork", "default_decoder_channels"]
 
@@ -158,7 +159,7 @@ class ExpansionNetwork(nn.Module):
             raise ValueError(f"feature_stride must be a power of two ≥ 2, got {feature_stride}")
         if upsample not in ("bilinear", "transposed"):
             raise ValueError(f"upsample must be 'bilinear' or 'transposed', got {upsample!r}")
-        skip_info = tuple(_as_feature_info(s) for s in skip_info)
+        skip_info = tuple(FeatureInfo.parse(s) for s in skip_info)
         num_stages = feature_stride.bit_length() - 1
         if decoder_channels is None:
             decoder_channels = default_decoder_channels(num_stages)
@@ -214,6 +215,18 @@ class ExpansionNetwork(nn.Module):
         self.to_features = nn.Conv2d(decoder_channels[-1], num_features, 1)
         # R: high-resolution maps -> image (the autoencoder's output).
         self.reconstruction_head = nn.Conv2d(num_features, out_channels, 1)
+
+    # -- the Upsampler protocol ------------------------------------------------------------------
+    needs_skips = True
+
+    def upsample(self, inputs: UpsampleInputs) -> torch.Tensor:
+        """The paper's high-res CAMs ``Σ_k w_ck A_high_k`` ``(B, H, W)`` (folded: no K-channel
+        full-resolution tensor is built)."""
+        decoded = self.decode(inputs.features, inputs.skips, inputs.size)
+        return self.class_maps(decoded, inputs.backbone.fc.weight[inputs.targets])
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "paper", "decoder_channels": list(self.decoder_channels)}
 
     @classmethod
     def from_backbone(cls, backbone: Backbone, **kwargs: Any) -> ExpansionNetwork:
@@ -339,12 +352,3 @@ class Decoded:
         out = out + bias.to(out.dtype)[:, :, None, None]
         out = out.reshape(b, -1, h2, w2)  # channels ordered (o, subpixel), as pixel_shuffle expects
         return self._crop(F.pixel_shuffle(out, 2))
-
-
-def _as_feature_info(item: FeatureInfo | dict | Sequence) -> FeatureInfo:
-    if isinstance(item, FeatureInfo):
-        return item
-    if isinstance(item, dict):
-        return FeatureInfo(str(item["name"]), int(item["stride"]), int(item["channels"]))
-    name, stride, channels = item
-    return FeatureInfo(str(name), int(stride), int(channels))

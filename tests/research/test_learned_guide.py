@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from learned_guide import GuideNetwork
 
 from hrcam import guided_upsample
-from hrcam.learned_guide import GuideNetwork
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hrcam import create_backbone
-from hrcam.expansion import ExpansionNetwork, default_decoder_channels
+from hrcam.upsample.expansion import ExpansionNetwork, default_decoder_channels
 
 
 @pytest.mark.parametrize("size", [(32, 32), (37, 29), (33, 64)])

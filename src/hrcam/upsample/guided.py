@@ -19,30 +19,27 @@ map's own values (every step is a convex mix, bilinear included), so a class-dis
 map stays class-discriminative, and it is linear in the map: upsampling each feature map and
 then weighting it by the FC weights gives the same CAM.
 
-The defaults are the measured ones (``hrcam evaluate --split first-half`` on pets-dev,
-EfficientNet-Lite0's 7×7 CAM; README, "Everything we tried"):
-
-- ``colour_sigma=0.1`` (RGB in [0, 1]): PxAP 75.5 against 75.3 at 0.2 and 71.6 at 0.05;
-- ``spatial_sigma=1.0`` cell: 73.5 against 72.9 at 0.7 and 71.5 at 0.5 (one step, 140 images);
-- ``coarse_to_fine=True``: 74.2 against 73.5 for one step from 7×7 (140 images);
-- ``stride=2``: PxAP 76.9, best IoU 72.7 against 76.8, 72.7 at stride 1 (and 76.9, 72.7 at 4),
-  285 images, for 13 % less time per image in the evaluation;
-- ``lattice_filter=True``: PxAP 76.9, best IoU 72.8 against 76.9, 72.7 without (the refined
-  CAM 77.4, 72.7 both), and the lattice gone from the pipeline figure's edge panel (the edges'
-  mean absolute second difference, over 24 pets-dev images, 0.091 → 0.074 of their mean).
+Every default (``colour_sigma``, ``spatial_sigma``, ``coarse_to_fine``, ``stride``,
+``lattice_filter``, and the positive CAM weights of :class:`GuidedUpsampler`) was chosen on the
+first half of pets-dev; ``docs/tried.md`` has each sweep.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .checks import ShapeError, check_finite, check_range
+from ..checks import ShapeError, check_finite, check_range
+from .base import UpsampleInputs
 
-__all__ = ["guided_upsample", "upsample_with_guide"]
+__all__ = ["CAM_WEIGHTS", "GuidedUpsampler", "guided_upsample", "upsample_with_guide"]
+
+CAM_WEIGHTS = ("positive", "all")
 
 Tensor = torch.Tensor
 
@@ -66,7 +63,7 @@ def guided_upsample(
         cams: ``(B, h, w)`` maps at any resolution up to the images' (a CAM, a Grad-CAM or
             LayerCAM map, signed or not), float32, float16 or bfloat16.
         images: ``(B, 3, H, W)`` the guide, RGB in [0, 1] (not normalised for a model:
-            :meth:`hrcam.HRCAM.unnormalize` undoes that), on the device of ``cams``.
+            ``explainer.prepare(images).pixels`` are these), on the device of ``cams``.
         colour_sigma: colour scale of the range kernel (RGB units); 0 turns the colour term
             off (a purely spatial, bilinear-like upsampling).
         spatial_sigma: width of the spatial kernel, in cells of the grid being upsampled.
@@ -79,8 +76,7 @@ def guided_upsample(
             on each side (``[1, 2, 1] / 4`` for 2): a bilinear upsampling is piecewise linear,
             so the map's gradient steps every ``stride`` pixels, which Sobel edges (the
             refinement's, the pipeline figure's edge panel) show as a faint lattice; the
-            triangle's response is 0 at that period. Localization unchanged (pets-dev first
-            half: PxAP 76.9 both, best IoU 72.8 against 72.7).
+            triangle's response is 0 at that period.
 
     Returns:
         ``(B, H, W)`` on the same device, in ``cams``' dtype (computed in float32).
@@ -122,6 +118,67 @@ def guided_upsample(
     return maps[:, 0].to(cams.dtype)
 
 
+@dataclass(frozen=True)
+class GuidedUpsampler:
+    """hrcam's default high-res CAM: the low-res CAM upsampled by :func:`guided_upsample`,
+    guided by the image's colours. No training; any GAP + FC model.
+
+    Args:
+        colour_sigma, spatial_sigma, coarse_to_fine, stride, lattice_filter: options of
+            :func:`guided_upsample`.
+        cam_weights: which FC weights make the map that is upsampled: ``"positive"`` (default:
+            only the evidence *for* the class, ``Σ_k max(w_ck, 0) A_k``, see
+            :meth:`hrcam.Backbone.cam`) or ``"all"`` (the exact low-res CAM itself).
+
+    Example::
+
+        >>> up = GuidedUpsampler(colour_sigma=0.2)
+        >>> up.describe()["colour_sigma"]
+        0.2
+    """
+
+    colour_sigma: float = 0.1
+    spatial_sigma: float = 1.0
+    coarse_to_fine: bool = True
+    stride: int = 2
+    lattice_filter: bool = True
+    cam_weights: str = "positive"
+
+    needs_skips = False  # a class attribute: the protocol's flag, not an option
+
+    def __post_init__(self) -> None:
+        if self.cam_weights not in CAM_WEIGHTS:
+            raise ValueError(f"cam_weights must be one of {CAM_WEIGHTS}, got {self.cam_weights!r}")
+        if not (
+            isinstance(self.stride, int) and not isinstance(self.stride, bool) and self.stride >= 1
+        ):
+            raise ValueError(f"stride must be an integer >= 1, got {self.stride!r}")
+        for name in ("coarse_to_fine", "lattice_filter"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not self.colour_sigma >= 0 or not self.spatial_sigma > 0:
+            raise ValueError(
+                f"colour_sigma must be >= 0 and spatial_sigma > 0, got {self.colour_sigma} and "
+                f"{self.spatial_sigma}"
+            )
+
+    def upsample(self, inputs: UpsampleInputs) -> torch.Tensor:
+        """The guided high-res CAMs ``(B, H, W)`` (see the class docstring)."""
+        source = inputs.low_res
+        if self.cam_weights != "all":
+            source = inputs.backbone.cam(inputs.features, inputs.targets, weights=self.cam_weights)
+        return guided_upsample(source, inputs.images, **self.options())
+
+    def options(self) -> dict[str, Any]:
+        """The keyword options of :func:`guided_upsample` this upsampler passes."""
+        options = asdict(self)
+        options.pop("cam_weights")
+        return options
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "guided", **asdict(self)}
+
+
 def _triangle_filter(maps: Tensor, width: int) -> Tensor:
     """``maps`` (B, 1, H, W) smoothed separably by a box of ``width`` convolved with itself
     (weights 1, 2, ..., width, ..., 2, 1, normalised), edges replicated: a convex mix of
@@ -143,7 +200,7 @@ def upsample_with_guide(
     ``exp(-|g(x) - μ_j|² / 2)``): ``maps`` (B, M, h, w) → (B, M, H, W), differentiable in both.
 
     :func:`guided_upsample` is this with ``guide = RGB / colour_sigma``; a learned guide
-    (:class:`hrcam.learned_guide.GuideNetwork`) passes its own features. No input checks: the
+    (:class:`learned_guide.GuideNetwork`) passes its own features. No input checks: the
     callers check.
     """
     size = tuple(guide.shape[-2:])
@@ -194,7 +251,7 @@ def _check(cams, images, colour_sigma: float, spatial_sigma: float) -> None:
         "images (RGB)",
         0,
         1,
-        hint="if they are a model's normalised inputs, undo that first (HRCAM.unnormalize)",
+        hint="if they are a model's normalised inputs, pass the pixels instead (explainer.prepare(images).pixels)",
     )
     if not colour_sigma >= 0 or not spatial_sigma > 0:
         raise ValueError(

@@ -1,0 +1,6 @@
+"""The research code lives outside the package (``research/``); its tests import it from there."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "research"))
