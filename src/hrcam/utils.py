@@ -35,7 +35,7 @@ def atomic_write(
     A crash or an exception inside the block leaves any earlier ``path`` untouched and no
     half-written file behind. ``mode`` is ``"wb"`` or ``"w"``. ``durable``: flush the file to
     the disk (``fsync``) before the rename, so that it survives a power cut too; ``False``
-    skips that (~1 ms per file) for outputs that a rerun can check and redo (``hrcam explain``'s
+    skips that for outputs that a rerun can check and redo (``hrcam explain``'s
     per-image files: a power cut can leave such a file empty, never half-written).
 
     Example::
@@ -78,9 +78,9 @@ def atomic_save_npz(
     """Write ``arrays`` as an ``.npz`` (read back with ``np.load``) to ``path`` atomically
     (``durable``: see :func:`atomic_write`).
 
-    Float arrays of 4 KiB or more are stored as they are: a CAM's float16 bytes shrink by only
-    ~23 % under deflate, at ~2-4 ms per 224x224 map, most of ``hrcam explain``'s writing time.
-    Everything else (masks, which shrink ~100x, labels, the options) is deflated at level 1.
+    Float arrays of 4 KiB or more are stored as they are (a CAM's float16 bytes hardly shrink
+    under deflate, which would cost most of ``hrcam explain``'s writing time); everything else
+    (masks, labels, the options) is deflated at level 1.
     """
     import numpy as np
 
@@ -123,8 +123,8 @@ def sequential_opencv() -> Iterator[None]:
     """OpenCV's own thread pool off inside the block, restored after.
 
     hrcam's OpenCV calls (labelling one 224x224 mask, encoding one JPEG) are too small to gain
-    from threads, and OpenCV's pool competes with PyTorch's for the same cores: on 2 cores,
-    ``hrcam explain`` took 92 ms per image with it and 77 without (200 pets-dev photographs).
+    from threads, and OpenCV's pool competes with PyTorch's for the same cores
+    (docs/speed.md).
     """
     import cv2
 

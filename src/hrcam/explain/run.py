@@ -176,9 +176,8 @@ def _background_priority() -> None:
     """Give the calling (writer) thread a lower priority than the model's threads.
 
     When the model fills every core, a writer that takes a core stalls each of the forward
-    pass's parallel operators; at nice 10 it runs in their gaps instead (on 2 cores: 76.7 ->
-    72.4 ms per image, two runs of 200 pets-dev photographs). Per-thread priorities are Linux's;
-    elsewhere, or if refused, nothing changes.
+    pass's parallel operators; at nice 10 it runs in their gaps instead (docs/speed.md).
+    Per-thread priorities are Linux's; elsewhere, or if refused, nothing changes.
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):

@@ -29,7 +29,7 @@ class OutputSettings:
     cmap: str = DEFAULT_CMAP
     opacity: float = 0.5
     # The blended overlays as files too (the report blends the coloured CAMs over the image
-    # itself): three more pictures at display size, ~7 ms and ~70 KB per image (bench_explain).
+    # itself): three more pictures per image at display size (docs/speed.md).
     overlay_files: bool = False
 
     def __post_init__(self) -> None:

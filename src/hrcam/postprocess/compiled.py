@@ -16,7 +16,7 @@ map, each a few tens of microseconds at 224x224; here a step is one or two loops
 - merging, and masking a contiguous uint8 image: one loop each.
 
 The percentiles (ROI, growing bounds) and the choice of the image's kept pixels stay NumPy's
-(its introselect beat a compiled histogram selection, 0.08 against 0.20 ms at 224x224), and so
+(its introselect beat a compiled histogram selection; docs/tried.md), and so
 do the rare options (local-maxima seeds, ``focal_min_distance=1``, the masked image of a
 transposed or float image). Kernels compile on first use and are cached on disk (Numba's
 ``cache=True``: ``__pycache__`` beside this file, or Numba's user cache when that is
