@@ -250,8 +250,7 @@ def create_method(spec: str, **context: Any) -> CAMMethod:
         close = difflib.get_close_matches(name, list(_BUILDERS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise KeyError(f"unknown CAM method {name!r}.{hint} Valid methods: {', '.join(_BUILDERS)}")
-    canonical = name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
-    return _BUILDERS[name](canonical, params, **context)
+    return _BUILDERS[name](canonical_spec(name, params), params, **context)
 
 
 def reject_unknown(name: str, params: dict[str, str], allowed: Sequence[str]) -> None:
@@ -271,42 +270,33 @@ def parse_flag(name: str, key: str, text: str) -> bool:
     raise ValueError(f"method {name!r}: {key} must be 0 or 1, got {text!r}")
 
 
-# -- "name+guided" --------------------------------------------------------------------------------
+# -- "name+upsampler" -----------------------------------------------------------------------------
 
-UPSAMPLER_OPTIONS = (
-    "colour_sigma",
-    "spatial_sigma",
-    "coarse_to_fine",
-    "stride",
-    "lattice_filter",
-)
+# upsampler name -> builder(base_name, upsampler, params, context) of the "base+upsampler" method
+_UPSAMPLED: dict[str, Callable[..., CAMMethod]] = {}
 
 
-def _canonical(name: str, params: dict[str, str]) -> str:
+def register_upsampled(name: str) -> Callable[[B], B]:
+    """Decorator adding the builder of ``base+name`` specs (``gradcam+guided``); a duplicate
+    name is refused."""
+
+    def decorator(fn: B) -> B:
+        if name in _UPSAMPLED:
+            raise ValueError(f"an upsampler named {name!r} is already registered")
+        _UPSAMPLED[name] = fn
+        return fn
+
+    return decorator
+
+
+def canonical_spec(name: str, params: dict[str, str]) -> str:
+    """``name:k=v,...`` as a method's name (its row in result tables)."""
     return name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
 
 def _create_upsampled(base_name: str, upsampler: str, params: dict[str, str], context) -> CAMMethod:
-    """``base+guided``: the base method's native map through :func:`hrcam.guided_upsample`."""
-    from .ours import GuidedUpsampledCAM
-
-    if upsampler != "guided":
-        raise KeyError(f"unknown upsampler {upsampler!r} in a method spec; the one is 'guided'")
-    given = dict(params)
-    options: dict[str, Any] = {}
-    for key in UPSAMPLER_OPTIONS:
-        if key in params:
-            text = params.pop(key)
-            if key in ("coarse_to_fine", "lattice_filter"):
-                options[key] = parse_flag(base_name, key, text)
-            elif key == "stride":
-                if not (text.isdigit() and int(text) >= 1):
-                    raise ValueError(f"stride={text!r}: the stride must be an integer >= 1")
-                options[key] = int(text)
-            else:
-                try:
-                    options[key] = float(text)
-                except ValueError:
-                    raise ValueError(f"{key}={text!r} is not a number") from None
-    base = create_method(_canonical(base_name, params), **context)
-    return GuidedUpsampledCAM(_canonical(f"{base_name}+{upsampler}", given), base, options)
+    """``base+upsampler``: the base method's native map through a registered upsampler."""
+    if upsampler not in _UPSAMPLED:
+        known = ", ".join(repr(n) for n in _UPSAMPLED)
+        raise KeyError(f"unknown upsampler {upsampler!r} in a method spec; known: {known}")
+    return _UPSAMPLED[upsampler](base_name, upsampler, dict(params), context)

@@ -32,7 +32,15 @@ import torch.nn.functional as F
 from ..postprocess import RefineOptions
 from ..upsample import GuidedUpsampler, create_upsampler, guided_upsample, upsample_cam
 from ..upsample.guided import CAM_WEIGHTS
-from .base import CAMMethod, parse_flag, register_method, reject_unknown
+from .base import (
+    CAMMethod,
+    canonical_spec,
+    create_method,
+    parse_flag,
+    register_method,
+    register_upsampled,
+    reject_unknown,
+)
 
 __all__ = [
     "GuidedUpsampledCAM",
@@ -375,3 +383,31 @@ def _parse_value(name: str, key: str, text: str, annotation) -> Any:
         return kind(text) if kind in (int, float) else text
     except ValueError:
         raise ValueError(f"method {name!r}: {key}={text!r} is not a {kind.__name__}") from None
+
+
+UPSAMPLER_OPTIONS = ("colour_sigma", "spatial_sigma", "coarse_to_fine", "stride", "lattice_filter")
+
+
+@register_upsampled("guided")
+def _guided(base_name: str, upsampler: str, params: dict[str, str], context) -> GuidedUpsampledCAM:
+    """``base+guided``: the base method's native map through :func:`hrcam.guided_upsample`
+    (the upsampler's options go to it, the rest to the base method)."""
+    given = dict(params)
+    options: dict[str, Any] = {}
+    for key in UPSAMPLER_OPTIONS:
+        if key not in params:
+            continue
+        text = params.pop(key)
+        if key in ("coarse_to_fine", "lattice_filter"):
+            options[key] = parse_flag(base_name, key, text)
+        elif key == "stride":
+            if not (text.isdigit() and int(text) >= 1):
+                raise ValueError(f"stride={text!r}: the stride must be an integer >= 1")
+            options[key] = int(text)
+        else:
+            try:
+                options[key] = float(text)
+            except ValueError:
+                raise ValueError(f"{key}={text!r} is not a number") from None
+    base = create_method(canonical_spec(base_name, params), **context)
+    return GuidedUpsampledCAM(canonical_spec(f"{base_name}+{upsampler}", given), base, options)
