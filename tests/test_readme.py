@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -27,3 +28,35 @@ def test_pytorch_grad_cam_example_sharpens_the_map_offline():
     assert torch.isfinite(sharp).all() and rgb.min() >= 0 and rgb.max() <= 1
     # The upsampled map is made of the 7×7 map's own values.
     assert low.min() - 1e-5 <= sharp.min() and sharp.max() <= low.max() + 1e-5
+
+
+def _blocks() -> list[str]:
+    return re.findall(r"<!-- readme-example: ([\w-]+) -->", README.read_text(encoding="utf-8"))
+
+
+def test_every_python_block_of_the_readme_is_an_example_that_runs():
+    text = README.read_text(encoding="utf-8")
+    assert text.count("```python") == len(_blocks()) >= 4
+
+
+@pytest.mark.parametrize("name", [n for n in _blocks() if n != "pytorch-grad-cam"])
+def test_readme_example_runs(name, tmp_path, monkeypatch):
+    from PIL import Image
+    from skimage import data
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(data.chelsea()).save("cat.jpg")
+    namespace: dict = {}
+    exec(compile(_example(name), "README.md", "exec"), namespace)  # noqa: S102
+    maps = [v for v in namespace.values() if type(v).__name__ == "Explanation"]
+    assert maps or "refined" in namespace, "the example explains something"
+    for e in maps:
+        assert torch.isfinite(e.refined).all() and e.refined.shape[-2:] == (224, 224)
+
+
+def test_the_readme_is_a_manual_not_a_notebook():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) < 350
+    first_screen = "\n".join(lines[:30])
+    for command in ("make demo", "make test", "source .venv/bin/activate"):
+        assert command in first_screen

@@ -1,4 +1,4 @@
-"""Every bad input named, every interruption survived (the reliability issue's table, row by row).
+"""Every bad input named, every interruption survived (docs/reliability.md's table, row by row).
 
 A folder of bad inputs — an EXIF-rotated phone photo, a 1×500 image, a corrupt file, a text file
 named like an image — plus an empty folder, outputs that cannot be written, maps with NaN, and
