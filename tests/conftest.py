@@ -65,3 +65,10 @@ def tiny_model(tiny_backbone):
     torch.manual_seed(1)
     expansion = ExpansionNetwork.from_backbone(tiny_backbone, decoder_channels=(16, 12, 8, 8))
     return Explainer(tiny_backbone, expansion=expansion).eval()
+
+
+def output_folder(out: Path, stem: str) -> Path:
+    """The ``images/<name>`` folder ``hrcam explain`` wrote for the input file ``stem``."""
+    found = [p for p in (out / "images").glob(f"{stem}-*") if p.name.rsplit("-", 1)[0] == stem]
+    assert len(found) == 1, (stem, sorted(p.name for p in (out / "images").iterdir()))
+    return found[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from PIL import Image
 from hrcam import export_model, viz
 from hrcam.cli import main as cli
 from hrcam.explain import OutputSettings, RunSettings, explain_images, merge_shards
+
+from .conftest import output_folder
 
 
 @pytest.fixture
@@ -69,8 +72,10 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
     assert "missing.png: no such file" in errors
     assert "notes.png: not a recognised image" in errors
     ok = [r for r in summary["results"] if r["ok"]]
-    # Output folders are named after the images without their extensions.
-    assert {r["name"] for r in ok} == {
+    # Output folders are named after the images without their extensions, and a hash of each
+    # file's path that ties the folder to it.
+    assert len({r["name"] for r in ok}) == 5
+    assert {r["name"].rsplit("-", 1)[0] for r in ok} == {
         "rgb",
         "palette",
         "deep16",
@@ -101,21 +106,24 @@ def test_explain_writes_every_output_and_reports_bad_files(model_file, inputs, t
         assert coloured.shape == (32, 32, 3)
         assert np.abs(coloured.astype(int) - expected).mean() < 6  # JPEG's error
         assert not list(folder.glob("overlay_*"))
-    tiny = next(r for r in ok if r["name"] == "nested__tiny_gray")
+    tiny = next(r for r in ok if r["name"].startswith("nested__tiny_gray-"))
     assert tiny["size"] == [8, 8]
     html = (out / "index.html").read_text()
     assert html.count('<section class="card"') == 5 and "4 file(s) could not be explained" in html
     # Each CAM lies over its image, at the run's opacity, in a box of the image's shape.
-    assert (
-        '<span style="aspect-ratio:60/40;width:100%"><img loading="lazy" '
-        'src="images/rgb/image.jpg" alt=""><img loading="lazy" src="images/rgb/cam_refined.jpg" '
-        'alt="refined CAM" style="opacity:0.5">' in html
+    rgb = next(r for r in ok if r["name"].startswith("rgb-"))
+    folder = f"images/{rgb['name']}"
+    layers = (
+        f'<img loading="lazy" src="{folder}/image.jpg" alt=""><img loading="lazy" '
+        f'src="{folder}/cam_refined.jpg" alt="refined CAM" style="opacity:0.5">'
     )
+    assert f'<span style="aspect-ratio:60/40;width:100%">{layers}</span>' in html
+    # A click opens the same layers large, at the photograph's own shape.
+    assert f'id="zoom-{rgb["name"]}-refined"' in html and html.count(layers) == 2
     mode = summary["options"]["upsampler"]["name"]  # the page says how its high-res CAMs were made
     assert mode in ("paper", "guided") and f"high-res CAM: {mode}" in html
     assert "refinement: hrcam preset" in html and summary["state"] == "complete"
     # Each overlay states the raw range its colours stand for.
-    rgb = next(r for r in ok if r["name"] == "rgb")
     low, high = rgb["ranges"]["low_res"]
     assert low <= high and f"range [{low:.3g}, {high:.3g}]" in html
     assert not list(out.rglob("*.tmp"))  # no half-written files
@@ -132,7 +140,7 @@ def test_target_by_name_and_unknown_name(model_file, inputs, tmp_path):
         )
 
     assert explain("square") == 0
-    result = json.loads((out / "images" / "rgb" / "predictions.json").read_text())
+    result = json.loads((output_folder(out, "rgb") / "predictions.json").read_text())
     assert result["target"]["name"] == "square"
     assert explain("sqare") == 2  # a misspelt class name is a usage error
 
@@ -155,24 +163,32 @@ def test_shards_cover_the_folder_once_and_merge(tiny_model, inputs, tmp_path):
     # Re-running with --skip-existing keeps finished images instead of redoing them.
     # An image with an empty file (what a power cut can leave: per-image files are not fsynced)
     # is done again.
-    stamp = (out / "images" / "rgb" / "cam_low.jpg").stat().st_mtime_ns
-    other = next(p for p in sorted((out / "images").iterdir()) if p.name != "rgb")
+    rgb = output_folder(out, "rgb")
+    stamp = (rgb / "cam_low.jpg").stat().st_mtime_ns
+    other = next(p for p in sorted((out / "images").iterdir()) if p != rgb)
     (other / "maps.npz").write_bytes(b"")
     again = explain_images(
         tiny_model, [inputs], out, run=RunSettings(skip_existing=True, show_progress=False)
     )
-    assert (out / "images" / "rgb" / "cam_low.jpg").stat().st_mtime_ns == stamp
+    assert (rgb / "cam_low.jpg").stat().st_mtime_ns == stamp
     assert sum(r.ok for r in again.results) == 5
     assert (other / "maps.npz").stat().st_size > 0 and (other / "pipeline.jpg").is_file()
-    assert not (out / "images" / "rgb" / "pipeline.jpg").exists()  # kept as it was
+    assert not (rgb / "pipeline.jpg").exists()  # kept as it was
 
 
 def test_demo_uses_bundled_photographs(model_file, tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli(["demo", "-o", str(out), "--model", str(model_file)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["succeeded"] == 4
-    assert "report:" in capsys.readouterr().out
+    assert summary["succeeded"] == 5
+    # The photographs the default model knows come first; the one it gets wrong last.
+    sources = [Path(r["source"]).stem for r in summary["results"]]
+    assert sources == ["1-chelsea", "2-coffee", "3-motorcycle", "4-camera", "5-astronaut"]
+    printed = capsys.readouterr().out
+    assert "1-chelsea:" in printed and "report:" in printed
+    assert "a map explains the class it names, right or wrong" in (out / "index.html").read_text()
+    # Run again into the same folder: it is hrcam's own output, so that is allowed.
+    assert cli(["demo", "-o", str(out), "--model", str(model_file)]) == 0
 
 
 def test_a_model_without_expansion_network_gets_every_map(tiny_backbone, inputs, tmp_path):
@@ -183,7 +199,7 @@ def test_a_model_without_expansion_network_gets_every_map(tiny_backbone, inputs,
     out = tmp_path / "out"
     args = ["explain", str(inputs / "rgb.jpg"), "-o", str(out), "--model", str(path)]
     assert cli([*args, "--input-size", "32", "--no-progress"]) == 0
-    folder = out / "images" / "rgb"
+    folder = output_folder(out, "rgb")
     maps = np.load(folder / "maps.npz")
     assert maps["high_res_cam"].shape == maps["refined_cam"].shape == (32, 32)
     assert (folder / "pipeline.jpg").is_file() and (folder / "cam_high.jpg").is_file()
@@ -246,17 +262,18 @@ def test_overlay_files_on_request_and_the_report_links_them(model_file, inputs, 
         cli([*args, "--input-size", "32", "--no-progress", "--overlay-files", "--opacity", "0.3"])
         == 0
     )
-    folder = out / "images" / "rgb"
+    folder = output_folder(out, "rgb")
     for name in ("low", "high", "refined"):
         overlay = np.asarray(Image.open(folder / f"overlay_{name}.jpg"))
         assert overlay.shape == np.asarray(Image.open(folder / "image.jpg")).shape
         assert (folder / f"cam_{name}.jpg").is_file()
     assert (folder / "masked.jpg").is_file()
     html = (out / "index.html").read_text()
-    assert '<a class="stack" href="images/rgb/overlay_high.jpg">' in html
+    href = f"images/{folder.name}/overlay_high.jpg"
+    assert f'<a class="file" href="{href}">blended picture</a>' in html
     assert 'style="opacity:0.3"' in html and "overlays at 30% opacity" in html
     result = json.loads((folder / "predictions.json").read_text())
-    assert result["files"]["overlay_low"] == "images/rgb/overlay_low.jpg"
+    assert result["files"]["overlay_low"] == f"images/{folder.name}/overlay_low.jpg"
 
 
 def test_report_of_an_older_run_shows_its_blended_overlays(tmp_path):
@@ -275,4 +292,4 @@ def test_report_of_coloured_cams_without_ranges_leaves_the_range_out(tmp_path):
     files = {k: f"images/a/{k}.jpg" for k in ("image", "cam_low", "cam_high", "cam_refined")}
     result = {"source": "a.jpg", "name": "a", "ok": True, "top5": [], "files": files}
     html = write_report({"results": [result], "options": {}}, tmp_path / "index.html").read_text()
-    assert html.count('<a class="stack" href="images/a/cam_') == 3 and "range [" not in html
+    assert html.count('<a class="stack" href="#zoom-a-') == 3 and "range [" not in html

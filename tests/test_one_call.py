@@ -15,6 +15,7 @@ from hrcam.data.annotations import LocalizationDataset
 from hrcam.evaluation import evaluate_localization
 from hrcam.methods import create_method
 
+from .conftest import output_folder
 from .test_evaluate import make_pets_tree
 
 
@@ -41,7 +42,7 @@ def test_explain_command_and_app_give_the_one_calls_maps_on_the_default_model(ph
     out = tmp_path / "out"
     args = ["explain", str(photo), "-o", str(out), "--maps-dtype", "float32", "--no-progress"]
     assert cli([*args, "--no-pipeline"]) == 0
-    maps = np.load(out / "images" / "cat" / "maps.npz")
+    maps = np.load(output_folder(out, "cat") / "maps.npz")
     _close(maps["low_res_cam"], one.low_res[0])
     _close(maps["high_res_cam"], one.high_res[0])
     _close(maps["refined_cam"], one.refined[0])

@@ -28,6 +28,7 @@ from hrcam.explain import RunSettings, explain_images
 from hrcam.io import load_image
 
 from .browser import chromium, page_height
+from .conftest import output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,13 +138,19 @@ def test_every_non_positive_count_is_refused_with_the_flags_name(argv, flag, cap
     assert flag in capsys.readouterr().err
 
 
-def test_a_folder_with_no_images_is_a_warning_and_exit_1(model_file, tmp_path, capsys, caplog):
+def test_nothing_to_explain_is_an_error_before_the_model_loads_and_writes_nothing(
+    model_file, tmp_path, capsys, caplog
+):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no images here")
-    assert _explain(model_file, str(empty), "-o", str(tmp_path / "out")) == 1
+    out = tmp_path / "out"
+    assert _explain(model_file, str(empty), "-o", str(out)) == 2
     assert "empty: no image files in this folder (looked for .jpg" in caplog.text
-    assert "explained 0 image(s)" in capsys.readouterr().out
+    assert "nothing to explain: no image files in" in capsys.readouterr().err
+    assert _explain(tmp_path / "no-model.pt", str(tmp_path / "nope.jpg"), "-o", str(out)) == 2
+    assert "nothing to explain: " in capsys.readouterr().err  # not a missing model: it never loads
+    assert not out.exists()
 
 
 # -- a folder of bad files ----------------------------------------------------------------------
@@ -160,13 +167,13 @@ def test_explain_names_each_bad_file_and_writes_everything_for_the_good_ones(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["succeeded"] == 3 and summary["failed"] == 2 and summary["state"] == "complete"
     for name in ("phone", "thin", "good"):
-        folder = out / "images" / name
+        folder = output_folder(out, name)
         files = {p.name for p in folder.iterdir()}
         assert {"cam_refined.jpg", "pipeline.jpg", "maps.npz", "predictions.json"} <= files
         for picture in folder.glob("*.jpg"):
             width, height = Image.open(picture).size
             assert max(width, height) <= 1200  # display size (the pipeline figure: 1164)
-    phone = json.loads((out / "images" / "phone" / "predictions.json").read_text())
+    phone = json.loads((output_folder(out, "phone") / "predictions.json").read_text())
     assert phone["size"] == [40, 64]  # upright
     driver = chromium()
     try:

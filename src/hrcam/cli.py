@@ -9,10 +9,13 @@ status. Only the module of the command being run is imported, so ``hrcam --help`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from . import __version__
 from .utils import sequential_opencv
@@ -73,6 +76,27 @@ def _command_of(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so a stopped run finishes the same way (the work
+    in flight written, the report saying "interrupted"); the exit status is 143."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = get_parser(_command_of(argv))
@@ -88,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         else f"[rank {rank}] %(levelname)s: %(message)s",
     )
     try:
-        with sequential_opencv():  # hrcam owns this process: no OpenCV pool beside PyTorch's
+        with sequential_opencv(), _terminate_as_interrupt():
             return int(args.func(args) or 0)
+    except Terminated:
+        print("hrcam: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("hrcam: interrupted", file=sys.stderr)
         return 130

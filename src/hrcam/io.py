@@ -7,12 +7,16 @@ and raises :class:`ImageLoadError` naming the file and the problem for the rest.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger("hrcam.io")
 
 __all__ = [
     "DEMO_IMAGES",
@@ -42,8 +46,14 @@ IMAGE_EXTENSIONS = (
 #: The longest side of an image as hrcam shows it (reports, the app); larger ones are reduced.
 DISPLAY_SIDE = 448
 
-# Refuse decompression bombs well above any photograph (≈ 16k × 16k) rather than PIL's warning level.
+# Refuse decompression bombs well above any photograph (≈ 16k × 16k) rather than at PIL's level.
 _MAX_PIXELS = 268_435_456
+# Pillow warns above its MAX_IMAGE_PIXELS and refuses above twice that; hrcam raises it to its
+# own limit and refuses larger images itself, with one line naming the file and its size (no
+# Pillow warning on stderr).
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < _MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = _MAX_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageLoadError(ValueError):
@@ -95,14 +105,12 @@ def load_image(
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a folder, not an image file")
+    if not os.access(path, os.R_OK):
+        raise ImageLoadError(f"{path}: permission denied: the file cannot be read")
     try:
         with Image.open(path) as image:
             if image.width * image.height > _MAX_PIXELS:
-                raise ImageLoadError(
-                    f"{path}: refused: {image.width}×{image.height} pixels is more than hrcam "
-                    f"decodes ({_MAX_PIXELS // 1_000_000} Mpx, a guard against decompression "
-                    "bombs); downscale it first"
-                )
+                raise ImageLoadError(_too_large(path, image.size))
             size = image.size
             if max_side and image.format == "JPEG":
                 image.draft("RGB", (max_side, max_side))
@@ -119,15 +127,22 @@ def load_image(
             return rgb
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not a recognised image file") from None
+    except PermissionError:
+        raise ImageLoadError(f"{path}: permission denied: the file cannot be read") from None
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, ImageLoadError):
             raise
         raise ImageLoadError(f"{path}: truncated or corrupt image file ({err})") from None
-    except Image.DecompressionBombError as err:
-        raise ImageLoadError(
-            f"{path}: refused as a possible decompression bomb ({err}); hrcam decodes images "
-            f"of up to {_MAX_PIXELS // 1_000_000} Mpx: downscale it first"
-        ) from None
+    except Image.DecompressionBombError:
+        raise ImageLoadError(_too_large(path)) from None
+
+
+def _too_large(path: Path, size: tuple[int, int] | None = None) -> str:
+    what = f"{size[0]}×{size[1]} pixels is" if size else "it is"
+    return (
+        f"{path}: refused: {what} more than hrcam decodes ({_MAX_PIXELS // 1_000_000} Mpx, a "
+        "guard against decompression bombs); downscale it first"
+    )
 
 
 def decode_side(input_size: int | Sequence[int]) -> int:
@@ -166,15 +181,25 @@ def _float_to_uint8(a: np.ndarray) -> np.ndarray:
     return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def find_images(sources: Iterable[str | os.PathLike], *, recursive: bool = True) -> Iterator[Path]:
+def find_images(
+    sources: Iterable[str | os.PathLike],
+    *,
+    recursive: bool = True,
+    exclude: Iterable[str | os.PathLike] = (),
+    skip_if_contains: str | None = None,
+) -> Iterator[Path]:
     """Yield image files from files and folders, folders walked in sorted order.
 
     A named file is yielded whatever its extension (so a bad one is reported by the loader);
-    inside folders only files with an image extension are taken, hidden ones skipped.
+    inside folders only files with an image extension are taken, hidden ones skipped. Folders in
+    ``exclude`` (e.g. the run's own output), and folders holding a file named
+    ``skip_if_contains`` (another run's output), are not entered; a folder that cannot be read
+    is named in a warning.
 
     Raises:
         FileNotFoundError: a named file or folder does not exist.
     """
+    excluded = {Path(e).resolve() for e in exclude}
     for source in sources:
         path = Path(source)
         if not path.exists():
@@ -182,28 +207,48 @@ def find_images(sources: Iterable[str | os.PathLike], *, recursive: bool = True)
         if path.is_file():
             yield path
             continue
-        walker = sorted(path.rglob("*")) if recursive else sorted(path.iterdir())
-        for p in walker:
-            if p.name.startswith(".") or not p.is_file():
-                continue
-            if p.suffix.lower() in IMAGE_EXTENSIONS:
-                yield p
+        yield from sorted(_walk(path, recursive, excluded, skip_if_contains))
 
 
-#: Photographs bundled with scikit-image (no download): what ``hrcam demo`` and the app offer.
-DEMO_IMAGES = ("chelsea", "coffee", "astronaut", "rocket")
+def _walk(folder: Path, recursive: bool, excluded: set[Path], marker: str | None):
+    def unreadable(err: OSError) -> None:
+        logger.warning("%s: folder skipped, it cannot be read (%s)", err.filename, err.strerror)
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
+        here = Path(dirpath)
+        if here.resolve() in excluded or (marker is not None and marker in filenames):
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        for name in sorted(filenames):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                yield here / name
+
+
+#: Photographs bundled with scikit-image (no download), what ``hrcam demo`` and the app offer:
+#: first four whose class the default model knows (cat, espresso, motorcycle, the cameraman's
+#: tripod), then one it gets wrong (the astronaut, "bobsled"), to show that a map explains the
+#: class it names, right or wrong.
+DEMO_IMAGES = ("chelsea", "coffee", "motorcycle", "camera", "astronaut")
+
+
+def _demo_picture(name: str) -> np.ndarray:
+    from skimage import data
+
+    if name == "motorcycle":
+        return data.stereo_motorcycle()[0]
+    return getattr(data, name)()
 
 
 def write_demo_images(folder: str | os.PathLike) -> list[Path]:
-    """Save the :data:`DEMO_IMAGES` as PNG files into ``folder`` (kept if already there)."""
-    from skimage import data
-
+    """Save the :data:`DEMO_IMAGES` as PNG files into ``folder`` (kept if already there), named
+    ``1-chelsea.png`` ... so that a folder listing shows them in this order."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in DEMO_IMAGES:
-        path = folder / f"{name}.png"
+    for i, name in enumerate(DEMO_IMAGES, start=1):
+        path = folder / f"{i}-{name}.png"
         if not path.exists():
-            Image.fromarray(getattr(data, name)()).save(path)
+            Image.fromarray(_demo_picture(name)).save(path)
         paths.append(path)
     return paths

@@ -157,14 +157,35 @@ def non_negative_int(text: str) -> int:
     return _bounded_int(text, 0, "an integer >= 0")
 
 
-def _bounded_int(text: str, minimum: int, what: str) -> int:
+def int_in(minimum: int, maximum: int):
+    """An ``argparse`` type: an integer in ``[minimum, maximum]``."""
+
+    def parse(text: str) -> int:
+        return _bounded_int(text, minimum, f"an integer in [{minimum}, {maximum}]", maximum)
+
+    parse.__name__ = f"integer in [{minimum}, {maximum}]"
+    return parse
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give a process now (Linux's MemAvailable), or None."""
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _bounded_int(text: str, minimum: int, what: str, maximum: int | None = None) -> int:
     import argparse
 
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if value < minimum:
+    if value < minimum or (maximum is not None and value > maximum):
         raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
 

@@ -321,6 +321,7 @@ def pipeline_image(
     title: str | None = None,
     ranges: dict[str, tuple[float, float]] | None = None,
     cmap: str = DEFAULT_CMAP,
+    aspect: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """The step-by-step pipeline figure as an RGB array, drawn with Pillow (no matplotlib).
 
@@ -328,8 +329,10 @@ def pipeline_image(
     blurred high-res CAM, edges, the edges' histogram in the ROI with the growing bounds, the
     grown segment, the filled segment, the refined CAM, the masked image — each heat map with a
     colour bar and the value range it stands for (``ranges``: the raw ``"low"`` and ``"high"``
-    CAMs' (min, max), shown instead of [0, 1]). Much faster than :func:`plot_pipeline`
-    (no matplotlib), which is why ``hrcam explain`` draws it for every image.
+    CAMs' (min, max), shown instead of [0, 1]). ``aspect``: the photograph's (width,
+    height); the network saw it stretched to a square, and the panels are drawn back at its own
+    shape. Much faster than :func:`plot_pipeline` (no matplotlib), which is why ``hrcam
+    explain`` draws it for every image.
     """
     from PIL import Image
 
@@ -337,16 +340,16 @@ def pipeline_image(
     ranges = ranges or {}
     img = None if image is None else to_uint8_image(image)
     masked = s.masked_image if s.masked_image is not None else _masked(s, img)
-    heat = functools.partial(_heat_panel, cmap=cmap)
+    heat = functools.partial(_heat_panel, cmap=cmap, aspect=aspect)
     panels = [
-        _image_panel("image", img),
+        _image_panel("image", img, aspect),
         heat(
             f"low-res CAM ({s.low.shape[0]}x{s.low.shape[1]})",
             s.low,
             ranges.get("low"),
             nearest=True,
         ),
-        _roi_panel(s),
+        _roi_panel(s, aspect),
         heat(
             f"blurred high-res CAM ({s.merged.shape[0]}x{s.merged.shape[1]})",
             s.blurred,
@@ -354,10 +357,10 @@ def pipeline_image(
         ),
         heat("edges (Sobel)", s.edges, None),
         _histogram_panel(s),
-        _mask_panel("region growing", s.segmented),
-        _mask_panel("+ strong edges, holes filled", s.full_segment),
+        _mask_panel("region growing", s.segmented, aspect),
+        _mask_panel("+ strong edges, holes filled", s.full_segment, aspect),
         heat(f"refined CAM ({s.options.merge})", s.merged, None),
-        _image_panel(f"masked image ({s.options.filter})", masked),
+        _image_panel(f"masked image ({s.options.filter})", masked, aspect),
     ]
     top = 26 if title else 4
     cell_w, cell_h = _PANEL + 8, _LABEL + _PANEL + _BAR + 6
@@ -417,8 +420,9 @@ def _text(canvas, xy: tuple[int, int], text: str, fill: tuple[int, int, int], si
     canvas.paste(fill, (x, y, x + mask.width, y + mask.height), mask)
 
 
-def _frame(label: str, picture, *, bar=None):
-    """One panel: the label, the picture fitted into the square, and an optional colour bar."""
+def _frame(label: str, picture, *, bar=None, aspect=None):
+    """One panel: the label, the picture fitted into the square (at ``aspect`` = (width,
+    height) if given, else its own shape), and an optional colour bar."""
     from PIL import Image
 
     panel = Image.new("RGB", (_PANEL + 8, _LABEL + _PANEL + _BAR + 6), "white")
@@ -427,8 +431,9 @@ def _frame(label: str, picture, *, bar=None):
         _text(panel, (_PANEL // 2 - 24, _LABEL + _PANEL // 2), "no image", (120, 120, 120), 12)
     else:
         pic = Image.fromarray(picture)
-        scale = _PANEL / max(pic.size)
-        size = (max(1, round(pic.width * scale)), max(1, round(pic.height * scale)))
+        width, height = aspect if aspect else pic.size
+        scale = _PANEL / max(width, height, 1)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
         if size != pic.size:  # a 224x224 model's maps fit as they are
             method = Image.Resampling.NEAREST if scale > 4 else Image.Resampling.BILINEAR
             pic = pic.resize(size, method)
@@ -444,24 +449,26 @@ def _frame(label: str, picture, *, bar=None):
     return panel
 
 
-def _image_panel(label: str, img):
-    return _frame(label, None if img is None else img[..., :3] if img.ndim == 3 else img)
+def _image_panel(label: str, img, aspect=None):
+    picture = None if img is None else img[..., :3] if img.ndim == 3 else img
+    return _frame(label, picture, aspect=aspect)
 
 
-def _heat_panel(label, values, value_range, *, cmap, nearest=False):
+def _heat_panel(label, values, value_range, *, cmap, nearest=False, aspect=None):
     lo, hi = value_range if value_range is not None else (0.0, 1.0)
     v = np.asarray(values, dtype=np.float32)
     if nearest:  # a coarse grid: big blocks rather than a blur
         factor = max(1, _PANEL // max(v.shape))
         v = np.kron(v, np.ones((factor, factor), dtype=np.float32))
-    return _frame(label, colorize(v, cmap=cmap, normalize=False), bar=(cmap, lo, hi))
+    picture = colorize(v, cmap=cmap, normalize=False)
+    return _frame(label, picture, bar=(cmap, lo, hi), aspect=aspect)
 
 
-def _mask_panel(label: str, mask):
-    return _frame(label, np.asarray(mask, dtype=np.uint8) * 255)
+def _mask_panel(label: str, mask, aspect=None):
+    return _frame(label, np.asarray(mask, dtype=np.uint8) * 255, aspect=aspect)
 
 
-def _roi_panel(s: RefineSteps):
+def _roi_panel(s: RefineSteps, aspect=None):
     grey = (normalize_map(s.low_resized) * 200).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     rgb[s.roi] = (0.55 * rgb[s.roi] + 0.45 * np.array([255, 140, 0])).astype(np.uint8)
@@ -469,26 +476,38 @@ def _roi_panel(s: RefineSteps):
 
     dots = ndimage.binary_dilation(s.focal_points, iterations=max(1, s.roi.shape[0] // 112))
     rgb[dots] = (0, 230, 255)
-    return _frame(f"ROI (>{s.options.roi_percentile:g}th pct) + focal points", rgb)
+    return _frame(f"ROI (>{s.options.roi_percentile:g}th pct) + focal points", rgb, aspect=aspect)
 
 
 def _histogram_panel(s: RefineSteps):
-    """A 40-bin histogram of the edges inside the ROI, with the lower and upper bounds."""
-    size = _PANEL
+    """A 40-bin histogram of the edges inside the ROI, with the lower (blue) and upper (red)
+    growing bounds, on axes: edge strength 0 to 1 across, pixel count (up to its maximum) up."""
+    size, axis = _PANEL, 14  # the bottom rows hold the axis and its labels
     canvas = np.full((size, size, 3), 255, dtype=np.uint8)
+    plot = size - axis
+    canvas[plot, :] = 60  # the x axis
+    canvas[: plot + 1, 0] = 60  # the y axis
     inside = s.edges[s.roi]
+    peak = 0
     if inside.size:
         counts, _ = np.histogram(inside, bins=40, range=(0, 1))
-        heights = (counts / max(1, counts.max()) * (size - 10)).astype(int)
-        edges = np.linspace(0, size, 41).round().astype(int)  # bin k spans [edges[k], edges[k+1])
+        peak = int(counts.max())
+        heights = (counts / max(1, peak) * (plot - 12)).astype(int)
+        edges = np.linspace(1, size, 41).round().astype(int)  # bin k spans [edges[k], edges[k+1])
         for k, h in enumerate(heights):
-            canvas[size - h :, edges[k] : edges[k + 1] - 1] = 130
+            canvas[plot - h : plot, edges[k] : edges[k + 1] - 1] = 130
         for value, colour in ((s.bounds[0], (40, 90, 220)), (s.bounds[1], (220, 40, 40))):
             if np.isfinite(value):
                 x = min(size - 1, int(value * size))
-                canvas[:, max(0, x - 1) : x + 1] = colour
+                canvas[:plot, max(0, x - 1) : x + 1] = colour
     lower, upper = (float(v) for v in s.bounds)
-    return _frame(f"edges in ROI: bounds {lower:.2f}, {upper:.2f}", canvas)
+    panel = _frame(f"edges in ROI: bounds {lower:.2f}, {upper:.2f}", canvas)
+    grey, y = (60, 60, 60), _LABEL + plot + 2
+    _text(panel, (1, y), "0", grey, 10)
+    _text(panel, (size // 2 - 30, y), "edge strength", grey, 10)
+    _text(panel, (size - 8, y), "1", grey, 10)
+    _text(panel, (4, _LABEL + 1), f"pixels (max {peak})", grey, 10)
+    return panel
 
 
 # -- the pictures of one explained image -----------------------------------------------------------

@@ -231,8 +231,14 @@ class ExplainerSession:
         """The step-by-step figure of the refinement behind ``views``."""
         t = views.target
         title = f"{self.image(key).name}: {t.name} ({t.probability:.1%})"
+        loaded = self.image(key)
         return viz.pipeline_image(
-            views.steps, self.image(key).network_input, title=title, ranges=views.ranges, cmap=cmap
+            views.steps,
+            loaded.network_input,
+            title=title,
+            ranges=views.ranges,
+            cmap=cmap,
+            aspect=loaded.original_size,
         )
 
     # -- downloads ---------------------------------------------------------------------------

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 from ..postprocess.options import DEFAULT_PRESET
-from ..utils import positive_int
-from .model_args import add_model_arguments, load_from_args
+from ..utils import int_in
+from .model_args import add_model_arguments, check_memory, load_from_args
+
+# The largest network input side (hrcam.explainer.MAX_INPUT_SIDE, without importing torch).
+MAX_INPUT_SIDE = 4096
 
 
 def register(subparsers) -> None:
@@ -17,12 +20,24 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "explain",
         help="explain images or folders: top-5 classes, low/high-res and refined CAMs, HTML report",
-        description="Explain images: for each, the top-5 classes and PNG overlays of the low-res, "
-        "high-res and refined CAMs, the pipeline figure, the masked image and the raw maps; "
-        "for the run, index.html and summary.json. Exit status 1 if any image failed.",
+        description="Explain images: for each, the top-5 classes, the low-res, high-res and "
+        "refined CAMs as pictures (JPEG, or PNG with --image-format png), the masked image, the "
+        "pipeline figure and the raw maps (maps.npz); for the run, index.html (open it in a "
+        "browser) and summary.json. Exit status 1 if any image failed, 2 on bad arguments.",
     )
     p.add_argument("inputs", nargs="*", help="image files and folders (searched recursively)")
-    p.add_argument("-o", "--output", type=Path, default=Path("hrcam-out"), help="output folder")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("hrcam-out"),
+        help="output folder (default hrcam-out): new, empty, or an earlier hrcam output",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an output folder that holds other files (hrcam never overwrites them)",
+    )
     p.add_argument(
         "--target",
         default=None,
@@ -31,9 +46,10 @@ def register(subparsers) -> None:
     add_model_arguments(p)
     p.add_argument(
         "--input-size",
-        type=positive_int,
+        type=int_in(8, MAX_INPUT_SIDE),
         default=None,
-        help="network input side (default: the model's)",
+        help=f"network input side in pixels, up to {MAX_INPUT_SIDE} (default: the model's, 224 "
+        "for the default model)",
     )
     p.add_argument(
         "--no-pipeline", action="store_true", help="skip the per-image pipeline figure (faster)"
@@ -56,7 +72,9 @@ def register(subparsers) -> None:
         help="only rebuild OUTPUT's summary.json and index.html from the images on disk (after "
         "an interrupted or killed run)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (rate, ETA) on the terminal"
+    )
     p.add_argument(
         "--preset",
         choices=("hrcam", "paper"),
@@ -74,9 +92,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_explain)
 
     d = subparsers.add_parser(
-        "demo", help="explain a few bundled photographs (no download) and say where the report is"
+        "demo",
+        help="explain a few bundled photographs (no download) and say where the report is",
+        description="Explain four photographs that come with scikit-image (a cat, a cup of "
+        "coffee, an astronaut, a rocket: no download) with the default model, write the report "
+        "into OUTPUT and print where it is.",
     )
-    d.add_argument("-o", "--output", type=Path, default=Path("hrcam-demo"))
+    d.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("hrcam-demo"),
+        help="output folder (default hrcam-demo)",
+    )
     add_model_arguments(d)
     d.set_defaults(func=run_demo)
 
@@ -117,7 +145,9 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_explain(args) -> int:
-    from ..explain import RunSettings, check_output_folder, explain_images, finish_run, merge_shards
+    from ..explain import RunSettings, explain_images, finish_run, merge_shards
+    from ..explain.folder import claim_output_folder
+    from ..explain.inputs import collect_inputs
     from ..explain.sharding import merge_under_torchrun, parse_shard, under_torchrun
     from ..postprocess import RefineOptions
     from ..postprocess.cli_args import refine_options_from_args
@@ -131,24 +161,36 @@ def run_explain(args) -> int:
     options = refine_options_from_args(args, base=RefineOptions.preset(args.preset))
     outputs = _output_settings(args)
     shard = parse_shard(args.shard)
-    check_output_folder(args.output)  # before the model loads: a bad -o fails in a second
-    explainer = load_from_args(args).replace(
-        refine_options=options, flip=args.flip, input_size=args.input_size
-    )
-    summary = explain_images(
-        explainer,
-        args.inputs,
-        args.output,
-        target=args.target,
-        run=RunSettings(
-            batch_size=args.batch_size,
-            skip_existing=args.skip_existing,
-            shard=shard,
-            show_progress=not args.no_progress and shard[0] == 0,
-        ),
-        outputs=outputs,
-        model_name=str(args.model),
-    )
+    # Everything that can be checked without the model first: a bad -o or no image at all
+    # fails in a second, before the model loads and before anything is written.
+    items, missing = collect_inputs(args.inputs, exclude=[args.output])
+    if not items:
+        found = "; ".join(missing) or "no image files in " + ", ".join(map(str, args.inputs))
+        raise ValueError(f"nothing to explain: {found}")
+    folder = claim_output_folder(args.output, force=args.force)
+    try:
+        explainer = load_from_args(args).replace(
+            refine_options=options, flip=args.flip, input_size=args.input_size
+        )
+        check_memory(explainer.input_size, args.batch_size, explainer.device.type)
+        summary = explain_images(
+            explainer,
+            args.inputs,
+            args.output,
+            target=args.target,
+            run=RunSettings(
+                batch_size=args.batch_size,
+                skip_existing=args.skip_existing,
+                shard=shard,
+                show_progress=not args.no_progress and shard[0] == 0,
+                force=args.force,
+            ),
+            outputs=outputs,
+            model_name=str(args.model),
+        )
+    except BaseException:
+        folder.release()  # a run that wrote nothing leaves no folder behind
+        raise
     if shard[1] > 1 and under_torchrun():
         merged = merge_under_torchrun(args.output, shard)
         if merged is not None:
@@ -187,13 +229,13 @@ def _report_outcome(summary, output: Path, shard: tuple[int, int]) -> int:
 
 
 def run_demo(args) -> int:
-    from ..explain import explain_images
+    from ..explain import RunSettings, explain_images
+    from ..explain.folder import claim_output_folder
     from ..io import write_demo_images
 
+    claim_output_folder(args.output)
     inputs = args.output / "inputs"
     write_demo_images(inputs)
-    from ..explain import RunSettings
-
     summary = explain_images(
         load_from_args(args),
         [inputs],
@@ -203,7 +245,9 @@ def run_demo(args) -> int:
     )
     for r in summary.results:
         if r.ok:
-            print(f"{r.name:>14}: {r.top5[0]['name']} ({r.top5[0]['probability']:.1%})")
+            print(
+                f"{Path(r.source).stem:>14}: {r.top5[0]['name']} ({r.top5[0]['probability']:.1%})"
+            )
     print(
         f"\nreport: {(args.output / 'index.html').resolve()}\nopen it in a browser (it needs no server)."
     )

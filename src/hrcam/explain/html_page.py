@@ -48,6 +48,14 @@ tr.target td { font-weight: 600; }
 .legend { display: flex; align-items: center; gap: 8px; color: var(--muted); font-size: 12px; }
 .legend .scale { width: 160px; height: 10px; border-radius: 3px; }
 @media (max-width: 1000px) { .row { grid-template-columns: 1fr 1fr; } }
+.zoom { display: none; position: fixed; inset: 0; z-index: 10; background: rgba(20,24,30,.86);
+        align-items: center; justify-content: center; flex-direction: column; gap: 8px; }
+.zoom:target { display: flex; }
+.zoom > span { position: relative; display: block; max-width: 92vw; max-height: 84vh; }
+.zoom img { position: absolute; inset: 0; width: 100%; height: 100%; object-fit: fill; }
+.zoom p { color: #fff; margin: 0; font-size: 13px; }
+.zoom a.close { position: absolute; inset: 0; cursor: zoom-out; }
+.zoom a.file { color: #cfe0ff; position: relative; }
 """
 
 
@@ -87,13 +95,25 @@ def _cam_figure(
         return _figure(files, f"overlay_{name}", caption, value_range)
     width, height = result.get("size") or (1, 1)
     fit = "width:100%" if width >= height else "height:100%"
-    return (
-        f'<figure><a class="stack" href="{_href(overlay or cam)}">'
-        f'<span style="aspect-ratio:{width}/{height};{fit}">'
+    layers = (
         f'<img loading="lazy" src="{_href(files["image"])}" alt="">'
         f'<img loading="lazy" src="{_href(cam)}" alt="{html.escape(caption)}" '
-        f'style="opacity:{opacity:.3g}"></span></a>'
+        f'style="opacity:{opacity:.3g}">'
+    )
+    zoom_id = f"zoom-{result['name']}-{name}"
+    # The large view: the same two layers at the photograph's own aspect, as large as the
+    # window allows (up to twice the display image), opened by a click, closed by another.
+    scale = min(2.0, 896 / max(width, height, 1))
+    big = f"width:min(92vw, 84vh * {width}/{height}, {width * scale:.0f}px);aspect-ratio:{width}/{height}"
+    link = f'<a class="file" href="{_href(overlay)}">blended picture</a>' if overlay else ""
+    return (
+        f'<figure><a class="stack" href="#{html.escape(zoom_id)}">'
+        f'<span style="aspect-ratio:{width}/{height};{fit}">{layers}</span></a>'
         f"<figcaption>{html.escape(caption)}{_range_text(value_range)}</figcaption></figure>"
+        f'<div class="zoom" id="{html.escape(zoom_id)}"><a class="close" href="#{html.escape(result["name"])}" '
+        f'aria-label="close"></a><span style="{big}">{layers}</span>'
+        f"<p>{html.escape(result.get('source', ''))}: {html.escape(caption)} at opacity "
+        f"{opacity:.2g}{_range_text(value_range).replace('<br>', ' · ')} {link}</p></div>"
     )
 
 
@@ -207,7 +227,7 @@ def write_report(
 <h1>High-resolution class activation maps</h1>
 <div class="meta">model <code>{html.escape(str(summary.get("model", "")))}</code> ·
 {len(ok)} explained, {len(failed)} failed · {float(summary.get("seconds", 0)):.1f} s{_STATE_TEXT.get(state, "")}<br>
-target: {html.escape("each image's predicted class" if target is None else str(target))} ·
+target: {html.escape("each image's predicted class" if target is None else str(target))} (a map explains the class it names, right or wrong) ·
 high-res CAM: {html.escape(high_res + weights_text)} · refinement: {html.escape(_refinement_text(options.get("refine", {})))}</div>
 {_legend(options.get("outputs", {}))}
 <br>

@@ -4,6 +4,7 @@ shard of a sharded run, and the images decoded ahead of the model by a thread po
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -15,15 +16,23 @@ from pathlib import Path
 from PIL import Image
 
 from ..io import IMAGE_EXTENSIONS, ImageLoadError, find_images
+from .folder import OUTPUT_MARKER
 
-__all__ = ["DecodedImage", "InputItem", "collect_inputs", "decode_ahead", "select_shard"]
+__all__ = [
+    "DecodedImage",
+    "InputItem",
+    "collect_inputs",
+    "decode_ahead",
+    "output_name",
+    "select_shard",
+]
 
 logger = logging.getLogger("hrcam.explain")
 
 
 @dataclass(frozen=True)
 class InputItem:
-    """One file to explain and the name of its output folder (unique within the run)."""
+    """One file to explain and the name of its output folder (:func:`output_name`)."""
 
     path: Path
     name: str
@@ -37,22 +46,36 @@ class DecodedImage:
     image: Image.Image | None = None
     original_size: tuple[int, int] | None = None  # (width, height) of the file
     error: str | None = None
+    source_size: int | None = None  # the file's size and modification time when it was read
+    source_mtime_ns: int | None = None
 
 
-def _slug(path: Path, base: Path | None) -> str:
-    """An output folder name: the path below ``base`` without the image's extension."""
+def output_name(path: Path, base: Path | None) -> str:
+    """The output folder name of one input: its path below ``base`` made safe for a folder
+    name (``photos/a b.jpg`` → ``a_b``), then a short hash of the file's absolute path.
+
+    The name depends on that file alone, never on what else is in the folder, so a resumed
+    run finds each image's own results, and two files whose safe names agree (``a_b.jpg`` and
+    ``a b.jpg``, ``x.jpg`` and ``x.png``, non-ASCII names) never share a folder.
+    """
     rel = path.relative_to(base) if base is not None and base in path.parents else Path(path.name)
     parts = [*rel.parts[:-1], rel.stem if rel.suffix.lower() in IMAGE_EXTENSIONS else rel.name]
-    text = "__".join(parts)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", "__".join(parts)).strip("._")[:80] or "image"
+    digest = hashlib.sha1(os.fsencode(path.resolve())).hexdigest()[:8]
+    return f"{text}-{digest}"
 
 
-def collect_inputs(sources: Sequence[str | os.PathLike]) -> tuple[list[InputItem], list[str]]:
-    """Every image below ``sources`` (files as given, folders walked in sorted order), each with a
-    unique output name, and one message per source that does not exist."""
+def collect_inputs(
+    sources: Sequence[str | os.PathLike], *, exclude: Sequence[str | os.PathLike] = ()
+) -> tuple[list[InputItem], list[str]]:
+    """Every image below ``sources`` (files as given, folders walked in sorted order), each with
+    its output name (:func:`output_name`), and one message per source that does not exist.
+
+    Folders in ``exclude`` (the run's own output) and other hrcam outputs are not walked.
+    """
     items: list[InputItem] = []
     missing: list[str] = []
-    used: set[str] = set()
+    seen: set[Path] = set()
     for source in sources:
         source = Path(source)
         if not source.exists():
@@ -60,13 +83,11 @@ def collect_inputs(sources: Sequence[str | os.PathLike]) -> tuple[list[InputItem
             continue
         base = source if source.is_dir() else None
         found = 0
-        for f in find_images([source]):
-            name, n = _slug(f, base), 1
-            while name in used:  # photo.jpg and photo.png, or a/x.jpg and a__x.jpg
-                n += 1
-                name = f"{_slug(f, base)}-{n}"
-            used.add(name)
-            items.append(InputItem(f, name))
+        for f in find_images([source], exclude=exclude, skip_if_contains=OUTPUT_MARKER):
+            if f.resolve() in seen:  # the same file named twice (a folder and a file in it)
+                continue
+            seen.add(f.resolve())
+            items.append(InputItem(f, output_name(f, base)))
             found += 1
         if source.is_dir() and not found:
             logger.warning(
@@ -87,11 +108,12 @@ def select_shard(items: list[InputItem], shard: tuple[int, int]) -> list[InputIt
 
 def _decode(item: InputItem, decode: Callable[[Path], Image.Image]) -> DecodedImage:
     try:
+        stat = item.path.stat()
         image = decode(item.path)
     except (ImageLoadError, OSError) as err:
         return DecodedImage(item, error=str(err))
     size = image.info.get("hrcam_original_size", image.size)
-    return DecodedImage(item, image, tuple(size))
+    return DecodedImage(item, image, tuple(size), None, stat.st_size, stat.st_mtime_ns)
 
 
 def decode_ahead(

@@ -75,6 +75,8 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
         name=name,
         ok=True,
         size=tuple(explained.decoded.original_size),
+        source_size=explained.decoded.source_size,
+        source_mtime_ns=explained.decoded.source_mtime_ns,
         top5=explained.top5,
         target=explained.target,
         files=files,
@@ -101,5 +103,10 @@ def _pipeline(explained: ExplainedImage, settings: OutputSettings) -> np.ndarray
         "high": (float(explained.high_res.min()), float(explained.high_res.max())),
     }
     return viz.pipeline_image(
-        explained.steps, explained.network_input, title=title, ranges=ranges, cmap=settings.cmap
+        explained.steps,
+        explained.network_input,
+        title=title,
+        ranges=ranges,
+        cmap=settings.cmap,
+        aspect=explained.decoded.original_size,
     )

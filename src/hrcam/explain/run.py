@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..explainer import Explainer, Target
-from ..utils import check_output_folder, sequential_opencv
+from ..utils import sequential_opencv
 from .compute import ExplainedImage, explain_batch
+from .folder import claim_output_folder
 from .inputs import InputItem, collect_inputs, decode_ahead, select_shard
 from .outputs import write_outputs
 from .settings import OutputSettings, RunSettings
@@ -42,7 +43,9 @@ def explain_images(
         explainer: what computes the maps (its upsampler, refinement options, flip and input
             size are the run's).
         sources: image files and folders (walked recursively, sorted).
-        output: the folder to write into (created).
+        output: the folder to write into: new, empty, or an earlier hrcam output
+            (:func:`~hrcam.explain.folder.claim_output_folder`; ``run.force`` allows a folder
+            holding other files, never overwriting them).
         target: None (each image's predicted class), or one class index or name for all.
         run: how the run goes (:class:`RunSettings`: batch size, resume, shard, progress).
         outputs: what is written (:class:`OutputSettings`: formats, precision, pictures).
@@ -51,13 +54,13 @@ def explain_images(
     Returns:
         :class:`ExplainSummary`; ``summary.failed`` lists the images that could not be explained.
     """
-    output = check_output_folder(output)
     run = run or RunSettings()
+    output = claim_output_folder(output, force=run.force).path
     outputs = outputs or OutputSettings()
     if target is not None and not isinstance(target, (int, str)):
         raise ValueError("explain takes one target for all images: a class index or name")
     target = None if target is None else explainer.class_index(target)  # an unknown one fails now
-    items, missing = collect_inputs(sources)
+    items, missing = collect_inputs(sources, exclude=[output])
     items = select_shard(items, run.shard)
     summary = ExplainSummary(
         model=model_name,
@@ -92,13 +95,16 @@ class _Run:
         slots: list[ImageResult | _Pending | None] = []  # one per item, in input order
         todo: list[InputItem] = []
         for item in items:
-            done = reload_result(self.output, item.name) if run.skip_existing else None
+            done = reload_result(self.output, item) if run.skip_existing else None
             slots.append(done)
             if done is None:
                 todo.append(item)
         position = {item.name: i for i, item in enumerate(items) if slots[i] is None}
         bar = _bar(len(items), run.show_progress, initial=len(items) - len(todo))
         base = list(summary.results)
+        # The run's files exist from the start (a run killed at once still has its page), then
+        # are rewritten as images finish, at most every report_every seconds.
+        self._report(summary, base, slots, started, summary_name, "running")
         last_report, state = time.perf_counter(), "interrupted"
         writers = max(1, run.writers)
         try:

@@ -66,7 +66,9 @@ class RunSettings:
             processes over one large folder; see :func:`merge_shards`).
         show_progress: a progress bar (rate, ETA).
         writers: threads that write finished images while the next batch is computed.
-        report_every: seconds between rewrites of ``index.html`` during the run.
+        report_every: the least seconds between rewrites of ``index.html`` and
+            ``summary.json`` (written when the run starts, then after a batch).
+        force: write into a folder that holds other files (never overwriting them).
     """
 
     batch_size: int = 8
@@ -74,7 +76,8 @@ class RunSettings:
     shard: tuple[int, int] = (0, 1)
     show_progress: bool = True
     writers: int = 2
-    report_every: float = 10.0
+    report_every: float = 1.0
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

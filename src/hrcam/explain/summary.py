@@ -35,6 +35,9 @@ class ImageResult:
     files: dict[str, str] = field(default_factory=dict)
     # raw (min, max) of each map before the overlay scales it to the colour map's range
     ranges: dict[str, list[float]] = field(default_factory=dict)
+    # the source file as it was explained: a resumed run redoes an image whose file changed
+    source_size: int | None = None
+    source_mtime_ns: int | None = None
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> ImageResult:
@@ -102,10 +105,29 @@ def write_run_files(
         write_report(summary.as_dict(), output / "index.html", state=summary.state)
 
 
-def reload_result(output: Path, name: str) -> ImageResult | None:
-    """The result an earlier run wrote for ``name`` (its ``predictions.json``), if readable and
-    every file it lists is there and not empty (what a power cut can leave, as the per-image
+def reload_result(output: Path, item) -> ImageResult | None:
+    """The result an earlier run wrote for ``item`` (an ``InputItem``: its output folder's
+    ``predictions.json``), if it is that very file's — same path, size and modification time —
+    and every file it lists is there and not empty (what a power cut can leave, as the per-image
     files are not flushed to disk one by one); otherwise ``None``: the image is done again."""
+    result = read_result(output, item.name)
+    if result is None:
+        return None
+    try:
+        stat = Path(item.path).stat()
+    except OSError:
+        return None
+    same = (result.source, result.source_size, result.source_mtime_ns) == (
+        str(item.path),
+        stat.st_size,
+        stat.st_mtime_ns,
+    )
+    return result if same else None
+
+
+def read_result(output: Path, name: str) -> ImageResult | None:
+    """The ``predictions.json`` of ``images/<name>/``, if readable and every file it lists is
+    there and not empty; otherwise ``None``."""
     path = output / "images" / name / "predictions.json"
     try:
         result = ImageResult.from_dict(json.loads(path.read_text()))
@@ -133,7 +155,7 @@ def finish_run(output: str | os.PathLike) -> ExplainSummary:
         except (OSError, ValueError):
             logger.warning("%s: unreadable summary.json, rebuilt from the images alone", output)
     names = sorted(p.parent.name for p in (output / "images").glob("*/predictions.json"))
-    results = [r for r in (reload_result(output, n) for n in names) if r is not None]
+    results = [r for r in (read_result(output, n) for n in names) if r is not None]
     done = {r.name for r in results}
     if previous is not None:
         results += [r for r in previous.failed if r.name not in done]
