@@ -48,11 +48,11 @@ DISPLAY_SIDE = 448
 
 # Refuse decompression bombs well above any photograph (≈ 16k × 16k) rather than at PIL's level.
 _MAX_PIXELS = 268_435_456
-# Pillow warns above its MAX_IMAGE_PIXELS and refuses above twice that; hrcam raises it to its
+# Pillow warns above its MAX_IMAGE_PIXELS and refuses above twice that; hrcam raises it above its
 # own limit and refuses larger images itself, with one line naming the file and its size (no
 # Pillow warning on stderr).
-if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < _MAX_PIXELS:
-    Image.MAX_IMAGE_PIXELS = _MAX_PIXELS
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < 2 * _MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = 2 * _MAX_PIXELS
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
