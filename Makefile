@@ -22,17 +22,22 @@ setup-app: $(BIN)/python
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 
+# Debian packages, quietly (a log in /tmp, shown if the install fails), without the optional
+# packages Debian recommends (Chromium's pull in printing, avahi, samba ...).
+APT_LOG = /tmp/hrcam-apt.log
 APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
+	echo "installing Debian packages: $(1) (log: $(APT_LOG))"; \
+	{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	  --no-install-recommends $(1); } > $(APT_LOG) 2>&1 || { cat $(APT_LOG); exit 1; }
 
 # Real data for the end-to-end reproduction test (Debian package, no download at test time).
 fashion-mnist:
-	@if [ ! -f $(FASHION_MNIST) ]; then $(APT_INSTALL) dataset-fashion-mnist; fi
+	@if [ ! -f $(FASHION_MNIST) ]; then $(call APT_INSTALL,dataset-fashion-mnist); fi
 
 # Headless Chromium and its driver for the tests that look at pages (Debian packages).
 browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  $(APT_INSTALL) chromium chromium-driver; fi
+	  $(call APT_INSTALL,chromium chromium-driver fonts-liberation); fi
 
 demo: setup
 	$(BIN)/hrcam demo -o hrcam-demo

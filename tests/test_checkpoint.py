@@ -200,3 +200,31 @@ def test_golden_values_of_the_shipped_model_on_chelsea():
     low = e.low_res[0].double()
     np.testing.assert_allclose(float(low.sum()), 514.786, rtol=1e-4)
     np.testing.assert_allclose(float((low**2).sum()), 7624.515, rtol=1e-4)
+
+
+def test_foreign_weights_are_one_line_and_a_malicious_pickle_no_torch_warning(tmp_path):
+    import os
+    import pickle
+    import warnings
+
+    from hrcam import create_backbone
+
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError) as info:
+        create_backbone("tiny_densenet", num_classes=2, weights=str(tmp_path / "other.pt"))
+    message = str(info.value)
+    assert (
+        "\n" not in message and "missing (" in message and "1 unexpected (conv.weight)" in message
+    )
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo hacked",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Evil()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's own warning about the file would fail here
+        with pytest.raises(CheckpointError, match="hrcam reads only the tensors"):
+            load_checkpoint(tmp_path / "evil.pt")
+        with pytest.raises(ValueError, match="never code from a file"):
+            create_backbone("tiny_densenet", num_classes=2, weights=str(tmp_path / "evil.pt"))

@@ -80,3 +80,23 @@ def test_app_flags_are_checked_before_anything_loads(capsys):
     assert "port must lie in [0, 65535]" in capsys.readouterr().err
     assert main(["app", "--host", "my laptop"]) == 2
     assert "--host must be an IP address or localhost, got 'my laptop'" in capsys.readouterr().err
+
+
+def test_a_taken_port_is_one_line_naming_port_before_the_model_loads(capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["app", "--port", str(port), "--model", "no-such-model.pt"]) == 2
+    err = capsys.readouterr().err
+    assert f"--port {port}: 127.0.0.1:{port} is taken" in err and "Traceback" not in err
+    assert "no-such-model" not in err  # the model was never looked at
+
+
+def test_a_missing_gradio_is_one_line_with_the_install_command(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)
+    assert main(["app", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install -c constraints.txt -e" in err

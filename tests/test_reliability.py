@@ -358,3 +358,11 @@ def test_training_killed_mid_epoch_resumes_bit_identically(tmp_path):
     a = load_checkpoint(tmp_path / "full" / "last.pt")["backbone_state"]
     b = load_checkpoint(tmp_path / "cut" / "last.pt")["backbone_state"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # The resumed epoch's train_loss averages the whole epoch, as the uninterrupted run's does.
+    def losses(run: str) -> list[float]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["train_loss"] for line in lines]
+
+    assert len(losses("cut")) == len(losses("full")) == 2
+    assert losses("cut") == pytest.approx(losses("full"), rel=1e-9)

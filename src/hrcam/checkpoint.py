@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .backbones import Backbone, create_backbone, list_backbones
+from .backbones.weights import quiet_torch_load
 from .explainer import Explainer
 from .upsample.expansion import ExpansionNetwork
 from .utils import atomic_save_json, atomic_torch_save, atomic_write
@@ -117,7 +118,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = quiet_torch_load(path)
     except Exception:  # noqa: BLE001 - truncated zip, bad pickle, random bytes
         # torch's own message advises weights_only=False, which would run code from the file:
         # never the advice for a file that may not be what it claims.
@@ -329,8 +330,14 @@ def _jsonable(obj: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
+    if isinstance(obj, bool) or obj is None:
         return obj
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, float):  # NumPy's float64 is a float too: store a plain one
+        return float(obj)
+    if isinstance(obj, int):
+        return int(obj)
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if hasattr(obj, "item"):

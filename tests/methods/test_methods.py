@@ -110,7 +110,7 @@ def test_refined_options_are_typed_and_checked():
 
 def test_missing_grad_cam_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)
-    with pytest.raises(MissingDependencyError, match=r"pip install hrcam\[compare\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install -e .\.\[compare\]."):
         create_method("gradcam")
     create_method("low_res")  # ours need nothing optional
 

@@ -179,3 +179,12 @@ def test_bad_shapes_raise_value_error_saying_what_was_expected():
         refine_batch(np.zeros((2, 7, 7)), np.zeros((3, 8, 8)))
     with pytest.raises(ValueError, match="images must be"):
         refine_batch(np.zeros((2, 7, 7)), np.zeros((2, 8, 8)), np.zeros((3, 8, 8, 3)))
+
+
+@pytest.mark.parametrize("impl", ["reference", "compiled", "torch"])
+def test_an_image_with_nan_is_refused_with_the_count(impl, cams):
+    low, high, image = cams
+    bad = image.astype(np.float32) / 255
+    bad[0, :3] = np.nan
+    with pytest.raises(ValueError, match=r"image holds 9 non-finite value"):
+        run_refine(impl, low, high, bad)

@@ -315,3 +315,26 @@ def test_both_stages_under_torchrun_with_two_cpu_processes(stage1_run, tmp_path)
     after = load_model(tmp_path / "ddp2" / "last.pt")
     _assert_same(before.state_dict(), after.backbone.state_dict())
     assert after.expansion is not None
+
+
+def test_an_unreadable_test_image_is_left_out_not_replaced_by_its_neighbour(tmp_path):
+    from tests.conftest import make_class_folders
+
+    data = make_class_folders(tmp_path / "data")  # 4 test images per class
+    (data / "test" / "disc" / "disc_000.png").write_bytes(b"not a png")
+    metrics = _stage1_api(data, tmp_path / "run", epochs=1)
+    assert metrics["test_num_samples"] == 7 and metrics["test_unreadable"] == 1
+
+
+def test_resume_keeps_the_checkpoints_network_and_records_it(tmp_path, caplog):
+    from tests.conftest import make_class_folders
+
+    data = make_class_folders(tmp_path / "data")
+    out = tmp_path / "run"
+    _stage1_api(data, out, epochs=1)
+    # Resumed with another architecture flag: the checkpoint's network goes on, and says so.
+    _stage1_api(data, out, epochs=2, resume="last", block_config=(2, 1, 1), growth_rate=4)
+    assert "--resume continues the checkpoint's network; ignored: --growth-rate 4" in caplog.text
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["block_config"] == [1, 1, 1] and recorded["growth_rate"] == 8
+    assert load_checkpoint(out / "last.pt")["config"]["block_config"] == [1, 1, 1]

@@ -1,4 +1,4 @@
-"""``hrcam app``: a local web page to explore one model's explanations (``pip install hrcam[app]``).
+"""``hrcam app``: a local web page to explore one model's explanations (the ``app`` extra).
 
 - :mod:`.session` — what the page computes (images, top-5, CAMs cached per image and class,
   refinement, overlays, downloads), with no web framework: testable and benchmarked alone;

@@ -49,8 +49,8 @@ def import_gradio():
         import gradio as gr
     except ImportError as err:
         raise ImportError(
-            f"`hrcam app` needs Gradio, which could not be imported ({err}); install it with "
-            "`pip install hrcam[app]`"
+            f"`hrcam app` needs Gradio, which could not be imported ({err}); install it in this "
+            'checkout with: pip install -c constraints.txt -e ".[app]" (or make app)'
         ) from err
     return gr
 

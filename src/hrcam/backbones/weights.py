@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
-__all__ = ["WeightsUnavailableError", "imagenet_categories", "load_state_file"]
+__all__ = [
+    "WeightsUnavailableError",
+    "imagenet_categories",
+    "load_state_file",
+    "load_weights_into",
+    "quiet_torch_load",
+]
 
 
 def imagenet_categories() -> list[str]:
@@ -31,7 +38,7 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = quiet_torch_load(path)
     except Exception:  # noqa: BLE001 - any unpickling failure means a bad file
         raise ValueError(
             f"{path}: not a readable weights file: truncated or corrupt, or it holds more than "
@@ -42,3 +49,44 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, found a {type(state).__name__}")
     return state
+
+
+def quiet_torch_load(path: str | os.PathLike):
+    """``torch.load(path, weights_only=True)`` on the CPU without torch's warnings about the
+    file (a pickle protocol it does not expect, say): hrcam says in one line what it makes of it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_weights_into(module: torch.nn.Module, state: dict, source: str | os.PathLike) -> None:
+    """``module.load_state_dict(state)``, or one ``ValueError`` line saying how the weights do
+    not fit: how many names are missing and unexpected, with the first few of each."""
+    missing, unexpected = _mismatch(module, state)
+    if missing or unexpected:
+
+        def some(names: list[str]) -> str:
+            return ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({some(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({some(unexpected)})")
+        raise ValueError(
+            f"{source}: these weights are not for this network ({type(module).__name__}): "
+            f"{'; '.join(parts)}; check --backbone and its options"
+        )
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:  # same names, other shapes
+        first = str(err).splitlines()[1:2] or [str(err)]
+        raise ValueError(
+            f"{source}: these weights do not fit this network: {first[0].strip()}"
+        ) from None
+
+
+def _mismatch(module: torch.nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    expected = set(module.state_dict())
+    given = set(state)
+    return sorted(expected - given), sorted(given - expected)

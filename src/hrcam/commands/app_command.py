@@ -1,4 +1,4 @@
-"""``hrcam app``: serve the interactive page on this machine (``pip install hrcam[app]``).
+"""``hrcam app``: serve the interactive page on this machine (the ``app`` extra).
 
     hrcam app                          # the default model, http://127.0.0.1:7860
     hrcam app --model my_model.pt --device cuda --port 8000
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,19 @@ def _port(text: str) -> int:
     return value
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """A one-line error naming --port when something already listens on ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ValueError(
+                f"--port {port}: {host}:{port} is taken ({err.strerror}); choose another port, "
+                "or --port 0 for any free one"
+            ) from None
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "app",
@@ -39,7 +53,7 @@ def register(subparsers) -> None:
             "Serve a web page that explains images with one model: upload an image, click one of "
             "its top-5 classes (or type any class), see the low-res, high-res and refined CAMs "
             "over it, change the refinement options and the opacity, show the pipeline figure, "
-            "download the maps. Needs Gradio: pip install hrcam[app]."
+            "download the maps. Needs Gradio: the app extra (make app sets it up)."
         ),
     )
     add_model_arguments(p)
@@ -61,11 +75,18 @@ def run_app(args) -> int:
             raise ValueError(
                 f"--host must be an IP address or localhost, got {args.host!r}"
             ) from None
+    if args.port:
+        _check_port_free(args.host, args.port)  # before the model loads: fails in a second
+    try:
+        from ..app.page import import_gradio
+
+        import_gradio()  # a missing extra fails now, before the model loads
+    except ImportError as err:
+        raise ValueError(str(err)) from None
     from ..app import ExplainerSession
-    from ..app.page import import_gradio, launch
+    from ..app.page import launch
     from ..io import write_demo_images
 
-    import_gradio()  # a missing extra fails now, before the model loads
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own health checks
     session = ExplainerSession(load_from_args(args))
     examples = write_demo_images(Path(tempfile.gettempdir()) / "hrcam-demo-images")

@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..utils import check_output_folder, non_negative_int, positive_int, resolve_device
+from ..utils import check_output_folder, int_in, non_negative_int, positive_int, resolve_device
 
 # hrcam.evaluation.FAITHFULNESS_METRICS and hrcam.methods.list_methods(), without importing torch
 # for --help (a test keeps them equal).
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run CAM methods on one model over images with pixel masks (images/ + trimaps/, the "
             "Oxford-pets layout) or boxes (a CSV file,x1,y1,x2,y2[,label]); write a Markdown table, "
             "a JSON file and plots. Every map is resized bilinearly to the image's original size "
-            "before scoring. Peer methods need pytorch-grad-cam: pip install hrcam[compare]."
+            "before scoring. Peer methods need pytorch-grad-cam: the compare extra (pip install -e '.[compare]' in the checkout)."
         ),
         epilog="methods: "
         + ", ".join(METHOD_NAMES)
@@ -179,8 +179,18 @@ def _add_method_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, default=Path("hrcam-eval"), help="output folder")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--batch-size",
+        type=int_in(1, 4096),
+        default=16,
+        help="images per batch (default 16; Score-CAM still takes one image at a time)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the networks run (default auto: a CUDA GPU if there is one, else the CPU)",
+    )
     p.add_argument(
         "--threads",
         type=positive_int,

@@ -20,7 +20,7 @@ train-expansion …"""
 
 def register(subparsers) -> None:
     from ..train.config import ClassifierConfig, ExpansionConfig, add_config_arguments
-    from ..utils import positive_int
+    from ..utils import int_in
 
     p = subparsers.add_parser(
         "train-classifier",
@@ -46,9 +46,21 @@ def register(subparsers) -> None:
     )
     p.add_argument("folder", type=Path)
     p.add_argument("--model", required=True, help="checkpoint, exported model or backbone name")
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--input-size", type=positive_int, default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--batch-size", type=int_in(1, 4096), default=64, help="images per batch (default 64)"
+    )
+    p.add_argument(
+        "--input-size",
+        type=int_in(8, 4096),
+        default=None,
+        help="network input side in pixels (default: the model's)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the network runs (default auto: a CUDA GPU if there is one, else the CPU)",
+    )
     p.add_argument(
         "-o", "--output", type=Path, default=None, help="also write the report as JSON here"
     )

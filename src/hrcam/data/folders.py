@@ -5,8 +5,10 @@
   the model's class names.
 - :class:`ImageFilesDataset`: every image below a folder, labels ignored (stage 2 needs none).
 
-A file that cannot be decoded is reported once by name (a warning) and replaced by the next
-readable sample, so one bad file among 400k does not stop a training run.
+A file that cannot be decoded is reported once by name (a warning). For training it is replaced
+by the next readable sample, so one bad file among 400k does not stop a run; for evaluation
+(``skip_unreadable=True``) it is left out, :func:`collate_readable` drops it from its batch, and
+no other sample is counted twice.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from torch.utils.data import Dataset
 
 from ..io import IMAGE_EXTENSIONS, ImageLoadError, load_image
 
-__all__ = ["ClassFolderDataset", "ImageFilesDataset", "build_transform", "list_class_folders"]
+__all__ = [
+    "ClassFolderDataset",
+    "ImageFilesDataset",
+    "build_transform",
+    "collate_readable",
+    "list_class_folders",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +59,9 @@ class _RobustImages(Dataset):
 
     files: list[Path]
 
-    def __init__(self, transform: Callable | None) -> None:
+    def __init__(self, transform: Callable | None, *, skip_unreadable: bool = False) -> None:
         self.transform = transform
+        self.skip_unreadable = skip_unreadable
         self.bad_files: set[str] = set()
         self.epoch_seed: int | None = None
 
@@ -69,7 +78,9 @@ class _RobustImages(Dataset):
         self.epoch_seed = seed
 
     def _load(self, index: int):
-        for offset in range(min(len(self.files), 50)):
+        """``(i, image)`` of sample ``index`` (or of the next readable one when training), or
+        ``(index, None)`` when it cannot be read and ``skip_unreadable``."""
+        for offset in range(1 if self.skip_unreadable else min(len(self.files), 50)):
             i = (index + offset) % len(self.files)
             path = self.files[i]
             try:
@@ -78,6 +89,8 @@ class _RobustImages(Dataset):
                 if str(path) not in self.bad_files:
                     self.bad_files.add(str(path))
                     logger.warning("skipping unreadable image: %s", err)
+                if self.skip_unreadable:
+                    return index, None
                 continue
             if self.transform is None:
                 return i, image
@@ -107,8 +120,9 @@ class ClassFolderDataset(_RobustImages):
         transform: Callable | None = None,
         *,
         classes: Sequence[str] | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
-        super().__init__(transform)
+        super().__init__(transform, skip_unreadable=skip_unreadable)
         self.root = Path(root)
         found = list_class_folders(self.root)
         if not found:
@@ -140,9 +154,9 @@ class ClassFolderDataset(_RobustImages):
         if empty:
             logger.warning("%s: class folders without images: %s", self.root, ", ".join(empty[:10]))
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
         i, image = self._load(index)
-        return image, self.labels[i]
+        return None if image is None else (image, self.labels[i])
 
 
 class ImageFilesDataset(_RobustImages):
@@ -154,8 +168,9 @@ class ImageFilesDataset(_RobustImages):
         transform: Callable | None = None,
         *,
         files: Sequence[str | os.PathLike] | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
-        super().__init__(transform)
+        super().__init__(transform, skip_unreadable=skip_unreadable)
         if files is not None:
             self.root = Path(root) if root else None
             self.files = [Path(f) for f in files]
@@ -169,8 +184,17 @@ class ImageFilesDataset(_RobustImages):
         if not self.files:
             raise ValueError(f"{self.root}: no images found ({', '.join(IMAGE_EXTENSIONS)})")
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | None:
         return self._load(index)[1]
+
+
+def collate_readable(samples: list):
+    """A batch of the readable samples (``None`` stands for an unreadable one), and how many
+    were left out: ``(batch or None, unreadable)``."""
+    from torch.utils.data import default_collate
+
+    readable = [s for s in samples if s is not None]
+    return (default_collate(readable) if readable else None), len(samples) - len(readable)
 
 
 def build_transform(

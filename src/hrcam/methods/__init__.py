@@ -5,7 +5,7 @@ Ours (:mod:`.ours`): ``low_res`` (``low_res:scale=2``: of the enlarged input), `
 ``multiscale`` (CAMs at 1, 1.5, 2×, averaged). Any of them, or any peer, followed by ``+guided``:
 its map at its own resolution upsampled by :func:`hrcam.guided_upsample`.
 
-Peers (``pip install hrcam[compare]``), through pytorch-grad-cam (:mod:`.peers`): ``gradcam``,
+Peers (the ``compare`` extra), through pytorch-grad-cam (:mod:`.peers`): ``gradcam``,
 ``gradcampp``, ``hirescam``, ``xgradcam``, ``layercam``, ``layercam_fused``, ``refinecam``,
 ``refinecam_fused``, ``finercam``, ``shapleycam``, ``eigencam``, ``scorecam``; and through
 torchcam (:mod:`.torchcam_peers`), a second implementation: ``torchcam_cam``,

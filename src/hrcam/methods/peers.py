@@ -1,4 +1,4 @@
-"""Peer CAM methods through pytorch-grad-cam (optional: ``pip install hrcam[compare]``).
+"""Peer CAM methods through pytorch-grad-cam (optional: the ``compare`` extra).
 
 Every peer runs on the very model and inputs ours do: ``model.backbone`` wrapped in
 :class:`TappedBackbone`, a module that returns the backbone's logits and passes the backbone
@@ -52,7 +52,7 @@ __all__ = [
     "import_grad_cam",
 ]
 
-_INSTALL_HINT = "install it with `pip install hrcam[compare]` (or `pip install grad-cam`)"
+_INSTALL_HINT = "install it, in the hrcam checkout, with `pip install -e '.[compare]'` (or `pip install grad-cam`)"
 
 
 class MissingDependencyError(ImportError):

@@ -1,4 +1,4 @@
-"""Peer CAM methods through torchcam, a second implementation (optional: ``pip install hrcam[compare]``).
+"""Peer CAM methods through torchcam, a second implementation (optional: the ``compare`` extra).
 
 The same methods as :mod:`hrcam.methods.peers` from another library, so a table can show that a
 method's score is the method's and not one library's: ``torchcam_cam``, ``torchcam_gradcam``,
@@ -38,7 +38,7 @@ def import_torchcam():
     except ImportError as err:
         raise MissingDependencyError(
             f"the torchcam_* methods use torchcam, which could not be imported ({err}); install "
-            f"it with `pip install hrcam[compare]` (or `pip install torchcam`)"
+            "it, in the hrcam checkout, with `pip install -e '.[compare]'` (or `pip install torchcam`)"
         ) from err
     return torchcam.methods
 

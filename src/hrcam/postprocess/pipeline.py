@@ -109,8 +109,8 @@ NAN_POLICIES = ("raise", "zero")
 
 
 def check_image_and_finite(low, high, image, nan_policy: str, *, batched: bool) -> None:
-    """The checks both backends make: finite maps (``nan_policy="raise"``), and an image of
-    the high-res CAM's size with 1, 3 or 4 channels. ``ShapeError``/``NonFiniteError``."""
+    """The checks both backends make: finite maps (``nan_policy="raise"``), and a finite image
+    of the high-res CAM's size with 1, 3 or 4 channels. ``ShapeError``/``NonFiniteError``."""
     from ..checks import ShapeError, check_finite
 
     if nan_policy not in NAN_POLICIES:
@@ -121,6 +121,7 @@ def check_image_and_finite(low, high, image, nan_policy: str, *, batched: bool) 
         check_finite(high, "high (the high-res CAM)", hint=hint)
     if image is None:
         return
+    check_finite(image, "image", hint="a masked image of NaN is no picture: check what made it")
     lead = 1 if batched else 0
     size = tuple(image.shape[lead : lead + 2])
     channels = image.shape[lead + 2] if image.ndim == lead + 3 else None

@@ -25,7 +25,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "ClassifierConfig",
@@ -48,6 +48,7 @@ def _opt(
     short: str | None = None,
     positional: bool = False,
     minimum: int | float | None = None,
+    maximum: int | float | None = None,
     cli: bool = True,
     group: str = "training",
 ) -> dict[str, Any]:
@@ -59,6 +60,7 @@ def _opt(
         "short": short,
         "positional": positional,
         "minimum": minimum,
+        "maximum": maximum,
         "cli": cli,
         "group": group,
     }
@@ -74,7 +76,9 @@ class TrainConfig:
 
     output: Path = field(metadata=_opt("folder for checkpoints and logs", short="-o"))
     epochs: int = field(default=10, metadata=_opt("epochs to train", minimum=1))
-    batch_size: int = field(default=32, metadata=_opt("images per step, per process", minimum=1))
+    batch_size: int = field(
+        default=32, metadata=_opt("images per step, per process", minimum=1, maximum=4096)
+    )
     lr: float = field(default=1e-3, metadata=_opt("peak learning rate", minimum=0))
     weight_decay: float = field(default=1e-4, metadata=_opt("weight decay", minimum=0))
     optimizer: str = field(
@@ -90,7 +94,8 @@ class TrainConfig:
     )
     warmup_steps: int = field(default=0, metadata=_opt("linear warm-up steps", minimum=0))
     input_size: int | None = field(
-        default=None, metadata=_opt("image side in pixels (default: the backbone's)", minimum=1)
+        default=None,
+        metadata=_opt("image side in pixels (default: the backbone's)", minimum=8, maximum=4096),
     )
     workers: int = field(
         default_factory=_default_workers,
@@ -131,6 +136,23 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             _check_field(f, getattr(self, f.name))
 
+    #: The fields that make the network's architecture: a resumed run takes them from its
+    #: checkpoint (:meth:`with_architecture_of`).
+    ARCHITECTURE: ClassVar[tuple[str, ...]] = ()
+
+    def with_architecture_of(self, previous: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
+        """This config with the architecture ``previous`` (a checkpoint's config) was trained
+        with, and one line per field this config said otherwise (``--flag: ours -> theirs``)."""
+        mine = self.as_dict()
+        changes, differing = {}, []
+        for name in self.ARCHITECTURE:
+            if name in previous and previous[name] != mine[name]:
+                value = previous[name]
+                changes[name] = tuple(value) if isinstance(value, list) else value
+                flag = "--" + name.replace("_", "-")
+                differing.append(f"{flag} {mine[name]} (the checkpoint's: {previous[name]})")
+        return (dataclasses.replace(self, **changes) if changes else self), differing
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values (paths as strings): what checkpoints and ``config.json`` record."""
         out = {}
@@ -149,6 +171,8 @@ class TrainConfig:
 @dataclass(kw_only=True)
 class ClassifierConfig(TrainConfig):
     """Stage 1: train or fine-tune the localization network on ``DATA/train``, test on ``DATA/test``."""
+
+    ARCHITECTURE = ("backbone", "cam_channels", "growth_rate", "block_config", "drop_rate")
 
     data: Path = field(
         metadata=_opt(
@@ -193,7 +217,9 @@ class ClassifierConfig(TrainConfig):
         ),
     )
     epochs: int = field(default=30, metadata=_opt("epochs to train", minimum=1))
-    batch_size: int = field(default=64, metadata=_opt("images per step, per process", minimum=1))
+    batch_size: int = field(
+        default=64, metadata=_opt("images per step, per process", minimum=1, maximum=4096)
+    )
     lr: float = field(default=1e-3, metadata=_opt("peak learning rate", minimum=0))
 
     def __post_init__(self) -> None:
@@ -208,6 +234,8 @@ class ClassifierConfig(TrainConfig):
 @dataclass(kw_only=True)
 class ExpansionConfig(TrainConfig):
     """Stage 2: train the expansion network on a folder of images, the classifier frozen."""
+
+    ARCHITECTURE = ("decoder_channels", "skip_connections", "upsample")
 
     data: Path = field(
         metadata=_opt("folder of images (searched recursively; labels not needed)", positional=True)
@@ -267,7 +295,9 @@ class ExpansionConfig(TrainConfig):
         ),
     )
     epochs: int = field(default=10, metadata=_opt("epochs to train", minimum=1))
-    batch_size: int = field(default=32, metadata=_opt("images per step, per process", minimum=1))
+    batch_size: int = field(
+        default=32, metadata=_opt("images per step, per process", minimum=1, maximum=4096)
+    )
     lr: float = field(default=2e-3, metadata=_opt("peak learning rate", minimum=0))
 
     def __post_init__(self) -> None:
@@ -303,6 +333,11 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
             raise ValueError(f"{_flag_name(f)} must be a number, got {value!r}")
         if any(v < minimum for v in values):
             raise ValueError(f"{_flag_name(f)} must be >= {minimum}, got {value}")
+    maximum = meta.get("maximum")
+    if maximum is not None and any(
+        v > maximum for v in (value if isinstance(value, tuple) else (value,))
+    ):
+        raise ValueError(f"{_flag_name(f)} must be <= {maximum}, got {value}")
 
 
 def _int_tuple(text: str, name: str) -> tuple[int, ...]:
@@ -328,8 +363,8 @@ def _field_type(cls: type, f: dataclasses.Field) -> Any:
     return hint
 
 
-def _number_type(kind: type, flag: str, minimum):
-    """An argparse type that names the flag when a value is malformed or too small."""
+def _number_type(kind: type, flag: str, minimum, maximum=None):
+    """An argparse type that names the flag when a value is malformed or out of range."""
 
     def parse(text: str):
         try:
@@ -341,6 +376,8 @@ def _number_type(kind: type, flag: str, minimum):
         if minimum is not None and value < minimum:
             what = "a positive" if minimum == 1 and kind is int else f">= {minimum}"
             raise argparse.ArgumentTypeError(f"{flag} must be {what}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{flag} must be <= {maximum}, got {text}")
         return value
 
     parse.__name__ = kind.__name__
@@ -376,7 +413,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> argparse
             kwargs.update(default=None, metavar="N,N,…")
         else:
             converter = (
-                _number_type(kind, names[-1], meta.get("minimum")) if kind in (int, float) else kind
+                _number_type(kind, names[-1], meta.get("minimum"), meta.get("maximum"))
+                if kind in (int, float)
+                else kind
             )
             kwargs.update(
                 type=converter, default=default, choices=meta.get("choices"), required=required

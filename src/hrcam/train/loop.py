@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.folders import collate_readable
 from .config import TrainConfig
 from .distributed import DistContext
 
@@ -123,6 +124,7 @@ def make_loader(
     workers: int,
     ctx: DistContext,
     drop_last: bool = False,
+    collate_fn=None,
 ) -> DataLoader:
     """A loader that keeps a GPU fed: worker processes, pinned memory, prefetching."""
     cuda = ctx.device.type == "cuda"
@@ -138,6 +140,7 @@ def make_loader(
         prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=_worker_init,
         generator=torch.Generator().manual_seed(0),
+        collate_fn=collate_fn,
     )
 
 
@@ -176,18 +179,28 @@ class MetricsLog:
             os.fsync(f.fileno())
 
 
-def start_run(cfg: TrainConfig, ctx: DistContext) -> tuple[Path | None, dict | None]:
-    """The output folder and its ``config.json`` (main process), the seed, and the checkpoint
-    to resume from: ``(path, payload)``, or ``(None, None)`` for a new run."""
+def start_run(cfg: TrainConfig, ctx: DistContext) -> tuple[TrainConfig, Path | None, dict | None]:
+    """The config the run really uses, the output folder and its ``config.json`` (main process),
+    the seed, and the checkpoint to resume from: ``(cfg, path, payload)`` (``(cfg, None, None)``
+    for a new run). A resumed run keeps its checkpoint's architecture; a flag that said
+    otherwise is named in a warning, and ``config.json`` records what is used."""
     from ..checkpoint import load_checkpoint
     from ..utils import atomic_save_json, check_output_folder
 
     if ctx.is_main:
         check_output_folder(cfg.output)
-        atomic_save_json(cfg.as_dict(), cfg.output / "config.json")
     seed_everything(cfg.seed)
     resume_path = resolve_resume(cfg.resume, cfg.output)
-    return resume_path, (load_checkpoint(resume_path) if resume_path else None)
+    payload = load_checkpoint(resume_path) if resume_path else None
+    if payload is not None:
+        cfg, differing = cfg.with_architecture_of(payload.get("config") or {})
+        if differing and ctx.is_main:
+            logger.warning(
+                "--resume continues the checkpoint's network; ignored: %s", "; ".join(differing)
+            )
+    if ctx.is_main:
+        atomic_save_json(cfg.as_dict(), cfg.output / "config.json")
+    return cfg, resume_path, payload
 
 
 def resolve_resume(resume: str | None, output: Path) -> Path | None:
@@ -240,6 +253,10 @@ class LoopState:
     step_in_epoch: int = 0  # batches done in the unfinished epoch (mid-epoch checkpoints)
     global_step: int = 0
     best_metric: float | None = None
+    # The unfinished epoch's training loss so far (summed over its samples and processes), so
+    # that a resumed epoch's train_loss averages the whole epoch, not only the resumed steps.
+    loss_sum: float = 0.0
+    seen: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         best = None if self.best_metric is None else float(self.best_metric)
@@ -248,6 +265,8 @@ class LoopState:
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
             "best_metric": best,
+            "loss_sum": float(self.loss_sum),
+            "seen": int(self.seen),
         }
 
     @classmethod
@@ -257,6 +276,8 @@ class LoopState:
             int(d.get("step_in_epoch", 0)),
             int(d.get("global_step", 0)),
             d.get("best_metric"),
+            float(d.get("loss_sum", 0.0)),
+            int(d.get("seen", 0)),
         )
 
 
@@ -281,6 +302,7 @@ def make_loaders(train_set, eval_set, *, cfg: TrainConfig, ctx: DistContext):
         sampler=ShardSampler(len(eval_set), rank=ctx.rank, world_size=ctx.world_size),
         workers=cfg.workers,
         ctx=ctx,
+        collate_fn=collate_readable,  # evaluation sets leave unreadable images out
     )
     return sampler, loader, eval_loader
 
@@ -392,6 +414,9 @@ def _train_epoch(cfg, ctx, loader, sampler, optimizer, scheduler, hooks, state, 
         enabled=ctx.is_main and cfg.progress,
     )
     started, seen, loss_sum, step, stopped = time.perf_counter(), 0, 0.0, skip, False
+    # A resumed epoch starts from the losses its checkpoint summed (on one process only, so the
+    # end of the epoch's sum over processes counts them once).
+    carried = (state.loss_sum, state.seen) if skip and ctx.is_main else (0.0, 0)
     for batch in bar:
         if step >= total:
             break
@@ -409,9 +434,21 @@ def _train_epoch(cfg, ctx, loader, sampler, optimizer, scheduler, hooks, state, 
         loss_sum += float(loss.detach()) * n
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and ctx.is_main:
-            mid = LoopState(epoch, step, state.global_step, state.best_metric)
-            hooks.save("last.pt", mid, {"train_loss": loss_sum / seen})
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            so_far = ctx.all_reduce_sum(
+                np.array([loss_sum + carried[0], seen + carried[1]], dtype=np.float64)
+            )
+            if ctx.is_main:
+                mid = LoopState(
+                    epoch,
+                    step,
+                    state.global_step,
+                    state.best_metric,
+                    float(so_far[0]),
+                    int(so_far[1]),
+                )
+                train_loss = float(so_far[0] / max(1.0, so_far[1]))
+                hooks.save("last.pt", mid, {"train_loss": train_loss})
         if cfg.stop_after_steps and state.global_step >= cfg.stop_after_steps:
             stopped = True
             break
@@ -421,19 +458,22 @@ def _train_epoch(cfg, ctx, loader, sampler, optimizer, scheduler, hooks, state, 
         "stopped": stopped,
         "finished": step >= total,
         "seconds": time.perf_counter() - started,
-        "loss_sum": loss_sum,
-        "seen": seen,
+        "loss_sum": loss_sum + carried[0],
+        "seen": seen + carried[1],
+        "seen_now": seen,
     }
 
 
 def _end_epoch(cfg, ctx, epoch, done, scheduler, hooks, state, best_key, higher_is_better, log):
     """Evaluate, log, and save ``last.pt`` (and ``best.pt`` when the metric improved)."""
-    train_loss = ctx.all_reduce_sum(np.array([done["loss_sum"], done["seen"]], dtype=np.float64))
+    train_loss = ctx.all_reduce_sum(
+        np.array([done["loss_sum"], done["seen"], done["seen_now"]], dtype=np.float64)
+    )
     metrics = {
         "epoch": epoch + 1,
         "train_loss": float(train_loss[0] / max(1.0, train_loss[1])),
         "lr": scheduler.get_last_lr()[0],
-        "train_images_per_s": float(train_loss[1]) / max(done["seconds"], 1e-9),
+        "train_images_per_s": float(train_loss[2]) / max(done["seconds"], 1e-9),
         "epoch_seconds": done["seconds"],
     }
     metrics.update(hooks.evaluate())

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..backbones import create_backbone
 from ..checkpoint import model_from_checkpoint, save_checkpoint
-from ..data.folders import ClassFolderDataset, build_transform
+from ..data.folders import ClassFolderDataset, build_transform, collate_readable
 from ..metrics.classification import ClassificationMeter
 from .config import ClassifierConfig
 from .distributed import DistContext, distributed, wrap_ddp
@@ -87,20 +87,24 @@ def evaluate(
     was_training = backbone.training
     backbone.eval()
     meter = ClassificationMeter(num_classes, k=5)
-    loss_sum = 0.0
-    for images, labels in progress(
+    loss_sum, unreadable = 0.0, 0
+    for batch, skipped in progress(
         loader, total=len(loader), desc="evaluate", enabled=show_progress
     ):
-        images, labels = images.to(ctx.device), labels.to(ctx.device)
+        unreadable += skipped
+        if batch is None:
+            continue
+        images, labels = batch[0].to(ctx.device), batch[1].to(ctx.device)
         with autocast(ctx, amp):
             logits = backbone(images).float()
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         meter.update(logits, labels)
     meter.load_state(ctx.all_reduce_sum(meter.state()))
-    total_loss = float(ctx.all_reduce_sum(np.array([loss_sum]))[0])
+    total_loss, unreadable = ctx.all_reduce_sum(np.array([loss_sum, float(unreadable)]))
     backbone.train(was_training)
     report = meter.compute()
-    report["test_loss"] = total_loss / max(1, report["num_samples"])
+    report["test_loss"] = float(total_loss) / max(1, report["num_samples"])
+    report["unreadable"] = int(unreadable)  # left out, not counted
     return {("test_" + k if not k.startswith("test_") else k): v for k, v in report.items()}
 
 
@@ -120,7 +124,7 @@ def _run(cfg: ClassifierConfig, ctx: DistContext) -> dict[str, Any]:
             raise FileNotFoundError(
                 f"{folder}: not found; train-classifier reads DATA/train/<class>/… and DATA/test/<class>/…"
             )
-    resume_path, payload = start_run(cfg, ctx)
+    cfg, resume_path, payload = start_run(cfg, ctx)
     backbone, classes = _backbone_for(cfg, payload, resume_path, train_dir)
     train_set, test_set = _datasets(cfg, backbone, classes, train_dir, test_dir)
     backbone.to(ctx.device).train()
@@ -197,6 +201,7 @@ def _datasets(cfg: ClassifierConfig, backbone, classes, train_dir: Path, test_di
         test_dir,
         build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
         classes=classes,
+        skip_unreadable=True,
     )
     if len(test_set) < 1:
         warnings.warn(f"{test_dir} holds no images", stacklevel=1)
@@ -227,9 +232,15 @@ def _evaluate_folder(model_spec, folder, ctx, batch_size, workers, input_size) -
         folder,
         build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
         classes=backbone.class_names,
+        skip_unreadable=True,
     )
     loader = make_loader(
-        dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)), workers=workers, ctx=ctx
+        dataset,
+        batch_size=batch_size,
+        sampler=ShardSampler(len(dataset)),
+        workers=workers,
+        ctx=ctx,
+        collate_fn=collate_readable,
     )
     report = evaluate(
         backbone, loader, ctx=ctx, num_classes=backbone.num_classes, show_progress=True

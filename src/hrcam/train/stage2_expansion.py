@@ -131,8 +131,13 @@ def evaluate(
     expansion.eval()
     std = torch.tensor(backbone.std, device=ctx.device).view(1, 3, 1, 1)
     mean = torch.tensor(backbone.mean, device=ctx.device).view(1, 3, 1, 1)
-    sums = np.zeros(4)  # mse, psnr, consistency, images
-    for images in progress(loader, total=len(loader), desc="held-out", enabled=show_progress):
+    sums = np.zeros(5)  # mse, psnr, consistency, images, unreadable images
+    for images, unreadable in progress(
+        loader, total=len(loader), desc="held-out", enabled=show_progress
+    ):
+        sums[4] += unreadable
+        if images is None:
+            continue
         images = images.to(ctx.device)
         with autocast(ctx, amp):
             features, skips = backbone.forward_features(images, return_skips=True)
@@ -146,7 +151,7 @@ def evaluate(
         rel = (pooled - target).pow(2).flatten(1).sum(1) / target.pow(2).flatten(1).sum(
             1
         ).clamp_min(1e-8)
-        sums += [mse.sum().item(), psnr.sum().item(), rel.sum().item(), images.shape[0]]
+        sums[:4] += [mse.sum().item(), psnr.sum().item(), rel.sum().item(), images.shape[0]]
     sums = ctx.all_reduce_sum(sums)
     expansion.train(was_training)
     n = max(1.0, sums[3])
@@ -155,6 +160,7 @@ def evaluate(
         "val_psnr": float(sums[1] / n),
         "val_consistency_rel_error": float(sums[2] / n),
         "val_images": int(sums[3]),
+        "val_unreadable": int(sums[4]),
     }
 
 
@@ -168,7 +174,7 @@ def train_expansion(cfg: ExpansionConfig) -> dict[str, Any]:
 
 
 def _run(cfg: ExpansionConfig, ctx: DistContext) -> dict[str, Any]:
-    resume_path, payload = start_run(cfg, ctx)
+    cfg, resume_path, payload = start_run(cfg, ctx)
     backbone, expansion = _networks(cfg, payload, resume_path)
     backbone.eval().requires_grad_(False)
     frozen_hash = state_hash(backbone)
@@ -292,6 +298,7 @@ def _datasets(cfg: ExpansionConfig, backbone: Backbone, ctx: DistContext):
     val_set = ImageFilesDataset(
         files=val_files,
         transform=build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
+        skip_unreadable=True,
     )
     if ctx.is_main:
         atomic_save_json(
