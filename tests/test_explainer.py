@@ -255,3 +255,22 @@ def test_an_explanation_gives_the_maps_npz_record(tiny_model):
     assert int(arrays["target"]) == int(e.targets[0])
     with pytest.raises(ValueError, match="steps=True"):
         tiny_model.explain(_pixels(1)).arrays(0)
+
+
+def test_an_images_maps_are_the_same_bits_whatever_else_is_in_its_batch(tiny_model):
+    images = _pixels(7, seed=3)
+    assert tiny_model.cpu_chunk == 4  # 7 images: one full chunk and one padded
+    whole = tiny_model.explain(images)
+    for rows in (slice(5, 6), slice(3, 7), slice(0, 2)):
+        part = tiny_model.explain(images[rows])
+        for name in ("low_res", "high_res", "refined", "probabilities"):
+            np.testing.assert_array_equal(
+                getattr(part, name).numpy(), getattr(whole, name)[rows].numpy(), err_msg=name
+            )
+
+
+def test_the_cpu_chunk_shrinks_with_the_input_size(tiny_backbone):
+    sizes = {224: 4, 320: 1, 112: 4, 160: 4, 300: 2}
+    for side, chunk in sizes.items():
+        explainer = Explainer(tiny_backbone, input_size=side)
+        assert explainer.cpu_chunk == chunk, side

@@ -18,7 +18,7 @@ import sys
 import threading
 
 from . import __version__
-from .utils import sequential_opencv
+from .utils import keep_freed_memory, sequential_opencv
 
 # command -> (module, one-line help), in the order ``hrcam --help`` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0
         else f"[rank {rank}] %(levelname)s: %(message)s",
     )
+    keep_freed_memory()  # hrcam owns this process
     try:
         with sequential_opencv(), _terminate_as_interrupt():
             return int(args.func(args) or 0)

@@ -461,21 +461,35 @@ class Explainer:
                 targets=cams.targets,
             )
 
+    @property
+    def cpu_chunk(self) -> int:
+        """Images per call of the networks on a CPU: 4 at 224×224, fewer for larger inputs (the
+        largest activation of a chunk stays under glibc's 32 MiB mmap threshold, so memory is
+        reused rather than mapped and unmapped by the kernel at every call)."""
+        h, w = self.input_size
+        return max(1, min(4, (4 * 224 * 224) // (h * w)))
+
     def _batch_invariant_cams(self, x, pixels, targets: Target) -> CAMs:
-        """:meth:`_cams` of the batch; on a CPU one image at a time, so an image's maps are the
-        same bits whatever else is in its batch (the CPU's convolutions block their work by the
-        batch size, which moves the last bits; one image at a time costs no more there,
-        ``benchmarks/bench_cams.py``). A GPU runs the batch at once."""
-        if x.device.type != "cpu" or x.shape[0] == 1:
+        """:meth:`_cams` of the batch. On a CPU in chunks of exactly :attr:`cpu_chunk` images
+        (the last one padded with copies of its last image): the CPU's convolutions pick their
+        kernels by the batch's shape, which moves the last bits of a result, so with one shape
+        for every call an image's maps are the same bits whatever else is in its batch (and 4
+        images a call run faster than 1 or 16 there, ``benchmarks/bench_cams.py``). A GPU runs
+        the batch at once."""
+        chunk = self.cpu_chunk
+        if x.device.type != "cpu":
             return self._cams(x, pixels, targets)
+        n = x.shape[0]
         if targets is not None:  # names, or one per image: resolved for the whole batch first
-            targets = self.resolve_targets(targets, torch.zeros(x.shape[0], self.num_classes))
-        parts = [
-            self._cams(
-                x[i : i + 1], pixels[i : i + 1], None if targets is None else targets[i : i + 1]
+            targets = self.resolve_targets(targets, torch.zeros(n, self.num_classes))
+        parts = []
+        for start in range(0, n, chunk):
+            rows = list(range(start, min(start + chunk, n)))
+            padded = rows + [rows[-1]] * (chunk - len(rows))
+            part = self._cams(
+                x[padded], pixels[padded], None if targets is None else targets[padded]
             )
-            for i in range(x.shape[0])
-        ]
+            parts.append(part.select(list(range(len(rows)))))
         return CAMs(
             *(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(CAMs))
         )

@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import os
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -134,6 +135,30 @@ def sequential_opencv() -> Iterator[None]:
         yield
     finally:
         cv2.setNumThreads(previous)
+
+
+_MEMORY_KEPT = False
+
+
+def keep_freed_memory() -> None:
+    """Let the C allocator keep the memory PyTorch frees on the CPU instead of handing it back
+    to the kernel (glibc's ``mallopt``: no trimming, the largest mmap threshold), so the next
+    forward pass reuses it. Run-sized work (explaining a folder, an evaluation) otherwise spends
+    as much time in the kernel, mapping and unmapping activations, as computing
+    (docs/speed.md). Linux with glibc only; elsewhere nothing changes. Once per process."""
+    global _MEMORY_KEPT
+    if _MEMORY_KEPT or not sys.platform.startswith("linux"):
+        return
+    _MEMORY_KEPT = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_trim_threshold, 1 << 30)  # keep up to 1 GiB of freed memory
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest: smaller blocks from the heap
 
 
 def resolve_device(name: str) -> str:
