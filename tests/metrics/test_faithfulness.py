@@ -201,3 +201,39 @@ def test_average_drop_chunks_and_logits(tiny_classifier):
     b = average_drop_increase(tiny_classifier, images, cams, targets, logits=True)
     np.testing.assert_allclose(a["drop"], b["drop"], rtol=1e-5, atol=1e-12)
     np.testing.assert_array_equal(a["increase"], b["increase"])
+
+
+def test_the_frozen_network_scores_as_the_module_does(tiny_backbone):
+    """The faithfulness metrics run the network frozen by TorchScript (4 images a call on a
+    CPU); their values are the eager module's to 1e-6."""
+    from hrcam.metrics.faithfulness import frozen_for_inference
+
+    torch.manual_seed(0)
+    images, cams, targets = (
+        torch.randn(5, 3, 32, 32),
+        torch.rand(5, 4, 4),
+        torch.tensor([0, 1, 2, 0, 1]),
+    )
+    frozen = frozen_for_inference(tiny_backbone, images[:4])
+    assert frozen is not tiny_backbone  # TorchScript could freeze it
+    assert frozen_for_inference(tiny_backbone, images[:2]) is frozen  # cached per input shape
+    with torch.inference_mode():
+        eager = deletion_insertion(
+            tiny_backbone, images, cams, targets, steps=16, batch_size=32, logits=True
+        )
+        fast = deletion_insertion(
+            frozen, images, cams, targets, steps=16, batch_size=4, logits=True
+        )
+    for key in ("deletion_auc", "insertion_auc"):
+        np.testing.assert_allclose(fast[key], eager[key], rtol=0, atol=1e-6)
+
+
+def test_a_network_torchscript_cannot_trace_runs_as_it_is():
+    from hrcam.metrics.faithfulness import frozen_for_inference
+
+    class Untraceable(torch.nn.Module):  # TorchScript's tracer refuses a dict output
+        def forward(self, x):
+            return {"logits": x.flatten(1)[:, :3]}
+
+    module = Untraceable().eval()
+    assert frozen_for_inference(module, torch.rand(2, 3, 8, 8)) is module

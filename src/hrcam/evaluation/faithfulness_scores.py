@@ -24,6 +24,7 @@ import torch
 
 from ..metrics import average_drop_increase, deletion_insertion
 from ..metrics.adcc import adcc, coherency, complexity, explanation_images
+from ..metrics.faithfulness import frozen_for_inference
 from ..metrics.intervals import bootstrap_interval, mean_statistic
 from ..metrics.road import ROAD_PERCENTILES, road
 from .results import FaithfulnessSummary
@@ -64,8 +65,8 @@ def score_faithfulness(
 
     ``batch``: the :class:`~hrcam.ImageBatch` the maps were made of; ``maps`` ``(B, H, W)``.
     """
-    backbone = explainer.backbone
     images = batch.x
+    backbone = frozen_for_inference(explainer.backbone, images[:batch_size])
     maps = maps.to(images.device)
     size = tuple(images.shape[-2:])
 

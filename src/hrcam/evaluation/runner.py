@@ -372,7 +372,7 @@ def _evaluate_batch(explainer, plan: _Plan, batch: _Batch, tally: _Tally, *, bar
                     targets_dev[torch.tensor(index, device=device)],
                     run.faithfulness,
                     steps=steps,
-                    batch_size=max(size, 32),
+                    batch_size=max(size, 32) if device.type == "cuda" else explainer.cpu_chunk,
                     metrics=metrics,
                 )
     tally.scored += len(batch.names)

@@ -43,6 +43,7 @@ memory stays at one chunk whatever ``steps`` is.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -52,7 +53,7 @@ from scipy.integrate import trapezoid
 
 from ..arrays import resize_maps
 
-__all__ = ["average_drop_increase", "blur_images", "deletion_insertion"]
+__all__ = ["average_drop_increase", "blur_images", "deletion_insertion", "frozen_for_inference"]
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 _MODES = ("deletion", "insertion")
@@ -118,6 +119,50 @@ def _saliency_at_image_size(cams: torch.Tensor, size: tuple[int, int]) -> torch.
 # --------------------------------------------------------------------------------------------
 
 
+_FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def frozen_for_inference(module: torch.nn.Module, example: torch.Tensor) -> ModelFn:
+    """``module`` (in eval mode) traced on ``example`` and frozen by TorchScript — batch norm
+    folded into the convolutions, constants propagated — for the thousands of forward passes
+    the faithfulness metrics make on a CPU (about a fifth less time than eager PyTorch,
+    docs/speed.md). Its probabilities agree with the module's to 1e-5; where tracing fails or
+    they would not, or on a GPU, the module itself is returned. Cached per module and input
+    shape."""
+    if example.device.type != "cpu" or module.training:
+        return module
+    key = (tuple(example.shape[1:]), example.dtype)
+    cache = _FROZEN.setdefault(module, {})
+    if key not in cache:
+        cache[key] = _freeze(module, example)
+    return cache[key]
+
+
+def _freeze(module: torch.nn.Module, example: torch.Tensor) -> ModelFn:
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracing's notes on Python control flow
+            # oneDNN's graph fusion (convolution + activation in one kernel) for TorchScript
+            # graphs: a process-wide switch that only TorchScript reads.
+            torch.jit.enable_onednn_fusion(True)
+            frozen = torch.jit.freeze(torch.jit.trace(module, example).eval())
+            for _ in range(2):  # the graph executor profiles, then fuses
+                frozen(example)
+            expected, got = module(example).float(), frozen(example).float()
+    except Exception:  # noqa: BLE001 - a module TorchScript cannot trace: run it as it is
+        return module
+    close = torch.allclose(got.softmax(1), expected.softmax(1), rtol=0, atol=1e-5)
+    return frozen if close and got.shape == expected.shape else module
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a channels-last (and not also contiguous) 4-D tensor."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def _target_scores(
     model_fn: ModelFn, x: torch.Tensor, targets: torch.Tensor, *, logits: bool
 ) -> torch.Tensor:
@@ -161,7 +206,15 @@ def _perturbation_curves(
     scores = torch.empty(total, dtype=torch.float64)
     # One reused buffer: allocating a fresh (batch, C, H, W) tensor per chunk costs more than
     # filling it. Each image's states are filled together so its start/finish broadcast.
-    states = start.new_empty((min(batch_size, total), c, h, w))
+    # In the images' own memory layout: a channels-last input runs the CPU's convolutions
+    # ~1.5x faster than the same values laid out contiguously.
+    layout = memory_format_of(start if finish is None else finish)
+    states = torch.empty(
+        (min(batch_size, total), c, h, w),
+        dtype=start.dtype,
+        device=start.device,
+        memory_format=layout,
+    )
     changed = torch.empty((states.shape[0], h * w), dtype=torch.bool, device=start.device)
     zero = start.new_zeros(())
     for j0 in range(0, total, batch_size):

@@ -33,11 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from scipy import sparse
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.linalg import splu
 
 from ..arrays import normalize_map, resize_maps
+from .faithfulness import memory_format_of
 
-__all__ = ["ROAD_PERCENTILES", "impute_linear", "road"]
+__all__ = ["ROAD_PERCENTILES", "dissection_order", "impute_linear", "road"]
 
 ROAD_PERCENTILES = (20, 40, 60, 80)
 # (dy, dx, weight) of the 8 neighbours in the imputation.
@@ -81,14 +82,40 @@ def impute_linear(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
     a_rows.append(np.arange(unknown.size))
     a_cols.append(np.arange(unknown.size))
     a_vals.append(diagonal)
-    system = sparse.csc_matrix(
+    system = sparse.csr_matrix(
         (np.concatenate(a_vals), (np.concatenate(a_rows), np.concatenate(a_cols))),
         shape=(unknown.size, unknown.size),
     )
-    solution = np.asarray(spsolve(system, rhs)).reshape(unknown.size, c)
+    # Unknowns in nested-dissection order (each half before the line that separates it): the
+    # factorisation of a grid's Laplacian fills in far less than with a generic ordering.
+    order = dissection_order(rows, cols)
+    permuted = system[order][:, order].tocsc()
+    factor = splu(permuted, permc_spec="NATURAL", options={"SymmetricMode": True})
+    solution = np.empty_like(rhs)
+    solution[order] = factor.solve(rhs[order])
     out = values.copy()
     out[:, unknown] = solution.T
     return out.reshape(c, h, w).astype(image.dtype)
+
+
+def dissection_order(rows: np.ndarray, cols: np.ndarray, *, leaf: int = 128) -> np.ndarray:
+    """A nested-dissection order of pixels at ``(rows, cols)``: split at the median line of the
+    longer axis, order the two halves (recursively) and then that line, which separates them
+    for the 8-neighbour stencil. Returns the permutation (indices into ``rows``)."""
+
+    def order(ix: np.ndarray) -> list[np.ndarray]:
+        if ix.size <= leaf:
+            return [ix]
+        r, q = rows[ix], cols[ix]
+        along = r if r.max() - r.min() >= q.max() - q.min() else q
+        cut = int(np.median(along))
+        line, before = along == cut, along < cut
+        after = ~(line | before)
+        if not before.any() or not after.any():
+            return [ix]
+        return [*order(ix[before]), *order(ix[after]), ix[line]]
+
+    return np.concatenate(order(np.arange(rows.size)))
 
 
 def _keep_masks(
@@ -150,7 +177,9 @@ def road(
         before = _logits_of(model_fn, images, targets.to(images.device), batch_size)
         after = _logits_of(
             model_fn,
-            stack.to(images.device, images.dtype),
+            stack.to(images.device, images.dtype).contiguous(
+                memory_format=memory_format_of(images)
+            ),
             targets[owner].to(images.device),
             batch_size,
         )
