@@ -27,6 +27,7 @@ import torch
 
 from hrcam import Explainer, GuidedUpsampler, ImageBatch, create_backbone, load_model
 from hrcam.upsample.expansion import ExpansionNetwork
+from hrcam.utils import keep_freed_memory
 
 
 def build(name: str) -> Explainer:
@@ -40,12 +41,18 @@ def time_pair(
     upsampler = "paper" if mode == "paper" else GuidedUpsampler(**(options or {}))
     model = model.replace(upsampler=upsampler)
     forward, cams = [], []
+    chunk = model.cpu_chunk if batch.x.device.type == "cpu" else batch.x.shape[0]
+
+    def forward_alone():  # the network alone, in the chunks Explainer.cams runs it in
+        for i in range(0, batch.x.shape[0], chunk):
+            model.backbone(batch.x[i : i + chunk])
+
     with torch.inference_mode():
-        model.backbone(batch.x)
+        forward_alone()
         model.cams(batch)
         for _ in range(repeats):
             t = time.perf_counter()
-            model.backbone(batch.x)
+            forward_alone()
             forward.append(time.perf_counter() - t)
             t = time.perf_counter()
             model.cams(batch)
@@ -106,6 +113,7 @@ def main() -> None:
     if args.memory_child:
         memory_child(args.memory_child, args.materialise)
         return
+    keep_freed_memory()  # as the hrcam command does
     torch.set_num_threads(args.threads)
     print(
         f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "

@@ -10,7 +10,8 @@ On ``--images`` (500) pets-dev photographs with the default model on the CPU:
    ``--overlay-files`` adds; and the report once for all. Model stages run in batches of
    ``--batch-size`` and are charged per image.
 2. **End to end**, as a user runs it: decoding + the forward pass alone (the floor, with the
-   same decoding threads ``explain`` uses), then ``explain_images`` without and with the pipeline
+   same decoding threads ``explain`` uses and the network run as fast as it runs on a CPU:
+   ``cpu_chunk`` images a call, freed memory kept), then ``explain_images`` without and with the pipeline
    figure, then the floor again, ``--repeats`` times in a row; each ratio is over the mean of the
    floors just before and after it (the machine's load drifts), and the table gives every
    run's and their median. Output size per image from the files on disk.
@@ -38,7 +39,7 @@ from hrcam.explain.inputs import collect_inputs, decode_ahead
 from hrcam.explainer import maps_record
 from hrcam.io import DISPLAY_SIDE
 from hrcam.postprocess import RefineOptions, refine
-from hrcam.utils import atomic_save_json, atomic_save_npz, positive_int
+from hrcam.utils import atomic_save_json, atomic_save_npz, keep_freed_memory, positive_int
 from hrcam.viz import cam_pictures, display_image, display_pictures, masked_picture
 
 PETS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pets-dev" / "images"
@@ -153,10 +154,12 @@ def floor(model, paths, batch_size: int) -> float:
     """Seconds for decoding (explain's threads) + preprocessing + the forward pass alone."""
     items, _ = collect_inputs(paths)
     start = time.perf_counter()
+    chunk = model.cpu_chunk  # the fastest way to run the network on a CPU (docs/speed.md)
     for batch in decode_ahead(items, batch_size=batch_size, decode=model.decode):
         x = model.prepare([d.image for d in batch if d.error is None]).x
         with torch.inference_mode():
-            model.backbone(x)
+            for i in range(0, x.shape[0], chunk):
+                model.backbone(x[i : i + chunk])
     return time.perf_counter() - start
 
 
@@ -187,6 +190,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the hrcam command does, for the floor and explain alike
     paths = sorted(args.folder.glob("*.jpg"))[: args.images]
     model = load_model("default")
     with torch.inference_mode():  # warm-up: first allocations, imports, colour tables

@@ -8,16 +8,32 @@ metrics run a small seeded CNN over ``--faithfulness-images`` (32) images; ROAD 
 pytorch-grad-cam's ROAD on ``--road-reference-images`` (4) of them at the same percentiles
 (its per-image cost, extrapolated to the same count, gives the ratio).
 
+Every row gives the wall time and, beside it, the process's user and system CPU time and minor
+page faults over that row (``getrusage``): system time is the kernel mapping and unmapping
+memory, which PyTorch's large CPU allocations used to cost as much as the arithmetic.
+
+``--model-images N`` adds deletion + insertion of the shipped model (EfficientNet-Lite0, 224²)
+on N images, in fresh processes: as ``hrcam evaluate`` ran them before (eager, 32 images a
+call, the C allocator's defaults) and as it runs them now (the network frozen by TorchScript,
+4 images a call, freed memory kept: :func:`hrcam.utils.keep_freed_memory`), with the largest
+difference between their AUCs.
+
 Usage::
 
     python benchmarks/bench_metrics.py                  # the defaults above (~8 min on 2 cores)
     python benchmarks/bench_metrics.py --reference      # also time per-threshold labelling
     python benchmarks/bench_metrics.py --road-images 50 # a quicker look
+    python benchmarks/bench_metrics.py --num-images 0 --faithfulness-images 0 --road-images 0 \\
+        --model-images 8                                # the shipped model's faithfulness only
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -35,8 +51,8 @@ from hrcam.metrics import (
     average_drop_increase,
     box_iou,
     deletion_insertion,
-    normalize_map,
     resize_map,
+    score_map,
 )
 from hrcam.metrics.adcc import adcc, coherency, complexity, explanation_images
 from hrcam.metrics.road import ROAD_PERCENTILES, road
@@ -60,7 +76,7 @@ def make_sample(rng: np.random.Generator, size: int):
 
 def reference_max_box_iou_curve(cam, gt, num_thresholds=100):
     """The obvious version: label the thresholded map once per threshold."""
-    v = normalize_map(cam)
+    v = score_map(cam)
     out = np.zeros(num_thresholds)
     for k in range(num_thresholds):
         labels, _ = ndimage.label(v > k / num_thresholds, structure=np.ones((3, 3)))
@@ -96,10 +112,23 @@ def model_alone(model: nn.Module, num_inputs: int, batch_size: int, size: int) -
             model(x[: min(batch_size, num_inputs - start)])
 
 
+_USAGE: dict[str, tuple[float, float, int]] = {}
+
+
 def timed(fn) -> float:
+    """Wall seconds of ``fn()``; its user, system seconds and minor page faults go to
+    ``_USAGE`` under the same wall time (read by the table)."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     fn()
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    _USAGE[f"{wall:.9f}"] = (
+        after.ru_utime - before.ru_utime,
+        after.ru_stime - before.ru_stime,
+        after.ru_minflt - before.ru_minflt,
+    )
+    return wall
 
 
 def road_rows(args, model, samples) -> list[tuple[str, int, float]]:
@@ -122,7 +151,7 @@ def road_rows(args, model, samples) -> list[tuple[str, int, float]]:
             from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
         except ImportError:
             return rows
-        maps = np.stack([normalize_map(resize_map(c, (args.size, args.size))) for c in cams[:k]])
+        maps = np.stack([score_map(resize_map(c, (args.size, args.size))) for c in cams[:k]])
         wrapped = [ClassifierOutputTarget(int(c)) for c in targets[:k]]
         theirs = ROADCombined(percentiles=list(p))
         t = timed(lambda: theirs(images[:k], maps.astype(np.float32), wrapped, model))
@@ -141,20 +170,74 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--road-reference-images", type=int, default=4, help="0: skip grad-cam's ROAD")
     p.add_argument("--reference", action="store_true", help="time per-threshold labelling too")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--model-images", type=int, default=0, help="deletion + insertion of the shipped model"
+    )
+    p.add_argument("--model-child", default=None, help=argparse.SUPPRESS)
     return p
 
 
-def main(args: argparse.Namespace) -> None:
-    rng = np.random.default_rng(args.seed)
-    samples = [make_sample(rng, args.size) for _ in range(args.num_images)]
+def model_child(variant: str, n: int, steps: int) -> None:
+    """One variant of the shipped model's deletion + insertion, in this (fresh) process."""
+    import hrcam
+    from hrcam.metrics.faithfulness import frozen_for_inference
+    from hrcam.utils import keep_freed_memory
+
+    now = variant == "now"
+    if now:
+        keep_freed_memory()
+    torch.set_num_threads(2)
+    explainer = hrcam.load_model("default")
+    torch.manual_seed(0)
+    batch = explainer.prepare(torch.rand(n, 3, 224, 224))
+    cams = torch.rand(n, 7, 7)
+    with torch.inference_mode():
+        targets = explainer.backbone(batch.x).argmax(1)
+        size = 4 if now else 32
+        model = (
+            frozen_for_inference(explainer.backbone, batch.x[:size]) if now else explainer.backbone
+        )
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.perf_counter()
+        out = deletion_insertion(
+            model, batch.x, cams, targets, steps=steps, batch_size=size, logits=True
+        )
+        wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({
+        "wall": wall, "user": after.ru_utime - before.ru_utime,
+        "sys": after.ru_stime - before.ru_stime, "faults": after.ru_minflt - before.ru_minflt,
+        "auc": np.concatenate([out["deletion_auc"], out["insertion_auc"]]).tolist(),
+    }))  # fmt: skip
+
+
+def model_rows(args) -> list[tuple[str, int, float]]:
+    results = {}
+    for variant in ("before", "now"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--model-child", variant, "--model-images",
+             str(args.model_images), "--steps", str(args.steps)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    n, rows = args.model_images, []
+    for variant, label in (
+        ("before", "eager, 32 a call"),
+        ("now", "frozen, 4 a call, memory kept"),
+    ):
+        r = results[variant]
+        _USAGE[f"{r['wall']:.9f}"] = (r["user"], r["sys"], r["faults"])
+        rows.append((f"shipped model del+ins, {label}", n, r["wall"]))
+    gap = max(
+        abs(a - b) for a, b in zip(results["before"]["auc"], results["now"]["auc"], strict=True)
+    )
+    print(f"shipped model: largest AUC difference between the two: {gap:.2e}")
+    return rows
+
+
+def localization_rows(args, samples, run) -> list[tuple[str, int, float]]:
     n = len(samples)
     rows: list[tuple[str, int, float]] = []
-
-    def run(metric, *fields):
-        for s in samples:
-            metric.update(*(s[i] for i in fields))
-        return metric.compute()
-
     rows.append(("MaxBoxAccV2 (100 thresholds)", n, timed(lambda: run(MaxBoxAccV2(), 0, 3))))
     if args.reference:
         subset = samples[: max(1, n // 10)]
@@ -168,8 +251,12 @@ def main(args: argparse.Namespace) -> None:
     rows.append(("PointingGame (15 px)", n, timed(lambda: run(PointingGame(), 0, 1))))
     rows.append(("EnergyPointingGame", n, timed(lambda: run(EnergyPointingGame(), 0, 1, 2))))
 
+    return rows
+
+
+def faithfulness_rows(args, model, samples) -> list[tuple[str, int, float]]:
+    rows: list[tuple[str, int, float]] = []
     b = args.faithfulness_images
-    model = small_cnn()
     torch.manual_seed(1)
     images = torch.randn(b, 3, args.size, args.size)
     cams = torch.from_numpy(np.stack([s[0][::32, ::32] for s in samples[:b]])).float()
@@ -199,15 +286,41 @@ def main(args: argparse.Namespace) -> None:
         adcc(coh, complexity(cams, size), np.zeros(b))
 
     rows.append(("ADCC (coherency, complexity; no re-run)", b, timed(adcc_part)))
+    return rows
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.model_child:
+        model_child(args.model_child, args.model_images, args.steps)
+        return
+    rng = np.random.default_rng(args.seed)
+    samples = [make_sample(rng, args.size) for _ in range(args.num_images)]
+    n = len(samples)
+    rows: list[tuple[str, int, float]] = []
+
+    def run(metric, *fields):
+        for s in samples:
+            metric.update(*(s[i] for i in fields))
+        return metric.compute()
+
+    rows += localization_rows(args, samples, run) if n else []
+    rows += model_rows(args) if args.model_images else []
+    model = small_cnn()
+    rows += faithfulness_rows(args, model, samples) if args.faithfulness_images else []
     rows += road_rows(args, model, samples)
 
     print(
         f"{args.size}x{args.size} maps, torch {torch.__version__} on {torch.get_num_threads()} "
         f"CPU threads"
     )
-    print(f"{'metric':<44} {'images':>7} {'seconds':>9} {'ms/image':>9}")
+    print("| metric | images | seconds | ms/image | user s | system s | minor faults |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, count, seconds in rows:
-        print(f"{name:<44} {count:>7} {seconds:>9.2f} {1000 * seconds / count:>9.2f}")
+        user, system, faults = _USAGE.get(f"{seconds:.9f}", (float("nan"), float("nan"), 0))
+        print(
+            f"| {name} | {count} | {seconds:.2f} | {1000 * seconds / max(1, count):.2f} | "
+            f"{user:.1f} | {system:.1f} | {faults} |"
+        )
 
 
 if __name__ == "__main__":
