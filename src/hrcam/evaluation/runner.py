@@ -364,6 +364,8 @@ def _evaluate_batch(explainer, plan: _Plan, batch: _Batch, tally: _Tally, *, bar
             if faith_rows:
                 index = [rows[r] for r in faith_rows]
                 steps, size, metrics = faith
+                if bar is not None:
+                    bar.set_postfix_str(f"faithfulness: {run.method.name}")
                 score_faithfulness(
                     explainer,
                     run.method,
