@@ -41,11 +41,9 @@ def time_pair(
     upsampler = "paper" if mode == "paper" else GuidedUpsampler(**(options or {}))
     model = model.replace(upsampler=upsampler)
     forward, cams = [], []
-    chunk = model.cpu_chunk if batch.x.device.type == "cpu" else batch.x.shape[0]
 
     def forward_alone():  # the network alone, in the chunks Explainer.cams runs it in
-        for i in range(0, batch.x.shape[0], chunk):
-            model.backbone(batch.x[i : i + chunk])
+        model.logits(batch.x)
 
     with torch.inference_mode():
         forward_alone()

@@ -274,3 +274,18 @@ def test_the_cpu_chunk_shrinks_with_the_input_size(tiny_backbone):
     for side, chunk in sizes.items():
         explainer = Explainer(tiny_backbone, input_size=side)
         assert explainer.cpu_chunk == chunk, side
+
+
+def test_logits_are_the_networks_in_the_explainers_chunks(tiny_model):
+    images = _pixels(6, seed=4)
+    batch = tiny_model.prepare(images)
+    logits = tiny_model.logits(batch.x)
+    assert logits.shape == (6, 3)
+    with torch.inference_mode():
+        torch.testing.assert_close(logits, tiny_model.backbone(batch.x), rtol=1e-5, atol=1e-5)
+    # The same bits as the probabilities the CAMs come with, whatever the batch.
+    np.testing.assert_array_equal(
+        logits.softmax(1).numpy(), tiny_model.cams(batch).probabilities.numpy()
+    )
+    np.testing.assert_array_equal(logits[4:].numpy(), tiny_model.logits(batch.x[4:]).numpy())
+    assert [kept for _, kept in tiny_model.chunks(batch.x)] == [4, 2]

@@ -469,27 +469,41 @@ class Explainer:
         h, w = self.input_size
         return max(1, min(4, (4 * 224 * 224) // (h * w)))
 
-    def _batch_invariant_cams(self, x, pixels, targets: Target) -> CAMs:
-        """:meth:`_cams` of the batch. On a CPU in chunks of exactly :attr:`cpu_chunk` images
-        (the last one padded with copies of its last image): the CPU's convolutions pick their
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits ``(B, num_classes)`` of normalised images ``x`` (as
+        :attr:`ImageBatch.x`), run as :meth:`cams` runs it: on a CPU in chunks of
+        :attr:`cpu_chunk`, the same bits as the probabilities :meth:`cams` gives."""
+        with torch.inference_mode():
+            return torch.cat([self.backbone(x[rows])[:kept] for rows, kept in self.chunks(x)])
+
+    def chunks(self, x: torch.Tensor):
+        """``(rows, kept)`` per network call: on a CPU, index lists of exactly
+        :attr:`cpu_chunk` rows (the last padded with copies of its last row) of which the first
+        ``kept`` are real; elsewhere the whole batch at once. The CPU's convolutions pick their
         kernels by the batch's shape, which moves the last bits of a result, so with one shape
-        for every call an image's maps are the same bits whatever else is in its batch (and 4
-        images a call run faster than 1 or 16 there, ``benchmarks/bench_cams.py``). A GPU runs
-        the batch at once."""
-        chunk = self.cpu_chunk
-        if x.device.type != "cpu":
-            return self._cams(x, pixels, targets)
+        for every call an image's results are the same bits whatever else is in its batch (and
+        4 images a call run faster than 1 or 16 there, ``benchmarks/bench_cams.py``)."""
         n = x.shape[0]
-        if targets is not None:  # names, or one per image: resolved for the whole batch first
-            targets = self.resolve_targets(targets, torch.zeros(n, self.num_classes))
-        parts = []
+        if x.device.type != "cpu":
+            yield slice(None), n
+            return
+        chunk = self.cpu_chunk
         for start in range(0, n, chunk):
             rows = list(range(start, min(start + chunk, n)))
-            padded = rows + [rows[-1]] * (chunk - len(rows))
-            part = self._cams(
-                x[padded], pixels[padded], None if targets is None else targets[padded]
+            yield rows + [rows[-1]] * (chunk - len(rows)), len(rows)
+
+    def _batch_invariant_cams(self, x, pixels, targets: Target) -> CAMs:
+        """:meth:`_cams` of the batch, in :meth:`chunks`."""
+        if x.device.type != "cpu":
+            return self._cams(x, pixels, targets)
+        if targets is not None:  # names, or one per image: resolved for the whole batch first
+            targets = self.resolve_targets(targets, torch.zeros(x.shape[0], self.num_classes))
+        parts = [
+            self._cams(x[rows], pixels[rows], None if targets is None else targets[rows]).select(
+                list(range(kept))
             )
-            parts.append(part.select(list(range(len(rows)))))
+            for rows, kept in self.chunks(x)
+        ]
         return CAMs(
             *(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(CAMs))
         )

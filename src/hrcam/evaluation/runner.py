@@ -336,10 +336,9 @@ def _evaluate_batch(explainer, plan: _Plan, batch: _Batch, tally: _Tally, *, bar
     """Targets, every method timed on the batch between two forward passes, then the scores."""
     images = batch.images
     device = images.x.device
-    backbone = explainer.backbone
     t0 = _now(device)
     with torch.inference_mode():
-        logits = backbone(images.x)
+        logits = explainer.logits(images.x)
     forward_before = _now(device) - t0
     pred = logits.argmax(dim=1).cpu()
     targets = torch.tensor(batch.labels, dtype=torch.long) if plan.top1 else pred.clone()
@@ -353,7 +352,7 @@ def _evaluate_batch(explainer, plan: _Plan, batch: _Batch, tally: _Tally, *, bar
     )
     t0 = _now(device)
     with torch.inference_mode():
-        backbone(images.x)
+        explainer.logits(images.x)
     forward = (forward_before + _now(device) - t0) / 2 / len(batch.names)
     _record_times(plan, tally, maps, shared, forward)
     _score_batch(explainer, plan, batch, tally, maps, targets, correct)
@@ -547,7 +546,7 @@ def _check_label(sample, explainer) -> int:
 def _warm_up(explainer, runs: Sequence[_MethodRun], images: ImageBatch) -> None:
     """Run the forward pass and each fast method once, untimed (lazy initialisation, caches)."""
     with torch.inference_mode():
-        targets = explainer.backbone(images.x).argmax(dim=1)
+        targets = explainer.logits(images.x).argmax(dim=1)
     for run in runs:
         if not run.method.slow:
             run.method(explainer, images, targets.clone())

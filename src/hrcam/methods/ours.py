@@ -53,9 +53,15 @@ __all__ = [
 
 
 def _low_res_cam(explainer, x: torch.Tensor, targets: torch.Tensor, weights: str = "all"):
-    """The backbone's CAM ``(B, h, w)`` of ``targets`` for normalised inputs ``x``."""
+    """The backbone's CAM ``(B, h, w)`` of ``targets`` for normalised inputs ``x``, run in the
+    explainer's chunks (the same bits as its low-res CAMs)."""
     backbone = explainer.backbone
-    return backbone.cam(backbone.forward_features(x), targets, weights=weights)
+    return torch.cat(
+        [
+            backbone.cam(backbone.forward_features(x[rows]), targets[rows], weights=weights)[:kept]
+            for rows, kept in explainer.chunks(x)
+        ]
+    )
 
 
 class LowResCAM(CAMMethod):

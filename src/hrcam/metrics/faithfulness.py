@@ -147,7 +147,8 @@ def _freeze(module: torch.nn.Module, example: torch.Tensor) -> ModelFn:
             # oneDNN's graph fusion (convolution + activation in one kernel) for TorchScript
             # graphs: a process-wide switch that only TorchScript reads.
             torch.jit.enable_onednn_fusion(True)
-            frozen = torch.jit.freeze(torch.jit.trace(module, example).eval())
+            traced = torch.jit.trace(module, example, check_trace=False)  # compared below
+            frozen = torch.jit.freeze(traced.eval())
             for _ in range(2):  # the graph executor profiles, then fuses
                 frozen(example)
             expected, got = module(example).float(), frozen(example).float()

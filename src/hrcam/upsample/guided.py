@@ -193,7 +193,9 @@ class _Pyramid:
     def at(self, size: tuple[int, int]) -> Tensor:
         if size not in self.levels:
             sources = [s for s in self.levels if _divides(size, s) and _divides(s, self.size)]
-            self.levels[size] = F.adaptive_avg_pool2d(self.levels[min(sources, default=self.size)], size)
+            self.levels[size] = F.adaptive_avg_pool2d(
+                self.levels[min(sources, default=self.size)], size
+            )
         return self.levels[size]
 
 
