@@ -6,10 +6,18 @@ times, with the batch on the device and after warm-up steps,
 1. a stage-2 training step (frozen localization network forward, expansion network forward,
    the paper's reconstruction loss, backward, AdamW step) — the work of ``hrcam train-expansion``,
    through the very functions it calls;
-2. ``Explainer.cams`` (prediction + low-res + high-res CAM, the default guided mode and the
+2. the classifier's forward pass alone (``Explainer.logits``), the reference of every ratio;
+3. ``Explainer.cams`` (prediction + low-res + high-res CAM, the default guided mode and the
    paper's decoder mode);
-3. the batched refinement (``refine_batch``, hrcam preset, masked image included);
-4. 2 and 3 together, as ``hrcam explain`` runs them.
+4. the batched refinement (``refine_batch``, hrcam preset, masked image included);
+5. 3 and 4 together, as ``hrcam explain`` runs them;
+6. the faithfulness metrics ``hrcam evaluate --faithfulness`` computes per image and method
+   (deletion/insertion at 224 steps, Average Drop/Increase, ROAD at 4 percentiles, ADCC), on
+   ``--faithfulness-batch`` images (their images/s: maps scored per second).
+
+``--precision bf16|fp16`` runs 2-6 under autocast in that type (the stage-2 step trains in
+bfloat16, as ``--amp`` trains, for either); ``--channels-last`` lays the inputs and networks
+out channels-last.
 
 Inputs are scikit-image's photographs (no download) resized to ``--size`` and tiled to the batch,
 so region growing sees real content. Models: the shipped default (EfficientNet-Lite0) and
@@ -18,13 +26,15 @@ DenseNet-121 (the paper's family; random weights, which cost the same). Prints a
 
 Usage::
 
-    python benchmarks/bench_throughput.py --device cuda --amp --channels-last   # on a GPU
-    python benchmarks/bench_throughput.py --device cpu --train-batch 8 --explain-batch 16 --steps 3
+    python benchmarks/bench_throughput.py --device cuda --precision bf16 --channels-last  # GPU
+    python benchmarks/bench_throughput.py --device cpu --train-batch 8 --explain-batch 16 \
+        --faithfulness-batch 4 --steps 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import platform
@@ -37,9 +47,11 @@ from PIL import Image
 
 import hrcam
 from hrcam.checkpoint import load_model
+from hrcam.evaluation.faithfulness_scores import score_faithfulness
+from hrcam.methods import create_method
 from hrcam.postprocess import RefineOptions, refine_batch
 from hrcam.train.distributed import distributed
-from hrcam.train.loop import autocast, make_optimizer
+from hrcam.train.loop import make_optimizer
 from hrcam.train.stage2_expansion import _DecodeForDDP, expansion_loss
 from hrcam.upsample.expansion import ExpansionNetwork
 
@@ -79,8 +91,18 @@ def _models(names: list[str]) -> list[tuple[str, hrcam.Explainer]]:
     return out
 
 
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_DTYPES[precision])
+
+
 def _bench_model(model_name: str, model: hrcam.Explainer, *, args, ctx, report) -> None:
     device = ctx.device
+    amp = args.precision != "fp32"
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     backbone = model.backbone.to(device).eval().requires_grad_(False)
     backbone.to(memory_format=memory_format)
@@ -107,14 +129,15 @@ def _bench_model(model_name: str, model: hrcam.Explainer, *, args, ctx, report) 
             x_train,
             consistency_weight=0.0,
             ctx=ctx,
-            amp=args.amp,
+            amp=amp,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     reset_peak()
-    report(model_name, "stage-2 training step", args.train_batch, timed(train_step))
+    what = "stage-2 training step" + (" (bf16)" if amp and device.type == "cuda" else "")
+    report(model_name, what, args.train_batch, timed(train_step))
 
     # 2-4. explaining: the model as hrcam explain uses it (eval mode, no gradients)
     if model.expansion is None:
@@ -129,8 +152,15 @@ def _bench_model(model_name: str, model: hrcam.Explainer, *, args, ctx, report) 
     explainers = {mode: model.replace(upsampler=mode) for mode in ("guided", "paper")}
 
     def cams():
-        with torch.inference_mode(), autocast(ctx, args.amp):
+        with torch.inference_mode(), _autocast(device, args.precision):
             return explainers[mode].cams(batch)
+
+    def forward():
+        with torch.inference_mode(), _autocast(device, args.precision):
+            return model.logits(batch.x)
+
+    reset_peak()
+    report(model_name, "forward pass (Explainer.logits)", args.explain_batch, timed(forward))
 
     def refine(result):
         low, high = result.low_res.float(), result.high_res.float()
@@ -155,6 +185,37 @@ def _bench_model(model_name: str, model: hrcam.Explainer, *, args, ctx, report) 
             timed(lambda: refine(cams())),
         )
 
+    # 6. the faithfulness metrics of one method's maps, as evaluate scores them
+    mode = "guided"
+    scored = batch.select(list(range(min(args.faithfulness_batch, args.explain_batch))))
+    result = explainers[mode].cams(scored)
+    method = create_method("low_res")
+    maps = result.low_res.float()
+
+    def faithfulness():
+        with _autocast(device, args.precision):
+            score_faithfulness(
+                model,
+                method,
+                scored,
+                maps,
+                result.targets,
+                {},
+                batch_size=args.explain_batch if device.type == "cuda" else model.cpu_chunk,
+            )
+
+    reset_peak()
+    report(
+        model_name,
+        "faithfulness metrics (deletion/insertion, drop, ROAD, ADCC)",
+        len(scored),
+        _timed(faithfulness, steps=max(1, args.steps // 10), warmup=1, device=device),
+    )
+
+
+def _rate(per_second: float) -> str:
+    return f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.2f}"
+
 
 def main() -> None:
     p = argparse.ArgumentParser(
@@ -167,11 +228,15 @@ def main() -> None:
     p.add_argument("--explain-batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=20, help="timed steps per row (median reported)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA), as --amp trains")
+    p.add_argument("--faithfulness-batch", type=int, default=32, help="images scored per row")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--amp", action="store_true", help="the same as --precision bf16")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     args = p.parse_args()
+    if args.amp:
+        args.precision = "bf16"
     if args.threads:
         torch.set_num_threads(args.threads)
     with distributed(args.device) as ctx:
@@ -183,7 +248,7 @@ def _run(args, ctx) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(
         f"device: {device} ({name or platform.machine()}), torch {torch.__version__}, "
-        f"amp={args.amp}, channels_last={args.channels_last}, {torch.get_num_threads()} CPU threads"
+        f"precision={args.precision}, channels_last={args.channels_last}, {torch.get_num_threads()} CPU threads"
     )
     rows = []
 
@@ -208,7 +273,7 @@ def _run(args, ctx) -> None:
         r = rows[-1]
         print(
             f"| {model_name} | {what} | {batch} | {r['ms_per_batch']:.1f} | "
-            f"{r['images_per_s']:.0f} | {peak:.1f} |",
+            f"{_rate(r['images_per_s'])} | {peak:.1f} |",
             flush=True,
         )
 

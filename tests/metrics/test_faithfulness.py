@@ -237,3 +237,11 @@ def test_a_network_torchscript_cannot_trace_runs_as_it_is():
 
     module = Untraceable().eval()
     assert frozen_for_inference(module, torch.rand(2, 3, 8, 8)) is module
+
+
+def test_the_blurred_baseline_keeps_the_images_type_under_autocast():
+    images = torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        blurred = blur_images(images)
+    assert blurred.dtype == torch.float32
+    torch.testing.assert_close(blurred, blur_images(images))

@@ -262,10 +262,12 @@ def blur_images(images: torch.Tensor, *, sigma: float = 5.0, kernel_size: int = 
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     c = images.shape[1]
-    out = F.pad(images, (radius, radius, 0, 0), mode="replicate")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    # In the images' own type under an autocast too: the baseline is data, not the model's work.
+    with torch.autocast(images.device.type, enabled=False):
+        out = F.pad(images, (radius, radius, 0, 0), mode="replicate")
+        out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        out = F.pad(out, (0, 0, radius, radius), mode="replicate")
+        return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def deletion_insertion(
