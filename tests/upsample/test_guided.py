@@ -119,6 +119,41 @@ def test_the_lattice_filter_cancels_the_strides_period_and_is_a_convex_mix(strid
     )
 
 
+@pytest.mark.parametrize(
+    ("size", "cells", "options"),
+    [
+        ((224, 224), (7, 7), {}),
+        ((224, 224), (7, 7), {"stride": 1, "lattice_filter": False}),
+        ((375, 500), (7, 7), {"stride": 2}),
+        ((333, 251), (5, 9), {"stride": 1}),
+        ((64, 96), (8, 12), {"coarse_to_fine": False}),
+        ((128, 128), (7, 7), {"colour_sigma": 0.0}),
+        ((128, 128), (7, 7), {"colour_sigma": 0.3, "spatial_sigma": 0.5, "stride": 4}),
+    ],
+)
+def test_the_compiled_cpu_path_computes_the_torch_paths_maps(size, cells, options):
+    """CPU maps without gradients take the compiled levels (guided_compiled); with gradients,
+    the torch ops. The two sum in other orders, so they agree to float32 rounding."""
+    torch.manual_seed(2)
+    images = torch.rand(3, 3, *size)
+    cams = torch.randn(3, *cells)
+    compiled = guided_upsample(cams, images, **options)
+    with torch.enable_grad():
+        reference = guided_upsample(cams.clone().requires_grad_(), images, **options).detach()
+    torch.testing.assert_close(compiled, reference, rtol=1e-5, atol=1e-5 * float(cams.abs().max()))
+
+
+@pytest.mark.parametrize("stride", [2, 3, 4])
+def test_the_compiled_lattice_filter_is_the_torch_one(stride):
+    from hrcam.upsample import guided_compiled
+
+    torch.manual_seed(3)
+    maps = torch.rand(2, 1, 30, 41)
+    torch.testing.assert_close(
+        _triangle_filter(maps, stride, guided_compiled), _triangle_filter(maps, stride)
+    )
+
+
 def test_output_shape_device_and_dtype():
     torch.manual_seed(0)
     image = torch.rand(3, 3, 64, 48)

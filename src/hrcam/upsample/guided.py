@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -106,16 +107,21 @@ def guided_upsample(
     # The finest guided grid (the image's size for stride 1); none when it is the map's own.
     guided = tuple(max(-(-n // stride), c) for n, c in zip(size, cells, strict=True))
     levels = [] if guided == cells else _levels(cells, guided) if coarse_to_fine else [guided]
-    pyramid = _Pyramid(images.to(torch.float32).contiguous())
+    compiled = _compiled(maps)
+    pyramid = _Pyramid(images.to(torch.float32).contiguous(), compiled)
     for level in sorted(levels, reverse=True):  # finest first: coarser ones pool from it
         pyramid.at(level)
     for level in levels:
-        weights = _weights(pyramid.at(level), tuple(maps.shape[-2:]), colour_sigma, spatial_sigma)
+        guide, cells = pyramid.at(level), tuple(maps.shape[-2:])
+        if compiled is not None:
+            maps = _compiled_level(compiled, maps, guide, cells, colour_sigma, spatial_sigma)
+            continue
+        weights = _weights(guide, cells, colour_sigma, spatial_sigma)
         maps = _mix_neighbours(maps, weights)
     if tuple(maps.shape[-2:]) != size:
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
         if lattice_filter and stride > 1:
-            maps = _triangle_filter(maps, stride)
+            maps = _triangle_filter(maps, stride, compiled)
     return maps[:, 0].to(cams.dtype)
 
 
@@ -180,30 +186,66 @@ class GuidedUpsampler:
         return {"name": "guided", **asdict(self)}
 
 
+def _compiled(maps: Tensor):
+    """:mod:`.guided_compiled` for float32 CPU maps that need no gradient, else None (the torch
+    path: a GPU, autograd)."""
+    if maps.device.type != "cpu" or (maps.requires_grad and torch.is_grad_enabled()):
+        return None
+    from . import guided_compiled
+
+    return guided_compiled
+
+
+def _compiled_level(compiled, maps: Tensor, guide: Tensor, cells, colour_sigma, spatial_sigma):
+    """One level by the compiled kernel: the same logits and mix as :func:`_weights` and
+    :func:`_mix_neighbours`."""
+    size = tuple(guide.shape[-2:])
+    means = _block_mean(guide, cells, compiled) if colour_sigma > 0 else None
+    prior = _spatial_prior(size, cells, spatial_sigma, guide.device)[0]
+    mixed = compiled.mix_level(
+        maps.detach().contiguous().numpy(),
+        guide.detach().contiguous().numpy(),
+        None if means is None else means.detach().numpy(),
+        prior.contiguous().numpy(),
+        _cell_of_pixel(size[0], cells[0], guide.device).numpy(),
+        _cell_of_pixel(size[1], cells[1], guide.device).numpy(),
+        float(colour_sigma),
+    )
+    return torch.from_numpy(mixed)
+
+
 class _Pyramid:
     """The guide averaged over the cells of each grid asked for. A grid is pooled from the
     coarsest grid already made whose cells it groups into equal blocks and whose own cells are
     equal blocks of the image (then a mean of means is the image's mean), else from the image:
     the same values as pooling the image each time, with fewer passes over it."""
 
-    def __init__(self, image: Tensor) -> None:
+    def __init__(self, image: Tensor, compiled=None) -> None:
         self.size = tuple(image.shape[-2:])
         self.levels = {self.size: image}
+        self.compiled = compiled
 
     def at(self, size: tuple[int, int]) -> Tensor:
         if size not in self.levels:
             sources = [s for s in self.levels if _divides(size, s) and _divides(s, self.size)]
-            self.levels[size] = F.adaptive_avg_pool2d(
-                self.levels[min(sources, default=self.size)], size
-            )
+            source = self.levels[min(sources, default=self.size)]
+            self.levels[size] = _block_mean(source, size, self.compiled)
         return self.levels[size]
+
+
+def _block_mean(x: Tensor, size: tuple[int, int], compiled=None) -> Tensor:
+    """``x`` averaged over the cells of the grid ``size`` (adaptive pooling's cells); compiled
+    where the cells are equal blocks (torch's pooling kernels are several times slower)."""
+    if compiled is None or not _divides(size, tuple(x.shape[-2:])):
+        return F.adaptive_avg_pool2d(x, size)
+    return torch.from_numpy(compiled.block_means(x.detach().contiguous().numpy(), size))
 
 
 def _divides(small: tuple[int, int], large: tuple[int, int]) -> bool:
     return all(b % a == 0 for a, b in zip(small, large, strict=True))
 
 
-def _triangle_filter(maps: Tensor, width: int) -> Tensor:
+def _triangle_filter(maps: Tensor, width: int, compiled=None) -> Tensor:
     """``maps`` (B, 1, H, W) smoothed separably by a box of ``width`` convolved with itself
     (weights 1, 2, ..., width, ..., 2, 1, normalised), edges replicated: a convex mix of
     neighbours whose response is 0 at a period of ``width`` pixels and its harmonics.
@@ -212,6 +254,9 @@ def _triangle_filter(maps: Tensor, width: int) -> Tensor:
     cheaper than a convolution call."""
     taps = [float(min(k + 1, 2 * width - 1 - k)) for k in range(2 * width - 1)]
     total = sum(taps)
+    if compiled is not None:
+        weights = np.asarray(taps, dtype=np.float32) / np.float32(total)
+        return torch.from_numpy(compiled.triangle_filter(maps.contiguous().numpy(), weights))
     r = width - 1
     out = maps
     for dim in (3, 2):
