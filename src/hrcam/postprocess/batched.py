@@ -33,6 +33,9 @@ from .steps import RefineSteps
 
 __all__ = [*STEP_FUNCTIONS, "find_local_maxima", "label_components", "refine_batch"]
 
+#: The pipeline runs this backend on a batch: maps (B, H, W).
+BATCHED = True
+
 Tensor = torch.Tensor
 
 

@@ -222,19 +222,22 @@ def resolve_num_points(options: RefineOptions, height: int) -> int:
     return max(1, round(math.sqrt(height)))
 
 
-def resolve_focal_min_distance(options: RefineOptions, height: int, width: int, points: int) -> int:
-    """Seeds' spacing: ``options.focal_min_distance`` or half the side of a seed's ROI share."""
+def resolve_focal_min_distance(options: RefineOptions, shape: tuple[int, ...], points: int) -> int:
+    """Seeds' spacing: ``options.focal_min_distance`` or half the side of a seed's ROI share
+    (a square's side in 2-D, a cube's in 3-D)."""
     if options.focal_min_distance is not None:
         return int(options.focal_min_distance)
-    share = height * width * (100.0 - options.roi_percentile) / 100.0 / max(1, points)
-    return max(1, round(math.sqrt(share) / 2))
+    share = math.prod(shape) * (100.0 - options.roi_percentile) / 100.0 / max(1, points)
+    side = math.sqrt(share) if len(shape) == 2 else share ** (1.0 / len(shape))
+    return max(1, round(side / 2))
 
 
-def resolve_max_hole_size(options: RefineOptions, height: int, width: int) -> int:
-    """Largest hole to fill: ``options.max_hole_size`` or 256 scaled by ``H*W / 224**2``."""
+def resolve_max_hole_size(options: RefineOptions, *sides: int) -> int:
+    """Largest hole to fill: ``options.max_hole_size`` or 256 scaled by the map's size over
+    224² (its area in 2-D, its voxel count in 3-D)."""
     if options.max_hole_size is not None:
         return int(options.max_hole_size)
-    return round(_HOLE_SIZE_AT_224 * height * width / _REFERENCE_AREA)
+    return round(_HOLE_SIZE_AT_224 * math.prod(sides) / _REFERENCE_AREA)
 
 
 def _check_choice(name: str, value, choices: tuple) -> None:

@@ -44,23 +44,26 @@ def run_steps(ops: ModuleType, low, high, image, opts: RefineOptions) -> RefineS
     """Every step of the postprocessing on checked inputs, with the backend ``ops``.
 
     ``low``: low-res CAM(s) ``(..., h, w)``; ``high``: high-res CAM(s) ``(..., H, W)``;
-    ``image``: ``None`` or image(s) ``(..., H', W'[, C])`` channels-last.
+    ``image``: ``None`` or image(s) ``(..., H', W'[, C])`` channels-last. A batched backend
+    (``ops.BATCHED``) takes a batch of 2-D maps; the others one map of any rank they support
+    (:mod:`.volume`: 3-D too).
     """
-    height, width = high.shape[-2:]
+    shape = tuple(high.shape[1:] if getattr(ops, "BATCHED", False) else high.shape)
+    height = shape[0]
     low_n = ops.normalize_cam(low)
     # Steps 1-2: the high-res CAM's edges.
     blurred = ops.blur_cam(high, size=opts.blur_size)
     edges = ops.sobel_edges(blurred)
     # Steps 3-5: region of interest and seeds from the low-res CAM.
-    low_resized = ops.resize_bilinear(low_n, (height, width))
+    low_resized = ops.resize_bilinear(low_n, shape)
     roi = ops.find_roi(low_resized, percentile=opts.roi_percentile)
     points = resolve_num_points(opts, height)
     focal_points = ops.find_focal_points(
         low_n,
-        (height, width),
+        shape,
         scope=opts.focal_scope,
         num_points=points,
-        min_distance=resolve_focal_min_distance(opts, height, width, points),
+        min_distance=resolve_focal_min_distance(opts, shape, points),
         maxima_areas=opts.maxima_areas,
         maxima_threshold=opts.maxima_threshold,
         low_resized=low_resized,
@@ -75,7 +78,7 @@ def run_steps(ops: ModuleType, low, high, image, opts: RefineOptions) -> RefineS
     segmented = ops.grow_region(edges, focal_points, lower=lower, upper=upper)
     full_segment = ops.fill_holes(
         segmented | ops.find_strong_edges(edges, roi, upper=upper),
-        max_size=resolve_max_hole_size(opts, height, width),
+        max_size=resolve_max_hole_size(opts, *shape),
     )
     # Step 9: merge with the base map; step 10: mask the image.
     base = low_resized if opts.merge_base == "low" else ops.normalize_cam(high)
