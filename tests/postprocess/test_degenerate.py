@@ -163,10 +163,10 @@ def test_bad_options_raise_value_error(impl, cams, kwargs, match):
 def test_bad_shapes_raise_value_error_saying_what_was_expected():
     from hrcam.postprocess import refine, refine_batch
 
-    with pytest.raises(
-        ValueError, match=r"low must be a non-empty \(h, w\).*got shape \(2, 7, 7\)"
-    ):
-        refine(np.zeros((2, 7, 7)), np.zeros((8, 8)))
+    with pytest.raises(ValueError, match=r"same rank, got low of shape \(2, 7, 7\)"):
+        refine(np.zeros((2, 7, 7)), np.zeros((8, 8)))  # a batch is no volume
+    with pytest.raises(ValueError, match=r"low must be a non-empty \(h, w\).*got shape \(7,\)"):
+        refine(np.zeros(7), np.zeros((8, 8)))
     with pytest.raises(ValueError, match="high must be a non-empty"):
         refine(np.zeros((7, 7)), np.zeros((0, 8)))
     with pytest.raises(ValueError, match="image must be"):

@@ -7,6 +7,8 @@
   function (``one_image.blur_cam`` ... ``one_image.mask_image``).
 - :func:`refine_batch` (:mod:`.batched`) — PyTorch, a batch at once on a CPU or a GPU, the
   same steps and results.
+- A volume's maps (``(d, h, w)`` and ``(D, H, W)``: CT, MRI) go to :mod:`.volume` (NumPy and
+  SciPy, the steps in 3-D): ``refine`` sends them there.
 - :class:`RefineOptions` — every option, immutable; ``RefineOptions()`` is hrcam's preset, the
   refined CAM hrcam makes; ``RefineOptions.preset("paper")`` the paper's.
 
@@ -32,14 +34,23 @@ _EXPORTS = {
     "refine_batch": ".batched",
     "one_image": ".backend",
 }
-_SUBMODULES = ("backend", "batched", "compiled", "options", "pipeline", "reference", "steps")
+_SUBMODULES = (
+    "backend",
+    "batched",
+    "compiled",
+    "options",
+    "pipeline",
+    "reference",
+    "steps",
+    "volume",
+)
 
 __all__ = ["RefineOptions", "RefineSteps", "one_image", "refine", "refine_batch"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "refine":
-        value = importlib.import_module(".backend", __name__).one_image.refine
+        value = importlib.import_module(".backend", __name__).refine
     elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
     elif name in _SUBMODULES:
@@ -55,9 +66,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .backend import one_image
+    from .backend import one_image, refine
     from .batched import refine_batch
     from .options import RefineOptions
     from .steps import RefineSteps
-
-    refine = one_image.refine
