@@ -106,7 +106,7 @@ def test_the_wrap_follows_the_users_module_as_it_changes():
             ),
             "class token",
         ),
-        (lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), "no adapter"),
+        (lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), "no adaptive average pooling"),
         (lambda: timm.create_model("convnext_atto"), "NormMlpClassifierHead.*after pooling"),
         (lambda: timm.create_model("mobilenetv3_small_050"), "layers between pooling"),
         (lambda: timm.create_model("deit_tiny_patch16_224"), "pools with 'token'"),
@@ -157,3 +157,66 @@ def test_timm_registry_keeps_the_trained_head(tmp_path):
 def test_timm_registry_refuses_a_non_linear_head():
     with pytest.raises(ValueError, match="after pooling"):
         create_backbone("timm/convnext_atto")
+
+
+monai_nets = pytest.importorskip("monai.networks.nets")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: monai_nets.DenseNet121(spatial_dims=3, in_channels=1, out_channels=2),
+        lambda: monai_nets.resnet10(spatial_dims=3, n_input_channels=1, num_classes=3),
+        lambda: monai_nets.EfficientNetBN(
+            "efficientnet-b0", spatial_dims=3, in_channels=2, num_classes=2, pretrained=False
+        ),
+        lambda: monai_nets.DenseNet121(spatial_dims=2, in_channels=1, out_channels=4),
+    ],
+    ids=["densenet121-3d", "resnet10-3d", "efficientnet-b0-3d-2ch", "densenet121-2d-gray"],
+)
+def test_monai_classifiers_are_wrapped_with_exact_cams_in_2d_and_3d(build):
+    torch.manual_seed(0)
+    module = build()
+    explainer = from_model(module, input_size=64)
+    backbone = explainer.backbone
+    spatial = 3 if _is_3d(module) else 2
+    assert backbone.spatial_dims == spatial and backbone.skip_info == ()
+    assert (
+        backbone.mean == (0.0,) * backbone.in_chans and backbone.std == (1.0,) * backbone.in_chans
+    )
+    x = torch.randn(2, backbone.in_chans, *(64,) * spatial)
+    with torch.no_grad():
+        expected = module(x)
+        features = backbone.forward_features(x)
+        logits = backbone.forward_head(features)
+        targets = expected.argmax(1)
+        cams = backbone.cam(features, targets)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+    assert cams.shape == (2, *features.shape[2:])
+    # The CAM is exact: its mean plus the bias is the target's logit.
+    mean = cams.flatten(1).mean(1) + backbone.fc.bias[targets]
+    torch.testing.assert_close(
+        mean, expected.gather(1, targets[:, None])[:, 0], rtol=1e-4, atol=1e-4
+    )
+
+
+def _is_3d(module):
+    return any(isinstance(m, torch.nn.Conv3d) for m in module.modules())
+
+
+def test_a_hand_written_network_is_wrapped_and_an_mlp_head_refused():
+    class Small(torch.nn.Module):
+        def __init__(self, head):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, stride=2), torch.nn.ReLU())
+            self.pool = torch.nn.AdaptiveAvgPool3d(1)
+            self.head = head
+
+        def forward(self, x):
+            return self.head(self.pool(self.body(x)).flatten(1))
+
+    wrapped = from_model(Small(torch.nn.Linear(8, 2)), input_size=32)
+    assert wrapped.backbone.spatial_dims == 3 and wrapped.backbone.feature_stride == 2
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with pytest.raises(ValueError, match="does not reproduce its logits"):
+        from_model(Small(mlp), input_size=32)

@@ -1,14 +1,16 @@
 """The contract every localization network (the paper's "half model") follows.
 
 A :class:`Backbone` is a CNN whose logits are exactly ``fc(GAP(A))`` for its final feature maps
-``A`` (B, K, h, w). The expansion network and the CAM code read only this contract:
+``A`` (B, K, h, w) — or (B, K, d, h, w) for a network of volumes (``spatial_dims=3``: CT, MRI).
+The expansion network and the CAM code read only this contract:
 
 - ``forward_features(x, return_skips=True)`` → ``(A, skips)``, where ``skips`` are the
   intermediate stage outputs described by ``skip_info`` (shallow to deep);
 - ``forward_head(A)`` → logits;
 - ``fc`` (``nn.Linear``, weight (C, K), bias (C,)), ``num_features`` = K,
   ``feature_stride`` = the stride of ``A``;
-- ``class_names``, ``input_size``, ``mean``/``std`` (the input normalisation);
+- ``class_names``, ``input_size``, ``mean``/``std`` (the input normalisation, per channel, of
+  pictures in [0, 1]), ``in_chans``, ``spatial_dims`` (2 for images, 3 for volumes);
 - ``config`` — everything :func:`hrcam.create_backbone` needs to build the same network again.
 
 Subclasses implement ``_forward_trunk``; the base class owns the optional "CAM channels"
@@ -82,9 +84,17 @@ class Backbone(nn.Module):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         in_chans: int = 3,
+        spatial_dims: int = 2,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 (images) or 3 (volumes), got {spatial_dims}")
+        if len(mean) != in_chans or len(std) != in_chans:
+            raise ValueError(
+                f"mean and std need one value per input channel ({in_chans}), got {len(mean)} "
+                f"and {len(std)}"
+            )
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if cam_channels is not None and cam_channels < 1:
@@ -101,15 +111,19 @@ class Backbone(nn.Module):
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.in_chans = in_chans
+        self.spatial_dims = spatial_dims
         self.class_names: list[str] = (
             list(class_names)
             if class_names is not None
             else [f"class_{i}" for i in range(num_classes)]
         )
         if cam_channels:
+            conv, norm = (
+                (nn.Conv2d, nn.BatchNorm2d) if spatial_dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+            )
             self.cam_reduce: nn.Module = nn.Sequential(
-                nn.Conv2d(trunk_channels, cam_channels, 1, bias=False),
-                nn.BatchNorm2d(cam_channels),
+                conv(trunk_channels, cam_channels, 1, bias=False),
+                norm(cam_channels),
                 nn.ReLU(inplace=True),
             )
             num_features = cam_channels
@@ -139,38 +153,46 @@ class Backbone(nn.Module):
         return self.fc.out_features
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ``ValueError`` that says how to fix an input that is not (B, C, H, W)."""
+        """Raise a ``ValueError`` that says how to fix an input that is not (B, C, H, W) (or
+        (B, C, D, H, W) for a network of volumes)."""
+        axes = "H, W" if self.spatial_dims == 2 else "D, H, W"
+        expected = f"(B, {self.in_chans}, {axes})"
         if not isinstance(x, torch.Tensor):
             raise TypeError(
-                f"expected a torch.Tensor of shape (B, {self.in_chans}, H, W), got {type(x).__name__}; "
+                f"expected a torch.Tensor of shape {expected}, got {type(x).__name__}; "
                 "turn images into tensors with explainer.prepare(images).x"
             )
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
+        rank = 2 + self.spatial_dims
+        if x.ndim != rank or x.shape[1] != self.in_chans:
             hint = ""
-            if x.ndim == 3:
+            if x.ndim == rank - 1:
                 hint = "; add a batch dimension with x.unsqueeze(0)"
-            elif x.ndim == 4 and x.shape[-1] == self.in_chans:
-                hint = "; the tensor looks channels-last (B, H, W, C): use x.permute(0, 3, 1, 2)"
-            elif x.ndim == 4 and x.shape[1] in (1, 4):
+            elif x.ndim == rank and x.shape[-1] == self.in_chans:
+                hint = "; the tensor looks channels-last: move the channels to axis 1"
+            elif x.ndim == rank and self.in_chans == 3 and x.shape[1] in (1, 4):
                 hint = "; convert grayscale/RGBA images to RGB first (hrcam.load_image does)"
-            raise ValueError(
-                f"expected a batch of shape (B, {self.in_chans}, H, W), got {tuple(x.shape)}{hint}"
-            )
+            elif x.ndim == 4 and self.spatial_dims == 3:
+                hint = "; this network takes volumes"
+            elif x.ndim == 5 and self.spatial_dims == 2:
+                hint = "; this network takes 2-D images, not volumes"
+            raise ValueError(f"expected a batch of shape {expected}, got {tuple(x.shape)}{hint}")
         if not x.is_floating_point():
             raise ValueError(
                 f"expected a float tensor normalised for this model, got dtype {x.dtype}; "
                 "use explainer.prepare(images).x to build inputs"
             )
-        if min(x.shape[-2:]) < self.feature_stride:
+        if min(x.shape[2:]) < self.feature_stride:
+            size = "×".join(str(n) for n in x.shape[2:])
             raise ValueError(
-                f"input of {x.shape[-2]}×{x.shape[-1]} is smaller than the network's stride "
-                f"{self.feature_stride}; resize images to at least {self.feature_stride} pixels"
+                f"input of {size} is smaller than the network's stride {self.feature_stride}; "
+                f"resize inputs to at least {self.feature_stride} pixels a side"
             )
 
     def forward_features(
         self, x: torch.Tensor, *, return_skips: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Final feature maps ``A`` (B, K, h, w), and the skip features when asked."""
+        """Final feature maps ``A`` (B, K, h, w) or (B, K, d, h, w), and the skip features
+        when asked."""
         self.check_input(x)
         trunk, skips = self._forward_trunk(x)
         features = self.cam_reduce(trunk)
@@ -178,7 +200,7 @@ class Backbone(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits = FC(GAP(A)), the identity that makes the CAM exact."""
-        pooled = features.mean(dim=(2, 3))
+        pooled = features.mean(dim=tuple(range(2, features.ndim)))
         if self.drop_rate and self.training:
             pooled = F.dropout(pooled, self.drop_rate, training=True)
         return self.fc(pooled)
@@ -189,7 +211,8 @@ class Backbone(nn.Module):
     def cam(
         self, features: torch.Tensor, targets: torch.Tensor, *, weights: str = "all"
     ) -> torch.Tensor:
-        """Class activation maps ``Σ_k w_ck A_k`` (B, h, w) for one class index per image.
+        """Class activation maps ``Σ_k w_ck A_k`` (B, h, w), or (B, d, h, w) for volumes, for
+        one class index per image.
 
         ``weights="positive"`` keeps only the FC weights above zero, ``Σ_k max(w_ck, 0) A_k``:
         the evidence *for* the class, which is LayerCAM's map (Jiang et al., TIP 2021) of a
@@ -201,7 +224,7 @@ class Backbone(nn.Module):
             w = w.clamp_min(0)
         elif weights != "all":
             raise ValueError(f"weights must be 'all' or 'positive', got {weights!r}")
-        return torch.einsum("bk,bkhw->bhw", w.to(features.dtype), features)
+        return torch.einsum("bk,bk...->b...", w.to(features.dtype), features)
 
     def extra_repr(self) -> str:
         return (

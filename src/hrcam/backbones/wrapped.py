@@ -11,6 +11,13 @@ A CAM is exact for a network whose logits are ``fc(GAP(A))``: the spatial mean o
 - **timm**: any model whose ``forward_head`` is average pooling and one ``nn.Linear``
   (``forward_features`` gives ``A``; ``forward_intermediates`` gives the skips), including ViTs
   built with ``global_pool="avg", fc_norm=False``, whose CAM lives on the patch grid.
+- **Any other module** whose last global pooling is an ``nn.AdaptiveAvgPool2d``/``3d`` to one
+  cell and whose logits are one ``nn.Linear`` of the pooled features: MONAI's classifiers
+  (``DenseNet121/169/201/264``, ``ResNet``, ``SEResNet``, ``EfficientNetBN``, in 2-D and 3-D,
+  any number of input channels) and most hand-written CNNs. ``A`` is what enters that pooling
+  (a hook reads it); the first convolution gives the input channels and whether the network
+  takes images or volumes. No skips: such a network has the guided upsampler, not the paper's
+  expansion network.
 
 Refused, with the reason (no exact CAM exists): torchvision's MobileNetV3 (Linear → Hardswish →
 Linear after pooling), ConvNeXt (LayerNorm after pooling), VGG and AlexNet (an MLP after
@@ -36,6 +43,11 @@ from .base import IMAGENET_MEAN, IMAGENET_STD, Backbone, FeatureInfo, logits_mis
 from .timm_models import run_timm_trunk, timm_trunk_layout
 
 __all__ = ["WrappedBackbone", "wrap_classifier"]
+
+_GLOBAL_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_CONVS = {nn.Conv2d: 2, nn.Conv3d: 3}
+# The side of the dry run's input when none is given: photographs, volumes.
+_DEFAULT_SIDE = {2: 224, 3: 96}
 
 # torchvision class -> (trunk steps as module paths, classifier path, final op, channels-last).
 # ``"*features"`` means every child of ``features`` in order.
@@ -124,11 +136,14 @@ def wrap_classifier(
     std: Sequence[float] | None = None,
     input_size: int | None = None,
 ) -> WrappedBackbone:
-    """Wrap a torchvision or timm classifier (see the module docstring) as a backbone.
+    """Wrap a classifier (see the module docstring) as a backbone.
 
-    ``mean``/``std`` (the input normalisation) and ``input_size`` default to timm's
-    ``pretrained_cfg`` for timm models and to ImageNet's (224) for torchvision ones;
-    ``class_names`` default to ImageNet's for 1000 classes. ``module`` is put in eval mode.
+    ``mean``/``std`` (the input normalisation of pictures in [0, 1], one value per input
+    channel) and ``input_size`` default to timm's ``pretrained_cfg`` for timm models, to
+    ImageNet's (224) for torchvision ones and other 3-channel networks, and to 0 and 1 (the
+    pictures as they are) for other channel counts, with a side of 224 for images and 96 for
+    volumes; ``class_names`` default to ImageNet's for 1000 classes. ``module`` is put in
+    eval mode.
 
     Raises:
         ValueError: the head is not average pooling + one linear layer (the message names the
@@ -138,28 +153,48 @@ def wrap_classifier(
         raise TypeError(f"from_model takes a torch.nn.Module, got {type(module).__name__}")
     module.eval()
     name = type(module).__name__
+    in_chans, spatial_dims = _input_layout(module)
     if _is_timm(module):
         spec = _timm_spec(module, input_size)
-    else:
+    elif type(module).__module__.startswith("torchvision."):
         spec = _torchvision_spec(module, input_size)
+    else:
+        spec = _pooled_spec(
+            module, input_size or _DEFAULT_SIDE[spatial_dims], in_chans, spatial_dims
+        )
     cfg = getattr(module, "pretrained_cfg", None) or {}
-    size = int(input_size or cfg.get("input_size", (3, 224, 224))[-1])
+    size = int(input_size or cfg.get("input_size", (3, _DEFAULT_SIDE[spatial_dims]))[-1])
     classes = module.get_submodule(spec["classifier_path"]).out_features
     if class_names is None and classes == 1000:
         from .weights import imagenet_categories
 
         class_names = imagenet_categories()
+    default_mean, default_std = (
+        (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else ((0.0,) * in_chans, (1.0,) * in_chans)
+    )
     backbone = WrappedBackbone(
         module,
         class_names=class_names,
-        mean=tuple(mean or cfg.get("mean", IMAGENET_MEAN)),
-        std=tuple(std or cfg.get("std", IMAGENET_STD)),
+        mean=tuple(mean or cfg.get("mean", default_mean)),
+        std=tuple(std or cfg.get("std", default_std)),
         input_size=size,
+        in_chans=in_chans,
+        spatial_dims=spatial_dims,
         config={"name": f"wrapped:{type(module).__module__}.{name}"},
         **spec,
     )
     _verify(backbone, module, size)
     return backbone.eval()
+
+
+def _input_layout(module: nn.Module) -> tuple[int, int]:
+    """(input channels, spatial dims) from the module's first 2-D or 3-D convolution (3 and 2
+    for a network without one, e.g. a ViT's patch embedding by linear layers)."""
+    for m in module.modules():
+        for kind, dims in _CONVS.items():
+            if isinstance(m, kind):
+                return int(m.in_channels), dims
+    return 3, 2
 
 
 def _is_timm(module: nn.Module) -> bool:
@@ -180,6 +215,64 @@ def _timm_spec(module: nn.Module, input_size: int | None) -> dict[str, Any]:
         "feature_stride": layout.final_stride,
         "skip_info": layout.skip_info,
     }
+
+
+def _pooled_spec(module: nn.Module, side: int, in_chans: int, spatial_dims: int) -> dict[str, Any]:
+    """The trunk of a module that ends in global average pooling and one linear layer: ``A``
+    is the last pooling's input, read by a hook while the module runs."""
+    name = type(module).__name__
+    ran: list[nn.Module] = []
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: ran.append(m))
+        for m in module.modules()
+        if isinstance(m, (*_GLOBAL_POOLS, nn.Linear))
+    ]
+    device = next(module.parameters()).device
+    x = torch.zeros(1, in_chans, *(side,) * spatial_dims, device=device)
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    pools = [i for i, m in enumerate(ran) if isinstance(m, _GLOBAL_POOLS)]
+    linears = [i for i, m in enumerate(ran) if isinstance(m, nn.Linear)]
+    if not pools or not linears or linears[-1] < pools[-1]:
+        raise ValueError(
+            f"cannot wrap {name} for exact CAMs: no adaptive average pooling module followed by "
+            f"an nn.Linear runs in its forward pass; {_ADVICE}"
+        )
+    pool, classifier = ran[pools[-1]], ran[linears[-1]]
+    classifier_path = next(n for n, m in module.named_modules() if m is classifier)
+    features = _pool_input(module, pool, x)
+    if features.ndim != 2 + spatial_dims or features.shape[1] != classifier.in_features:
+        raise ValueError(
+            f"cannot wrap {name} for exact CAMs: its last pooling takes "
+            f"{tuple(features.shape)} but its classifier takes {classifier.in_features} features; "
+            f"{_ADVICE}"
+        )
+
+    def trunk(model: nn.Module, x: torch.Tensor):
+        return _pool_input(model, pool, x), []
+
+    return {
+        "trunk": trunk,
+        "classifier_path": classifier_path,
+        "num_features": classifier.in_features,
+        "feature_stride": max(1, round(side / features.shape[-1])),
+        "skip_info": [],
+    }
+
+
+def _pool_input(model: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What enters ``pool`` when ``model`` runs on ``x``."""
+    seen: list[torch.Tensor] = []
+    hook = pool.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    try:
+        model(x)
+    finally:
+        hook.remove()
+    return seen[-1]
 
 
 def _torchvision_spec(module: nn.Module, input_size: int | None) -> dict[str, Any]:
@@ -255,7 +348,8 @@ def _dry_run(module, steps, size: int, channels_last: bool):
 def _verify(backbone: WrappedBackbone, module: nn.Module, size: int) -> None:
     """Refuse a wrap whose ``fc(GAP(A))`` does not reproduce ``module(x)`` (a non-linear head)."""
     device = next(module.parameters()).device
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    shape = (2, backbone.in_chans, *(size,) * backbone.spatial_dims)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
     expected = module(x)
     if isinstance(expected, (tuple, list)):  # e.g. auxiliary logits
         expected = expected[0]
