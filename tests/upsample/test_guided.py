@@ -203,7 +203,10 @@ def test_colour_term_equals_the_direct_formula_with_and_without_whole_blocks():
             r"cams must be \(B, h, w\).*cams\[:, 0\]",
         ),
         (torch.rand(1, 7, 7), torch.rand(1, 32, 32, 3), "channels-last"),
-        (torch.rand(1, 7, 7), torch.rand(1, 1, 32, 32), "repeat a grayscale guide"),
+        (torch.rand(1, 7, 7), torch.rand(1, 5, 32, 32), r"images must be \(B, C, H, W\)"),
+        (torch.rand(1, 7, 7, 7), torch.rand(1, 1, 32, 32), "maps of volumes need volumes"),
+        (torch.rand(1, 7, 7), torch.rand(1, 1, 16, 32, 32), r"cams must be \(B, d, h, w\)"),
+        (torch.rand(1, 9, 7, 7), torch.rand(1, 1, 8, 32, 32), "larger than the images"),
         (torch.rand(1, 7, 7), torch.rand(3, 32, 32), "batch dimension"),
         (torch.rand(2, 7, 7), torch.rand(1, 3, 32, 32), "2 maps and 1 images"),
         (torch.rand(1, 40, 7), torch.rand(1, 3, 32, 32), "larger than the images"),
@@ -236,3 +239,49 @@ def test_errors_have_one_type_per_kind():
         guided_upsample(torch.full((1, 7, 7), float("nan")), torch.rand(1, 3, 32, 32))
     with pytest.raises(RangeError):
         guided_upsample(torch.rand(1, 7, 7), torch.rand(1, 3, 32, 32) + 2)
+
+
+def test_a_grayscale_guide_works_like_the_same_gray_in_rgb():
+    torch.manual_seed(4)
+    cams, gray = torch.randn(2, 7, 7), torch.rand(2, 1, 56, 56)
+    # One channel x with σ equals three equal channels x with σ·√3 (|x - μ|² triples).
+    torch.testing.assert_close(
+        guided_upsample(cams, gray, colour_sigma=0.1),
+        guided_upsample(cams, gray.expand(-1, 3, -1, -1), colour_sigma=0.1 * 3**0.5),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "cells", "options"),
+    [
+        ((24, 24, 24), (3, 3, 3), {}),
+        ((20, 28, 16), (4, 5, 3), {"stride": 1}),
+        ((16, 16, 16), (2, 2, 2), {"colour_sigma": 0.0, "coarse_to_fine": False}),
+    ],
+)
+def test_volumes_compiled_and_torch_paths_agree(size, cells, options):
+    torch.manual_seed(5)
+    volumes = torch.rand(2, 1, *size)
+    cams = torch.randn(2, *cells)
+    compiled = guided_upsample(cams, volumes, **options)
+    with torch.enable_grad():
+        reference = guided_upsample(cams.clone().requires_grad_(), volumes, **options).detach()
+    assert compiled.shape == (2, *size)
+    torch.testing.assert_close(compiled, reference, rtol=1e-5, atol=1e-5 * float(cams.abs().max()))
+
+
+def test_a_volumes_edge_moves_the_maps_edge_onto_it_and_values_stay_in_range():
+    """A bright cube in a dark volume and a coarse map hot over it: upsampled with the volume
+    as guide, the map's edge lands on the cube's faces, not halfway between cells."""
+    volume = torch.zeros(1, 1, 32, 32, 32)
+    volume[..., 8:20, 8:20, 8:20] = 1.0  # the cube: voxels 8..19 on every axis
+    cams = torch.zeros(1, 4, 4, 4)
+    cams[:, 1:3, 1:3, 1:3] = 1.0  # cells 1-2 (voxels 8..23)
+    out = guided_upsample(cams, volume, stride=1)[0]
+    guided = out[14, 14]  # a line through the cube along the last axis
+    plain = F.interpolate(cams[:, None], size=(32, 32, 32), mode="trilinear")[0, 0, 14, 14]
+    assert float(guided[18]) > 0.8 and float(guided[21]) < 0.2  # the edge sits at voxel 20
+    assert float(plain[21]) > 0.3  # a plain trilinear upsampling smears across it
+    assert float(out.min()) >= -1e-6 and float(out.max()) <= 1 + 1e-6  # a convex mix

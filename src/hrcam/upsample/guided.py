@@ -99,6 +99,22 @@ def guided_upsample(
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
     if not isinstance(lattice_filter, bool):
         raise ValueError(f"lattice_filter must be True or False, got {lattice_filter!r}")
+    if cams.ndim == 4:  # volumes
+        if tuple(cams.shape[-3:]) == tuple(images.shape[-3:]):
+            return cams.clone()
+        from .guided_volume import guided_upsample_volume
+
+        return guided_upsample_volume(
+            cams,
+            images,
+            colour_sigma=colour_sigma,
+            spatial_sigma=spatial_sigma,
+            coarse_to_fine=coarse_to_fine,
+            stride=stride,
+            lattice_filter=lattice_filter,
+            levels=_levels,
+            triangle_filter=_triangle_filter,
+        )
     size = tuple(images.shape[-2:])
     maps = cams.to(torch.float32)[:, None]
     if tuple(maps.shape[-2:]) == size:
@@ -246,7 +262,8 @@ def _divides(small: tuple[int, int], large: tuple[int, int]) -> bool:
 
 
 def _triangle_filter(maps: Tensor, width: int, compiled=None) -> Tensor:
-    """``maps`` (B, 1, H, W) smoothed separably by a box of ``width`` convolved with itself
+    """``maps`` (B, 1, H, W) or (B, 1, D, H, W) smoothed separably by a box of ``width``
+    convolved with itself
     (weights 1, 2, ..., width, ..., 2, 1, normalised), edges replicated: a convex mix of
     neighbours whose response is 0 at a period of ``width`` pixels and its harmonics.
 
@@ -254,13 +271,15 @@ def _triangle_filter(maps: Tensor, width: int, compiled=None) -> Tensor:
     cheaper than a convolution call."""
     taps = [float(min(k + 1, 2 * width - 1 - k)) for k in range(2 * width - 1)]
     total = sum(taps)
-    if compiled is not None:
+    if compiled is not None and maps.ndim == 4:
         weights = np.asarray(taps, dtype=np.float32) / np.float32(total)
         return torch.from_numpy(compiled.triangle_filter(maps.contiguous().numpy(), weights))
     r = width - 1
     out = maps
-    for dim in (3, 2):
-        pad = (r, r, 0, 0) if dim == 3 else (0, 0, r, r)
+    spatial = maps.ndim - 2
+    for dim in range(maps.ndim - 1, 1, -1):  # the last axis first
+        pad = [0] * (2 * spatial)
+        pad[2 * (maps.ndim - 1 - dim)] = pad[2 * (maps.ndim - 1 - dim) + 1] = r
         padded = F.pad(out, pad, mode="replicate")
         n = out.shape[dim]
         acc = padded.narrow(dim, 0, n) * (taps[0] / total)
@@ -297,18 +316,25 @@ def _check(cams, images, colour_sigma: float, spatial_sigma: float) -> None:
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if not t.is_floating_point():
             raise ValueError(f"{name} must be a float tensor, got dtype {t.dtype}")
-    if cams.ndim != 3 or 0 in cams.shape:
-        hint = "; for (B, 1, h, w) pass cams[:, 0]" if cams.ndim == 4 and cams.shape[1] == 1 else ""
-        raise ShapeError(f"cams must be (B, h, w), got shape {tuple(cams.shape)}{hint}")
-    if images.ndim != 4 or images.shape[1] != 3:
+    volumes = images.ndim == 5
+    if cams.ndim != (4 if volumes else 3) or 0 in cams.shape:
         hint = ""
-        if images.ndim == 4 and images.shape[-1] == 3:
+        if not volumes and cams.ndim == 4 and cams.shape[1] == 1:
+            hint = "; for (B, 1, h, w) pass cams[:, 0]"
+        elif not volumes and cams.ndim == 4:
+            hint = "; maps of volumes need volumes (B, C, D, H, W) as images"
+        expected = "(B, d, h, w) for volumes" if volumes else "(B, h, w)"
+        raise ShapeError(f"cams must be {expected}, got shape {tuple(cams.shape)}{hint}")
+    if images.ndim not in (4, 5) or images.shape[1] not in (1, 2, 3, 4):
+        hint = ""
+        if images.ndim == 4 and images.shape[-1] in (1, 3):
             hint = "; it looks channels-last: use images.permute(0, 3, 1, 2)"
-        elif images.ndim == 4 and images.shape[1] == 1:
-            hint = "; repeat a grayscale guide to 3 channels: images.expand(-1, 3, -1, -1)"
         elif images.ndim == 3:
             hint = "; add a batch dimension with images.unsqueeze(0)"
-        raise ShapeError(f"images must be (B, 3, H, W) RGB, got shape {tuple(images.shape)}{hint}")
+        raise ShapeError(
+            "images must be (B, C, H, W) pictures (RGB or grayscale) or (B, C, D, H, W) "
+            f"volumes, channels first, got shape {tuple(images.shape)}{hint}"
+        )
     if images.shape[0] != cams.shape[0]:
         raise ShapeError(
             f"cams and images must hold the same number of items, got {cams.shape[0]} maps "
@@ -316,16 +342,17 @@ def _check(cams, images, colour_sigma: float, spatial_sigma: float) -> None:
         )
     if cams.device != images.device:
         raise ValueError(f"cams are on {cams.device} and images on {images.device}: move one")
-    (h, w), (H, W) = cams.shape[-2:], images.shape[-2:]
-    if h > H or w > W:
+    small, large = cams.shape[1:], images.shape[2:]
+    if any(n > N for n, N in zip(small, large, strict=True)):
+        show = "×".join
         raise ShapeError(
-            f"cams of {h}×{w} are larger than the images ({H}×{W}); guided_upsample only "
-            "upsamples: resize the maps down first"
+            f"cams of {show(map(str, small))} are larger than the images "
+            f"({show(map(str, large))}); guided_upsample only upsamples: resize the maps down first"
         )
     check_finite(cams, "cams", hint="a map with NaN cannot be upsampled: check what made it")
     check_range(
         images,
-        "images (RGB)",
+        "images (RGB)" if images.shape[1] == 3 else "images",
         0,
         1,
         hint="if they are a model's normalised inputs, pass the pixels instead (explainer.prepare(images).pixels)",
@@ -336,23 +363,23 @@ def _check(cams, images, colour_sigma: float, spatial_sigma: float) -> None:
         )
 
 
-def _levels(cells: tuple[int, int], size: tuple[int, int]) -> list[tuple[int, int]]:
+def _levels(cells: tuple[int, ...], size: tuple[int, ...]) -> list[tuple[int, ...]]:
     """Grid sizes from just above ``cells`` to ``size``, one doubling apart (the last is ``size``).
 
-    For 7×7 to 224×224: 14, 28, 56, 112, 224 (strides 16, 8, 4, 2, 1 of a 224 input).
+    For 7×7 to 224×224: 14, 28, 56, 112, 224 (strides 16, 8, 4, 2, 1 of a 224 input). Any
+    number of axes (a volume's three).
     """
-    (height, width), (h, w) = size, cells
-    ratio = max(-(-height // h), -(-width // w), 1)
+    ratio = max(*(-(-n // c) for n, c in zip(size, cells, strict=True)), 1)
     stride = 1 << (ratio - 1).bit_length()  # the power of two >= the upsampling ratio
-    levels = []
+    levels, current = [], tuple(cells)
     while stride > 2:
         stride //= 2
-        # Never below the current grid on either axis (maps far from square).
-        level = (max(-(-height // stride), h), max(-(-width // stride), w))
-        if level != (h, w) and level != size:
+        # Never below the current grid on any axis (maps far from square).
+        level = tuple(max(-(-n // stride), c) for n, c in zip(size, current, strict=True))
+        if level != current and level != tuple(size):
             levels.append(level)
-            h, w = level
-    return [*levels, size]
+            current = level
+    return [*levels, tuple(size)]
 
 
 def _weights(guide: Tensor, cells: tuple[int, int], colour_sigma: float, spatial_sigma: float):

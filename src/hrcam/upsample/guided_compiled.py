@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["block_means", "mix_level", "triangle_filter"]
+__all__ = ["block_means", "mix_level", "mix_level_3d", "triangle_filter"]
 
 _jit = numba.njit(cache=True, nogil=True)
 _parallel = numba.njit(cache=True, nogil=True, parallel=True)
@@ -176,3 +176,67 @@ def triangle_filter(maps: np.ndarray, taps: np.ndarray) -> np.ndarray:
     replicated."""
     with _threads():
         return _triangle(maps, taps.astype(np.float32))
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=True)
+def _mix_3d(maps, guide, terms, cz, cy, cx, tz, ty, tx, colour):
+    b, m, d, h, w = maps.shape
+    c = guide.shape[1]
+    depth, height, width = cz.size, cy.size, cx.size
+    out = np.empty((b, m, depth, height, width), dtype=np.float32)
+    nx = np.empty((3, width), dtype=np.int64)
+    for k in range(3):
+        for x in range(width):
+            nx[k, x] = min(max(cx[x] + k - 1, 0), w - 1)
+    for row in numba.prange(b * depth * height):
+        i = row // (depth * height)
+        z = (row // height) % depth
+        y = row % height
+        logits = np.empty((27, width), dtype=np.float32)
+        best = np.full(width, -3.0e38, dtype=np.float32)  # finite: fastmath assumes no inf
+        for j in range(27):
+            a, bb, k = j // 9, (j // 3) % 3, j % 3
+            zz = min(max(cz[z] + a - 1, 0), d - 1)
+            yy = min(max(cy[y] + bb - 1, 0), h - 1)
+            base = tz[z, a] + ty[y, bb]
+            for x in range(width):
+                xx = nx[k, x]
+                v = base + tx[x, k]
+                if colour:
+                    s = terms[i, c, zz, yy, xx]
+                    for q in range(c):
+                        s += guide[i, q, z, y, x] * terms[i, q, zz, yy, xx]
+                    v += s
+                logits[j, x] = v
+                best[x] = max(best[x], v)
+        total = np.zeros(width, dtype=np.float32)
+        for j in range(27):
+            for x in range(width):
+                e = np.float32(math.exp(logits[j, x] - best[x]))
+                logits[j, x] = e
+                total[x] += e
+        for q in range(m):
+            acc = np.zeros(width, dtype=np.float32)
+            for j in range(27):
+                a, bb, k = j // 9, (j // 3) % 3, j % 3
+                zz = min(max(cz[z] + a - 1, 0), d - 1)
+                yy = min(max(cy[y] + bb - 1, 0), h - 1)
+                for x in range(width):
+                    acc[x] += logits[j, x] * maps[i, q, zz, yy, nx[k, x]]
+            for x in range(width):
+                out[i, q, z, y, x] = acc[x] / total[x]
+    return out
+
+
+def mix_level_3d(maps, guide, terms, cells, tables) -> np.ndarray:
+    """One level of the volume upsampling (:mod:`.guided_volume`): ``maps`` (B, M, d, h, w)
+    mixed at ``guide``'s (B, C, D, H, W) size over each voxel's 3×3×3 neighbour cells.
+    ``terms``: (B, C + 1, d, h, w), the cells' colour terms, or None for the spatial term
+    alone; ``cells``: each voxel's cell along each axis; ``tables``: each axis's spatial logits
+    (n, 3) to the cell before, its own and the one after."""
+    colour = terms is not None
+    if not colour:
+        terms = np.zeros((1, 1, 1, 1, 1), dtype=np.float32)
+    (cz, cy, cx), (tz, ty, tx) = cells, tables
+    with _threads():
+        return _mix_3d(maps, guide, terms, cz, cy, cx, tz, ty, tx, colour)
