@@ -64,8 +64,9 @@ Target = int | str | Sequence[int | str] | torch.Tensor | None
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 # The largest network input hrcam accepts on a side: far above any classifier's training size,
-# and a 4096² batch of 8 already needs gigabytes of activations.
+# and a 4096² batch of 8 already needs gigabytes of activations; a 512³ volume, as many.
 MAX_INPUT_SIDE = 4096
+MAX_VOLUME_SIDE = 512
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,16 @@ class ClassScore:
 class ImageBatch:
     """Images as the explainer's networks take them; made by :meth:`Explainer.prepare`.
 
-    - ``x``: ``(B, 3, H, W)`` float32, normalised for the localization network;
-    - ``pixels``: ``(B, 3, H, W)`` float32, the same images as RGB in [0, 1] (the guide of the
-      upsampler), on the same device;
+    - ``x``: ``(B, C, H, W)`` float32, normalised for the localization network (``C`` its
+      input channels: 3 for photographs, often 1 for medical networks);
+    - ``pixels``: ``(B, C, H, W)`` float32, the same images in [0, 1] (RGB, or intensity
+      windowed to [0, 1]: the guide of the upsampler), on the same device;
     - ``rgb``: ``(B, H, W, 3)`` uint8 NumPy array, the same images as pictures (the refinement's
-      masked image, the pipeline figure); made from ``pixels`` when first read, unless given.
+      masked image, the pipeline figure; gray repeated in the three channels); made from
+      ``pixels`` when first read, unless given.
+
+    For a network of volumes every image is a volume: ``x`` and ``pixels`` are
+    ``(B, C, D, H, W)`` and ``rgb`` is ``(B, D, H, W)`` uint8, the windowed intensity.
     """
 
     x: torch.Tensor
@@ -99,7 +105,12 @@ class ImageBatch:
     def rgb(self) -> np.ndarray:
         if self.pictures is not None:
             return self.pictures
-        return (self.pixels * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        pictures = (self.pixels * 255 + 0.5).to(torch.uint8)
+        if pictures.ndim == 5:  # volumes: their first channel's intensity
+            return pictures[:, 0].cpu().numpy()
+        if pictures.shape[1] != 3:  # gray (or two channels): the first, as RGB
+            pictures = pictures[:, :1].expand(-1, 3, -1, -1)
+        return pictures.permute(0, 2, 3, 1).cpu().numpy()
 
     def select(self, index: Sequence[int] | torch.Tensor) -> ImageBatch:
         """The images at ``index`` (a list or a tensor of row numbers)."""
@@ -114,8 +125,9 @@ class ImageBatch:
     ) -> ImageBatch:
         """A batch from inputs already normalised by ``(rgb - mean) / std`` (e.g. a perturbed
         copy made by a faithfulness metric): ``pixels`` and ``rgb`` are recovered from ``x``."""
-        m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(shape)
+        s = torch.tensor(std, device=x.device, dtype=x.dtype).view(shape)
         return cls(x, (x * s + m).clamp(0, 1))
 
 
@@ -208,7 +220,11 @@ class Explainer:
         refine_options: part 3's options (default: ``RefineOptions()``, hrcam's preset).
         flip: average every CAM with the mirrored image's (test-time augmentation, twice the
             cost; the probabilities stay the unmirrored image's).
-        input_size: ``(H, W)`` or a side the images are resized to (default: the backbone's).
+        input_size: ``(H, W)`` or a side the images are resized to (default: the backbone's);
+            ``(D, H, W)`` or a side for a network of volumes.
+        window: the intensity window ``(centre, width)`` medical scans are read through, in
+            their own units (Hounsfield units for CT): default each file's own display window,
+            else its 0.5th to 99.5th percentile. Photographs are not windowed.
 
     The networks are shared, not copied: :meth:`replace` and :meth:`to` keep them, so moving
     one explainer to a GPU moves every explainer made from it.
@@ -219,7 +235,8 @@ class Explainer:
     expansion: ExpansionNetwork | None = None
     refine_options: RefineOptions = field(default_factory=RefineOptions)
     flip: bool = False
-    input_size: int | tuple[int, int] | None = None
+    input_size: int | tuple[int, ...] | None = None
+    window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, Backbone):
@@ -245,24 +262,43 @@ class Explainer:
         if not isinstance(self.flip, bool):
             raise TypeError(f"flip must be True or False, got {self.flip!r}")
         object.__setattr__(self, "input_size", self._checked_size(self.input_size))
+        if self.window is not None:
+            ok = isinstance(self.window, (tuple, list)) and len(self.window) == 2
+            if not ok or not float(self.window[1]) > 0:
+                raise ValueError(
+                    f"window must be (centre, width) with a width > 0, got {self.window!r}"
+                )
+            object.__setattr__(self, "window", (float(self.window[0]), float(self.window[1])))
+        if self.spatial_dims == 3 and self.upsampler.needs_skips:
+            raise ValueError(
+                "the paper's expansion network is 2-D; a network of volumes takes the guided "
+                "upsampler (upsampler='guided')"
+            )
 
-    def _checked_size(self, size) -> tuple[int, int]:
+    def _checked_size(self, size) -> tuple[int, ...]:
         if size is None:
             size = self.backbone.input_size
-        sides = [size, size] if isinstance(size, int) else size
+        rank = self.spatial_dims
+        sides = [size] * rank if isinstance(size, int) else size
         low = self.backbone.feature_stride
-        ok = isinstance(sides, (list, tuple)) and len(sides) == 2
+        high = MAX_INPUT_SIDE if rank == 2 else MAX_VOLUME_SIDE
+        ok = isinstance(sides, (list, tuple)) and len(sides) == rank
         if ok:
             ok = all(
-                isinstance(n, int) and not isinstance(n, bool) and low <= n <= MAX_INPUT_SIDE
-                for n in sides
+                isinstance(n, int) and not isinstance(n, bool) and low <= n <= high for n in sides
             )
         if not ok:
+            axes = "(height, width)" if rank == 2 else "(depth, height, width)"
             raise ValueError(
-                f"input_size must be a side (or height, width) in [{low}, {MAX_INPUT_SIDE}] "
-                f"pixels (from the network's stride to what a CPU's memory holds); got {size!r}"
+                f"input_size must be a side (or {axes}) in [{low}, {high}] pixels (from the "
+                f"network's stride to what a CPU's memory holds); got {size!r}"
             )
-        return int(sides[0]), int(sides[1])
+        return tuple(int(n) for n in sides)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for a network of images, 3 for one of volumes (CT, MRI)."""
+        return self.backbone.spatial_dims
 
     # -- settings ---------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> Explainer:
@@ -284,6 +320,7 @@ class Explainer:
             "refine": dataclasses.asdict(self.refine_options),
             "flip": self.flip,
             "input_size": list(self.input_size),
+            "window": None if self.window is None else list(self.window),
         }
 
     @property
@@ -405,40 +442,84 @@ class Explainer:
         return load_image(source, max_side=self.decode_side)
 
     def prepare(self, images) -> ImageBatch:
-        """Images (see :meth:`explain`) → an :class:`ImageBatch` at ``input_size`` on the device."""
+        """Images (see :meth:`explain`) → an :class:`ImageBatch` at ``input_size`` on the device.
+
+        A network of volumes takes volumes (:func:`hrcam.scan_input.volume_pixels`: a scan or
+        its path, an intensity array ``(D, H, W)``, a tensor in [0, 1]); a network of images
+        takes scans too (an X-ray's DICOM, a 16-bit PNG: windowed, :attr:`window`)."""
+        if self.spatial_dims == 3:
+            return self._prepare_volumes(images)
         if isinstance(images, torch.Tensor):
             return self._prepare_tensor(images)
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         if not items:
             raise ValueError("no image given to explain")
+        from .scan_input import is_scan_item, scan_pixels
+
         pictures = []
         for item in items:
             if isinstance(item, torch.Tensor):
                 item = _tensor_picture(item)
+            elif is_scan_item(item):
+                item = _gray_picture(scan_pixels(item, self.window))
             elif not isinstance(item, (Image.Image, np.ndarray)):
                 item = self.decode(item)
             pictures.append(resize_for_network(item, self.input_size))
         rgb = np.stack(pictures)
         pixels = torch.from_numpy(rgb).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        return ImageBatch(self._normalize(pixels), pixels, rgb)
+        return ImageBatch(self._normalize(self._channels(pixels)), self._channels(pixels), rgb)
+
+    def _channels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """RGB pixels ``(B, 3, ...)`` as the network's channels: luminance (ITU-R 601, as
+        Pillow's "L") for a network of one, repeated for more than three."""
+        chans = self.backbone.in_chans
+        if pixels.shape[1] == chans:
+            return pixels
+        if pixels.shape[1] == 3:
+            weights = torch.tensor((0.299, 0.587, 0.114), device=pixels.device)
+            pixels = torch.einsum("bc...,c->b...", pixels, weights)[:, None]
+        return pixels[:, :1].expand(-1, chans, *pixels.shape[2:]).contiguous()
 
     def _prepare_tensor(self, images: torch.Tensor) -> ImageBatch:
         if images.ndim == 3:
             images = images[None]
-        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+        chans = self.backbone.in_chans
+        if images.ndim != 4 or images.shape[1] not in {3, chans}:
+            other = "" if chans == 3 else f", or {chans} channels (the network's) for 3"
             raise ShapeError(
-                "a tensor of images must be (B, 3, H, W) or (3, H, W) float RGB in [0, 1], got "
-                f"{images.dtype} of shape {tuple(images.shape)}"
+                f"a tensor of images must be (B, 3, H, W) or (3, H, W) float RGB in [0, 1]"
+                f"{other}, got {images.dtype} of shape {tuple(images.shape)}"
             )
+        if not images.is_floating_point():
+            raise ShapeError(f"a tensor of images must be float in [0, 1], got {images.dtype}")
         pixels = images.to(self.device, torch.float32)
         if tuple(pixels.shape[-2:]) != self.input_size:
             pixels = F.interpolate(pixels, size=self.input_size, mode="bilinear", antialias=True)
-        pixels = pixels.clamp(0, 1)
+        pixels = self._channels(pixels.clamp(0, 1))
+        return ImageBatch(self._normalize(pixels), pixels)
+
+    def _prepare_volumes(self, images) -> ImageBatch:
+        from .scan_input import resize_volume, volume_pixels
+
+        if isinstance(images, torch.Tensor) and images.ndim == 5:
+            items = list(images)
+        else:
+            items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise ValueError("no volume given to explain")
+        resized = []
+        for item in items:
+            volume = torch.from_numpy(volume_pixels(item, self.window))[None, None]
+            resized.append(resize_volume(volume.to(self.device), self.input_size))
+        pixels = self._channels(torch.cat(resized).clamp(0, 1))
         return ImageBatch(self._normalize(pixels), pixels)
 
     def _normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.backbone.mean, device=pixels.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.backbone.std, device=pixels.device).view(1, 3, 1, 1)
+        shape = (1, -1) + (1,) * (pixels.ndim - 2)
+        mean = torch.tensor(self.backbone.mean, device=pixels.device).view(shape)
+        std = torch.tensor(self.backbone.std, device=pixels.device).view(shape)
+        if pixels.ndim == 5:
+            return (pixels - mean) / std
         # Channels-last, as the pictures are laid out: the CPU's convolutions run it ~1.5x
         # faster than the contiguous layout (benchmarks/bench_cams.py).
         return ((pixels - mean) / std).contiguous(memory_format=torch.channels_last)
@@ -452,11 +533,11 @@ class Explainer:
             if not self.flip:
                 return cams
             mirrored = self._batch_invariant_cams(
-                batch.x.flip(3), batch.pixels.flip(3), cams.targets
+                batch.x.flip(-1), batch.pixels.flip(-1), cams.targets
             )
             return CAMs(
-                low_res=(cams.low_res + mirrored.low_res.flip(2)) / 2,
-                high_res=(cams.high_res + mirrored.high_res.flip(2)) / 2,
+                low_res=(cams.low_res + mirrored.low_res.flip(-1)) / 2,
+                high_res=(cams.high_res + mirrored.high_res.flip(-1)) / 2,
                 probabilities=cams.probabilities,
                 targets=cams.targets,
             )
@@ -465,9 +546,8 @@ class Explainer:
     def cpu_chunk(self) -> int:
         """Images per call of the networks on a CPU: 4 at 224×224, fewer for larger inputs (the
         largest activation of a chunk stays under glibc's 32 MiB mmap threshold, so memory is
-        reused rather than mapped and unmapped by the kernel at every call)."""
-        h, w = self.input_size
-        return max(1, min(4, (4 * 224 * 224) // (h * w)))
+        reused rather than mapped and unmapped by the kernel at every call); one volume."""
+        return max(1, min(4, (4 * 224 * 224) // int(np.prod(self.input_size))))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The classifier's logits ``(B, num_classes)`` of normalised images ``x`` (as
@@ -555,19 +635,22 @@ class Explainer:
     def _refine(self, low, high, batch: ImageBatch, errors, *, with_image: bool) -> list:
         """Per image :class:`RefineSteps` (None where ``errors`` says it cannot be refined):
         the batched torch pipeline on a GPU, the compiled one-image one on a CPU (the faster of
-        each, ``benchmarks/bench_refine.py``)."""
+        each, ``benchmarks/bench_refine.py``); volumes by :mod:`hrcam.postprocess.volume`."""
         options = self.refine_options
-        if high.device.type == "cuda" and not any(errors):
+        if high.device.type == "cuda" and not any(errors) and self.spatial_dims == 2:
             images = None
             if with_image:
                 images = torch.from_numpy(batch.rgb).to(high.device)
             result = refine_batch(low, high, images, options=options)
             return [result.select(i) for i in range(len(batch))]
         low_np, high_np = low.cpu().numpy(), high.cpu().numpy()
+        refine_one = one_image.refine
+        if self.spatial_dims == 3:
+            from .postprocess.volume import refine_volume as refine_one
         return [
             None
             if errors[i]
-            else one_image.refine(
+            else refine_one(
                 low_np[i], high_np[i], batch.rgb[i] if with_image else None, options=options
             )
             for i in range(len(batch))
@@ -606,6 +689,16 @@ def maps_record(
         "probabilities": to_numpy(probabilities).astype(np.float32),
         "options": np.array(json.dumps(dataclasses.asdict(steps.options))),
     }
+
+
+def _gray_picture(pixels: np.ndarray) -> np.ndarray:
+    """A windowed 2-D scan (float in [0, 1]) as an ``(H, W)`` uint8 picture."""
+    if pixels.ndim != 2:
+        raise ShapeError(
+            f"a scan of {pixels.ndim} dimensions given to a network of 2-D images; a volume "
+            "needs a network of volumes (hrcam.from_model of a 3-D network)"
+        )
+    return (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def _tensor_picture(t: torch.Tensor) -> np.ndarray:
