@@ -25,6 +25,7 @@ import torch
 
 from .backbones import Backbone, create_backbone, list_backbones
 from .backbones.weights import quiet_torch_load
+from .builders import explainer_from_builder, is_builder_spec
 from .explainer import Explainer
 from .upsample.expansion import ExpansionNetwork
 from .utils import atomic_save_json, atomic_torch_save, atomic_write
@@ -65,6 +66,16 @@ def build_backbone(spec: dict[str, Any], *, weights: str | None = None) -> Backb
     """Rebuild a backbone from the ``{"config", "class_names"}`` spec a checkpoint stores."""
     config = dict(spec["config"])
     name = config.pop("name")
+    if name.startswith("wrapped:"):
+        if "builder" not in config:
+            raise CheckpointError(
+                f"this model wraps {name[len('wrapped:') :]}, which hrcam cannot rebuild by "
+                "itself: wrap it through a builder (--model FILE.py:FUNCTION, "
+                "hrcam.builders) before exporting it"
+            )
+        from .builders import backbone_from_builder
+
+        return backbone_from_builder(config, class_names=spec.get("class_names"))
     try:
         return create_backbone(name, weights=weights, class_names=spec.get("class_names"), **config)
     except KeyError as err:
@@ -199,6 +210,13 @@ def export_model(
     """
     from safetensors.torch import save
 
+    config = model.backbone.config
+    if str(config.get("name", "")).startswith("wrapped:") and "builder" not in config:
+        raise CheckpointError(
+            f"this model wraps {config['name'][len('wrapped:') :]}, which hrcam cannot rebuild "
+            "by itself from a file: load it through a builder (--model FILE.py:FUNCTION, "
+            "hrcam.builders) before exporting it"
+        )
     path = Path(path).with_suffix(".safetensors")
     tensors = {}
     if include_backbone:
@@ -280,7 +298,9 @@ def load_model(
       ``"timm/<name>"``, …): its ImageNet weights, and the shipped expansion network if hrcam
       has one for it; every map but the paper's high-res CAM works without one;
     - a ``.pt`` checkpoint from ``hrcam train-classifier`` / ``hrcam train-expansion``;
-    - an exported ``.safetensors`` model (with its ``.json`` beside it).
+    - an exported ``.safetensors`` model (with its ``.json`` beside it);
+    - ``FILE.py:FUNCTION`` or ``MODULE:FUNCTION``: a function that builds your own network
+      (:mod:`hrcam.builders`).
 
     ``upsampler`` picks how high-resolution CAMs are made: ``"guided"`` (default, no training)
     or ``"paper"`` (the model's expansion network; ``"auto"`` is ``"guided"``). Other settings
@@ -291,7 +311,9 @@ def load_model(
     if name == "default":
         name = DEFAULT_MODEL
     path = Path(name)
-    if path.suffix in (".pt", ".pth", ".safetensors") or path.exists():
+    if is_builder_spec(name) and not path.exists():
+        model = explainer_from_builder(name)
+    elif path.suffix in (".pt", ".pth", ".safetensors") or path.exists():
         if path.suffix == ".safetensors":
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: model file not found")

@@ -180,7 +180,12 @@ def wrap_classifier(
         input_size=size,
         in_chans=in_chans,
         spatial_dims=spatial_dims,
-        config={"name": f"wrapped:{type(module).__module__}.{name}"},
+        config={
+            "name": f"wrapped:{type(module).__module__}.{name}",
+            "mean": list(mean or cfg.get("mean", default_mean)),
+            "std": list(std or cfg.get("std", default_std)),
+            "input_size": size,
+        },
         **spec,
     )
     _verify(backbone, module, size)

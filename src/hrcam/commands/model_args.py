@@ -18,7 +18,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default="default",
         help="'default' (EfficientNet-Lite0 + shipped expansion network), a backbone name, "
-        "or a checkpoint / exported model file",
+        "a checkpoint / exported model file, or FILE.py:FUNCTION (a function of yours that "
+        "returns the torch network to explain, e.g. a MONAI DenseNet121 of volumes)",
     )
     p.add_argument(
         "--high-res",
