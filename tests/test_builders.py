@@ -81,10 +81,46 @@ def test_an_exported_builder_network_loads_back_with_its_weights(nets, tmp_path)
     assert again.class_names == ["normal", "lesion"] and again.spatial_dims == 3
 
 
-def test_a_wrapped_network_without_a_builder_is_not_exported(tmp_path):
-    import torchvision
+@pytest.mark.parametrize("kind", ["monai-3d", "torchvision"])
+def test_a_wrapped_network_without_a_builder_is_exported_traced(kind, tmp_path):
+    """No function rebuilds it: its trunk is traced beside the weights, and the loaded model
+    gives the same logits and CAMs without the user's code."""
+    torch.manual_seed(7)
+    if kind == "monai-3d":
+        from monai.networks.nets import DenseNet121
 
-    explainer = hrcam.from_model(torchvision.models.resnet18(weights=None, num_classes=3))
-    with pytest.raises(hrcam.checkpoint.CheckpointError, match="through a builder"):
-        hrcam.export_model(explainer, tmp_path / "r18.safetensors")
-    assert not list(tmp_path.iterdir())
+        module = DenseNet121(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=2,
+            init_features=8,
+            growth_rate=4,
+            block_config=(1, 1, 1, 1),
+        )
+        explainer = hrcam.from_model(module, class_names=["a", "b"], input_size=32)
+        x = torch.randn(2, 1, 32, 32, 32)
+    else:
+        import torchvision
+
+        module = torchvision.models.resnet18(weights=None, num_classes=3)
+        explainer = hrcam.from_model(module, class_names=["a", "b", "c"], input_size=64)
+        x = torch.randn(2, 3, 64, 64)
+    out = hrcam.export_model(explainer, tmp_path / "net.safetensors")
+    assert (tmp_path / "net.trunk.pt2").is_file()
+    again = hrcam.load_model(out)
+    assert type(again.backbone).__name__ == "TracedBackbone"
+    assert again.backbone.spatial_dims == explainer.backbone.spatial_dims
+    assert again.class_names == explainer.class_names
+    with torch.no_grad():
+        torch.testing.assert_close(again.backbone(x), module(x), rtol=1e-4, atol=1e-4)
+        targets = torch.tensor([0, 1])
+        features = again.backbone.forward_features(x)
+        torch.testing.assert_close(
+            again.backbone.cam(features, targets),
+            explainer.backbone.cam(explainer.backbone.forward_features(x), targets),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+    (tmp_path / "net.trunk.pt2").unlink()
+    with pytest.raises(hrcam.checkpoint.CheckpointError, match="net.trunk.pt2 is missing"):
+        hrcam.load_model(out)

@@ -210,17 +210,15 @@ def export_model(
     """
     from safetensors.torch import save
 
-    config = model.backbone.config
-    if str(config.get("name", "")).startswith("wrapped:") and "builder" not in config:
-        raise CheckpointError(
-            f"this model wraps {config['name'][len('wrapped:') :]}, which hrcam cannot rebuild "
-            "by itself from a file: load it through a builder (--model FILE.py:FUNCTION, "
-            "hrcam.builders) before exporting it"
-        )
     path = Path(path).with_suffix(".safetensors")
+    backbone, trunk = model.backbone, None
+    config = backbone.config
+    if str(config.get("name", "")).startswith("wrapped:") and "builder" not in config:
+        # The user's class cannot be rebuilt from a name: its trunk is traced instead.
+        backbone, trunk = _traced(backbone)
     tensors = {}
     if include_backbone:
-        tensors.update({f"backbone.{k}": v for k, v in model.backbone.state_dict().items()})
+        tensors.update({f"backbone.{k}": v for k, v in backbone.state_dict().items()})
     elif backbone_weights is None:
         raise ValueError(
             "include_backbone=False needs backbone_weights (e.g. 'imagenet') to rebuild the backbone"
@@ -231,16 +229,58 @@ def export_model(
     sidecar = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "backbone": _backbone_spec(model.backbone),
+        "backbone": _backbone_spec(backbone),
         "backbone_weights": None if include_backbone else backbone_weights,
-        "backbone_fingerprint": backbone_fingerprint(model.backbone),
+        "backbone_fingerprint": backbone_fingerprint(backbone),
         "expansion": None if model.expansion is None else {"config": model.expansion.config},
         "metadata": _jsonable(metadata or {}),
     }
+    if trunk is not None:
+        with atomic_write(_trunk_path(path), "wb") as f:
+            f.write(trunk)
     with atomic_write(path, "wb") as f:
         f.write(save(tensors))
     atomic_save_json(sidecar, path.with_suffix(".json"))
     return path
+
+
+def _trunk_path(path: Path) -> Path:
+    """Where an exported trunk lies beside its model (``NAME.trunk.pt2``)."""
+    return path.with_suffix(".trunk.pt2")
+
+
+def _traced(backbone: Backbone) -> tuple[Backbone, bytes]:
+    """A wrapped backbone as a :class:`~hrcam.backbones.traced.TracedBackbone` (its trunk
+    exported, its classifier copied) and the trunk's ``torch.export`` bytes."""
+    from .backbones.traced import TracedBackbone, trace_trunk
+
+    try:
+        trunk = trace_trunk(backbone)
+    except (RuntimeError, ValueError) as err:
+        raise CheckpointError(
+            f"cannot export {backbone.config['name']}: {err}; export it through a builder "
+            "instead (hrcam.builders)"
+        ) from None
+    config = {
+        "name": "traced",
+        "wraps": backbone.config["name"][len("wrapped:") :],
+        "num_features": backbone.num_features,
+        "feature_stride": backbone.feature_stride,
+        "num_classes": backbone.num_classes,
+        "input_size": backbone.input_size,
+        "mean": list(backbone.mean),
+        "std": list(backbone.std),
+        "in_chans": backbone.in_chans,
+        "spatial_dims": backbone.spatial_dims,
+    }
+    traced = TracedBackbone(
+        trunk,
+        class_names=backbone.class_names,
+        config=config,
+        **{k: v for k, v in config.items() if k not in ("name", "wraps")},
+    )
+    traced.fc.load_state_dict(backbone.fc.state_dict())
+    return traced, trunk
 
 
 def _load_exported(path: Path) -> Explainer:
@@ -261,9 +301,12 @@ def _load_exported(path: Path) -> Explainer:
     backbone_state = {
         k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")
     }
-    backbone = build_backbone(
-        sidecar["backbone"], weights=None if backbone_state else sidecar["backbone_weights"]
-    )
+    if sidecar["backbone"]["config"].get("name") == "traced":
+        backbone = _load_traced(path, sidecar["backbone"])
+    else:
+        backbone = build_backbone(
+            sidecar["backbone"], weights=None if backbone_state else sidecar["backbone_weights"]
+        )
     if backbone_state:
         _load_state(backbone, backbone_state, "localization network", str(path))
     if (
@@ -282,6 +325,22 @@ def _load_exported(path: Path) -> Explainer:
         }
         _load_state(expansion, _expansion_state(state, str(path)), "expansion network", str(path))
     return Explainer(backbone, expansion=expansion).eval()
+
+
+def _load_traced(path: Path, spec: dict[str, Any]) -> Backbone:
+    from .backbones.traced import TracedBackbone
+
+    trunk = _trunk_path(path)
+    if not trunk.is_file():
+        raise CheckpointError(f"{path}: its exported network {trunk.name} is missing beside it")
+    config = dict(spec["config"])
+    kwargs = {k: v for k, v in config.items() if k not in ("name", "wraps")}
+    try:
+        return TracedBackbone(
+            trunk.read_bytes(), class_names=spec.get("class_names"), config=config, **kwargs
+        )
+    except RuntimeError as err:
+        raise CheckpointError(f"{trunk}: unreadable exported network ({err})") from None
 
 
 def load_model(
