@@ -43,6 +43,10 @@ IMAGE_EXTENSIONS = (
     ".pgm",
 )
 
+#: Medical scans a walk also finds (with ``scans=True``): NIfTI volumes and DICOM files; a
+#: folder of two or more DICOM files is one series, found as the folder.
+SCAN_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".dicom")
+
 #: The longest side of an image as hrcam shows it (reports, the app); larger ones are reduced.
 DISPLAY_SIDE = 448
 
@@ -187,6 +191,7 @@ def find_images(
     recursive: bool = True,
     exclude: Iterable[str | os.PathLike] = (),
     skip_if_contains: str | None = None,
+    scans: bool = False,
 ) -> Iterator[Path]:
     """Yield image files from files and folders, folders walked in sorted order.
 
@@ -194,7 +199,9 @@ def find_images(
     inside folders only files with an image extension are taken, hidden ones skipped. Folders in
     ``exclude`` (e.g. the run's own output), and folders holding a file named
     ``skip_if_contains`` (another run's output), are not entered; a folder that cannot be read
-    is named in a warning.
+    is named in a warning. With ``scans``, NIfTI and DICOM files are taken too, and a folder of
+    two or more DICOM files is yielded itself, as one series (a named folder that is one
+    series too).
 
     Raises:
         FileNotFoundError: a named file or folder does not exist.
@@ -207,10 +214,10 @@ def find_images(
         if path.is_file():
             yield path
             continue
-        yield from sorted(_walk(path, recursive, excluded, skip_if_contains))
+        yield from sorted(_walk(path, recursive, excluded, skip_if_contains, scans))
 
 
-def _walk(folder: Path, recursive: bool, excluded: set[Path], marker: str | None):
+def _walk(folder: Path, recursive: bool, excluded: set[Path], marker: str | None, scans: bool):
     def unreadable(err: OSError) -> None:
         logger.warning("%s: folder skipped, it cannot be read (%s)", err.filename, err.strerror)
 
@@ -220,9 +227,30 @@ def _walk(folder: Path, recursive: bool, excluded: set[Path], marker: str | None
             dirnames[:] = []
             continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-        for name in sorted(filenames):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        names = sorted(n for n in filenames if not n.startswith("."))
+        dicom = [n for n in names if n.lower().endswith((".dcm", ".dicom"))] if scans else []
+        if len(dicom) >= 2 or (scans and names and not dicom and _unnamed_series(here, names)):
+            yield here  # one DICOM series
+        for name in names:
+            lowered = name.lower()
+            if os.path.splitext(lowered)[1] in IMAGE_EXTENSIONS:
                 yield here / name
+            elif (
+                scans
+                and lowered.endswith(SCAN_SUFFIXES)
+                and not (len(dicom) >= 2 and name in dicom)
+            ):
+                yield here / name
+
+
+def _unnamed_series(folder: Path, names: list[str]) -> bool:
+    """A folder of files without extensions that carry the DICOM marker (scanners' exports:
+    ``IM000001``...), checked only where no file has a name hrcam knows."""
+    if any(os.path.splitext(n)[1] for n in names):
+        return False
+    from .medical import is_scan_path
+
+    return is_scan_path(folder)
 
 
 #: Photographs bundled with scikit-image (no download), what ``hrcam demo`` and the app offer:

@@ -136,11 +136,23 @@ def _card(result: dict[str, Any], opacity: float) -> str:
         )
     links = "".join(
         f'<a href="{_href(files[k])}">{label}</a>'
-        for k, label in (("pipeline", "pipeline figure"), ("maps", "raw maps (.npz)"))
+        for k, label in (
+            ("pipeline", "pipeline figure"),
+            ("maps", "raw maps (.npz)"),
+            ("nifti_low", "low-res CAM (.nii.gz)"),
+            ("nifti_high", "high-res CAM (.nii.gz)"),
+            ("nifti_refined", "refined CAM (.nii.gz)"),
+        )
         if k in files
     )
-    size = result.get("size")
-    size_text = f" · {size[0]}×{size[1]} px" if size else ""
+    size, shape = result.get("size"), result.get("shape")
+    if shape and len(shape) == 3:
+        size_text = (
+            f" · volume of {'×'.join(map(str, shape))} voxels: three slices through the "
+            "refined CAM's maximum"
+        )
+    else:
+        size_text = f" · {size[0]}×{size[1]} px" if size else ""
     cam_of = f"CAMs of “{html.escape(str(target.get('name', '')))}”" if target else ""
     return f"""
 <section class="card" id="{html.escape(result["name"])}">

@@ -1,5 +1,6 @@
-"""What ``hrcam explain`` reads: the image files below its sources, their output names, the
-shard of a sharded run, and the images decoded ahead of the model by a thread pool.
+"""What ``hrcam explain`` reads: the image files and medical scans below its sources (a DICOM
+series is its folder), their output names, the shard of a sharded run, and the inputs decoded
+ahead of the model by a thread pool.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..io import IMAGE_EXTENSIONS, ImageLoadError, find_images
+from ..io import IMAGE_EXTENSIONS, SCAN_SUFFIXES, ImageLoadError, find_images
 from .folder import OUTPUT_MARKER
 
 __all__ = [
@@ -40,7 +41,8 @@ class InputItem:
 
 @dataclass
 class DecodedImage:
-    """An input decoded for the model: the RGB image (no larger than needed), or the error."""
+    """An input decoded for the model: the RGB image (no larger than needed) or the medical
+    scan (:class:`hrcam.medical.Scan`), or the error."""
 
     item: InputItem
     image: Image.Image | None = None
@@ -48,6 +50,12 @@ class DecodedImage:
     error: str | None = None
     source_size: int | None = None  # the file's size and modification time when it was read
     source_mtime_ns: int | None = None
+    scan: object | None = None  # a Scan, for DICOM, NIfTI and 16-bit inputs
+
+    @property
+    def source(self):
+        """What the explainer takes: the scan, else the image."""
+        return self.image if self.scan is None else self.scan
 
 
 def output_name(path: Path, base: Path | None) -> str:
@@ -59,7 +67,12 @@ def output_name(path: Path, base: Path | None) -> str:
     ``a b.jpg``, ``x.jpg`` and ``x.png``, non-ASCII names) never share a folder.
     """
     rel = path.relative_to(base) if base is not None and base in path.parents else Path(path.name)
-    parts = [*rel.parts[:-1], rel.stem if rel.suffix.lower() in IMAGE_EXTENSIONS else rel.name]
+    last = rel.name
+    for suffix in (*IMAGE_EXTENSIONS, *SCAN_SUFFIXES):
+        if last.lower().endswith(suffix) and len(last) > len(suffix):
+            last = last[: -len(suffix)]
+            break
+    parts = [*rel.parts[:-1], last]
     text = re.sub(r"[^A-Za-z0-9._-]+", "_", "__".join(parts)).strip("._")[:80] or "image"
     digest = hashlib.sha1(os.fsencode(path.resolve())).hexdigest()[:8]
     return f"{text}-{digest}"
@@ -83,7 +96,7 @@ def collect_inputs(
             continue
         base = source if source.is_dir() else None
         found = 0
-        for f in find_images([source], exclude=exclude, skip_if_contains=OUTPUT_MARKER):
+        for f in find_images([source], exclude=exclude, skip_if_contains=OUTPUT_MARKER, scans=True):
             if f.resolve() in seen:  # the same file named twice (a folder and a file in it)
                 continue
             seen.add(f.resolve())
@@ -107,10 +120,19 @@ def select_shard(items: list[InputItem], shard: tuple[int, int]) -> list[InputIt
 
 
 def _decode(item: InputItem, decode: Callable[[Path], Image.Image]) -> DecodedImage:
+    from ..medical import ScanError, read_scan
+    from ..scan_input import is_scan_item
+
     try:
         stat = item.path.stat()
+        if is_scan_item(item.path):
+            scan = read_scan(item.path)
+            shape = scan.array.shape
+            return DecodedImage(
+                item, None, (shape[-1], shape[-2]), None, stat.st_size, stat.st_mtime_ns, scan
+            )
         image = decode(item.path)
-    except (ImageLoadError, OSError) as err:
+    except (ImageLoadError, ScanError, OSError) as err:
         return DecodedImage(item, error=str(err))
     size = image.info.get("hrcam_original_size", image.size)
     return DecodedImage(item, image, tuple(size), None, stat.st_size, stat.st_mtime_ns)

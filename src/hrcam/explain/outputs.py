@@ -9,6 +9,11 @@ on request (``overlay_files``: ``overlay_low`` ...). Pictures are JPEG by defaul
 photograph's is ~10x smaller than as PNG), PNG on request. :func:`write_outputs` is a pure
 function of its inputs, so a pool of threads writes several images at once (the encoders and
 the compiled kernels release the GIL).
+
+A medical scan (DICOM, NIfTI) also gets its three maps as NIfTI at the scan's own size and
+with its affine (``cam_low.nii.gz`` ...), so a viewer (3D Slicer, ITK-SNAP) lays them over the
+scan. A volume's pictures are three orthogonal slices through the refined map's maximum
+(:mod:`hrcam.volume_views`); it has no pipeline figure.
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
         files[key] = f"images/{name}/{filename}"
 
     refined = np.asarray(explained.steps.refined, dtype=np.float32)
+    scan = explained.decoded.scan
+    if scan is not None and scan.kind in ("dicom", "nifti"):
+        _write_nifti_maps(explained, refined, folder, files)
+    if explained.display is None:  # a volume: its pictures are slices
+        size = _save_volume_pictures(explained, refined, save, settings)
+        return _finish(explained, refined, folder, files, settings, size)
     save("image", explained.display)
     for key, picture in viz.cam_pictures(
         explained.low_res, explained.high_res, refined, cmap=settings.cmap
@@ -60,6 +71,12 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
         save(key, picture)
     if settings.pipeline_figure:
         save("pipeline", _pipeline(explained, settings), settings.figure_quality)
+    return _finish(explained, refined, folder, files, settings, explained.decoded.original_size)
+
+
+def _finish(explained, refined, folder: Path, files: dict, settings, size) -> ImageResult:
+    """Write ``maps.npz`` and, last, ``predictions.json``; the image's result record."""
+    name = explained.decoded.item.name
     maps = maps_record(
         explained.low_res,
         explained.high_res,
@@ -74,7 +91,8 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
         source=str(explained.decoded.item.path),
         name=name,
         ok=True,
-        size=tuple(explained.decoded.original_size),
+        size=tuple(size),
+        shape=None if explained.decoded.scan is None else list(explained.decoded.scan.array.shape),
         source_size=explained.decoded.source_size,
         source_mtime_ns=explained.decoded.source_mtime_ns,
         top5=explained.top5,
@@ -93,6 +111,55 @@ def write_outputs(explained: ExplainedImage, output: Path, settings: OutputSetti
     # a rerun with skip_existing redoes an image with a missing or empty file (reload_result).
     atomic_save_json(asdict(result), folder / "predictions.json", durable=False)
     return result
+
+
+def _save_volume_pictures(explained, refined, save, settings) -> tuple[int, int]:
+    """A volume's pictures, three orthogonal slices each (:func:`hrcam.volume_views.volume_pictures`),
+    at the scan's physical aspect; returns the pictures' (width, height)."""
+    from ..postprocess.volume import resize_bilinear
+    from ..volume_views import volume_pictures
+
+    scan, network = explained.decoded.scan, explained.network_input
+    # The network's voxels cover the scan's extent: their spacing is the scan's, rescaled.
+    spacing = [
+        s * n / m for s, n, m in zip(scan.spacing, scan.array.shape, network.shape, strict=True)
+    ]
+    low = resize_bilinear(np.asarray(explained.steps.low, dtype=np.float32), network.shape)
+    masked = explained.steps.masked_image
+    pictures = volume_pictures(
+        network,
+        low,
+        explained.high_res,
+        refined,
+        network if masked is None else masked,
+        spacing=spacing,
+        cmap=settings.cmap,
+    )
+    for key, picture in pictures.items():
+        save(key, picture)
+    height, width = pictures["image"].shape[:2]
+    return width, height
+
+
+def _write_nifti_maps(explained, refined, folder: Path, files: dict) -> None:
+    """The three maps at the scan's own size, with its affine (``cam_*.nii.gz``)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..medical import write_nifti
+
+    scan = explained.decoded.scan
+    mode = "trilinear" if scan.ndim == 3 else "bilinear"
+    for key, cam in (
+        ("low", explained.low_res),
+        ("high", explained.high_res),
+        ("refined", refined),
+    ):
+        t = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
+        resized = F.interpolate(t, size=scan.array.shape, mode=mode, align_corners=False)
+        filename = f"cam_{key}.nii.gz"
+        write_nifti(folder / filename, resized[0, 0].numpy(), scan.affine)
+        files[f"nifti_{key}"] = f"images/{explained.decoded.item.name}/{filename}"
 
 
 def _pipeline(explained: ExplainedImage, settings: OutputSettings) -> np.ndarray:

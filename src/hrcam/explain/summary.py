@@ -38,6 +38,8 @@ class ImageResult:
     # the source file as it was explained: a resumed run redoes an image whose file changed
     source_size: int | None = None
     source_mtime_ns: int | None = None
+    # a medical scan's own shape ((H, W) or (D, H, W)); ``size`` is then its pictures' size
+    shape: list[int] | None = None
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> ImageResult:
