@@ -3,9 +3,9 @@
 A CT or MRI map is a volume; a person reads it as slices. :func:`volume_pictures` cuts the
 windowed scan and each map along the three planes through a point (by default the refined
 map's maximum) — across the first axis, the second and the third (axial, coronal and sagittal
-for a scan stored axially) — and lays the three slices side by side, each at its physical
-aspect (the voxel spacing), so a report shows a volume as it shows a photograph: the image, the
-three CAMs in colour over it, and the image masked by the refined CAM.
+for a scan stored axially) — and lays the three slices in a square 2×2 grid, each at its
+physical aspect (the voxel spacing), so a report shows a volume as it shows a photograph: the
+image, the three CAMs in colour over it, and the image masked by the refined CAM.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from .viz import DEFAULT_CMAP, colorize
 
 __all__ = ["PANEL_HEIGHT", "montage", "orthogonal_slices", "slice_point", "volume_pictures"]
 
-# Pixels of each slice's height in a montage; the gap between slices, in pixels.
+# Each slice is fitted into a square cell of this many pixels; the cells form a 2×2 grid with a
+# gap between them (the fourth cell stays black), so a volume's picture is square like a
+# photograph's thumbnail.
 PANEL_HEIGHT = 224
 _GAP = 4
 
@@ -49,15 +51,25 @@ def orthogonal_slices(
 def montage(
     slices: Sequence[tuple[np.ndarray, float]], *, height: int = PANEL_HEIGHT
 ) -> np.ndarray:
-    """The slices side by side, each resized (bilinearly) to ``height`` pixels and the width its
-    aspect gives, with a black gap between them; keeps a trailing channel axis and the dtype."""
-    panels = []
-    for picture, aspect in slices:
-        width = max(1, round(height * aspect))
-        resized = resize_bilinear(np.asarray(picture, dtype=np.float32), (height, width))
-        panels.append(resized)
-        panels.append(np.zeros((height, _GAP, *resized.shape[2:]), dtype=np.float32))
-    out = np.concatenate(panels[:-1], axis=1)
+    """The slices in a 2×2 grid of square cells of ``height`` pixels (black gaps between), each
+    resized (bilinearly) to fill its cell at its aspect and centred; keeps a trailing channel
+    axis and the dtype."""
+    first = np.asarray(slices[0][0], dtype=np.float32)
+    side = 2 * height + _GAP
+    out = np.zeros((side, side, *first.shape[2:]), dtype=np.float32)
+    for n, (picture, aspect) in enumerate(slices):
+        h, w = (
+            (height, max(1, round(height * aspect)))
+            if aspect <= 1
+            else (
+                max(1, round(height / aspect)),
+                height,
+            )
+        )
+        resized = resize_bilinear(np.asarray(picture, dtype=np.float32), (h, w))
+        top = (n // 2) * (height + _GAP) + (height - h) // 2
+        left = (n % 2) * (height + _GAP) + (height - w) // 2
+        out[top : top + h, left : left + w] = resized
     dtype = np.asarray(slices[0][0]).dtype
     if np.issubdtype(dtype, np.integer):
         return np.clip(np.rint(out), 0, 255).astype(dtype)
