@@ -159,29 +159,40 @@ def _load_trunk_and_head(
         backbone.fc.load_state_dict(head)
 
 
+def _layers(spatial_dims: int):
+    """``(Conv, BatchNorm, AvgPool)`` of 2-D images or 3-D volumes."""
+    if spatial_dims == 3:
+        return nn.Conv3d, nn.BatchNorm3d, nn.AvgPool3d
+    return nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d
+
+
 class _DenseLayer(nn.Module):
-    def __init__(self, in_channels: int, growth_rate: int, bn_size: int) -> None:
+    def __init__(
+        self, in_channels: int, growth_rate: int, bn_size: int, spatial_dims: int = 2
+    ) -> None:
         super().__init__()
+        conv, norm, _ = _layers(spatial_dims)
         inner = bn_size * growth_rate
         self.body = nn.Sequential(
-            nn.BatchNorm2d(in_channels),
+            norm(in_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(in_channels, inner, 1, bias=False),
-            nn.BatchNorm2d(inner),
+            conv(in_channels, inner, 1, bias=False),
+            norm(inner),
             nn.ReLU(inplace=True),
-            nn.Conv2d(inner, growth_rate, 3, padding=1, bias=False),
+            conv(inner, growth_rate, 3, padding=1, bias=False),
         )
 
     def forward(self, x):
         return torch.cat([x, self.body(x)], dim=1)
 
 
-def _transition(in_channels: int, out_channels: int) -> nn.Sequential:
+def _transition(in_channels: int, out_channels: int, spatial_dims: int = 2) -> nn.Sequential:
+    conv, norm, pool = _layers(spatial_dims)
     return nn.Sequential(
-        nn.BatchNorm2d(in_channels),
+        norm(in_channels),
         nn.ReLU(inplace=True),
-        nn.Conv2d(in_channels, out_channels, 1, bias=False),
-        nn.AvgPool2d(2, ceil_mode=True),
+        conv(in_channels, out_channels, 1, bias=False),
+        pool(2, ceil_mode=True),
     )
 
 
@@ -191,6 +202,11 @@ class TinyDenseNet(Backbone):
     A 3×3 stride-2 stem, then ``len(block_config)`` dense blocks with a halving transition
     between them: the final maps are at stride ``2 ** len(block_config)`` (8 for three blocks,
     so 12×12 maps for 96×96 images). Skips are the outputs of all blocks but the last.
+
+    ``spatial_dims=3`` builds the same network of volumes (3-D convolutions, batch norm and
+    pooling): ``(B, in_chans, D, H, W)`` in, 8×8×8 maps for a 64³ volume with three blocks. The
+    final ReLU is a module (``final_relu``) so that hooks of other CAM libraries (MONAI's
+    ``target_layers``) can name the layer whose output is the CAM's ``A``.
     """
 
     def __init__(
@@ -202,6 +218,7 @@ class TinyDenseNet(Backbone):
         bn_size: int = 4,
         compression: float = 0.5,
         in_chans: int = 3,
+        spatial_dims: int = 2,
         **kwargs: Any,
     ) -> None:
         block_config = tuple(int(b) for b in block_config)
@@ -209,9 +226,10 @@ class TinyDenseNet(Backbone):
             raise ValueError(
                 f"block_config needs at least one block of ≥ 1 layer, got {block_config}"
             )
+        conv, norm, _ = _layers(spatial_dims)
         stem = nn.Sequential(
-            nn.Conv2d(in_chans, init_features, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(init_features),
+            conv(in_chans, init_features, 3, stride=2, padding=1, bias=False),
+            norm(init_features),
             nn.ReLU(inplace=True),
         )
         blocks, transitions, skip_info = nn.ModuleList(), nn.ModuleList(), []
@@ -219,25 +237,27 @@ class TinyDenseNet(Backbone):
         for i, num_layers in enumerate(block_config):
             layers = []
             for _ in range(num_layers):
-                layers.append(_DenseLayer(channels, growth_rate, bn_size))
+                layers.append(_DenseLayer(channels, growth_rate, bn_size, spatial_dims))
                 channels += growth_rate
             blocks.append(nn.Sequential(*layers))
             if i < len(block_config) - 1:
                 skip_info.append(FeatureInfo(f"block{i + 1}", stride, channels))
                 out = max(1, int(channels * compression))
-                transitions.append(_transition(channels, out))
+                transitions.append(_transition(channels, out, spatial_dims))
                 channels, stride = out, stride * 2
         super().__init__(
             trunk_channels=channels,
             feature_stride=stride,
             skip_info=skip_info,
             in_chans=in_chans,
+            spatial_dims=spatial_dims,
             **kwargs,
         )
         self.stem = stem
         self.blocks = blocks
         self.transitions = transitions
-        self.final_norm = nn.BatchNorm2d(channels)
+        self.final_norm = norm(channels)
+        self.final_relu = nn.ReLU()
 
     def _forward_trunk(self, x):
         x = self.stem(x)
@@ -247,7 +267,7 @@ class TinyDenseNet(Backbone):
             if i < len(self.transitions):
                 skips.append(x)
                 x = self.transitions[i](x)
-        return F.relu(self.final_norm(x)), skips
+        return self.final_relu(self.final_norm(x)), skips
 
 
 @register_backbone("tiny_densenet")
@@ -263,10 +283,21 @@ def tiny_densenet(
     init_features: int = 24,
     bn_size: int = 4,
     input_size: int = 96,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    in_chans: int = 3,
+    spatial_dims: int = 2,
 ) -> TinyDenseNet:
-    """A small DenseNet with configurable depth (``block_config``) and ``growth_rate``."""
+    """A small DenseNet with configurable depth (``block_config``) and ``growth_rate``.
+
+    ``spatial_dims=3``: a network of volumes (``input_size`` is then the side of the cube it
+    takes). ``mean``/``std`` default to ImageNet's for three channels and to 0.5/0.25 per channel
+    otherwise (windowed scans in [0, 1]).
+    """
+    if mean is None:
+        mean = IMAGENET_MEAN if in_chans == 3 else (0.5,) * in_chans
+    if std is None:
+        std = IMAGENET_STD if in_chans == 3 else (0.25,) * in_chans
     config = {
         "name": "tiny_densenet",
         "num_classes": num_classes,
@@ -278,6 +309,8 @@ def tiny_densenet(
         "input_size": input_size,
         "mean": list(mean),
         "std": list(std),
+        "in_chans": in_chans,
+        "spatial_dims": spatial_dims,
     }
     net = TinyDenseNet(
         block_config=block_config,
@@ -291,6 +324,8 @@ def tiny_densenet(
         input_size=input_size,
         mean=mean,
         std=std,
+        in_chans=in_chans,
+        spatial_dims=spatial_dims,
         config=config,
     )
     if weights is not None:

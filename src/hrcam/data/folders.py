@@ -5,6 +5,11 @@
   the model's class names.
 - :class:`ImageFilesDataset`: every image below a folder, labels ignored (stage 2 needs none).
 
+Class folders of NIfTI volumes (``.nii``/``.nii.gz``) are read as volumes: each is windowed to
+[0, 1] as ``hrcam explain`` windows it (its own window, else its 0.5th-99.5th percentiles),
+giving ``(1, D, H, W)`` tensors; :func:`folder_kind` tells the two apart and
+:func:`build_volume_transform` resamples and augments them.
+
 A file that cannot be decoded is reported once by name (a warning). For training it is replaced
 by the next readable sample, so one bad file among 400k does not stop a run; for evaluation
 (``skip_unreadable=True``) it is left out, :func:`collate_readable` drops it from its batch, and
@@ -27,9 +32,14 @@ __all__ = [
     "ClassFolderDataset",
     "ImageFilesDataset",
     "build_transform",
+    "build_volume_transform",
     "collate_readable",
+    "folder_kind",
     "list_class_folders",
+    "load_volume",
 ]
+
+VOLUME_EXTENSIONS = (".nii", ".nii.gz")
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +48,44 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _scan(folder: Path) -> list[Path]:
+def _is_volume(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(VOLUME_EXTENSIONS)
+
+
+def _scan(folder: Path, *, volumes: bool = False) -> list[Path]:
+    wanted = _is_volume if volumes else _is_image
     files = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files.extend(Path(dirpath) / f for f in sorted(filenames) if _is_image(f))
+        files.extend(Path(dirpath) / f for f in sorted(filenames) if wanted(f))
     return files
+
+
+def folder_kind(root: str | os.PathLike) -> str:
+    """``"volumes"`` when the files below ``root`` are NIfTI volumes, else ``"images"``.
+
+    Raises:
+        ValueError: the folder mixes photographs and volumes (one network takes one kind).
+    """
+    images = volumes = 0
+    for _dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        images += sum(_is_image(f) for f in filenames)
+        volumes += sum(_is_volume(f) for f in filenames)
+        if images and volumes:
+            raise ValueError(
+                f"{root}: holds both images and NIfTI volumes; a network takes one kind, so "
+                "keep them in separate data folders"
+            )
+    return "volumes" if volumes else "images"
+
+
+def load_volume(path: str | os.PathLike) -> torch.Tensor:
+    """A NIfTI volume as float32 ``(1, D, H, W)`` in [0, 1], windowed as ``hrcam explain``
+    windows it; a :class:`~hrcam.medical.ScanError` names a file it cannot read."""
+    from ..scan_input import volume_pixels
+
+    return torch.from_numpy(volume_pixels(path))[None]
 
 
 def list_class_folders(root: str | os.PathLike) -> list[str]:
@@ -61,6 +103,7 @@ class _RobustImages(Dataset):
 
     def __init__(self, transform: Callable | None, *, skip_unreadable: bool = False) -> None:
         self.transform = transform
+        self.loader: Callable = load_image
         self.skip_unreadable = skip_unreadable
         self.bad_files: set[str] = set()
         self.epoch_seed: int | None = None
@@ -84,8 +127,8 @@ class _RobustImages(Dataset):
             i = (index + offset) % len(self.files)
             path = self.files[i]
             try:
-                image = load_image(path)
-            except (ImageLoadError, OSError) as err:
+                image = self.loader(path)
+            except (ImageLoadError, OSError, ValueError) as err:  # ScanError is a ValueError
                 if str(path) not in self.bad_files:
                     self.bad_files.add(str(path))
                     logger.warning("skipping unreadable image: %s", err)
@@ -112,6 +155,8 @@ class ClassFolderDataset(_RobustImages):
         transform: applied to each PIL RGB image.
         classes: the class names to use (e.g. the training set's, for a test set); sub-folders
             not among them are an error, classes without a folder are allowed.
+        volumes: read NIfTI volumes (:func:`load_volume`) instead of images; None: whichever
+            the folder holds (:func:`folder_kind`). ``transform`` then takes ``(1, D, H, W)``.
     """
 
     def __init__(
@@ -121,10 +166,14 @@ class ClassFolderDataset(_RobustImages):
         *,
         classes: Sequence[str] | None = None,
         skip_unreadable: bool = False,
+        volumes: bool | None = None,
     ) -> None:
         super().__init__(transform, skip_unreadable=skip_unreadable)
         self.root = Path(root)
         found = list_class_folders(self.root)
+        self.volumes = folder_kind(self.root) == "volumes" if volumes is None else volumes
+        if self.volumes:
+            self.loader = load_volume
         if not found:
             raise ValueError(
                 f"{self.root}: no class sub-folders; expected {self.root}/<class name>/<images> "
@@ -143,13 +192,13 @@ class ClassFolderDataset(_RobustImages):
         index = {c: i for i, c in enumerate(self.classes)}
         self.files, self.labels = [], []
         for name in found:
-            for f in _scan(self.root / name):
+            for f in _scan(self.root / name, volumes=self.volumes):
                 self.files.append(f)
                 self.labels.append(index[name])
         if not self.files:
-            raise ValueError(
-                f"{self.root}: class folders hold no images ({', '.join(IMAGE_EXTENSIONS)})"
-            )
+            kinds = VOLUME_EXTENSIONS if self.volumes else IMAGE_EXTENSIONS
+            what = "volumes" if self.volumes else "images"
+            raise ValueError(f"{self.root}: class folders hold no {what} ({', '.join(kinds)})")
         empty = [c for c in found if not any(lbl == index[c] for lbl in self.labels)]
         if empty:
             logger.warning("%s: class folders without images: %s", self.root, ", ".join(empty[:10]))
@@ -222,3 +271,36 @@ def build_transform(
             steps.append(v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
+
+
+def build_volume_transform(
+    *,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    train: bool,
+    augment: str = "flip-affine",
+) -> Callable:
+    """``(1, D, H, W)`` volume in [0, 1] → normalised ``(1, size, size, size)`` tensor.
+
+    Resampled as ``hrcam explain`` resamples a volume (block means, then trilinear). Training
+    augmentation (``augment`` other than ``"none"``): a random flip along each of the three axes;
+    volumes take no random affine (``"flip-affine"`` flips only).
+    """
+    from ..scan_input import resize_volume
+
+    if augment not in ("none", "flip", "flip-affine"):
+        raise ValueError(f"augment must be 'none', 'flip' or 'flip-affine', got {augment!r}")
+    mean_t = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1, 1)
+    std_t = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1, 1)
+    flip = train and augment != "none"
+
+    def transform(volume: torch.Tensor) -> torch.Tensor:
+        x = resize_volume(volume[None].float(), (size,) * 3)[0]
+        if flip:
+            axes = [axis for axis in (1, 2, 3) if torch.rand(()) < 0.5]
+            if axes:
+                x = x.flip(axes)
+        return (x - mean_t) / std_t
+
+    return transform

@@ -21,7 +21,13 @@ import torch.nn.functional as F
 
 from ..backbones import create_backbone
 from ..checkpoint import model_from_checkpoint, save_checkpoint
-from ..data.folders import ClassFolderDataset, build_transform, collate_readable
+from ..data.folders import (
+    ClassFolderDataset,
+    build_transform,
+    build_volume_transform,
+    collate_readable,
+    folder_kind,
+)
 from ..metrics.classification import ClassificationMeter
 from .config import ClassifierConfig
 from .distributed import DistContext, distributed, wrap_ddp
@@ -44,7 +50,7 @@ __all__ = ["classification_loss", "evaluate", "evaluate_folder", "train_classifi
 logger = logging.getLogger("hrcam.train")
 
 
-def _build_backbone(cfg: ClassifierConfig, classes: list[str]):
+def _build_backbone(cfg: ClassifierConfig, classes: list[str], *, volumes: bool = False):
     kwargs: dict[str, Any] = {
         "num_classes": len(classes),
         "class_names": classes,
@@ -58,6 +64,14 @@ def _build_backbone(cfg: ClassifierConfig, classes: list[str]):
             kwargs["block_config"] = cfg.block_config
         if cfg.input_size:
             kwargs["input_size"] = cfg.input_size
+        if volumes:  # one intensity channel, 3-D layers
+            kwargs.update(in_chans=1, spatial_dims=3)
+    elif volumes:
+        raise ValueError(
+            f"the data are NIfTI volumes, but {cfg.backbone} is a network of images; train "
+            "volumes with --backbone tiny_densenet (3-D layers), or explain your own 3-D "
+            "network with --model FILE.py:FUNCTION"
+        )
     return create_backbone(cfg.backbone, weights=cfg.weights, **kwargs)
 
 
@@ -124,8 +138,9 @@ def _run(cfg: ClassifierConfig, ctx: DistContext) -> dict[str, Any]:
             raise FileNotFoundError(
                 f"{folder}: not found; train-classifier reads DATA/train/<class>/… and DATA/test/<class>/…"
             )
+    volumes = folder_kind(train_dir) == "volumes"
     cfg, resume_path, payload = start_run(cfg, ctx)
-    backbone, classes = _backbone_for(cfg, payload, resume_path, train_dir)
+    backbone, classes = _backbone_for(cfg, payload, resume_path, train_dir, volumes)
     train_set, test_set = _datasets(cfg, backbone, classes, train_dir, test_dir)
     backbone.to(ctx.device).train()
     if cfg.channels_last:
@@ -175,33 +190,47 @@ def _run(cfg: ClassifierConfig, ctx: DistContext) -> dict[str, Any]:
     return metrics or run_eval()  # nothing left to train: report the model again
 
 
-def _backbone_for(cfg: ClassifierConfig, payload, resume_path, train_dir: Path):
+def _backbone_for(cfg: ClassifierConfig, payload, resume_path, train_dir: Path, volumes: bool):
     """The backbone to train and its class names: a fresh one, or the checkpoint's."""
     if payload is None:
-        classes = ClassFolderDataset(train_dir).classes
-        return _build_backbone(cfg, classes), classes
+        classes = ClassFolderDataset(train_dir, volumes=volumes).classes
+        return _build_backbone(cfg, classes, volumes=volumes), classes
     if payload.get("stage") != "classifier":
         raise ValueError(
             f"{resume_path}: a {payload.get('stage')} checkpoint cannot resume stage 1"
         )
     backbone = model_from_checkpoint(payload, source=str(resume_path)).backbone
+    _check_kind(backbone, volumes, train_dir)
     return backbone, backbone.class_names
+
+
+def _check_kind(backbone, volumes: bool, folder: Path) -> None:
+    """A network of volumes for volume folders, of images for image folders (one line if not)."""
+    if volumes != (getattr(backbone, "spatial_dims", 2) == 3):
+        data, net = ("NIfTI volumes", "images") if volumes else ("images", "volumes")
+        raise ValueError(f"{folder} holds {data}, but the model is a network of {net}")
+
+
+def _transform_for(backbone, size: int, *, volumes: bool, train: bool, augment: str = "none"):
+    build = build_volume_transform if volumes else build_transform
+    return build(size=size, mean=backbone.mean, std=backbone.std, train=train, augment=augment)
 
 
 def _datasets(cfg: ClassifierConfig, backbone, classes, train_dir: Path, test_dir: Path):
     size = cfg.input_size or backbone.input_size
+    volumes = getattr(backbone, "spatial_dims", 2) == 3
     train_set = ClassFolderDataset(
         train_dir,
-        build_transform(
-            size=size, mean=backbone.mean, std=backbone.std, train=True, augment=cfg.augment
-        ),
+        _transform_for(backbone, size, volumes=volumes, train=True, augment=cfg.augment),
         classes=classes,
+        volumes=volumes,
     )
     test_set = ClassFolderDataset(
         test_dir,
-        build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
+        _transform_for(backbone, size, volumes=volumes, train=False),
         classes=classes,
         skip_unreadable=True,
+        volumes=volumes,
     )
     if len(test_set) < 1:
         warnings.warn(f"{test_dir} holds no images", stacklevel=1)
@@ -228,11 +257,14 @@ def _evaluate_folder(model_spec, folder, ctx, batch_size, workers, input_size) -
     model = load_model(model_spec, device=ctx.device)
     backbone = model.backbone
     size = input_size or backbone.input_size
+    volumes = folder_kind(folder) == "volumes"
+    _check_kind(backbone, volumes, folder)
     dataset = ClassFolderDataset(
         folder,
-        build_transform(size=size, mean=backbone.mean, std=backbone.std, train=False),
+        _transform_for(backbone, size, volumes=volumes, train=False),
         classes=backbone.class_names,
         skip_unreadable=True,
+        volumes=volumes,
     )
     loader = make_loader(
         dataset,
