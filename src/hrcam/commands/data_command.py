@@ -2,6 +2,7 @@
 
     hrcam data imagenet-animals --imagenet-root /data/imagenet --out data/animals398
     hrcam data fashion-loc --out data/fashion-loc --train-per-class 1000 --test-per-class 200
+    hrcam data lesion-volumes --out data/lesions --side 64
 
 Exit status: 0 on success; 1 when ``imagenet-animals`` finds a class with no train or no test
 image (the counts are in ``counts.csv``); 2 on bad arguments or unreadable inputs.
@@ -18,13 +19,15 @@ _FAIL = 2
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "data",
-        help="build data sets (ImageNet animal subset, Fashion-MNIST localization benchmark)",
+        help="build data sets (ImageNet animal subset, Fashion-MNIST and 3-D lesion "
+        "localization benchmarks)",
         description="Build the data sets the trainers and the evaluation read.",
     )
     parser.set_defaults(func=lambda args: _print_help(parser))
     sub = parser.add_subparsers(dest="data_command", metavar="DATASET")
     _register_imagenet_animals(sub)
     _register_fashion_loc(sub)
+    _register_lesion_volumes(sub)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
@@ -282,4 +285,88 @@ def run_fashion_loc(args: argparse.Namespace) -> int:
     )
     if meta["reused_items"]:
         print("note: more canvases per class than Fashion-MNIST items; items were reused")
+    return 0
+
+
+def _register_lesion_volumes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "lesion-volumes",
+        help="a 3-D localization benchmark with exact voxel masks: textured lesions in NIfTI volumes",
+        description=(
+            "Write noisy NIfTI volumes, each holding one ellipsoidal lesion whose texture names "
+            "its class (spotted, striped, ring) and plain distractors of the same brightness: "
+            "OUT/train/, OUT/test/ (class folders for hrcam train-classifier), "
+            "OUT/eval/{images,masks}/ and OUT/eval/labels.csv (for hrcam evaluate), "
+            "OUT/meta.json."
+        ),
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output folder (must not exist unless --overwrite)",
+    )
+    p.add_argument("--side", type=int, default=64, help="cube side in voxels (default 64)")
+    p.add_argument(
+        "--train-per-class",
+        type=int,
+        default=120,
+        metavar="N",
+        help="train volumes per class (default 120)",
+    )
+    p.add_argument(
+        "--test-per-class",
+        type=int,
+        default=40,
+        metavar="M",
+        help="test volumes per class (default 40)",
+    )
+    p.add_argument(
+        "--distractors",
+        type=int,
+        default=3,
+        metavar="K",
+        help="plain ellipsoids per volume (default 3)",
+    )
+    p.add_argument(
+        "--radius",
+        type=float,
+        nargs=2,
+        default=(6.0, 11.0),
+        metavar=("MIN", "MAX"),
+        help="semi-axes of a lesion in voxels (default 6 11)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_lesion_volumes)
+
+
+def run_lesion_volumes(args: argparse.Namespace) -> int:
+    from ..datasets.lesion_volumes import make_lesion_volumes
+    from ..medical import ScanError
+
+    try:
+        meta = make_lesion_volumes(
+            args.out,
+            side=args.side,
+            train_per_class=args.train_per_class,
+            test_per_class=args.test_per_class,
+            distractors=args.distractors,
+            radius=tuple(args.radius),
+            seed=args.seed,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (OSError, ValueError, ScanError, ImportError) as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"hrcam data lesion-volumes: error: {err}", file=sys.stderr)
+        return _FAIL
+    n_train, n_test = (sum(meta["counts"][s].values()) for s in ("train", "test"))
+    side = meta["side"]
+    print(
+        f"{args.out}: {n_train} train and {n_test} test volumes of {side}x{side}x{side} "
+        f"in {meta['seconds']} s"
+    )
     return 0
