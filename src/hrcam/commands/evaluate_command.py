@@ -71,7 +71,10 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     from ..evaluation import SPLITS
 
     p.add_argument(
-        "data", type=Path, help="data folder: images/ + trimaps/, or images + a boxes CSV"
+        "data",
+        type=Path,
+        help="data folder: images/ + trimaps/, or images + a boxes CSV, or NIfTI volumes in "
+        "images/ + masks/ (voxel scores, hrcam's maps and MONAI's CAM, GradCAM, GradCAM++)",
     )
     p.add_argument(
         "--boxes",
@@ -171,9 +174,9 @@ def _add_method_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--faithfulness-steps",
         type=positive_int,
-        default=224,
+        default=None,
         metavar="S",
-        help="deletion/insertion steps (default 224, RISE's)",
+        help="deletion/insertion steps (default 224 on images, RISE's; 32 on volumes)",
     )
 
 
@@ -232,6 +235,10 @@ def _command_line() -> str | None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation.volumes import is_volume_dataset
+
+    if is_volume_dataset(args.data):
+        return _run_evaluate_volumes(args)
     import torch
 
     from ..checkpoint import load_model
@@ -272,7 +279,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             refine_options=options,
             mask_boxes=args.mask_boxes,
             faithfulness=args.faithfulness,
-            faithfulness_steps=args.faithfulness_steps,
+            faithfulness_steps=args.faithfulness_steps or 224,
             faithfulness_metrics=args.faithfulness_metrics,
             num_examples=args.examples,
             warmup=not args.no_warmup,
@@ -295,3 +302,49 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"results: {paths['markdown'].resolve()}"
     )
     return 1 if results.bad_images else 0
+
+
+def _run_evaluate_volumes(args: argparse.Namespace) -> int:
+    """``hrcam evaluate`` on a folder of volumes (images/ + masks/ NIfTI): voxel scores of
+    hrcam's maps and MONAI's, see :mod:`hrcam.evaluation.volumes`."""
+    import torch
+
+    from ..checkpoint import load_model
+    from ..evaluation.volumes import (
+        VOLUME_METHODS,
+        evaluate_volumes,
+        volume_results_markdown,
+        write_volume_results,
+    )
+    from ..methods import MissingDependencyError, parse_method_list
+
+    check_output_folder(args.output)
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    model = load_model(args.model, device=device)
+    methods = parse_method_list(args.methods) if args.methods else list(VOLUME_METHODS)
+    steps = args.faithfulness_steps or 32
+    try:
+        results = evaluate_volumes(
+            model,
+            args.data,
+            methods,
+            split=args.split,
+            split_seed=args.split_seed,
+            limit=args.limit,
+            target=args.target,
+            faithfulness=args.faithfulness,
+            faithfulness_steps=steps,
+            examples=args.examples,
+            progress=not args.no_progress,
+        )
+    except (MissingDependencyError, ValueError) as err:
+        print(f"hrcam evaluate: error: {err}", file=sys.stderr)
+        return 2
+    results["run"]["model_argument"] = str(args.model)
+    paths = write_volume_results(results, args.output, command=_command_line())
+    print(volume_results_markdown(results))
+    for bad in results["bad"]:
+        print(f"  skipped {bad['name']}: {bad['error']}", file=sys.stderr)
+    print(f"\nresults: {paths['markdown'].resolve()}")
+    return 1 if results["bad"] else 0
