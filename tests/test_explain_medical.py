@@ -158,3 +158,17 @@ def test_a_volume_given_to_a_network_of_images_is_one_failed_item(scans):
     assert code == 1
     failed = [r for r in json.loads((out / "summary.json").read_text())["results"] if not r["ok"]]
     assert [("a volume, and this model takes 2-D images" in r["error"]) for r in failed] == [True]
+
+
+def test_window_flag_reads_scans_through_the_window_given(scans, capsys):
+    model = ["--model", f"{scans / 'nets.py'}:volumes", "--input-size", "32"]
+    scan = str(scans / "scan.nii.gz")
+    assert cli(["explain", scan, *model, "-o", str(scans / "own")]) == 0
+    assert cli(["explain", scan, *model, "--window", "150,20", "-o", str(scans / "narrow")]) == 0
+    own = np.asarray(Image.open(output_folder(scans / "own", "scan") / "image.jpg"))
+    narrow = np.asarray(Image.open(output_folder(scans / "narrow", "scan") / "image.jpg"))
+    # a window of 140-160 over values near 0 and 300: the picture is black and white only
+    assert np.mean((narrow > 40) & (narrow < 215)) < np.mean((own > 40) & (own < 215))
+    with pytest.raises(SystemExit):
+        cli(["explain", scan, *model, "--window", "40", "-o", str(scans / "bad")])
+    assert "CENTRE,WIDTH such as 40,400" in capsys.readouterr().err

@@ -14,6 +14,20 @@ from .model_args import add_model_arguments, check_memory, load_from_args
 MAX_INPUT_SIDE = 4096
 
 
+def _window(text: str) -> tuple[float, float]:
+    """``"40,400"`` → ``(40.0, 400.0)``: a window's centre and its width (> 0)."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        centre, width = (float(v) for v in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a window is CENTRE,WIDTH such as 40,400, got {text!r}"
+        ) from None
+    if not width > 0:
+        raise argparse.ArgumentTypeError(f"a window's width must be > 0, got {text!r}")
+    return centre, width
+
+
 def register(subparsers) -> None:
     from ..postprocess.cli_args import add_refine_arguments
 
@@ -86,6 +100,15 @@ def register(subparsers) -> None:
         "--flip",
         action="store_true",
         help="test-time mirroring: average each CAM with the mirrored image's (twice the cost)",
+    )
+    p.add_argument(
+        "--window",
+        type=_window,
+        default=None,
+        metavar="CENTRE,WIDTH",
+        help="intensity window medical scans are read through, in their own units (e.g. 40,400: "
+        "CT soft tissue in HU); default each file's own display window, else its 0.5-99.5th "
+        "percentiles. Photographs are not windowed",
     )
     _add_output_arguments(p)
     add_refine_arguments(p)
@@ -170,7 +193,7 @@ def run_explain(args) -> int:
     folder = claim_output_folder(args.output, force=args.force)
     try:
         explainer = load_from_args(args).replace(
-            refine_options=options, flip=args.flip, input_size=args.input_size
+            refine_options=options, flip=args.flip, input_size=args.input_size, window=args.window
         )
         check_memory(explainer.input_size, args.batch_size, explainer.device.type)
         summary = explain_images(
