@@ -39,7 +39,7 @@ def test_every_python_block_of_the_readme_is_an_example_that_runs():
     assert text.count("```python") == len(_blocks()) >= 4
 
 
-@pytest.mark.parametrize("name", [n for n in _blocks() if n != "pytorch-grad-cam"])
+@pytest.mark.parametrize("name", [n for n in _blocks() if n not in ("pytorch-grad-cam", "medical")])
 def test_readme_example_runs(name, tmp_path, monkeypatch):
     from PIL import Image
     from skimage import data
@@ -52,6 +52,34 @@ def test_readme_example_runs(name, tmp_path, monkeypatch):
     assert maps or "refined" in namespace, "the example explains something"
     for e in maps:
         assert torch.isfinite(e.refined).all() and e.refined.shape[-2:] == (224, 224)
+
+
+def test_medical_example_explains_a_nifti_volume_and_a_dicom_series(tmp_path, monkeypatch):
+    nib = pytest.importorskip("nibabel")
+    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("monai")
+    import copy
+
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    nib.save(nib.Nifti1Image(rng.normal(0, 50, (40, 48, 36)).astype(np.float32), np.eye(4)),
+             "scan.nii.gz")  # fmt: skip
+    base = pydicom.dcmread(pydicom.examples.get_path("ct"))
+    Path("ct_series").mkdir()
+    uid = generate_uid()
+    for k in range(6):
+        ds = copy.deepcopy(base)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, generate_uid()
+        ds.ImagePositionPatient = [0.0, 0.0, 3.0 * k]
+        ds.save_as(f"ct_series/{k}.dcm")
+    namespace: dict = {}
+    exec(compile(_example("medical"), "README.md", "exec"), namespace)  # noqa: S102
+    refined = namespace["refined"]
+    assert refined.shape == (2, 96, 96, 96)
+    assert torch.isfinite(refined).all() and 0 <= refined.min() and refined.max() <= 1
 
 
 def test_the_readme_is_a_manual_not_a_notebook():
