@@ -38,3 +38,23 @@ def test_the_throughput_script_prints_every_row(tmp_path):
     ]
     assert all(r["images_per_s"] > 0 for r in rows)
     assert "| efficientnet_lite0 (shipped) | forward pass" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_volume_benchmark_prints_its_rows():
+    script = SCRIPT.with_name("bench_volumes.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "--repeats", "1", "--threads", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "³" in line]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "MONAI DenseNet121 3-D",
+        "hrcam tiny_densenet 3-D",
+    ]
+    for row in rows:  # forward ms, then cams and explain as ms (ratio)
+        ratios = [float(cell.split("(")[1].rstrip(") ")) for cell in row.split("|")[4:6]]
+        assert all(r > 0 for r in ratios)
