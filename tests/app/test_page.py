@@ -7,6 +7,7 @@ process itself; every wait is bounded (60 s) and the server stops at the end of 
 from __future__ import annotations
 
 import io
+import os
 import socket
 import time
 import urllib.request
@@ -146,3 +147,39 @@ def test_a_bad_upload_is_an_error_in_the_page_and_the_app_goes_on(browser, demo_
     time.sleep(0.5)
     _upload(browser, chelsea)
     WebDriverWait(browser, WAIT).until(lambda d: "cat" in _caption(d))
+
+
+def test_a_volume_uploaded_as_a_file_shows_slices_and_sliders(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    import torch
+
+    from hrcam import Explainer, create_backbone
+
+    torch.manual_seed(0)
+    net = create_backbone(
+        "tiny_densenet", num_classes=3, spatial_dims=3, in_chans=1, input_size=32, growth_rate=4
+    )
+    rng = np.random.default_rng(0)
+    volume = rng.normal(100, 10, (32, 32, 32)).astype(np.float32)
+    volume[8:18, 10:20, 12:22] += 200
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+    page, url = launch(ExplainerSession(Explainer(net.eval())), port=_free_port(), block=False)
+    driver = chromium()
+    try:
+        driver.get(url)
+        field = WebDriverWait(driver, WAIT).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "#hrcam-scan input[type=file]")
+        )
+        field.send_keys(str(path))
+        _wait_for_new(driver, "hrcam-refined", None)
+        WebDriverWait(driver, WAIT).until(lambda d: "through voxel" in _caption(d))
+        slider = driver.find_element(By.CSS_SELECTOR, "#hrcam-slice0")
+        assert slider.is_displayed()
+        _, refined = _picture(driver, "hrcam-refined")
+        assert refined.shape[0] == refined.shape[1] > 100  # the 2×2 grid of slices
+        if os.environ.get("HRCAM_SCREENSHOT"):
+            driver.save_screenshot(os.environ["HRCAM_SCREENSHOT"])
+    finally:
+        driver.quit()
+        page.close()

@@ -124,3 +124,72 @@ def test_downloads_hold_the_maps_and_the_overlays(session, photo, tmp_path):
     assert Image.open(paths[3]).size == (loaded.display.shape[1], loaded.display.shape[0])
     figure = session.pipeline_figure(loaded.key, views)
     assert figure.ndim == 3 and figure.shape[2] == 3
+
+
+@pytest.fixture
+def volume_session():
+    import torch
+
+    from hrcam.backbones import create_backbone
+
+    torch.manual_seed(0)
+    net = create_backbone(
+        "tiny_densenet", num_classes=3, spatial_dims=3, in_chans=1, input_size=32, growth_rate=4
+    )
+    return ExplainerSession(Explainer(net.eval()))
+
+
+@pytest.fixture
+def nifti(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    rng = np.random.default_rng(0)
+    volume = rng.normal(100, 10, (40, 32, 24)).astype(np.float32)
+    volume[10:20, 8:16, 6:14] += 200
+    path = tmp_path / "knee.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.5, 1.0])), path)
+    return path
+
+
+def test_a_volume_is_shown_as_slices_through_a_point_the_page_moves(volume_session, nifti):
+    loaded = volume_session.load(nifti)
+    assert loaded.name == "knee" and loaded.is_volume and loaded.display.shape == (32, 32, 32)
+    # the network's voxels cover the scan's extent: 40, 32 and 24 voxels of 1, 1, 2.5 mm
+    assert loaded.spacing == pytest.approx((1.25, 1.0, 1.875))
+    views = volume_session.views(loaded.key, loaded.top5[0].index)
+    refined = views.explanation.steps[0].refined
+    assert refined.shape == (32, 32, 32)
+    assert views.point == tuple(np.unravel_index(int(np.argmax(refined)), refined.shape))
+    assert views.refined.shape == views.low.shape == views.masked.shape
+    moved = volume_session.views(loaded.key, loaded.top5[0].index, point=(0, 99, -5))
+    assert moved.point == (0, 31, 0)  # clipped into the volume
+    assert not np.array_equal(moved.refined, views.refined)
+    with pytest.raises(AppError, match="pipeline figure is drawn for images"):
+        volume_session.pipeline_figure(loaded.key, views)
+
+
+def test_a_scan_that_does_not_fit_the_network_is_one_line(
+    volume_session, session, nifti, photo, tmp_path
+):
+    photo.save(tmp_path / "photo.png")
+    with pytest.raises(AppError, match="^photo.png: a 2-D image, but this network takes volumes"):
+        volume_session.load(tmp_path / "photo.png", name="photo.png")
+    with pytest.raises(AppError, match="knee.nii.gz: .*volume"):
+        session.load(nifti, name="knee.nii.gz")
+
+
+def test_the_page_handlers_show_a_volume_and_move_its_slices(volume_session, nifti):
+    pytest.importorskip("gradio")
+    from hrcam.app.page import OPTION_CONTROLS, _Handlers, build_page, control_values
+
+    page = build_page(volume_session)  # a page of a network of volumes builds (its 4×4×4 CAM grid named)
+    assert "4×4×4" in str(page.config)
+    handlers = _Handlers(volume_session, nifti.parent)
+    values = control_values(RefineOptions())
+    out = handlers.scan(str(nifti), 0.5, "inferno", "hrcam", *values)
+    assert len(out) == 12 and len(values) == len(OPTION_CONTROLS)
+    state, status, sliders = out[0], out[8], out[9:]
+    assert status == "" and all(s["visible"] for s in sliders)
+    assert [s["maximum"] for s in sliders] == [31, 31, 31]
+    moved = handlers.slice_moved(state, 3, 4, 5, 0.5, "inferno", "hrcam", *values)
+    assert moved[0]["point"] == [3, 4, 5] and [s["value"] for s in moved[9:]] == [3, 4, 5]
+    assert "through voxel (3, 4, 5)" in moved[6]

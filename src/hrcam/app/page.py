@@ -6,7 +6,9 @@ names; the low-res, high-res and refined CAMs side by side over the image, with 
 the colour map and each map's value range stated under them; the refinement's options (the
 preset first: choosing one sets the others); the step-by-step pipeline figure on demand; the
 maps (``.npz``) and overlays (PNG) to download. An unreadable upload shows its one-line error
-in the page, and the app goes on.
+in the page, and the app goes on. A medical scan (NIfTI, DICOM, 16-bit PNG/TIFF) is uploaded
+as a file; a volume is shown as three orthogonal slices through the refined map's maximum, and
+three sliders move the point the slices cross.
 
 Every handler returns the whole set of outputs; the page's events are ``input``/``release``
 (a person's action), never ``change``, so setting a control from code starts no second run.
@@ -74,8 +76,15 @@ def caption(views: Views, opacity: float, cmap: str, differing: list[str]) -> st
     t = views.target
     low, high = views.ranges["low"], views.ranges["high"]
     changed = f" Changed from the preset: {'; '.join(differing)}." if differing else ""
+    where = ""
+    if views.point is not None:
+        i, j, k = views.point
+        where = (
+            f" Slices across axes 0, 1 and 2 (top left, top right, bottom left) through voxel "
+            f"({i}, {j}, {k}) of the network's volume."
+        )
     return (
-        f"**{t.name}** ({t.probability:.1%}). Overlays at opacity {opacity:.2f}, colour map "
+        f"**{t.name}** ({t.probability:.1%}).{where} Overlays at opacity {opacity:.2f}, colour map "
         f"`{cmap}`, each map scaled to its own range: low-res CAM [{low[0]:.3g}, {low[1]:.3g}], "
         f"high-res CAM [{high[0]:.3g}, {high[1]:.3g}], refined CAM [0, 1].{changed}"
     )
@@ -99,23 +108,55 @@ class _Handlers:
 
     def _render(self, state, class_index, opacity, cmap, preset, values, *, top5=None):
         options = options_from(preset, values)
+        point = state.get("point")
         views = self.session.views(
-            state["key"], class_index, options, opacity=float(opacity), cmap=cmap
-        )
+            state["key"], class_index, options, opacity=float(opacity), cmap=cmap,
+            point=tuple(point) if point else None,
+        )  # fmt: skip
         state = {**state, "class": class_index}
         text = caption(views, float(opacity), cmap, differing_options(preset, options))
         maps = [views.low, views.high, views.refined]
-        return state, top5, views.target.name, *maps, text, colour_bar(cmap), ""
+        return (
+            state, top5, views.target.name, *maps, text, colour_bar(cmap), "",
+            *self._sliders(state["key"], views.point),
+        )  # fmt: skip
+
+    def _sliders(self, key: str, point) -> list:
+        """The three slice sliders: shown at ``point`` for a volume, hidden for an image."""
+        gr = import_gradio()
+        if point is None:
+            return [gr.update(visible=False)] * 3
+        shape = self.session.image(key).display.shape
+        return [
+            gr.update(minimum=0, maximum=n - 1, value=p, step=1, visible=True)
+            for p, n in zip(point, shape, strict=True)
+        ]
 
     @staticmethod
     def _failed(err: AppError, state, *, clear: bool = False):
         """The error in the status line; the rest as it was (or cleared, for a failed upload)."""
         keep = None if clear else import_gradio().skip()
-        return (state, *([keep] * 7), f"⚠ {err}")
+        sliders = [import_gradio().update(visible=False)] * 3 if clear else [keep] * 3
+        return (state, *([keep] * 7), f"⚠ {err}", *sliders)
+
+    def scan(self, path, opacity, cmap, preset, *values):
+        """A medical scan uploaded as a file (NIfTI, DICOM, 16-bit PNG/TIFF)."""
+        if not path:
+            return self._noop(None)
+        path = path.get("path") if isinstance(path, dict) else path
+        return self.image(path, opacity, cmap, preset, *values)
+
+    def slice_moved(self, state, i, j, k, opacity, cmap, preset, *values):
+        """A slider moved: the same volume's slices through the new point."""
+        if not state:
+            return self._noop(state)
+        state = {**state, "point": [int(i), int(j), int(k)]}
+        return self.redraw(state, opacity, cmap, preset, *values)
 
     def image(self, payload, opacity, cmap, preset, *values):
         if not payload:
-            return None, None, None, None, None, None, "", None, ""
+            hidden = [import_gradio().update(visible=False)] * 3
+            return None, None, None, None, None, None, "", None, "", *hidden
         path = payload.get("path") if isinstance(payload, dict) else payload
         name = Path(payload.get("orig_name") or path).stem if isinstance(payload, dict) else None
         try:
@@ -179,7 +220,7 @@ class _Handlers:
     @staticmethod
     def _noop(state):
         skip = import_gradio().skip()
-        return (state, *([skip] * 8))
+        return (state, *([skip] * 11))
 
 
 def build_page(session: ExplainerSession, *, examples: list[Path] | None = None):
@@ -189,9 +230,8 @@ def build_page(session: ExplainerSession, *, examples: list[Path] | None = None)
     h = _Handlers(session, download_dir)
     default = RefineOptions()
     backbone = session.explainer.backbone
-    h_in, w_in = session.explainer.input_size
     stride = backbone.feature_stride
-    grid = f"{-(-h_in // stride)}×{-(-w_in // stride)}"
+    grid = "×".join(str(-(-n // stride)) for n in session.explainer.input_size)
     with gr.Blocks(title="hrcam") as page:
         gr.Markdown(
             "## hrcam: which pixels made the model decide\n"
@@ -204,6 +244,10 @@ def build_page(session: ExplainerSession, *, examples: list[Path] | None = None)
                 image = gr.Image(
                     type="filepath", label="image (upload, drop or paste)", sources=["upload", "clipboard"],
                     elem_id="hrcam-image",
+                )  # fmt: skip
+                scan = gr.File(
+                    label="or a medical scan (NIfTI .nii/.nii.gz, DICOM .dcm, 16-bit PNG/TIFF)",
+                    type="filepath", elem_id="hrcam-scan",
                 )  # fmt: skip
                 if examples:
                     gr.Examples(
@@ -227,6 +271,12 @@ def build_page(session: ExplainerSession, *, examples: list[Path] | None = None)
                             ("refined", "refined CAM"),
                         )
                     ]
+                with gr.Row():
+                    slices = [
+                        gr.Slider(0, 1, value=0, step=1, label=f"slice across axis {axis}",
+                                  visible=False, elem_id=f"hrcam-slice{axis}")
+                        for axis in range(3)
+                    ]  # fmt: skip
                 text = gr.Markdown(elem_id="hrcam-caption")
                 bar = gr.Image(
                     label="colour map: low → high", interactive=False, height=40, show_label=True
@@ -257,9 +307,12 @@ def build_page(session: ExplainerSession, *, examples: list[Path] | None = None)
                     label="downloads", file_count="multiple", interactive=False, visible=False,
                     elem_id="hrcam-files",
                 )  # fmt: skip
-        outputs = [state, top5, chosen, *maps, text, bar, status]
+        outputs = [state, top5, chosen, *maps, text, bar, status, *slices]
         settings = [opacity, cmap, preset, *controls]
         image.change(h.image, [image, *settings], outputs, preprocess=False)
+        scan.upload(h.scan, [scan, *settings], outputs)
+        for slider in slices:
+            slider.release(h.slice_moved, [state, *slices, *settings], outputs)
         top5.select(_on_label_select(h), [state, *settings], outputs)
         chosen.input(h.class_chosen, [state, chosen, *settings], outputs)
         for control in (opacity, *controls):

@@ -9,7 +9,10 @@ person pokes at it:
 - the CAMs (low-res and high-res) are cached per image and class, so another refinement option
   only re-runs the refinement (milliseconds), and another opacity only re-draws the overlays;
 - errors are :class:`AppError` with one line that names the problem (an unreadable upload, an
-  unknown class name), which the page shows while the app keeps running.
+  unknown class name), which the page shows while the app keeps running;
+- medical scans (DICOM, NIfTI, 16-bit PNG/TIFF) load through the explainer's scan path; a
+  volume is shown as three orthogonal slices through a point (by default the refined map's
+  maximum, else where the page's sliders put it), each map over the windowed volume.
 
 ``benchmarks/bench_app.py`` times these functions, which are the page's handlers minus Gradio.
 """
@@ -45,11 +48,16 @@ class LoadedImage:
 
     key: str
     name: str
-    display: np.ndarray  # (h, w, 3) uint8, at most DISPLAY_SIDE a side
+    display: np.ndarray  # (h, w, 3) uint8, at most DISPLAY_SIDE a side; a volume: (D, H, W)
     batch: ImageBatch  # the image as the explainer's networks take it
     probabilities: np.ndarray  # (C,)
     top5: list[ClassScore]
     original_size: tuple[int, int]  # (width, height)
+    spacing: tuple[float, ...] | None = None  # a volume's mm per voxel at the network's size
+
+    @property
+    def is_volume(self) -> bool:
+        return self.spacing is not None
 
     @property
     def network_input(self) -> np.ndarray:
@@ -68,6 +76,7 @@ class Views:
     masked: np.ndarray
     explanation: Explanation  # the explainer's result for this image, class and options
     ranges: dict[str, tuple[float, float]]  # raw (min, max) of the low- and high-res CAMs
+    point: tuple[int, int, int] | None = None  # a volume's: where its three slices cross
 
     @property
     def steps(self) -> RefineSteps:
@@ -106,7 +115,14 @@ class ExplainerSession:
     # -- images ------------------------------------------------------------------------------
     def load(self, source: str | Path | Image.Image, *, name: str | None = None) -> LoadedImage:
         """Decode an upload (a path or a PIL image), predict, and keep it; :class:`AppError` if
-        it is not a readable image."""
+        it is not a readable image. A medical scan (DICOM, NIfTI, 16-bit PNG/TIFF) or, for a
+        network of volumes, any path goes through :meth:`load_scan`."""
+        from ..scan_input import is_scan_item
+
+        if not isinstance(source, Image.Image) and (
+            self.explainer.spatial_dims == 3 or is_scan_item(source)
+        ):
+            return self.load_scan(source, name=name)
         try:
             image = self.explainer.decode(source)
         except (ImageLoadError, FileNotFoundError) as err:
@@ -128,6 +144,50 @@ class ExplainerSession:
             probabilities=probabilities,
             top5=self._top(probabilities, 5),
             original_size=tuple(image.info.get("hrcam_original_size", image.size)),
+        )
+        self._remember(self._images, key, loaded, self._max_images)
+        self._remember_cams(key, int(cams.targets[0]), cams)
+        return loaded
+
+    def load_scan(self, source: str | Path, *, name: str | None = None) -> LoadedImage:
+        """Read a scan, predict, and keep it: a 2-D scan is shown as its windowed picture, a
+        volume as slices (:meth:`views`); :class:`AppError` names a scan that cannot be read
+        or that does not fit the network (a volume for a network of images, or the reverse)."""
+        from ..checks import ShapeError
+        from ..medical import ScanError, read_scan
+
+        label = name or _scan_name(Path(source))
+        try:
+            scan = read_scan(source)
+            batch = self.explainer.prepare([scan])
+        except (ScanError, ShapeError, OSError) as err:
+            text = _upload_message(err, label)
+            raise AppError(text if text.startswith(label) else f"{label}: {text}") from None
+        key = hashlib.sha1(batch.pixels.cpu().numpy().tobytes()).hexdigest()[:16]
+        if key in self._images:
+            self._images.move_to_end(key)
+            return self._images[key]
+        with self._lock:
+            cams = self.explainer.cams(batch)
+        probabilities = cams.probabilities[0].float().cpu().numpy()
+        pictures = batch.rgb[0]
+        spacing = None
+        if scan.array.ndim == 3:  # the network's voxels cover the scan's extent
+            spacing = tuple(
+                s * n / m
+                for s, n, m in zip(scan.spacing, scan.array.shape, pictures.shape, strict=True)
+            )
+        loaded = LoadedImage(
+            key=key,
+            name=label,
+            display=pictures
+            if spacing
+            else viz.display_image(Image.fromarray(pictures), self.display_side),
+            batch=batch,
+            probabilities=probabilities,
+            top5=self._top(probabilities, 5),
+            original_size=(scan.array.shape[-1], scan.array.shape[-2]),
+            spacing=spacing,
         )
         self._remember(self._images, key, loaded, self._max_images)
         self._remember_cams(key, int(cams.targets[0]), cams)
@@ -198,16 +258,23 @@ class ExplainerSession:
         *,
         opacity: float = 0.5,
         cmap: str = viz.DEFAULT_CMAP,
+        point: tuple[int, int, int] | None = None,
     ) -> Views:
-        """The overlays of one image and class."""
+        """The overlays of one image and class; of a volume, its three orthogonal slices
+        through ``point`` (default: the refined map's maximum, :attr:`Views.point`)."""
         options = options or RefineOptions()
         loaded = self.image(key)
         explanation = self.explain(key, class_index, options)
         low = explanation.low_res[0].float().cpu().numpy()
         high = explanation.high_res[0].float().cpu().numpy()
-        pictures = viz.display_pictures(
-            loaded.display, low, high, explanation.steps[0], opacity=opacity, cmap=cmap
-        )
+        if loaded.is_volume:
+            pictures, point = _volume_overlays(
+                loaded, explanation, point, opacity=opacity, cmap=cmap
+            )
+        else:
+            pictures = viz.display_pictures(
+                loaded.display, low, high, explanation.steps[0], opacity=opacity, cmap=cmap
+            )
         return Views(
             target=ClassScore(
                 class_index,
@@ -223,12 +290,18 @@ class ExplainerSession:
                 "low": (float(low.min()), float(low.max())),
                 "high": (float(high.min()), float(high.max())),
             },
+            point=point if loaded.is_volume else None,
         )
 
     def pipeline_figure(
         self, key: str, views: Views, *, cmap: str = viz.DEFAULT_CMAP
     ) -> np.ndarray:
-        """The step-by-step figure of the refinement behind ``views``."""
+        """The step-by-step figure of the refinement behind ``views`` (images only)."""
+        if self.image(key).is_volume:
+            raise AppError(
+                "the pipeline figure is drawn for images; a volume's steps are in the "
+                "downloaded maps (.npz)"
+            )
         t = views.target
         title = f"{self.image(key).name}: {t.name} ({t.probability:.1%})"
         loaded = self.image(key)
@@ -277,6 +350,54 @@ class ExplainerSession:
         cache.move_to_end(key)
         while len(cache) > limit:
             cache.popitem(last=False)
+
+
+def _volume_overlays(loaded: LoadedImage, explanation: Explanation, point, *, opacity, cmap):
+    """A volume's three slices through ``point`` (clipped into the volume; default the refined
+    map's maximum): each CAM blended over the windowed volume at ``opacity``, and the volume
+    masked by the refined CAM. Returns the pictures and the point used."""
+    import torch.nn.functional as F
+
+    from ..volume_views import slice_point, volume_pictures
+
+    volume = loaded.display
+    steps = explanation.steps[0]
+    refined = np.asarray(steps.refined, dtype=np.float32)
+    if point is None:
+        point = slice_point(refined)
+    point = tuple(int(np.clip(p, 0, n - 1)) for p, n in zip(point, volume.shape, strict=True))
+    low = explanation.low_res[0].float()[None, None]
+    low = F.interpolate(low, size=volume.shape, mode="trilinear", align_corners=False)[0, 0]
+    masked = steps.masked_image
+    pictures = volume_pictures(
+        volume,
+        low.cpu().numpy(),
+        explanation.high_res[0].float().cpu().numpy(),
+        refined,
+        volume if masked is None else masked,
+        spacing=loaded.spacing,
+        point=point,
+        cmap=cmap,
+    )
+    image = pictures["image"].astype(np.float32)
+    out = {"masked": pictures["masked"]}
+    for key, name in (
+        ("overlay_low", "cam_low"),
+        ("overlay_high", "cam_high"),
+        ("overlay_refined", "cam_refined"),
+    ):
+        blended = (1 - opacity) * image + opacity * pictures[name].astype(np.float32)
+        out[key] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out, point
+
+
+def _scan_name(path: Path) -> str:
+    """A scan's name without its suffixes (``ct.nii.gz`` → ``ct``)."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".dcm", ".dicom"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
 
 
 def _safe(name: str) -> str:
