@@ -271,12 +271,7 @@ def build_page(session: ExplainerSession, *, examples: list[Path] | None = None)
                             ("refined", "refined CAM"),
                         )
                     ]
-                with gr.Row():
-                    slices = [
-                        gr.Slider(0, 1, value=0, step=1, label=f"slice across axis {axis}",
-                                  visible=False, elem_id=f"hrcam-slice{axis}")
-                        for axis in range(3)
-                    ]  # fmt: skip
+                slices = _slice_sliders(gr)
                 text = gr.Markdown(elem_id="hrcam-caption")
                 bar = gr.Image(
                     label="colour map: low → high", interactive=False, height=40, show_label=True
@@ -326,6 +321,17 @@ def build_page(session: ExplainerSession, *, examples: list[Path] | None = None)
         prepare.click(h.downloads, [state, *settings], [files, status])
     page.hrcam_download_dir = download_dir
     return page
+
+
+def _slice_sliders(gr) -> list:
+    """Three sliders, one per axis, that move the point a volume's slices cross (hidden until
+    a volume is shown)."""
+    with gr.Row():
+        return [
+            gr.Slider(0, 1, value=0, step=1, label=f"slice across axis {axis}", visible=False,
+                      elem_id=f"hrcam-slice{axis}")
+            for axis in range(3)
+        ]  # fmt: skip
 
 
 def _on_label_select(h: _Handlers):

@@ -28,6 +28,18 @@ def _window(text: str) -> tuple[float, float]:
     return centre, width
 
 
+def _add_scan_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--window",
+        type=_window,
+        default=None,
+        metavar="CENTRE,WIDTH",
+        help="intensity window medical scans are read through, in their own units (e.g. 40,400: "
+        "CT soft tissue in HU); default each file's own display window, else its 0.5-99.5th "
+        "percentiles. Photographs are not windowed",
+    )
+
+
 def register(subparsers) -> None:
     from ..postprocess.cli_args import add_refine_arguments
 
@@ -101,15 +113,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="test-time mirroring: average each CAM with the mirrored image's (twice the cost)",
     )
-    p.add_argument(
-        "--window",
-        type=_window,
-        default=None,
-        metavar="CENTRE,WIDTH",
-        help="intensity window medical scans are read through, in their own units (e.g. 40,400: "
-        "CT soft tissue in HU); default each file's own display window, else its 0.5-99.5th "
-        "percentiles. Photographs are not windowed",
-    )
+    _add_scan_arguments(p)
     _add_output_arguments(p)
     add_refine_arguments(p)
     p.set_defaults(func=run_explain)
