@@ -64,6 +64,20 @@ def atomic_write(
         raise
 
 
+def swap_folder_into_place(work: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Rename a finished folder ``work`` to ``out``, moving an old ``out`` aside first and
+    removing it after: a reader sees the old folder or the new one, never half of either."""
+    import shutil
+
+    work, out = Path(work), Path(out)
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(work, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def atomic_save_json(
     obj: Any, path: str | os.PathLike, *, indent: int | None = 2, durable: bool = True
 ) -> None:

@@ -246,6 +246,11 @@ def collate_readable(samples: list):
     return (default_collate(readable) if readable else None), len(samples) - len(readable)
 
 
+def _check_augment(augment: str) -> None:
+    if augment not in ("none", "flip", "flip-affine"):
+        raise ValueError(f"augment must be 'none', 'flip' or 'flip-affine', got {augment!r}")
+
+
 def build_transform(
     *,
     size: int,
@@ -262,8 +267,7 @@ def build_transform(
     """
     from torchvision.transforms import v2
 
-    if augment not in ("none", "flip", "flip-affine"):
-        raise ValueError(f"augment must be 'none', 'flip' or 'flip-affine', got {augment!r}")
+    _check_augment(augment)
     steps: list = [v2.PILToTensor(), v2.Resize((size, size), antialias=True)]
     if train and augment != "none":
         steps.append(v2.RandomHorizontalFlip())
@@ -289,8 +293,7 @@ def build_volume_transform(
     """
     from ..scan_input import resize_volume
 
-    if augment not in ("none", "flip", "flip-affine"):
-        raise ValueError(f"augment must be 'none', 'flip' or 'flip-affine', got {augment!r}")
+    _check_augment(augment)
     mean_t = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1, 1)
     std_t = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1, 1)
     flip = train and augment != "none"

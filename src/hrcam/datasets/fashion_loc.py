@@ -52,7 +52,7 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..utils import atomic_save_json
+from ..utils import atomic_save_json, swap_folder_into_place
 
 __all__ = [
     "CLASS_FOLDERS",
@@ -482,7 +482,7 @@ def make_fashion_loc(
             source, seed, opt, train_per_class, test_per_class, tally, time.perf_counter() - t0
         )
         atomic_save_json(meta, work / "meta.json")
-        _swap_into_place(work, out)
+        swap_folder_into_place(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -706,13 +706,3 @@ def _write_records(work: Path, split: str, records: list[dict]) -> None:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["file", "label", "name"])
         w.writerows([r["file"], r["label"], FASHION_MNIST_CLASSES[r["label"]]] for r in records)
-
-
-def _swap_into_place(work: Path, out: Path) -> None:
-    """Rename the finished folder to ``out``, moving an old ``out`` aside first."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(work, out)
-    if old.exists():
-        shutil.rmtree(old)

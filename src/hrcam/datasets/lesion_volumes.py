@@ -37,7 +37,7 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..utils import atomic_save_json
+from ..utils import atomic_save_json, swap_folder_into_place
 
 __all__ = ["LESION_CLASSES", "make_lesion_volumes", "render_volume"]
 
@@ -157,16 +157,6 @@ def _write_split(work: Path, split, split_id, per_class, seed, options, bar) -> 
     return counts
 
 
-def _swap_into_place(work: Path, out: Path) -> None:
-    """Rename the finished folder to ``out``, moving an old ``out`` aside first."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(work, out)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def make_lesion_volumes(
     out: str | os.PathLike,
     *,
@@ -242,7 +232,7 @@ def make_lesion_volumes(
             "seconds": round(time.perf_counter() - t0, 1),
         }
         atomic_save_json(meta, work / "meta.json")
-        _swap_into_place(work, out)
+        swap_folder_into_place(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
