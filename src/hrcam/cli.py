@@ -121,7 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hrcam: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, RuntimeError) as err:
+    except (
+        FileNotFoundError,
+        NotADirectoryError,
+        ValueError,
+        KeyError,
+        RuntimeError,
+        ImportError,  # an optional dependency a flag needs: its message says how to install it
+    ) as err:
         if args.debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

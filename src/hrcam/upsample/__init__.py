@@ -45,8 +45,9 @@ def create_upsampler(name: str, *, expansion: ExpansionNetwork | None = None) ->
     if name in ("auto", "guided"):
         return GuidedUpsampler()
     if name == "boundary":
-        from .boundary import BoundaryUpsampler
+        from .boundary import BoundaryUpsampler, check_hed_available
 
+        check_hed_available()
         return BoundaryUpsampler()
     if name == "paper":
         if expansion is None:

