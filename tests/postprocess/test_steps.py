@@ -430,7 +430,7 @@ def test_spread_focal_points_equal_the_plain_greedy(min_distance):
     # Repeated argmax with a suppressed disc must pick exactly what the textbook greedy picks
     # (scan all candidates from the highest, keep those far from every pick so far), ties
     # (coarse values), candidates cut by a mask and the image border included.
-    from hrcam.postprocess.reference import _spread_top_k, _suppressed_maxima
+    from hrcam.postprocess.reference import _suppressed_maxima, spread_top_k
 
     rng = np.random.default_rng(min_distance)
     for trial in range(20):
@@ -446,7 +446,7 @@ def test_spread_focal_points_equal_the_plain_greedy(min_distance):
             dy, dx = order // 70 - order[j] // 70, order % 70 - order[j] % 70
             alive &= dy * dy + dx * dx >= max(min_distance, 1) ** 2
             alive[j] = False
-        mask = _spread_top_k(x, k, min_distance, inside)
+        mask = spread_top_k(x, k, min_distance, inside)
         np.testing.assert_array_equal(np.flatnonzero(mask), np.sort(expected))
         if min_distance > 1:
             np.testing.assert_array_equal(_suppressed_maxima(x, inside, k, min_distance), expected)

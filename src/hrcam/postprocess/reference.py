@@ -209,7 +209,7 @@ def find_local_maxima(low_res_cam) -> np.ndarray:
 
 def find_focal_points(
     low_res_cam,
-    shape: tuple[int, int],
+    shape: tuple[int, ...],
     *,
     scope: str = "global",
     num_points: int | None = None,
@@ -219,19 +219,20 @@ def find_focal_points(
     low_resized=None,
     within=None,
 ) -> np.ndarray:
-    """Step 5: the seeds of region growing, as an ``(H, W)`` bool mask for ``shape = (H, W)``.
+    """Step 5: the seeds of region growing, as a bool mask of ``shape`` (``(H, W)``; any rank
+    when ``low_resized`` is given, as :mod:`.volume` does for volumes).
 
-    ``low_res_cam``: ``(h, w)`` float (normalised to [0, 1] here).
+    ``low_res_cam``: ``(h, w)`` float (normalised to [0, 1] here), of ``shape``'s rank.
 
     - ``scope='global'``: the ``num_points`` highest pixels of the bilinearly upsampled CAM
-      (default ``round(sqrt(H))``), each at least ``min_distance`` pixels from the ones before
-      it (greedy, highest first; ties go to the first in row-major order), so the seeds are
-      distinct points rather than a plateau's top; ``min_distance=1`` takes the highest pixels
-      as they come. ``within`` (``(H, W)`` bool, e.g. the ROI) limits the candidates (all
-      pixels when it is empty). Pass ``low_resized`` to reuse an upsampled map.
-    - ``scope='local'``: the CAM's local maxima (:func:`find_local_maxima`) whose value is at
-      least ``maxima_threshold`` (default: midway between the weakest and the strongest
-      maximum, so the strongest is always kept), mapped to ``(H, W)``: with
+      (default ``round(sqrt(shape[0]))``), each at least ``min_distance`` pixels from the ones
+      before it (greedy, highest first; ties go to the first in row-major order), so the seeds
+      are distinct points rather than a plateau's top; ``min_distance=1`` takes the highest
+      pixels as they come. ``within`` (bool, ``shape``; e.g. the ROI) limits the candidates
+      (all pixels when it is empty). Pass ``low_resized`` to reuse an upsampled map.
+    - ``scope='local'``: the CAM's local maxima (:func:`find_local_maxima`: full connectivity)
+      whose value is at least ``maxima_threshold`` (default: midway between the weakest and
+      the strongest maximum, so the strongest is always kept), mapped to ``shape``: with
       ``maxima_areas='large'`` the whole cell of each maximum (nearest-neighbour upsampling),
       with ``'small'`` the one pixel at its centre.
 
@@ -239,12 +240,11 @@ def find_focal_points(
     >>> find_focal_points(cam, (4, 4), num_points=2, min_distance=3).astype(int).tolist()
     [[0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
     """
-    H, W = shape
     low = normalize_map(low_res_cam)
     if scope == "global":
         x = resize_bilinear(low, shape) if low_resized is None else low_resized
-        k = num_points if num_points is not None else max(1, round(math.sqrt(H)))
-        return _spread_top_k(np.asarray(x, dtype=np.float32), int(k), int(min_distance), within)
+        k = num_points if num_points is not None else max(1, round(math.sqrt(shape[0])))
+        return spread_top_k(np.asarray(x, dtype=np.float32), int(k), int(min_distance), within)
     if scope != "local":
         raise ValueError(f"scope must be 'global' or 'local'; got {scope!r}")
     if maxima_areas not in ("small", "large"):
@@ -258,19 +258,19 @@ def find_focal_points(
     else:
         threshold = np.float32(maxima_threshold)
     keep = maxima & (low >= threshold)
-    h, w = low.shape
     if maxima_areas == "large":
-        return keep[np.ix_(grid.nearest_indices(h, H), grid.nearest_indices(w, W))]
-    rows, cols = np.nonzero(keep)
+        cells = [grid.nearest_indices(n, N) for n, N in zip(low.shape, shape, strict=True)]
+        return keep[np.ix_(*cells)]
     seeds = np.zeros(shape, dtype=bool)
-    seeds[grid.centre_indices(h, H)[rows], grid.centre_indices(w, W)[cols]] = True
+    centres = [grid.centre_indices(n, N) for n, N in zip(low.shape, shape, strict=True)]
+    seeds[tuple(c[i] for c, i in zip(centres, np.nonzero(keep), strict=True))] = True
     return seeds
 
 
-def _spread_top_k(x: np.ndarray, k: int, min_distance: int, within) -> np.ndarray:
-    """The ``k`` highest pixels of ``x`` (ties: row-major first), each at least ``min_distance``
-    from those picked before, among the pixels of ``within`` (all when None or empty)."""
-    H, W = x.shape
+def spread_top_k(x: np.ndarray, k: int, min_distance: int, within) -> np.ndarray:
+    """The ``k`` highest pixels (or voxels) of ``x`` (ties: C order first), each at least
+    ``min_distance`` from those picked before (outside the open disc, or ball, of that radius),
+    among those of ``within`` (all when None or empty); a bool mask of ``x``'s shape."""
     inside = None if within is None else np.asarray(within, dtype=bool)
     if inside is not None and not inside.any():
         inside = None
@@ -280,33 +280,36 @@ def _spread_top_k(x: np.ndarray, k: int, min_distance: int, within) -> np.ndarra
         chosen = _top_k(candidates, flat[candidates], k)
     else:
         chosen = _suppressed_maxima(x, inside, k, min_distance)
-    mask = np.zeros(H * W, dtype=bool)
+    mask = np.zeros(x.size, dtype=bool)
     mask[chosen] = True
-    return mask.reshape(H, W)
+    return mask.reshape(x.shape)
 
 
 def _suppressed_maxima(x, inside, k, min_distance) -> list[int]:
     """Greedy non-maximum suppression as repeated argmax: take the highest pixel left (the first
-    in row-major order among equals), rule out the disc of radius ``min_distance`` around it,
-    again. Picks exactly what scanning all pixels from the highest down would, at the cost of
-    ``k`` argmax passes instead of a sort."""
-    H, W = x.shape
+    in C order among equals), rule out the disc (ball) ``sum(d**2) < min_distance**2`` around
+    it, again. Picks exactly what scanning all pixels from the highest down would, at the cost
+    of ``k`` argmax passes instead of a sort."""
     remaining = np.array(x, dtype=np.float32) if inside is None else np.where(inside, x, -np.inf)
     flat = remaining.ravel()
-    r = min_distance - 1  # the disc's reach: the pixels with dr^2 + dc^2 < min_distance^2
+    r = min_distance - 1  # the disc's reach along each axis
     offsets = np.arange(-r, r + 1)
-    disc = offsets[:, None] ** 2 + offsets[None, :] ** 2 < min_distance * min_distance
+    squared = sum(np.meshgrid(*[offsets**2] * x.ndim, indexing="ij", sparse=True))
+    near = squared < min_distance * min_distance
     picks: list[int] = []
     for _ in range(k):
         i = int(np.argmax(flat))
         if flat[i] == -np.inf:
             break  # fewer than k candidates lie apart
         picks.append(i)
-        row, col = divmod(i, W)
-        r0, r1 = max(0, row - r), min(H, row + r + 1)
-        c0, c1 = max(0, col - r), min(W, col + r + 1)
-        near = disc[r0 - row + r : r1 - row + r, c0 - col + r : c1 - col + r]
-        remaining[r0:r1, c0:c1][near] = -np.inf
+        at = np.unravel_index(i, x.shape)
+        window = tuple(
+            slice(max(0, c - r), min(n, c + r + 1)) for c, n in zip(at, x.shape, strict=True)
+        )
+        part = tuple(
+            slice(s.start - c + r, s.stop - c + r) for s, c in zip(window, at, strict=True)
+        )
+        remaining[window][near[part]] = -np.inf
     return picks
 
 

@@ -15,7 +15,6 @@ order, so the two agree bit for bit. The steps that never looked at the rank
 
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np
@@ -23,11 +22,10 @@ from scipy import ndimage
 
 from ..arrays import normalize_finite, normalize_map, to_numpy
 from ..checks import ShapeError, check_finite
-from . import grid
+from . import grid, reference
 from .options import RefineOptions
 from .pipeline import NAN_POLICIES, resolve_options, run_steps
 from .reference import (
-    find_local_maxima,
     find_roi,
     find_strong_edges,
     kept_pixels,
@@ -158,119 +156,18 @@ def _slab(x: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
 # --------------------------------------------------------------------------- seeds
 
 
-def find_focal_points(
-    low_res_cam,
-    shape: tuple[int, ...],
-    *,
-    scope: str = "global",
-    num_points: int | None = None,
-    min_distance: int = 1,
-    maxima_areas: str = "small",
-    maxima_threshold: float | None = None,
-    low_resized=None,
-    within=None,
-) -> np.ndarray:
-    """Step 5: the seeds of region growing, a bool mask of ``shape`` (``(H, W)`` or
-    ``(D, H, W)``).
-
-    ``low_res_cam``: ``(h, w)`` or ``(d, h, w)`` float, normalised to [0, 1] here.
-
-    - ``scope='global'``: the ``num_points`` highest voxels of the multilinearly upsampled CAM
-      (default ``round(sqrt(shape[0]))``), each at least ``min_distance`` from the ones before
-      it (outside the open ball of that radius; greedy, highest first, ties to the first in C
-      order). ``within`` (bool, ``shape``; e.g. the ROI) limits the candidates (all voxels
-      when it is empty). Pass ``low_resized`` to reuse an upsampled map.
-    - ``scope='local'``: the CAM's local maxima (full connectivity: 8 neighbours in 2-D, 26 in
-      3-D, borders allowed) whose value is at least ``maxima_threshold`` (default: midway
-      between the weakest and the strongest maximum), mapped to ``shape``: the whole cell of
-      each maximum (``maxima_areas='large'``) or the one voxel at its centre (``'small'``).
+def find_focal_points(low_res_cam, shape: tuple[int, ...], *, low_resized=None, **options):
+    """Step 5 for images and volumes: :func:`.reference.find_focal_points` (every option
+    there), the CAM upsampled multilinearly when ``low_resized`` is not given. In 3-D the
+    global seeds keep a ball free around them, and local maxima have 26 neighbours.
 
     >>> cam = np.zeros((2, 2, 2)); cam[1, 1, 1] = 1; cam[0, 0, 0] = 0.9
     >>> np.argwhere(find_focal_points(cam, (4, 4, 4), num_points=2, min_distance=3)).tolist()
     [[0, 0, 0], [3, 3, 3]]
     """
-    low = normalize_map(low_res_cam)
-    if scope == "global":
-        x = resize_bilinear(low, shape) if low_resized is None else low_resized
-        k = num_points if num_points is not None else max(1, round(math.sqrt(shape[0])))
-        x = np.asarray(x, dtype=np.float32)
-        return _spread_top_k(x, int(k), int(min_distance), within)
-    if scope != "local":
-        raise ValueError(f"scope must be 'global' or 'local'; got {scope!r}")
-    if maxima_areas not in ("small", "large"):
-        raise ValueError(f"maxima_areas must be 'small' or 'large'; got {maxima_areas!r}")
-    maxima = find_local_maxima(low)  # skimage's local_maxima: full connectivity in any rank
-    if not maxima.any():
-        return np.zeros(shape, dtype=bool)
-    values = low[maxima]
-    if maxima_threshold is None:
-        threshold = (values.min() + values.max()) / np.float32(2)
-    else:
-        threshold = np.float32(maxima_threshold)
-    keep = maxima & (low >= threshold)
-    if maxima_areas == "large":
-        cells = [grid.nearest_indices(n, N) for n, N in zip(low.shape, shape, strict=True)]
-        return keep[np.ix_(*cells)]
-    seeds = np.zeros(shape, dtype=bool)
-    where = np.nonzero(keep)
-    centres = [grid.centre_indices(n, N) for n, N in zip(low.shape, shape, strict=True)]
-    seeds[tuple(c[i] for c, i in zip(centres, where, strict=True))] = True
-    return seeds
-
-
-def _spread_top_k(x: np.ndarray, k: int, min_distance: int, within) -> np.ndarray:
-    """The ``k`` highest voxels of ``x`` (ties: C order first), each at least ``min_distance``
-    from those picked before, among the voxels of ``within`` (all when None or empty)."""
-    inside = None if within is None else np.asarray(within, dtype=bool)
-    if inside is not None and not inside.any():
-        inside = None
-    if min_distance <= 1:
-        flat = x.ravel()
-        candidates = np.arange(flat.size) if inside is None else np.flatnonzero(inside)
-        chosen = _highest(candidates, flat[candidates], k)
-    else:
-        chosen = _suppressed_maxima(x, inside, k, min_distance)
-    mask = np.zeros(x.size, dtype=bool)
-    mask[chosen] = True
-    return mask.reshape(x.shape)
-
-
-def _highest(candidates: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` ``candidates`` with the highest ``values``, highest first, ties to the earlier
-    candidate. Only those at least the k-th highest value are sorted (a stable sort of an
-    ascending index list keeps the ties in index order)."""
-    if values.size > k:
-        kth = np.partition(values, values.size - k)[values.size - k]
-        top = np.flatnonzero(values >= kth)
-        candidates, values = candidates[top], values[top]
-    return candidates[np.argsort(-values, kind="stable")[:k]]
-
-
-def _suppressed_maxima(x, inside, k, min_distance) -> list[int]:
-    """Greedy non-maximum suppression as ``k`` argmax passes: take the highest voxel left (the
-    first in C order among equals), rule out the ball ``sum(d**2) < min_distance**2`` around
-    it, again. Picks exactly what a scan of every voxel from the highest down would."""
-    remaining = np.array(x, dtype=np.float32) if inside is None else np.where(inside, x, -np.inf)
-    flat = remaining.ravel()
-    r = min_distance - 1  # the ball's reach along each axis
-    offsets = np.arange(-r, r + 1)
-    squared = sum(np.meshgrid(*[offsets**2] * x.ndim, indexing="ij", sparse=True))
-    ball = squared < min_distance * min_distance
-    picks: list[int] = []
-    for _ in range(k):
-        i = int(np.argmax(flat))
-        if flat[i] == -np.inf:
-            break  # fewer than k candidates lie apart
-        picks.append(i)
-        at = np.unravel_index(i, x.shape)
-        window = tuple(
-            slice(max(0, c - r), min(n, c + r + 1)) for c, n in zip(at, x.shape, strict=True)
-        )
-        part = tuple(
-            slice(s.start - c + r, s.stop - c + r) for s, c in zip(window, at, strict=True)
-        )
-        remaining[window][ball[part]] = -np.inf
-    return picks
+    if low_resized is None and options.get("scope", "global") == "global":
+        low_resized = resize_bilinear(normalize_map(low_res_cam), shape)
+    return reference.find_focal_points(low_res_cam, shape, low_resized=low_resized, **options)
 
 
 # --------------------------------------------------------------------------- segment
