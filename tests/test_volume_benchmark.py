@@ -191,6 +191,16 @@ def test_hrcam_evaluate_on_volumes_writes_results(lesions, checkpoint, tmp_path,
     )  # fmt: skip
     assert code == 2
     assert "unknown method 'gradcam' for volumes" in capsys.readouterr().err
+    for spec, message in (
+        ("refined:alpha=x", "alpha='x' is not a float"),
+        ("refined:mode=paper", "refined takes refinement options only"),
+        ("low_res:alpha=0.5", "only refined takes options on volumes"),
+    ):
+        code = main(
+            ["evaluate", str(lesions / "eval"), "--model", str(checkpoint), "--methods", spec,
+             "-o", str(tmp_path / "bad"), "--no-progress"]
+        )  # fmt: skip
+        assert code == 2 and message in capsys.readouterr().err
 
 
 def test_train_classifier_on_volume_folders(lesions, tmp_path):

@@ -156,8 +156,10 @@ def _feature_layer(backbone: torch.nn.Module) -> str:
 
 
 def _parse_spec(spec: str):
+    """``(name, refine options or None)`` of a volume method spec; a ``refined`` spec's options
+    are parsed and checked as ``hrcam evaluate`` parses them for images."""
+    from ..methods import create_method
     from ..methods.base import parse_method_spec
-    from ..postprocess.options import RefineOptions
 
     name, params = parse_method_spec(spec)
     if name not in VOLUME_METHODS:
@@ -166,26 +168,12 @@ def _parse_spec(spec: str):
         )
     if params and name != "refined":
         raise ValueError(f"{spec!r}: only refined takes options on volumes")
-    options = None
-    if params:
-        base = RefineOptions.preset(params.pop("preset", "hrcam"))
-        typed: dict[str, Any] = {}
-        defaults = RefineOptions()
-        for key, value in params.items():
-            current = getattr(defaults, key, None)
-            if isinstance(current, bool):
-                typed[key] = value.lower() in ("1", "true", "yes")
-            elif isinstance(current, int):
-                typed[key] = int(value)
-            elif isinstance(current, float) or current is None:
-                try:
-                    typed[key] = float(value)
-                except ValueError:
-                    typed[key] = value
-            else:
-                typed[key] = value
-        options = base.replace(**typed)
-    return name, options
+    if not params:
+        return name, None
+    method = create_method(spec)
+    if (method.mode, method.weights, method.flip) != (None, None, None):
+        raise ValueError(f"{spec!r}: on volumes refined takes refinement options only")
+    return name, method.options
 
 
 # ------------------------------------------------------------------------------ faithfulness
