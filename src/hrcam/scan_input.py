@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .checks import ShapeError
 
-__all__ = ["is_scan_item", "resize_volume", "scan_pixels", "volume_pixels"]
+__all__ = ["network_spacing", "is_scan_item", "resize_volume", "scan_pixels", "volume_pixels"]
 
 Window = tuple[float, float] | None
 
@@ -97,6 +97,15 @@ def volume_pixels(item, window: Window = None) -> np.ndarray:
             "volumes (D, H, W)"
         )
     return pixels
+
+
+def network_spacing(scan, network_shape: Sequence[int]) -> tuple[float, ...]:
+    """Millimetres per voxel of ``scan`` resampled to ``network_shape``: the network's voxels
+    cover the scan's whole extent, so each axis's spacing is the scan's, rescaled."""
+    return tuple(
+        float(s) * n / m
+        for s, n, m in zip(scan.spacing, scan.array.shape, network_shape, strict=True)
+    )
 
 
 def resize_volume(volumes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

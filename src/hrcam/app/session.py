@@ -132,18 +132,26 @@ class ExplainerSession:
         if key in self._images:
             self._images.move_to_end(key)
             return self._images[key]
-        batch = self.explainer.prepare(image)
+        return self._predict_and_keep(
+            key,
+            self.explainer.prepare(image),
+            name=name or (Path(source).stem if not isinstance(source, Image.Image) else "image"),
+            display=viz.display_image(image, self.display_side),
+            original_size=tuple(image.info.get("hrcam_original_size", image.size)),
+        )
+
+    def _predict_and_keep(self, key: str, batch: ImageBatch, **fields) -> LoadedImage:
+        """One pass of the networks (the predicted class's CAMs come with it), the image kept
+        with its top-5 classes and those CAMs."""
         with self._lock:
-            cams = self.explainer.cams(batch)  # the predicted class's CAMs come with the pass
+            cams = self.explainer.cams(batch)
         probabilities = cams.probabilities[0].float().cpu().numpy()
         loaded = LoadedImage(
             key=key,
-            name=name or (Path(source).stem if not isinstance(source, Image.Image) else "image"),
-            display=viz.display_image(image, self.display_side),
             batch=batch,
             probabilities=probabilities,
             top5=self._top(probabilities, 5),
-            original_size=tuple(image.info.get("hrcam_original_size", image.size)),
+            **fields,
         )
         self._remember(self._images, key, loaded, self._max_images)
         self._remember_cams(key, int(cams.targets[0]), cams)
@@ -155,6 +163,7 @@ class ExplainerSession:
         or that does not fit the network (a volume for a network of images, or the reverse)."""
         from ..checks import ShapeError
         from ..medical import ScanError, read_scan
+        from ..scan_input import network_spacing
 
         label = name or _scan_name(Path(source))
         try:
@@ -167,31 +176,18 @@ class ExplainerSession:
         if key in self._images:
             self._images.move_to_end(key)
             return self._images[key]
-        with self._lock:
-            cams = self.explainer.cams(batch)
-        probabilities = cams.probabilities[0].float().cpu().numpy()
         pictures = batch.rgb[0]
-        spacing = None
-        if scan.array.ndim == 3:  # the network's voxels cover the scan's extent
-            spacing = tuple(
-                s * n / m
-                for s, n, m in zip(scan.spacing, scan.array.shape, pictures.shape, strict=True)
-            )
-        loaded = LoadedImage(
-            key=key,
+        volume = scan.array.ndim == 3
+        return self._predict_and_keep(
+            key,
+            batch,
             name=label,
             display=pictures
-            if spacing
+            if volume
             else viz.display_image(Image.fromarray(pictures), self.display_side),
-            batch=batch,
-            probabilities=probabilities,
-            top5=self._top(probabilities, 5),
             original_size=(scan.array.shape[-1], scan.array.shape[-2]),
-            spacing=spacing,
+            spacing=network_spacing(scan, pictures.shape) if volume else None,
         )
-        self._remember(self._images, key, loaded, self._max_images)
-        self._remember_cams(key, int(cams.targets[0]), cams)
-        return loaded
 
     def image(self, key: str) -> LoadedImage:
         if key not in self._images:

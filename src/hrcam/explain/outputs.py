@@ -117,13 +117,11 @@ def _save_volume_pictures(explained, refined, save, settings) -> tuple[int, int]
     """A volume's pictures, three orthogonal slices each (:func:`hrcam.volume_views.volume_pictures`),
     at the scan's physical aspect; returns the pictures' (width, height)."""
     from ..postprocess.volume import resize_bilinear
+    from ..scan_input import network_spacing
     from ..volume_views import volume_pictures
 
-    scan, network = explained.decoded.scan, explained.network_input
-    # The network's voxels cover the scan's extent: their spacing is the scan's, rescaled.
-    spacing = [
-        s * n / m for s, n, m in zip(scan.spacing, scan.array.shape, network.shape, strict=True)
-    ]
+    network = explained.network_input
+    spacing = network_spacing(explained.decoded.scan, network.shape)
     low = resize_bilinear(np.asarray(explained.steps.low, dtype=np.float32), network.shape)
     masked = explained.steps.masked_image
     pictures = volume_pictures(
