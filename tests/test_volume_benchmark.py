@@ -226,3 +226,15 @@ def test_train_classifier_refuses_volumes_for_an_image_network(lesions, tmp_path
     )  # fmt: skip
     assert code != 0
     assert "--backbone tiny_densenet" in capsys.readouterr().err
+
+
+def test_lesion_volumes_refuses_bad_sizes_in_one_line(tmp_path, capsys):
+    for args, message in (
+        (["--side", "16"], "side must be at least 24 voxels, got 16"),
+        (["--radius", "9", "4"], "radius must be (min, max) with 2 <= min <= max"),
+        (["--train-per-class", "-1"], "train_per_class must be >= 0, got -1"),
+    ):
+        code = main(["data", "lesion-volumes", "--out", str(tmp_path / "v"), *args])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "v").exists()
