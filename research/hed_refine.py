@@ -45,8 +45,8 @@ from hrcam.metrics.pixels import BestPixelIoU, PxAP
 from hrcam.postprocess import compiled
 from hrcam.postprocess.options import RefineOptions
 from hrcam.postprocess.pipeline import run_steps
-from hrcam.upsample.boundary import boundary_walk
 from hrcam.upsample.hed import load_hed
+from hrcam.upsample.walk import boundary_walk
 
 EDGE_VARIANTS = ("sobel", "hed", "max", "mean")
 GUIDES = ("rgb", "rgb+hed")

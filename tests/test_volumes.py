@@ -102,7 +102,7 @@ def test_the_window_decides_what_the_network_sees(volume_explainer):
 def test_flip_and_the_paper_upsampler_on_volumes(volume_explainer):
     flipped = volume_explainer.replace(flip=True).explain(_volume())
     assert flipped.high_res.shape == (1, 32, 32, 32)
-    with pytest.raises(ValueError, match="expansion network is 2-D"):
+    with pytest.raises(ValueError, match="upsampler is 2-D"):
         hrcam.Explainer(volume_explainer.backbone, upsampler=_NeedsSkips())
 
 

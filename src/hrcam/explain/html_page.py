@@ -172,8 +172,11 @@ _HIGH_RES_TEXT = {
     "paper": "the same weights over the expansion network's full-resolution maps (the paper's)",
     "guided": "the low-res CAM upsampled coarse to fine, each pixel a mix of its neighbouring "
     "cells weighted by distance and by colour likeness (joint-bilateral guided upsampling)",
-    "boundary": "the guided upsampling, then spread by a random walk that HED's object "
-    "boundaries stop, so the map fills the object up to its outline",
+    "boundary": "the guided upsampling, then spread by a random walk that object boundaries "
+    "stop (found by the expansion network in the classifier's own features), so the map fills "
+    "the object up to its outline",
+    "hed": "the guided upsampling, then spread by a random walk that HED's object boundaries "
+    "stop, so the map fills the object up to its outline",
 }
 
 _STATE_TEXT = {

@@ -3,8 +3,8 @@
 - ``low_res`` — the localization network's CAM ``Σ_k w_ck A_k`` (paper section 2.1), upsampled
   bilinearly to the input (:func:`hrcam.upsample_cam`; :meth:`LowResCAM.native` gives the
   ``(B, h, w)`` map itself). It runs the backbone alone.
-- ``high_res`` — the explainer's high-resolution CAM (section 2.2); ``high_res:mode=paper``,
-  ``high_res:mode=guided`` or ``high_res:mode=boundary`` picks the upsampler, ``weights=all|positive`` the guided one's CAM
+- ``high_res`` — the explainer's high-resolution CAM (section 2.2); ``high_res:mode=guided``,
+  ``boundary``, ``paper`` or ``hed`` picks the upsampler, ``weights=all|positive`` the guided one's CAM
   weights, ``flip=1`` adds test-time mirroring (twice the cost); all three work for ``refined``
   too, as does ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
 - ``refined`` — the refinement (section 2.3) of both, with any
@@ -50,6 +50,10 @@ __all__ = [
     "RefinedCAM",
     "SharedCAMsMethod",
 ]
+
+
+def _upsampler_name(upsampler) -> str | None:
+    return upsampler.describe().get("name")
 
 
 def _low_res_cam(explainer, x: torch.Tensor, targets: torch.Tensor, weights: str = "all"):
@@ -193,9 +197,9 @@ class SharedCAMsMethod(CAMMethod):
     flip: bool | None = None
 
     def _settings(self, name: str, mode, weights, flip) -> None:
-        if mode not in (None, "paper", "guided", "boundary"):
+        if mode not in (None, "paper", "guided", "boundary", "hed"):
             raise ValueError(
-                f"method {name!r}: mode must be paper, guided or boundary, got {mode!r}"
+                f"method {name!r}: mode must be guided, boundary, paper or hed, got {mode!r}"
             )
         if weights not in (None, *CAM_WEIGHTS):
             raise ValueError(f"method {name!r}: weights must be all or positive, got {weights!r}")
@@ -236,8 +240,19 @@ class SharedCAMsMethod(CAMMethod):
                     "has none; use mode=guided (no training), or a model with one (a stage-2 "
                     "checkpoint, or 'default')"
                 ) from None
+        if self.mode == "hed":
+            return current if _upsampler_name(current) == "hed" else create_upsampler("hed")
         if self.mode == "boundary":
-            return create_upsampler("boundary")
+            if _upsampler_name(current) == "boundary":
+                return current
+            try:
+                return create_upsampler("boundary", expansion=explainer.expansion)
+            except ValueError:
+                raise ValueError(
+                    f"method {self.name!r} needs a model whose expansion network has a boundary "
+                    "head (the default model, or one trained by `hrcam train-expansion "
+                    "--objective boundary-distill`); use mode=guided or mode=hed"
+                ) from None
         guided = current if isinstance(current, GuidedUpsampler) else GuidedUpsampler()
         if self.weights is not None and self.weights != guided.cam_weights:
             guided = dataclasses.replace(guided, cam_weights=self.weights)

@@ -5,8 +5,12 @@
   :func:`guided_upsample` itself takes any CAM method's map.
 - :class:`ExpansionNetwork` (``"paper"``): the paper's decoder with skip connections, trained
   in stage 2 with the classifier frozen (``hrcam train-expansion``).
-- :class:`~.boundary.BoundaryUpsampler` (``"boundary"``, opt-in): the guided CAM spread by a
-  random walk over HED's object boundaries; sharper objects, about 23× the forward pass.
+- :class:`~.boundary_head.BoundaryUpsampler` (``"boundary"``; what ``"auto"`` gives a model
+  whose expansion network has a trained boundary head, the default model's): the guided CAM
+  spread by a random walk (:mod:`.walk`) over the object boundaries that head finds in the
+  classifier's own features — maps that stop at the object, not at its colours.
+- :class:`~.hed_walk.HEDUpsampler` (``"hed"``, opt-in): the same walk over the boundaries of
+  HED, the teacher the boundary head was distilled from, run on every image (slower).
 
 A third is one new class with ``needs_skips``, ``upsample(inputs)`` and ``describe()``
 (:mod:`.base`), handed to :class:`hrcam.Explainer` as ``upsampler=``.
@@ -35,20 +39,36 @@ __all__ = [
     "upsample_cam",
 ]
 
-#: The upsamplers a name gives (``--high-res`` on the command line); "auto" is "guided".
-UPSAMPLERS = ("guided", "paper", "boundary")
+#: The upsamplers a name gives (``--high-res`` on the command line), besides "auto": "boundary"
+#: for a model whose expansion network has a boundary head, else "guided".
+UPSAMPLERS = ("guided", "boundary", "paper", "hed")
 
 
 def create_upsampler(name: str, *, expansion: ExpansionNetwork | None = None) -> Upsampler:
-    """The upsampler called ``name``: ``"guided"`` (or ``"auto"``), ``"paper"`` (which is
-    ``expansion``, the model's trained expansion network) or ``"boundary"``."""
-    if name in ("auto", "guided"):
+    """The upsampler called ``name``: ``"guided"``, ``"boundary"`` (the guided map walked over
+    the boundaries of ``expansion``'s boundary head), ``"paper"`` (``expansion`` itself, the
+    paper's decoder), ``"hed"`` (the walk over HED's boundaries), or ``"auto"``: ``"boundary"``
+    when ``expansion`` has a boundary head, else ``"guided"``."""
+    head = None if expansion is None else expansion.boundary_head
+    if name == "auto":
+        name = "guided" if head is None else "boundary"
+    if name == "guided":
         return GuidedUpsampler()
     if name == "boundary":
-        from .boundary import BoundaryUpsampler, check_hed_available
+        from .boundary_head import BoundaryUpsampler
+
+        if head is None:
+            raise ValueError(
+                "the boundary high-res CAM needs an expansion network with a boundary head, and "
+                "this model has none: train one with `hrcam train-expansion --objective "
+                "boundary-distill` (or use 'guided', which needs none)"
+            )
+        return BoundaryUpsampler(head)
+    if name == "hed":
+        from .hed_walk import HEDUpsampler, check_hed_available
 
         check_hed_available()
-        return BoundaryUpsampler()
+        return HEDUpsampler()
     if name == "paper":
         if expansion is None:
             raise ValueError(

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..backbones.base import Backbone, FeatureInfo
 from .base import UpsampleInputs
+from .boundary_head import BoundaryHead
 
 __all__ = ["LEGACY_CONFIG_KEYS", "Decoded", "ExpansionNetwork", "default_decoder_channels"]
 
@@ -131,6 +132,9 @@ class ExpansionNetwork(nn.Module):
             ablation without them.
         upsample: ``"bilinear"`` (default, no checkerboard artefacts) or ``"transposed"``
             (a learned 2×2 transposed conv, as the paper's "transition up" layers).
+        boundary_width: give it a :class:`~.boundary_head.BoundaryHead` of this width too (the
+            object boundaries that ``upsampler="boundary"`` walks over; trained by
+            ``hrcam train-expansion --objective boundary-distill|affinity``); None: none.
 
     Example::
 
@@ -153,6 +157,7 @@ class ExpansionNetwork(nn.Module):
         out_channels: int = 3,
         skip_connections: bool = True,
         upsample: str = "bilinear",
+        boundary_width: int | None = None,
     ) -> None:
         super().__init__()
         if feature_stride < 2 or feature_stride & (feature_stride - 1):
@@ -183,6 +188,9 @@ class ExpansionNetwork(nn.Module):
             "skip_connections": skip_connections,
             "upsample": upsample,
         }
+        self.boundary_head: BoundaryHead | None = None
+        if boundary_width is not None:
+            self.add_boundary_head(boundary_width)
 
         skip_by_stride = {s.stride: s for s in skip_info} if skip_connections else {}
         self.bottleneck = _conv_bn_relu(num_features, decoder_channels[0])
@@ -215,6 +223,19 @@ class ExpansionNetwork(nn.Module):
         self.to_features = nn.Conv2d(decoder_channels[-1], num_features, 1)
         # R: high-resolution maps -> image (the autoencoder's output).
         self.reconstruction_head = nn.Conv2d(num_features, out_channels, 1)
+
+    def add_boundary_head(self, width: int = 16) -> BoundaryHead:
+        """Give this network a new (untrained) boundary head of ``width`` channels, in place of
+        any it had; returns it."""
+        self.boundary_head = BoundaryHead(
+            [s.channels for s in self.skip_info],
+            [s.stride for s in self.skip_info],
+            self.num_features,
+            self.feature_stride,
+            width=width,
+        )
+        self.config["boundary_width"] = int(width)
+        return self.boundary_head
 
     # -- the Upsampler protocol ------------------------------------------------------------------
     needs_skips = True

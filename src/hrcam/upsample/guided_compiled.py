@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["block_means", "mix_level", "mix_level_3d", "triangle_filter"]
+__all__ = ["block_means", "mix_level", "mix_level_3d", "threads", "triangle_filter"]
 
 _jit = numba.njit(cache=True, nogil=True)
 _parallel = numba.njit(cache=True, nogil=True, parallel=True)
@@ -30,7 +30,7 @@ _LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _threads():
+def threads():
     """One parallel call at a time, on PyTorch's number of threads."""
     with _LOCK:
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
@@ -117,7 +117,7 @@ def mix_level(
         terms = _cell_terms(means, np.float32(1.0 / colour_sigma**2))
     else:
         terms = np.zeros((1, 1, 1, 1), dtype=np.float32)
-    with _threads():
+    with threads():
         return _mix(maps, guide, terms, prior, cell_y, cell_x, colour)
 
 
@@ -143,7 +143,7 @@ def _block_means(x, fh, fw):
 def block_means(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``x`` (B, C, H, W) averaged over the blocks of a grid ``size`` that divides (H, W)."""
     height, width = x.shape[-2:]
-    with _threads():
+    with threads():
         return _block_means(x, height // size[0], width // size[1])
 
 
@@ -174,7 +174,7 @@ def _triangle(x, taps):
 def triangle_filter(maps: np.ndarray, taps: np.ndarray) -> np.ndarray:
     """``maps`` (B, M, H, W) filtered by the symmetric ``taps`` along rows, then columns, edges
     replicated."""
-    with _threads():
+    with threads():
         return _triangle(maps, taps.astype(np.float32))
 
 
@@ -238,5 +238,5 @@ def mix_level_3d(maps, guide, terms, cells, tables) -> np.ndarray:
     if not colour:
         terms = np.zeros((1, 1, 1, 1, 1), dtype=np.float32)
     (cz, cy, cx), (tz, ty, tx) = cells, tables
-    with _threads():
+    with threads():
         return _mix_3d(maps, guide, terms, cz, cy, cx, tz, ty, tx, colour)

