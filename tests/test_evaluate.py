@@ -378,3 +378,20 @@ def test_the_commands_faithfulness_choices_are_the_libraries():
     from hrcam.evaluation import FAITHFULNESS_METRICS
 
     assert FAITHFULNESS_CHOICES == FAITHFULNESS_METRICS
+
+
+def test_paired_differences_from_a_chosen_reference(tiny_model, pets_tree):
+    dataset = LocalizationDataset(pets_tree)
+    methods = ["low_res", "refined", BrightPixels()]
+    results = evaluate_localization(
+        tiny_model, dataset, methods, batch_size=4, reference="bright", progress=False
+    )
+    diff = results.differences
+    assert diff["reference"] == "bright" and set(diff["methods"]) == {"low_res", "refined"}
+    d = diff["methods"]["refined"]["pxap"]
+    by_name = results.methods
+    assert d["difference"] == pytest.approx(
+        by_name["refined"].metrics["pxap"] - by_name["bright"].metrics["pxap"]
+    )
+    with pytest.raises(ValueError, match="--reference 'gradcam' is not one of the methods run"):
+        evaluate_localization(tiny_model, dataset, methods, reference="gradcam", progress=False)

@@ -112,6 +112,13 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
         help="score N evenly spaced images of the split",
     )
     p.add_argument(
+        "--reference",
+        default=None,
+        metavar="METHOD",
+        help="the method the paired differences are taken from (one of --methods, as written "
+        "there; default low_res if run, else the first)",
+    )
+    p.add_argument(
         "--mask-boxes",
         choices=("components", "union"),
         default="components",
@@ -282,6 +289,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             faithfulness_steps=args.faithfulness_steps or 224,
             faithfulness_metrics=args.faithfulness_metrics,
             num_examples=args.examples,
+            reference=args.reference,
             warmup=not args.no_warmup,
             progress=not args.no_progress,
         )

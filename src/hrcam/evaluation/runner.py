@@ -153,6 +153,8 @@ class EvaluationConfig:
             insertion, ``faithfulness_steps`` steps), drop (average drop, increase, gain), road
             and adcc (see :mod:`.faithfulness_scores`).
         num_examples: images kept (with every method's map) for the example figure.
+        reference: the method every other is compared with, paired (default ``low_res`` if
+            run, else the first method).
         warmup: run each method once, untimed, before timing.
         progress: show a progress bar (rate and ETA).
     """
@@ -173,6 +175,7 @@ class EvaluationConfig:
     faithfulness_steps: int = 224
     faithfulness_metrics: tuple[str, ...] = FAITHFULNESS_METRICS
     num_examples: int = 4
+    reference: str | None = None
     warmup: bool = True
     progress: bool = True
 
@@ -218,6 +221,11 @@ def evaluate_localization(
         config,
         names=_chosen_names(dataset, config.split, config.split_seed, config.limit),
     )
+    known = [run.method.name for run in plan.runs]
+    if config.reference is not None and config.reference not in known:
+        raise ValueError(
+            f"--reference {config.reference!r} is not one of the methods run: {', '.join(known)}"
+        )
     tally = _Tally()
     started = time.perf_counter()
     _run_batches(explainer, dataset, plan, tally, config, device)
@@ -448,7 +456,7 @@ def _assemble(explainer, dataset, plan, tally, config, device, seconds: float) -
             )
             for n, names in plan.subset_names.items()
         },
-        differences=paired_differences(plan.runs, _reference(plan.runs)),
+        differences=paired_differences(plan.runs, config.reference or _reference(plan.runs)),
         bad_images=tally.bad,
         examples=tally.examples,
     )
