@@ -154,3 +154,16 @@ def test_the_head_travels_with_the_model(bounded_model, tmp_path):
     )
     plain = ExpansionNetwork.from_config(bounded_model.expansion.config)
     assert plain.boundary_head is not None and plain.boundary_head.width == 8
+
+
+def test_mix_keeps_a_share_of_the_guided_map(bounded_model):
+    head = bounded_model.expansion.boundary_head
+    images = torch.rand(2, 3, 32, 32)
+    guided = bounded_model.replace(upsampler="guided").explain(images).high_res
+    walked = bounded_model.replace(upsampler=BoundaryUpsampler(head, mix=0.0)).explain(images)
+    whole = bounded_model.replace(upsampler=BoundaryUpsampler(head, mix=1.0)).explain(images)
+    half = bounded_model.replace(upsampler=BoundaryUpsampler(head, mix=0.5)).explain(images)
+    torch.testing.assert_close(whole.high_res, guided)
+    torch.testing.assert_close(half.high_res, (walked.high_res + guided) / 2)
+    with pytest.raises(ValueError, match="mix must lie in"):
+        BoundaryUpsampler(head, mix=1.5)

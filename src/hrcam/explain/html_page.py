@@ -172,9 +172,10 @@ _HIGH_RES_TEXT = {
     "paper": "the same weights over the expansion network's full-resolution maps (the paper's)",
     "guided": "the low-res CAM upsampled coarse to fine, each pixel a mix of its neighbouring "
     "cells weighted by distance and by colour likeness (joint-bilateral guided upsampling)",
-    "boundary": "the guided upsampling, then spread by a random walk that object boundaries "
-    "stop (found by the expansion network in the classifier's own features), so the map fills "
-    "the object up to its outline",
+    "boundary": "the guided upsampling, spread by a random walk that object boundaries stop "
+    "(found by the expansion network in the classifier's own features) so that it fills the "
+    "object up to its outline, and averaged with the guided map, which keeps its peak on the "
+    "most discriminative part",
     "hed": "the guided upsampling, then spread by a random walk that HED's object boundaries "
     "stop, so the map fills the object up to its outline",
 }

@@ -166,7 +166,10 @@ def affinity_loss(
 class BoundaryUpsampler(nn.Module):
     """The high-res CAM that stops at objects: the guided high-res CAM (``guided``) spread by a
     random walk (:func:`.walk.walk_multiscale`, ``beta``, ``steps`` coarse to fine) over the
-    boundaries a trained :class:`BoundaryHead` finds in the classifier's own stage features.
+    boundaries a trained :class:`BoundaryHead` finds in the classifier's own stage features,
+    then mixed with the guided map: ``(1 - mix) * walked + mix * guided`` (the walk shows the
+    object's extent, the guided map keeps its peak on the most discriminative part; without it
+    the flatter maps lose on faithfulness metrics that reward compact maps, ``docs/tried.md``).
     hrcam's default for a model whose expansion network has a trained boundary head
     (``upsampler="auto"``); ``"boundary"`` asks for it by name. Options chosen on the first half
     of pets-dev (``docs/tried.md``).
@@ -186,6 +189,7 @@ class BoundaryUpsampler(nn.Module):
         *,
         beta: float = 6.0,
         steps: Sequence[int] = (1024,),
+        mix: float = 0.5,
         guided: Any = None,
     ) -> None:
         super().__init__()
@@ -195,19 +199,23 @@ class BoundaryUpsampler(nn.Module):
             raise TypeError(f"head must be a BoundaryHead, got {type(head).__name__}")
         if not beta > 0:
             raise ValueError(f"beta must be > 0, got {beta}")
+        if not 0 <= mix <= 1:
+            raise ValueError(f"mix must lie in [0, 1], got {mix}")
         steps = tuple(steps)
         if not steps or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps):
             raise ValueError(f"steps must be one or more integers >= 0, got {steps!r}")
         self.head = head
         self.beta = float(beta)
         self.steps = steps
+        self.mix = float(mix)
         self.guided = GuidedUpsampler() if guided is None else guided
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, BoundaryUpsampler)
             and other.head is self.head
-            and (other.beta, other.steps, other.guided) == (self.beta, self.steps, self.guided)
+            and (other.beta, other.steps, other.mix, other.guided)
+            == (self.beta, self.steps, self.mix, self.guided)
         )
 
     __hash__ = nn.Module.__hash__
@@ -222,13 +230,15 @@ class BoundaryUpsampler(nn.Module):
             )
         high = self.guided.upsample(inputs)
         boundaries = self.head(inputs.skips, inputs.features)
-        return walk_multiscale(high, boundaries, beta=self.beta, steps=self.steps)
+        walked = walk_multiscale(high, boundaries, beta=self.beta, steps=self.steps)
+        return walked if self.mix == 0 else torch.lerp(walked, high, self.mix)
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": "boundary",
             "beta": self.beta,
             "steps": list(self.steps),
+            "mix": self.mix,
             "guided": self.guided.describe(),
             "boundaries": f"the expansion network's boundary head (width {self.head.width})",
         }
