@@ -14,7 +14,10 @@ Two label-free training signals (the classifier stays frozen; labels are never r
   map along the segment; the loss is IRNet's, averaged per kind of pair;
 - ``both``: the sum of the two.
 
-Three sub-commands::
+Four sub-commands (``folder`` links the training images into one folder for ``hrcam
+train-expansion``, which trains the shipped head)::
+
+    python research/distill_boundaries.py folder /tmp/bd-train
 
     python research/distill_boundaries.py cache /tmp/bd-cache.pt   # features, HED, CAMs of the training images
     python research/distill_boundaries.py train /tmp/bd-cache.pt /tmp/head-distill.pt --objective distill
@@ -57,6 +60,15 @@ def training_files() -> list[Path]:
     by_name = {s.name: s.path for s in pets}
     files += [by_name[n] for n in split_names(list(by_name), "first-half")]
     return files
+
+
+def folder(args) -> None:
+    """A folder of links to the training images, for ``hrcam train-expansion``."""
+    args.folder.mkdir(parents=True, exist_ok=False)
+    for path in training_files():
+        prefix = "pet-" if "pets-dev" in str(path) else "inet-"
+        (args.folder / (prefix + path.name)).symlink_to(path.resolve())
+    print(f"{len(list(args.folder.iterdir()))} links in {args.folder}")
 
 
 def cache(args) -> None:
@@ -230,6 +242,9 @@ def score(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("folder")
+    p.add_argument("folder", type=Path)
+    p.set_defaults(run=folder)
     p = sub.add_parser("cache")
     p.add_argument("cache", type=Path)
     p.set_defaults(run=cache)

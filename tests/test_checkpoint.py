@@ -170,13 +170,15 @@ def test_sequential_opencv_turns_the_pool_off_and_restores_it():
 
 def test_shipped_default_model_loads_offline():
     model = load_model("default")
-    assert model.expansion is not None and model.upsampler.describe()["name"] == "guided"
+    assert model.expansion is not None and model.upsampler.describe()["name"] == "boundary"
+    assert model.expansion.boundary_head is not None  # "auto" picks its walk
     assert model.backbone.config["name"] == "efficientnet_lite0" and len(model.class_names) == 1000
     x = torch.zeros(1, 3, 224, 224)
     e = model.explain(x)
     assert e.high_res.shape == e.refined.shape == (1, 224, 224) and e.low_res.shape == (1, 7, 7)
     assert torch.isfinite(model.replace(upsampler="paper").explain(x).high_res).all()
     assert load_model("default", upsampler="paper").upsampler is not None
+    assert load_model("default", upsampler="guided").upsampler.describe()["name"] == "guided"
 
 
 def test_golden_values_of_the_shipped_model_on_chelsea():
