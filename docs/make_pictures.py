@@ -28,7 +28,7 @@ from tests.browser import chromium, page_height  # noqa: E402
 def demo_report(folder: Path) -> Path:
     """``hrcam demo`` into ``folder``; its chelsea pipeline figure becomes the README picture."""
     subprocess.run([sys.executable, "-m", "hrcam", "demo", "-o", str(folder)], check=True, cwd=ROOT)
-    pipeline = next((folder / "images" / "chelsea").glob("pipeline.*"))
+    pipeline = next((folder / "images").glob("*chelsea*/pipeline.*"))  # <n>-chelsea-<hash>/
     Image.open(pipeline).convert("RGB").save(DOCS / "demo_pipeline.png", optimize=True)
     return folder / "index.html"
 
@@ -57,7 +57,7 @@ def screenshot_app(images: list[Path]) -> None:
         field = WebDriverWait(driver, 60).until(
             lambda d: d.find_element(By.CSS_SELECTOR, "#hrcam-image input[type=file]")
         )
-        field.send_keys(str(next(p for p in images if p.stem == "chelsea")))
+        field.send_keys(str(next(p for p in images if p.stem.endswith("chelsea"))))
         WebDriverWait(driver, 60).until(
             lambda d: "cat" in d.find_element(By.CSS_SELECTOR, "#hrcam-caption").text
         )
