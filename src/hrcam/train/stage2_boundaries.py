@@ -33,13 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from ..checkpoint import save_checkpoint
-from ..data.folders import ImageFilesDataset
 from ..upsample.boundary_head import BoundaryHead, affinity_loss
 from ..utils import atomic_save_json, atomic_torch_save
 from .config import ExpansionConfig
 from .distributed import DistContext, wrap_ddp
-from .loop import Hooks, MetricsLog, fit, make_loaders, progress, setup_optimization, start_run
+from .loop import make_loaders, progress, setup_optimization, start_run
 
 __all__ = ["TeacherImages", "boundary_loss", "make_teacher", "train_boundaries"]
 
@@ -113,21 +111,13 @@ def _teacher(cfg: ExpansionConfig, backbone, ctx: DistContext) -> dict:
     from DATA's very files (path, size, modification time), else a new one made from DATA on
     the main process and saved atomically."""
     from ..explainer import Explainer
-    from .stage2_expansion import split_files
+    from .stage2_expansion import stage2_files
 
     needs_hed = "boundary-distill" in cfg.objective
     if cfg.teacher is not None and cfg.teacher.is_file():
         logger.info("teacher: %s (DATA is not read)", cfg.teacher)
         return _read_teacher(cfg.teacher, needs_hed=needs_hed)
-    if cfg.val_dir:
-        train_files = ImageFilesDataset(cfg.data).files
-        val_files = ImageFilesDataset(cfg.val_dir).files
-    else:
-        train_files, val_files = split_files(
-            ImageFilesDataset(cfg.data).files, fraction=cfg.val_fraction, seed=cfg.seed
-        )
-    if not val_files:
-        raise ValueError("no held-out images: give --val-dir or a --val-fraction above 0")
+    train_files, val_files = stage2_files(cfg)
     files = [*train_files, *val_files]
     want = [_file_key(Path(f)) for f in files]
     path = cfg.teacher or cfg.output / "teacher.pt"
@@ -216,7 +206,7 @@ def boundary_loss(
 def train_boundaries(cfg: ExpansionConfig, ctx: DistContext, networks) -> dict[str, Any]:
     """Stage 2 with a boundary objective (the module doc); ``networks(cfg, payload, path)``
     gives the frozen classifier and the expansion network (new, ``--init-from`` or resumed)."""
-    from .stage2_expansion import state_hash
+    from .stage2_expansion import fit_stage2, state_hash
 
     cfg, resume_path, payload = start_run(cfg, ctx)
     backbone, expansion = networks(cfg, payload, resume_path)
@@ -273,39 +263,20 @@ def train_boundaries(cfg: ExpansionConfig, ctx: DistContext, networks) -> dict[s
         return {"val_boundary_loss": float(sums[0] / n), "val_distill_bce": float(sums[1] / n),
                 "val_images": int(sums[2])}  # fmt: skip
 
-    def save(name: str, loop, metrics: dict[str, Any]) -> None:
-        save_checkpoint(
-            cfg.output / name,
-            backbone=backbone,
-            expansion=expansion,
-            stage="expansion",
-            epoch=loop.epoch,
-            config=cfg.as_dict(),
-            metrics=metrics,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            extra={"loop": loop.as_dict(), "backbone_state_sha256": frozen_hash},
-        )
-
-    metrics = fit(
+    return fit_stage2(
         cfg,
-        ctx=ctx,
+        ctx,
+        backbone=backbone,
+        expansion=expansion,
+        frozen_hash=frozen_hash,
         loader=loader,
         sampler=sampler,
         optimizer=optimizer,
         scheduler=scheduler,
-        hooks=Hooks(train_step, run_eval, save),
         state=state,
+        train_step=train_step,
+        run_eval=run_eval,
         best_key="val_boundary_loss",
-        higher_is_better=False,
-        log=MetricsLog(cfg.output / "metrics.jsonl", enabled=ctx.is_main),
         desc="boundaries",
+        what="boundary loss",
     )
-    metrics = metrics or run_eval()
-    if state_hash(backbone) != frozen_hash:  # cannot happen unless the code above is changed
-        raise RuntimeError(
-            "the localization network changed during stage 2; this is a bug in hrcam"
-        )
-    if not math.isfinite(metrics.get("val_boundary_loss", 0.0)):
-        raise FloatingPointError("held-out boundary loss is not finite; lower --lr")
-    return metrics

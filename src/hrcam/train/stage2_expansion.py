@@ -42,7 +42,15 @@ from .loop import (
     start_run,
 )
 
-__all__ = ["evaluate", "expansion_loss", "split_files", "state_hash", "train_expansion"]
+__all__ = [
+    "evaluate",
+    "expansion_loss",
+    "fit_stage2",
+    "split_files",
+    "stage2_files",
+    "state_hash",
+    "train_expansion",
+]
 
 logger = logging.getLogger("hrcam.train")
 
@@ -214,6 +222,51 @@ def _run(cfg: ExpansionConfig, ctx: DistContext) -> dict[str, Any]:
         )
         return loss
 
+    def run_eval() -> dict[str, float]:
+        return evaluate(backbone, plain_decoder, val_loader, ctx=ctx, amp=cfg.amp)
+
+    return fit_stage2(
+        cfg,
+        ctx,
+        backbone=backbone,
+        expansion=expansion,
+        frozen_hash=frozen_hash,
+        loader=loader,
+        sampler=sampler,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+        train_step=train_step,
+        run_eval=run_eval,
+        best_key="val_mse",
+        desc="expansion",
+        what="reconstruction error",
+    )
+
+
+def fit_stage2(
+    cfg: ExpansionConfig,
+    ctx: DistContext,
+    *,
+    backbone: Backbone,
+    expansion: ExpansionNetwork,
+    frozen_hash: str,
+    loader,
+    sampler,
+    optimizer,
+    scheduler,
+    state: LoopState,
+    train_step,
+    run_eval,
+    best_key: str,
+    desc: str,
+    what: str,
+) -> dict[str, Any]:
+    """The shared loop for either stage-2 objective: checkpoints of the classifier and
+    ``expansion`` (stage ``"expansion"``, with the classifier's hash), ``metrics.jsonl``, the
+    best checkpoint by ``best_key`` (lower is better); at the end the classifier is checked
+    bit-identical and ``best_key`` finite (``what`` names it in the error)."""
+
     def save(name: str, loop: LoopState, metrics: dict[str, Any]) -> None:
         save_checkpoint(
             cfg.output / name,
@@ -228,9 +281,6 @@ def _run(cfg: ExpansionConfig, ctx: DistContext) -> dict[str, Any]:
             extra={"loop": loop.as_dict(), "backbone_state_sha256": frozen_hash},
         )
 
-    def run_eval() -> dict[str, float]:
-        return evaluate(backbone, plain_decoder, val_loader, ctx=ctx, amp=cfg.amp)
-
     metrics = fit(
         cfg,
         ctx=ctx,
@@ -240,18 +290,18 @@ def _run(cfg: ExpansionConfig, ctx: DistContext) -> dict[str, Any]:
         scheduler=scheduler,
         hooks=Hooks(train_step, run_eval, save),
         state=state,
-        best_key="val_mse",
+        best_key=best_key,
         higher_is_better=False,
         log=MetricsLog(cfg.output / "metrics.jsonl", enabled=ctx.is_main),
-        desc="expansion",
+        desc=desc,
     )
     metrics = metrics or run_eval()
     if state_hash(backbone) != frozen_hash:  # cannot happen unless the code above is changed
         raise RuntimeError(
             "the localization network changed during stage 2; this is a bug in hrcam"
         )
-    if not math.isfinite(metrics.get("val_mse", 0.0)):
-        raise FloatingPointError("held-out reconstruction error is not finite; lower --lr")
+    if not math.isfinite(metrics.get(best_key, 0.0)):
+        raise FloatingPointError(f"held-out {what} is not finite; lower --lr")
     return metrics
 
 
@@ -279,9 +329,8 @@ def _networks(cfg: ExpansionConfig, payload, resume_path) -> tuple[Backbone, Exp
     return backbone, expansion
 
 
-def _datasets(cfg: ExpansionConfig, backbone: Backbone, ctx: DistContext):
-    """Training and held-out images (a seeded split of DATA unless ``val_dir``); split.json."""
-    size = cfg.input_size or backbone.input_size
+def stage2_files(cfg: ExpansionConfig) -> tuple[list[Path], list[Path]]:
+    """``(training, held-out)`` image files: DATA and ``--val-dir``, or a seeded split of DATA."""
     if cfg.val_dir:
         train_files = ImageFilesDataset(cfg.data).files
         val_files = ImageFilesDataset(cfg.val_dir).files
@@ -291,6 +340,13 @@ def _datasets(cfg: ExpansionConfig, backbone: Backbone, ctx: DistContext):
         )
     if not val_files:
         raise ValueError("no held-out images: give --val-dir or a --val-fraction above 0")
+    return train_files, val_files
+
+
+def _datasets(cfg: ExpansionConfig, backbone: Backbone, ctx: DistContext):
+    """Training and held-out images (a seeded split of DATA unless ``val_dir``); split.json."""
+    size = cfg.input_size or backbone.input_size
+    train_files, val_files = stage2_files(cfg)
     train_set = ImageFilesDataset(
         files=train_files,
         transform=build_transform(
