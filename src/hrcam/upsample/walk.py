@@ -20,26 +20,30 @@ __all__ = ["boundary_walk", "walk_multiscale", "walk_steps", "walk_weights"]
 _SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
 
 
+def _neighbours(padded: torch.Tensor) -> torch.Tensor:
+    """``(B, 9, h, w)``: each pixel's value and its eight neighbours' (raster order) from a map
+    ``(B, 1, h + 2, w + 2)`` padded by one pixel."""
+    h, w = padded.shape[-2] - 2, padded.shape[-1] - 2
+    return torch.cat(
+        [padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _SHIFTS], dim=1
+    )
+
+
+def _log_affinities(b: torch.Tensor, neighbours: torch.Tensor, beta: float) -> torch.Tensor:
+    """``beta * log(1 - max(b_i, b_j))`` ``(B, 9, h, w)`` of boundaries ``b`` ``(B, 1, h, w)``
+    and their :func:`_neighbours`; normalised by a softmax, a pixel on a boundary of probability
+    near 1 still averages its neighbours rather than fading."""
+    return beta * torch.log((1 - torch.maximum(b, neighbours)).clamp_min(1e-30))
+
+
 def walk_weights(boundaries: torch.Tensor, beta: float) -> torch.Tensor:
     """Transition weights ``(B, 9, h, w)`` of boundaries ``(B, h, w)``: a pixel's and its eight
     neighbours' (raster order) ``(1 - max(b_i, b_j)) ** beta``, neighbours outside the grid
     weighted 0, each pixel's nine summing to 1 (normalised in log space, so a pixel on a
     boundary of probability near 1 still averages its neighbours rather than fading)."""
     b = boundaries[:, None]
-    h, w = b.shape[-2:]
-    padded = F.pad(b, (1, 1, 1, 1), value=2.0)  # outside: log affinity -inf
-    logits = torch.cat(
-        [
-            beta
-            * torch.log(
-                (1 - torch.maximum(b, padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]))
-                .clamp_min(0)
-                .clamp_min_(1e-30)
-            ).where(padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] <= 1, -torch.inf)
-            for dy, dx in _SHIFTS
-        ],
-        dim=1,
-    )
+    neighbours = _neighbours(F.pad(b, (1, 1, 1, 1), value=2.0))  # 2: outside the grid
+    logits = _log_affinities(b, neighbours, beta).masked_fill(neighbours > 1, -torch.inf)
     return torch.softmax(logits, dim=1)
 
 
@@ -51,13 +55,9 @@ def walk_steps(maps: torch.Tensor, weights: torch.Tensor, steps: int) -> torch.T
         from .walk_compiled import walk
 
         return walk(maps.float(), weights.float(), steps)
-    h, w = maps.shape[-2:]
     x = maps[:, None]
     for _ in range(int(steps)):
-        p = F.pad(x, (1, 1, 1, 1))
-        neighbours = torch.cat(
-            [p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _SHIFTS], dim=1
-        )
+        neighbours = _neighbours(F.pad(x, (1, 1, 1, 1)))
         x = (weights * neighbours).sum(1, keepdim=True)
     return x[:, 0]
 
@@ -109,20 +109,8 @@ def boundary_walk(
     if scale > 1:
         x, b = F.avg_pool2d(x, scale, ceil_mode=True), F.max_pool2d(b, scale, ceil_mode=True)
     h, w = b.shape[-2:]
-    padded_b = F.pad(b, (1, 1, 1, 1), mode="replicate")
-    logits = torch.cat(
-        [
-            beta
-            * torch.log(
-                (1 - torch.maximum(b, padded_b[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]))
-                .clamp_min(0)
-                .clamp_min_(1e-30)
-            )
-            for dy, dx in _SHIFTS
-        ],
-        dim=1,
-    )
-    weights = torch.softmax(logits, dim=1)  # log space: a pixel on a wall does not fade
+    neighbours = _neighbours(F.pad(b, (1, 1, 1, 1), mode="replicate"))
+    weights = torch.softmax(_log_affinities(b, neighbours, beta), dim=1)
     # replicate padding: a neighbour outside the grid is the nearest pixel inside it, so its
     # weight moves to that pixel's shift (the same walk, run by walk_steps)
     ys = torch.arange(h, device=b.device)[:, None]
