@@ -239,6 +239,10 @@ def test_configs_check_their_values_by_flag_name(tmp_path):
         ClassifierConfig(data=tmp_path, output=tmp_path, optimizer="adam")
     with pytest.raises(ValueError, match="tiny_densenet only"):
         ClassifierConfig(data=tmp_path, output=tmp_path, backbone="densenet121", growth_rate=8)
+    with pytest.raises(ValueError, match="--boundary-width must be >= 1"):
+        ExpansionConfig(data="x", classifier="c", output="o", boundary_width=0)
+    with pytest.raises(ValueError, match="--objective must be one of"):
+        ExpansionConfig(data="x", classifier="c", output="o", objective="edges")
     cfg = ExpansionConfig(data="x", classifier="c", output="o", decoder_channels="32,16,8")
     assert cfg.decoder_channels == (32, 16, 8) and cfg.as_dict()["output"] == "o"
 

@@ -108,6 +108,12 @@ def test_auto_picks_the_boundary_upsampler_when_the_model_has_a_head(tiny_model,
         create_upsampler("boundary", expansion=tiny_model.expansion)
     with pytest.raises(ValueError, match="steps must be"):
         BoundaryUpsampler(upsampler.head, steps=(0.5,))
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        BoundaryUpsampler(upsampler.head, beta=0)
+    with pytest.raises(TypeError, match="must be a BoundaryHead"):
+        BoundaryUpsampler(object())
+    with pytest.raises(ValueError, match="width must be an integer >= 1"):
+        bounded_model.expansion.add_boundary_head(0)
 
 
 def test_the_boundary_upsampler_in_the_one_call(bounded_model):

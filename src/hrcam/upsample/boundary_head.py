@@ -56,6 +56,11 @@ class BoundaryHead(nn.Module):
         super().__init__()
         if len(skip_channels) != len(skip_strides):
             raise ValueError("skip_channels and skip_strides must have the same length")
+        for name, value in (("width", width), ("stride", stride)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"the boundary head's {name} must be an integer >= 1, got {value!r}"
+                )
         self.skip_channels = [int(c) for c in skip_channels]
         self.strides = [int(s) for s in skip_strides] + [int(feature_stride)]
         self.feature_channels = int(feature_channels)
