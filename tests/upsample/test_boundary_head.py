@@ -143,6 +143,36 @@ def test_a_method_spec_asks_for_it(tiny_model, bounded_model):
     assert guided.upsampler.describe()["name"] == "guided"
 
 
+def test_weights_change_the_map_the_walk_starts_from(bounded_model):
+    from hrcam.methods import create_method
+
+    own = bounded_model.upsampler
+    assert own.guided.cam_weights == "positive"
+    method = create_method("high_res:weights=all")
+    upsampler = method.explainer_for(bounded_model).upsampler
+    # still the walk over the same head, from the guided map of every FC weight
+    assert isinstance(upsampler, BoundaryUpsampler) and upsampler.head is own.head
+    assert (upsampler.guided.cam_weights, upsampler.mix, upsampler.steps) == (
+        "all",
+        own.mix,
+        own.steps,
+    )
+    assert not method.matches(bounded_model)
+    assert create_method("high_res:weights=positive").matches(bounded_model)
+    images = torch.rand(2, 3, 32, 32)
+    start = bounded_model.replace(upsampler=own.guided.__class__(cam_weights="all"))
+    expected = bounded_model.replace(upsampler=own.with_guided(start.upsampler))
+    ours = method.explainer_for(bounded_model).explain(images).high_res
+    torch.testing.assert_close(ours, expected.explain(images).high_res, atol=0, rtol=0)
+    assert not torch.allclose(ours, bounded_model.explain(images).high_res)
+    paper = bounded_model.replace(upsampler="paper")
+    with pytest.raises(ValueError, match="has none; add mode=guided"):
+        method.explainer_for(paper)
+    assert create_method("high_res:weights=all,mode=guided").explainer_for(paper).upsampler == (
+        own.guided.__class__(cam_weights="all")
+    )
+
+
 def test_the_head_travels_with_the_model(bounded_model, tmp_path):
     path = tmp_path / "model.safetensors"
     hrcam.export_model(bounded_model, path)

@@ -4,8 +4,8 @@
   bilinearly to the input (:func:`hrcam.upsample_cam`; :meth:`LowResCAM.native` gives the
   ``(B, h, w)`` map itself). It runs the backbone alone.
 - ``high_res`` — the explainer's high-resolution CAM (section 2.2); ``high_res:mode=guided``,
-  ``boundary``, ``paper`` or ``hed`` picks the upsampler, ``weights=all|positive`` the guided one's CAM
-  weights, ``flip=1`` adds test-time mirroring (twice the cost); all three work for ``refined``
+  ``boundary``, ``paper`` or ``hed`` picks the upsampler, ``weights=all|positive`` the CAM
+  weights of its guided map (the guided upsampler's, or the one a walk starts from), ``flip=1`` adds test-time mirroring (twice the cost); all three work for ``refined``
   too, as does ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
 - ``refined`` — the refinement (section 2.3) of both, with any
   :class:`~hrcam.postprocess.RefineOptions`: ``"refined:focal_scope=local,merge=multiply"``
@@ -230,7 +230,13 @@ class SharedCAMsMethod(CAMMethod):
     def _upsampler(self, explainer):
         if self.mode is None and self.weights is None:
             return explainer.upsampler
+        return self._weighted(self._by_mode(explainer))
+
+    def _by_mode(self, explainer):
+        """The upsampler ``mode`` names (the explainer's own when it is that one, or no mode)."""
         current = explainer.upsampler
+        if self.mode is None:
+            return current
         if self.mode == "paper":
             try:
                 return create_upsampler("paper", expansion=explainer.expansion)
@@ -240,11 +246,9 @@ class SharedCAMsMethod(CAMMethod):
                     "has none; use mode=guided (no training), or a model with one (a stage-2 "
                     "checkpoint, or 'default')"
                 ) from None
-        if self.mode == "hed":
-            return current if _upsampler_name(current) == "hed" else create_upsampler("hed")
+        if _upsampler_name(current) == self.mode:
+            return current
         if self.mode == "boundary":
-            if _upsampler_name(current) == "boundary":
-                return current
             try:
                 return create_upsampler("boundary", expansion=explainer.expansion)
             except ValueError:
@@ -253,10 +257,27 @@ class SharedCAMsMethod(CAMMethod):
                     "head (the default model, or one trained by `hrcam train-expansion "
                     "--objective boundary-distill`); use mode=guided or mode=hed"
                 ) from None
-        guided = current if isinstance(current, GuidedUpsampler) else GuidedUpsampler()
-        if self.weights is not None and self.weights != guided.cam_weights:
-            guided = dataclasses.replace(guided, cam_weights=self.weights)
-        return current if guided == current else guided
+        return create_upsampler(self.mode)
+
+    def _weighted(self, upsampler):
+        """``upsampler`` with ``weights`` as the CAM weights of its guided map: the guided
+        upsampler's own, or the one a boundary or HED walk starts from."""
+        if self.weights is None:
+            return upsampler
+        if isinstance(upsampler, GuidedUpsampler):
+            if upsampler.cam_weights == self.weights:
+                return upsampler
+            return dataclasses.replace(upsampler, cam_weights=self.weights)
+        guided = getattr(upsampler, "guided", None)
+        if not isinstance(guided, GuidedUpsampler):
+            raise ValueError(
+                f"method {self.name!r}: weights= sets the CAM weights of a guided map, and "
+                f"this explainer's high-res CAM ({_upsampler_name(upsampler)}) has none; add "
+                "mode=guided"
+            )
+        if guided.cam_weights == self.weights:
+            return upsampler
+        return upsampler.with_guided(dataclasses.replace(guided, cam_weights=self.weights))
 
     def matches(self, explainer) -> bool:
         """Whether ``explainer.cams`` gives this method's CAMs (same upsampler and flip)."""

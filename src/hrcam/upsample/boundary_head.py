@@ -225,6 +225,12 @@ class BoundaryUpsampler(nn.Module):
 
     __hash__ = nn.Module.__hash__
 
+    def with_guided(self, guided: Any) -> BoundaryUpsampler:
+        """The same walk over the same head, starting from ``guided``'s map."""
+        return BoundaryUpsampler(
+            self.head, beta=self.beta, steps=self.steps, mix=self.mix, guided=guided
+        )
+
     def upsample(self, inputs: UpsampleInputs) -> torch.Tensor:
         """The walked high-res CAMs ``(B, H, W)``."""
         from .walk import walk_multiscale

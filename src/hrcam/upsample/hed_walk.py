@@ -21,6 +21,7 @@ from HED into the expansion network for a small fraction of that. Needs ``pip in
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,10 @@ class HEDUpsampler:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+    def with_guided(self, guided: GuidedUpsampler) -> HEDUpsampler:
+        """The same walk, starting from ``guided``'s map."""
+        return dataclasses.replace(self, guided=guided)
 
     def upsample(self, inputs: UpsampleInputs) -> torch.Tensor:
         """The walked high-res CAMs ``(B, H, W)`` of images ``(B, 3, H, W)``."""
