@@ -1,36 +1,105 @@
-"""How much of the guided map to keep in the boundary map: localization and faithfulness of
-``(1 - mix) * walked + mix * guided`` for several ``mix`` on one half of pets-dev.
+"""How to put the walked map and the guided map together in the boundary high-res CAM:
+localization and faithfulness of each way, on one half of pets-dev.
 
 The walk spreads the guided CAM over the whole object; faithfulness metrics that reward small
 maps (ADCC's complexity, average drop) pay for that. Mixing some of the guided map back keeps
 its peak on the most discriminative part. Each variant is a method of ``hrcam evaluate``'s
-harness (the same protocol, intervals and paired differences against the low-res CAM).
+harness (the same protocol, intervals and paired differences against the low-res CAM), scored
+as the high-res CAM and as the refined CAM built on it.
+
+A variant is ``WAY:MIX[:BETA:STEPS]`` (β 6 and 1,024 steps unless given), ``g`` the guided map
+and ``w`` the walk of its ``seed``, both per image over their maximum where said:
+
+- ``lerp`` — ``(1 - MIX) · w + MIX · g``, the shipped form (``BoundaryUpsampler(mix=MIX)``);
+- ``prod`` — ``w · (1 - MIX + MIX · ĝ)``; ``pow`` — ``w · ĝ ** MIX`` (the guided map as a gate);
+- ``match`` — the order of ``lerp``'s map with the guided map's values (its histogram);
+- ``seed@Q`` — the walk starts from ``ĝ`` where ``ĝ`` is above its ``Q`` quantile (0 elsewhere),
+  then ``lerp`` of both maps over their maxima; ``pow-seed@P`` starts from ``ĝ ** P``.
 
 Usage::
 
-    python research/boundary_mix.py ../shared/data/pets-dev --split first-half --faithfulness 40
+    python research/boundary_mix.py ../shared/data/pets-dev --split first-half --faithfulness 40 \
+        --variants lerp:0,lerp:0.25,lerp:0.5
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+import torch
 
 import hrcam
 from hrcam.data.annotations import LocalizationDataset
 from hrcam.evaluation import evaluate_localization, write_results
 from hrcam.methods.base import CAMMethod
 from hrcam.upsample.boundary_head import BoundaryUpsampler
+from hrcam.upsample.walk import walk_multiscale
 
 
-class Mixed(CAMMethod):
-    def __init__(self, mix: float) -> None:
-        super().__init__(f"boundary mix={mix:g}")
-        self.mix = mix
+def _over_max(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp_min(0)
+    return x / x.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
 
-    def _compute(self, explainer, images, targets):
-        upsampler = BoundaryUpsampler(explainer.expansion.boundary_head, mix=self.mix)
-        return explainer.replace(upsampler=upsampler).cams(images, targets).high_res.float().cpu()
+
+class CombinedUpsampler(BoundaryUpsampler):
+    """The shipped boundary upsampler with another way of combining its two maps."""
+
+    def __init__(self, head, way: str, mix: float, beta: float, steps: int) -> None:
+        super().__init__(head, beta=beta, steps=(steps,), mix=0.0)
+        self.way, self.share = way, mix
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other) and (other.way, other.share) == (self.way, self.share)
+
+    __hash__ = BoundaryUpsampler.__hash__
+
+    def upsample(self, inputs):
+        guided = self.guided.upsample(inputs)
+        boundaries = self.head(inputs.skips, inputs.features)
+
+        def walk(seed):
+            return walk_multiscale(seed, boundaries, beta=self.beta, steps=self.steps)
+
+        kind, _, value = self.way.partition("@")
+        if kind in ("seed", "pow-seed"):
+            g = _over_max(guided)
+            if kind == "seed":
+                cut = torch.quantile(g.flatten(1), float(value), dim=1)[:, None, None]
+                seed = g * (g >= cut)
+            else:
+                seed = g.pow(float(value))
+            return torch.lerp(_over_max(walk(seed)), g, self.share)
+        walked = walk(guided)
+        if kind == "lerp":
+            return torch.lerp(walked, guided, self.share)
+        if kind == "prod":
+            return walked * (1 - self.share + self.share * _over_max(guided))
+        if kind == "pow":
+            return walked * _over_max(guided).pow(self.share)
+        if kind == "match":
+            order = torch.lerp(walked, guided, self.share).flatten(1)
+            values = guided.flatten(1).sort(dim=1).values
+            out = torch.empty_like(order).scatter_(1, order.argsort(dim=1, stable=True), values)
+            return out.view_as(guided)
+        raise ValueError(f"unknown way {self.way!r}")
+
+
+class Variant(CAMMethod):
+    def __init__(self, spec: str, refined: bool) -> None:
+        way, mix, *walk = spec.split(":")
+        self.upsampler_args = (way, float(mix), float(walk[0]) if walk else 6.0)
+        self.steps = int(walk[1]) if len(walk) > 1 else 1024
+        super().__init__(f"{'refined' if refined else 'high-res'} {spec}")
+        self.refined = refined
+
+    def _compute(self, explainer, batch, targets):
+        head = explainer.expansion.boundary_head
+        own = explainer.replace(upsampler=CombinedUpsampler(head, *self.upsampler_args, self.steps))
+        cams = own.cams(batch, targets)
+        maps = own.refine(cams, batch).refined if self.refined else cams.high_res
+        return maps.float().cpu()
 
 
 def main() -> None:
@@ -38,12 +107,17 @@ def main() -> None:
     p.add_argument("data", type=Path)
     p.add_argument("--split", default="first-half")
     p.add_argument("--faithfulness", type=int, default=40)
-    p.add_argument("--mixes", default="0,0.25,0.5")
+    p.add_argument("--variants", default="lerp:0,lerp:0.25,lerp:0.5")
+    p.add_argument("--maps", choices=("both", "high-res", "refined"), default="both")
     p.add_argument("-o", "--output", type=Path, default=Path("runs/boundary-mix"))
     args = p.parse_args()
     explainer = hrcam.load_model("default")
-    methods = ["low_res", "high_res:mode=guided"]
-    methods += [Mixed(float(m)) for m in args.mixes.split(",")]
+    methods: list = ["low_res"]
+    for spec in args.variants.split(","):
+        if args.maps != "refined":
+            methods.append(Variant(spec, refined=False))
+        if args.maps != "high-res":
+            methods.append(Variant(spec, refined=True))
     results = evaluate_localization(
         explainer,
         LocalizationDataset(args.data),
@@ -51,9 +125,10 @@ def main() -> None:
         split=args.split,
         faithfulness=args.faithfulness,
         faithfulness_steps=32,
-        progress=False,
+        progress=True,
     )
-    paths = write_results(results, args.output, command="research/boundary_mix.py")
+    command = "python research/boundary_mix.py " + " ".join(sys.argv[1:])
+    paths = write_results(results, args.output, command=command)
     print(paths["markdown"].read_text())
 
 
