@@ -383,3 +383,18 @@ def test_stage2_on_boundaries_trains_the_head_alone_and_reuses_its_teacher(stage
     )  # the same seed and teacher: the same head
     x = torch.rand(2, 3, 32, 32)
     assert model.explain(x).high_res.shape == (2, 32, 32)
+    # the teacher pass runs its networks in batches: the same file as one image at a time
+    from hrcam import Explainer
+    from hrcam.train.stage2_boundaries import make_teacher
+
+    bad = tmp_path / "not-an-image.png"
+    bad.write_text("no")
+    files = [*sorted((data / "train").rglob("*.png"))[:5], bad]
+    guided = Explainer(paper.backbone, upsampler="guided", input_size=(32, 32))
+    one, three = (
+        make_teacher(guided, files, hed=True, show_progress=False, batch_size=n) for n in (1, 3)
+    )
+    assert one["unreadable"] == three["unreadable"] == [str(bad)]
+    assert one["keys"] == three["keys"] and len(one["keys"]) == 5
+    for name in ("images", "hed", "cam"):
+        assert torch.equal(one[name], three[name]), name

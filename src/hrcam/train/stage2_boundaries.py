@@ -52,25 +52,25 @@ def _file_key(path: Path) -> list:
 
 
 def make_teacher(
-    explainer, files: list[Path], *, hed: bool, show_progress: bool = True
+    explainer,
+    files: list[Path],
+    *,
+    hed: bool,
+    show_progress: bool = True,
+    batch_size: int = 16,
 ) -> dict[str, Any]:
     """The teacher pass (the module doc) over ``files``: ``{"keys": [path, size, mtime] per
     readable file, "images": (N, 3, H, W) uint8, "hed": (N, h, w) uint8 or None, "cam": (N, h,
     w) float16, "unreadable": [paths]}`` with ``h × w`` the boundary head's grid (a quarter of
-    the input's sides)."""
+    the input's sides). Files are decoded one by one (an unreadable one is skipped and named),
+    the networks run ``batch_size`` pictures at a time."""
     from ..upsample.hed import load_hed
 
     teacher_net = load_hed().to(explainer.device) if hed else None
-    keys, images, hed_maps, cams, unreadable = [], [], [], [], []
-    for path in progress(
-        files, total=len(files), desc="teacher", enabled=show_progress, unit="image"
-    ):
-        try:
-            batch = explainer.prepare([path])
-        except (OSError, ValueError) as err:
-            logger.warning("skipping unreadable image: %s", err)
-            unreadable.append(str(path))
-            continue
+    keys, pictures, hed_maps, cams, unreadable = [], [], [], [], []
+
+    def run(group: list[np.ndarray]) -> None:
+        batch = explainer.prepare(group)  # pictures at the network's size: not resized again
         with torch.inference_mode():
             cam = explainer.cams(batch).high_res[:, None].float()
             grid = (math.ceil(cam.shape[-2] / 4), math.ceil(cam.shape[-1] / 4))
@@ -79,14 +79,31 @@ def make_teacher(
                 edges = teacher_net(batch.pixels.float())[:, None]
                 pooled = F.adaptive_max_pool2d(edges, grid)[:, 0]
                 hed_maps.append((pooled * 255).round().to(torch.uint8).cpu())
-        images.append(torch.from_numpy(batch.rgb).permute(0, 3, 1, 2).contiguous())
+
+    group: list[np.ndarray] = []
+    for path in progress(
+        files, total=len(files), desc="teacher", enabled=show_progress, unit="image"
+    ):
+        try:
+            picture = explainer.prepare([path]).rgb[0]
+        except (OSError, ValueError) as err:
+            logger.warning("skipping unreadable image: %s", err)
+            unreadable.append(str(path))
+            continue
+        pictures.append(picture)
         keys.append(_file_key(Path(path)))
+        group.append(picture)
+        if len(group) == batch_size:
+            run(group)
+            group = []
+    if group:
+        run(group)
     if not keys:
         raise ValueError("no readable image for the teacher pass")
     return {
         "format": TEACHER_FORMAT,
         "keys": keys,
-        "images": torch.cat(images),
+        "images": torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous(),
         "hed": torch.cat(hed_maps) if hed_maps else None,
         "cam": torch.cat(cams),
         "unreadable": unreadable,
@@ -134,7 +151,9 @@ def _teacher(cfg: ExpansionConfig, backbone, ctx: DistContext) -> dict:
 
         check_hed_available()
     explainer = Explainer(backbone, upsampler="guided", input_size=cfg.input_size).to(ctx.device)
-    teacher = make_teacher(explainer, files, hed=needs_hed, show_progress=cfg.progress)
+    teacher = make_teacher(
+        explainer, files, hed=needs_hed, show_progress=cfg.progress, batch_size=cfg.batch_size
+    )
     teacher["sources"] = want
     teacher["split"] = {
         "train": [str(f) for f in train_files],
