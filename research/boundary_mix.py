@@ -13,6 +13,8 @@ and ``w`` the walk of its ``seed``, both per image over their maximum where said
 - ``lerp`` — ``(1 - MIX) · w + MIX · g``, the shipped form (``BoundaryUpsampler(mix=MIX)``);
 - ``prod`` — ``w · (1 - MIX + MIX · ĝ)``; ``pow`` — ``w · ĝ ** MIX`` (the guided map as a gate);
 - ``match`` — the order of ``lerp``'s map with the guided map's values (its histogram);
+- ``gup`` — ``lerp``, the walk's grid brought to the image's size by the colour-guided
+  upsampling (:func:`hrcam.guided_upsample`) instead of bilinearly;
 - ``seed@Q`` — the walk starts from ``ĝ`` where ``ĝ`` is above its ``Q`` quantile (0 elsewhere),
   then ``lerp`` of both maps over their maxima; ``pow-seed@P`` starts from ``ĝ ** P``.
 
@@ -29,13 +31,15 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import hrcam
 from hrcam.data.annotations import LocalizationDataset
 from hrcam.evaluation import evaluate_localization, write_results
 from hrcam.methods.base import CAMMethod
 from hrcam.upsample.boundary_head import BoundaryUpsampler
-from hrcam.upsample.walk import walk_multiscale
+from hrcam.upsample.guided import guided_upsample
+from hrcam.upsample.walk import walk_multiscale, walk_steps, walk_weights
 
 
 def _over_max(x: torch.Tensor) -> torch.Tensor:
@@ -63,6 +67,12 @@ class CombinedUpsampler(BoundaryUpsampler):
             return walk_multiscale(seed, boundaries, beta=self.beta, steps=self.steps)
 
         kind, _, value = self.way.partition("@")
+        if kind == "gup":  # the walk's own grid upsampled by the colour guide, not bilinearly
+            grid = boundaries.shape[-2:]
+            start = F.adaptive_avg_pool2d(guided[:, None].float(), grid)[:, 0]
+            walked = walk_steps(start, walk_weights(boundaries.float(), self.beta), self.steps[0])
+            walked = guided_upsample(walked, inputs.images)
+            return torch.lerp(walked, guided, self.share)
         if kind in ("seed", "pow-seed"):
             g = _over_max(guided)
             if kind == "seed":

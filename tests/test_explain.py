@@ -205,6 +205,37 @@ def test_a_model_without_expansion_network_gets_every_map(tiny_backbone, inputs,
     assert (folder / "pipeline.jpg").is_file() and (folder / "cam_high.jpg").is_file()
     # The paper's high-res CAM is the one map that needs the expansion network: said so, exit 2.
     assert cli([*args, "--high-res", "paper", "--no-progress"]) == 2
+    # --boundary-mix sets the boundary CAM's mix, which this model has not: said so, exit 2.
+    assert cli([*args, "--boundary-mix", "0", "--no-progress"]) == 2
+
+
+def test_boundary_mix_sets_the_share_of_the_guided_map(tiny_backbone, inputs, tmp_path, capsys):
+    import torch
+
+    from hrcam import Explainer
+    from hrcam.upsample import ExpansionNetwork
+
+    tiny_backbone.class_names = ["disc", "square", "other"]
+    torch.manual_seed(0)
+    expansion = ExpansionNetwork.from_backbone(
+        tiny_backbone, decoder_channels=(16, 12, 8, 8), boundary_width=8
+    )
+    path = export_model(Explainer(tiny_backbone, expansion=expansion), tmp_path / "m.safetensors")
+    args = ["explain", str(inputs / "rgb.jpg"), "--model", str(path), "--input-size", "32"]
+    maps = {}
+    for mix in ("0", "0.5", "1"):
+        out = tmp_path / f"mix{mix}"
+        assert cli([*args, "-o", str(out), "--boundary-mix", mix, "--no-progress"]) == 0
+        recorded = json.loads((out / "summary.json").read_text())["options"]["upsampler"]
+        assert recorded["name"] == "boundary" and recorded["mix"] == float(mix)
+        maps[mix] = np.load(output_folder(out, "rgb") / "maps.npz")["high_res_cam"].astype(float)
+    np.testing.assert_allclose(maps["0.5"], (maps["0"] + maps["1"]) / 2, atol=2e-3)
+    assert not np.allclose(maps["0"], maps["1"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        cli([*args, "-o", str(tmp_path / "bad"), "--boundary-mix", "1.5"])
+    assert refused.value.code == 2
+    assert "--boundary-mix: expected a number in [0, 1], got 1.5" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")

@@ -206,6 +206,27 @@ def int_in(minimum: int, maximum: int):
     return parse
 
 
+def float_in(minimum: float, maximum: float):
+    """An ``argparse`` type: a number in ``[minimum, maximum]``."""
+
+    def parse(text: str) -> float:
+        import argparse
+        import math
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and minimum <= value <= maximum):
+            raise argparse.ArgumentTypeError(
+                f"expected a number in [{minimum:g}, {maximum:g}], got {text}"
+            )
+        return value
+
+    parse.__name__ = f"number in [{minimum:g}, {maximum:g}]"
+    return parse
+
+
 def available_memory() -> int | None:
     """Bytes of memory the system can give a process now (Linux's MemAvailable), or None."""
     try:

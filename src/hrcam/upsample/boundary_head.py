@@ -225,11 +225,14 @@ class BoundaryUpsampler(nn.Module):
 
     __hash__ = nn.Module.__hash__
 
-    def with_guided(self, guided: Any) -> BoundaryUpsampler:
-        """The same walk over the same head, starting from ``guided``'s map."""
-        return BoundaryUpsampler(
-            self.head, beta=self.beta, steps=self.steps, mix=self.mix, guided=guided
-        )
+    def replace(self, **changes: Any) -> BoundaryUpsampler:
+        """A copy over the same head with ``changes`` (``beta``, ``steps``, ``mix``, ``guided``)
+        applied and checked, e.g. ``upsampler.replace(mix=0)`` for the walked map alone."""
+        unknown = sorted(set(changes) - {"beta", "steps", "mix", "guided"})
+        if unknown:
+            raise ValueError(f"unknown boundary upsampler option(s) {unknown}")
+        options = {"beta": self.beta, "steps": self.steps, "mix": self.mix, "guided": self.guided}
+        return BoundaryUpsampler(self.head, **{**options, **changes})
 
     def upsample(self, inputs: UpsampleInputs) -> torch.Tensor:
         """The walked high-res CAMs ``(B, H, W)``."""

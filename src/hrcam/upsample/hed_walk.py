@@ -95,9 +95,12 @@ class HEDUpsampler:
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
-    def with_guided(self, guided: GuidedUpsampler) -> HEDUpsampler:
-        """The same walk, starting from ``guided``'s map."""
-        return dataclasses.replace(self, guided=guided)
+    def replace(self, **changes: Any) -> HEDUpsampler:
+        """A copy with ``changes`` (``beta``, ``steps``, ``scale``, ``guided``) applied, checked."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown HED upsampler option(s) {unknown}")
+        return dataclasses.replace(self, **changes)
 
     def upsample(self, inputs: UpsampleInputs) -> torch.Tensor:
         """The walked high-res CAMs ``(B, H, W)`` of images ``(B, 3, H, W)``."""
