@@ -13,6 +13,8 @@ and ``w`` the walk of its ``seed``, both per image over their maximum where said
 - ``lerp`` — ``(1 - MIX) · w + MIX · g``, the shipped form (``BoundaryUpsampler(mix=MIX)``);
 - ``prod`` — ``w · (1 - MIX + MIX · ĝ)``; ``pow`` — ``w · ĝ ** MIX`` (the guided map as a gate);
 - ``match`` — the order of ``lerp``'s map with the guided map's values (its histogram);
+- ``hed@S`` — ``lerp`` over HED's boundaries instead of the head's: HED of the image resized
+  by each scale in ``S`` (``1``, ``2``, ``1+2`` …), averaged, max-pooled to the head's grid;
 - ``gup`` — ``lerp``, the walk's grid brought to the image's size by the colour-guided
   upsampling (:func:`hrcam.guided_upsample`) instead of bilinearly;
 - ``seed@Q`` — the walk starts from ``ĝ`` where ``ĝ`` is above its ``Q`` quantile (0 elsewhere),
@@ -27,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -39,12 +42,34 @@ from hrcam.evaluation import evaluate_localization, write_results
 from hrcam.methods.base import CAMMethod
 from hrcam.upsample.boundary_head import BoundaryUpsampler
 from hrcam.upsample.guided import guided_upsample
+from hrcam.upsample.hed import load_hed
 from hrcam.upsample.walk import walk_multiscale, walk_steps, walk_weights
 
 
 def _over_max(x: torch.Tensor) -> torch.Tensor:
     x = x.clamp_min(0)
     return x / x.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+
+
+@functools.cache
+def _hed():
+    return load_hed()
+
+
+def _hed_boundaries(images: torch.Tensor, scales: list[float], grid) -> torch.Tensor:
+    """HED's boundary map of ``images`` averaged over input ``scales`` (the image resized
+    bilinearly), max-pooled to ``grid``."""
+    net = _hed()
+    size = images.shape[-2:]
+    total = 0
+    with torch.inference_mode():
+        for scale in scales:
+            x = images if scale == 1 else F.interpolate(images, scale_factor=scale, mode="bilinear")
+            edges = net(x.float())[:, None]
+            if edges.shape[-2:] != size:
+                edges = F.interpolate(edges, size=size, mode="bilinear")
+            total = total + edges
+    return F.adaptive_max_pool2d(total / len(scales), grid)[:, 0]
 
 
 class CombinedUpsampler(BoundaryUpsampler):
@@ -67,6 +92,10 @@ class CombinedUpsampler(BoundaryUpsampler):
             return walk_multiscale(seed, boundaries, beta=self.beta, steps=self.steps)
 
         kind, _, value = self.way.partition("@")
+        if kind == "hed":  # HED's boundaries (mean over the input scales in VALUE), not the head's
+            grid = boundaries.shape[-2:]
+            boundaries = _hed_boundaries(inputs.images, [float(v) for v in value.split("+")], grid)
+            kind = "lerp"
         if kind == "gup":  # the walk's own grid upsampled by the colour guide, not bilinearly
             grid = boundaries.shape[-2:]
             start = F.adaptive_avg_pool2d(guided[:, None].float(), grid)[:, 0]
