@@ -144,13 +144,13 @@ def main() -> None:
                         "efficientnet_lite0, shipped",
                         shipped,
                         "boundary",
-                        "boundary (the default: guided + walk over the head's boundaries)",
+                        "boundary (guided + walk over the head's boundaries)",
                         {},
                     )
                 )
             rows.append(("efficientnet_lite0, shipped", shipped, "paper", "paper (decoder)", {}))
             rows.append(
-                ("efficientnet_lite0, shipped", shipped, "guided", "guided (no decoder)", {})
+                ("efficientnet_lite0, shipped", shipped, "guided", "guided (the default)", {})
             )
             rows.append(
                 (

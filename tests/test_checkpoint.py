@@ -170,8 +170,11 @@ def test_sequential_opencv_turns_the_pool_off_and_restores_it():
 
 def test_shipped_default_model_loads_offline():
     model = load_model("default")
-    assert model.expansion is not None and model.upsampler.describe()["name"] == "boundary"
-    assert model.expansion.boundary_head is not None  # "auto" picks its walk
+    # the colour-guided high-res CAM, as its file names; the boundary head one argument away
+    assert model.expansion is not None and model.upsampler.describe()["name"] == "guided"
+    assert model.expansion.boundary_head is not None
+    boundary = load_model("default", upsampler="boundary").upsampler
+    assert boundary.describe()["name"] == "boundary" and boundary.mix == 0.5
     assert model.backbone.config["name"] == "efficientnet_lite0" and len(model.class_names) == 1000
     x = torch.zeros(1, 3, 224, 224)
     e = model.explain(x)
@@ -179,6 +182,27 @@ def test_shipped_default_model_loads_offline():
     assert torch.isfinite(model.replace(upsampler="paper").explain(x).high_res).all()
     assert load_model("default", upsampler="paper").upsampler is not None
     assert load_model("default", upsampler="guided").upsampler.describe()["name"] == "guided"
+
+
+def test_an_exported_model_names_the_high_res_cam_it_loads_with(tiny_backbone, tmp_path):
+    from hrcam.checkpoint import CheckpointError
+
+    expansion = ExpansionNetwork.from_backbone(
+        tiny_backbone, decoder_channels=(16, 12, 8, 8), boundary_width=8
+    )
+    model = Explainer(tiny_backbone, expansion=expansion)
+    assert model.upsampler.describe()["name"] == "boundary"  # auto: it has a head
+    names = {}
+    for high_res in (None, "guided", "paper"):
+        path = export_model(model, tmp_path / f"{high_res}.safetensors", high_res=high_res)
+        names[high_res] = load_model(path).upsampler.describe()["name"]
+        assert load_model(path, upsampler="boundary").upsampler.describe()["name"] == "boundary"
+    assert names == {None: "boundary", "guided": "guided", "paper": "paper"}
+    with pytest.raises(ValueError, match="high_res must be one of"):
+        export_model(model, tmp_path / "bad.safetensors", high_res="bilinear")
+    plain = export_model(Explainer(tiny_backbone), tmp_path / "plain.safetensors", high_res="paper")
+    with pytest.raises(CheckpointError, match="plain.json: .*expansion network"):
+        load_model(plain)
 
 
 def test_golden_values_of_the_shipped_model_on_chelsea():

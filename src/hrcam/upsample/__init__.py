@@ -6,7 +6,8 @@
 - :class:`ExpansionNetwork` (``"paper"``): the paper's decoder with skip connections, trained
   in stage 2 with the classifier frozen (``hrcam train-expansion``).
 - :class:`~.boundary_head.BoundaryUpsampler` (``"boundary"``; what ``"auto"`` gives a model
-  whose expansion network has a trained boundary head, the default model's): the guided CAM
+  whose expansion network has a trained boundary head; the default model has one, and loads
+  with ``"guided"`` as its file says): the guided CAM
   spread by a random walk (:mod:`.walk`) over the object boundaries that head finds in the
   classifier's own features — maps that stop at the object, not at its colours.
 - :class:`~.hed_walk.HEDUpsampler` (``"hed"``, opt-in): the same walk over the boundaries of

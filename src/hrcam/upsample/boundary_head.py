@@ -175,8 +175,9 @@ class BoundaryUpsampler(nn.Module):
     then mixed with the guided map: ``(1 - mix) * walked + mix * guided`` (the walk shows the
     object's extent, the guided map keeps its peak on the most discriminative part; without it
     the flatter maps lose on faithfulness metrics that reward compact maps, ``docs/tried.md``).
-    hrcam's default for a model whose expansion network has a trained boundary head
-    (``upsampler="auto"``); ``"boundary"`` asks for it by name. Options chosen on the first half
+    What ``upsampler="auto"`` gives a model whose expansion network has a trained boundary
+    head (the default model's file names ``"guided"`` instead); ``"boundary"`` asks for it by
+    name. Options chosen on the first half
     of pets-dev (``docs/tried.md``).
 
     Example::
