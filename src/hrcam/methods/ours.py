@@ -7,7 +7,8 @@
   ``boundary``, ``paper`` or ``hed`` picks the upsampler, ``weights=all|positive`` the CAM
   weights of its guided map (the guided upsampler's, or the one a walk starts from), ``mix``
   (0 to 1) the boundary high-res CAM's share of the guided map (0: the walked map alone),
-  ``flip=1`` adds test-time mirroring (twice the cost); all four work for ``refined`` too, as does ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
+  ``flip=1`` adds test-time mirroring (twice the cost); all four work for ``refined`` too, as
+  does ``preset=paper|hrcam`` (:meth:`RefineOptions.preset`) under the other options.
 - ``refined`` — the refinement (section 2.3) of both, with any
   :class:`~hrcam.postprocess.RefineOptions`: ``"refined:focal_scope=local,merge=multiply"``
   changes two options of the base options (``refine_options`` of :func:`create_method`, else
