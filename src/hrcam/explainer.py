@@ -214,8 +214,8 @@ class Explainer:
             :class:`~hrcam.Backbone` contract (:func:`from_model` wraps your own).
         upsampler: part 2: an :class:`~hrcam.upsample.Upsampler`, or a name
             (:func:`hrcam.upsample.create_upsampler`): ``"auto"`` (default: the boundary
-            upsampler when ``expansion`` has a trained boundary head, else :class:`~hrcam.upsample.GuidedUpsampler`, which needs no training),
-            ``"guided"``, ``"boundary"``, ``"paper"`` (the trained ``expansion`` network, the
+            upsampler when ``expansion`` has a trained boundary head, else
+            :class:`~hrcam.upsample.GuidedUpsampler`, which needs no training), ``"guided"``, ``"boundary"``, ``"paper"`` (the trained ``expansion`` network, the
             paper's) or ``"hed"``.
         expansion: the model's stage-2 network, if it has one: the paper's decoder and, trained
             on object boundaries, its boundary head (kept so that ``replace(upsampler=...)``

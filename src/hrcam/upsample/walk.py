@@ -97,8 +97,8 @@ def boundary_walk(
     """Spread maps ``(B, H, W)`` by a walk of ``steps`` steps that boundaries ``(B, H, W)`` in
     [0, 1] cut, on a grid ``scale`` times coarser than the maps (the map average-pooled, the
     boundaries max-pooled so thin outlines survive), resized back; returns ``(B, H, W)``. At the
-    grid's edge a missing neighbour is the nearest pixel inside (replicate padding). A step is a weighted
-    mean, so values stay within the map's minimum and maximum."""
+    grid's edge a missing neighbour is the nearest pixel inside (replicate padding). A step is a
+    weighted mean, so values stay within the map's minimum and maximum."""
     if maps.shape != boundaries.shape or maps.ndim != 3:
         raise ValueError(
             f"maps and boundaries must both be (B, H, W), got {tuple(maps.shape)} and "
