@@ -18,7 +18,10 @@ and ``w`` the walk of its ``seed``, both per image over their maximum where said
 - ``gup`` — ``lerp``, the walk's grid brought to the image's size by the colour-guided
   upsampling (:func:`hrcam.guided_upsample`) instead of bilinearly;
 - ``seed@Q`` — the walk starts from ``ĝ`` where ``ĝ`` is above its ``Q`` quantile (0 elsewhere),
-  then ``lerp`` of both maps over their maxima; ``pow-seed@P`` starts from ``ĝ ** P``.
+  then ``lerp`` of both maps over their maxima; ``pow-seed@P`` starts from ``ĝ ** P``;
+- ``bg@A`` — a background walk competes with the object's, as in AffinityNet's inference (Ahn &
+  Kwak, CVPR 2018): ``f`` the walk of ``ĝ``, ``b`` the walk of ``(1 - ĝ) ** A`` (only the
+  coldest pixels seed it), both over their maxima; ``f / (f + b)``, then ``lerp`` with ``ĝ``.
 
 Usage::
 
@@ -110,6 +113,11 @@ class CombinedUpsampler(BoundaryUpsampler):
             else:
                 seed = g.pow(float(value))
             return torch.lerp(_over_max(walk(seed)), g, self.share)
+        if kind == "bg":
+            g = _over_max(guided)
+            fg = _over_max(walk(g))
+            bg = _over_max(walk((1 - g).pow(float(value))))
+            return torch.lerp(fg / (fg + bg).clamp_min(1e-6), g, self.share)
         walked = walk(guided)
         if kind == "lerp":
             return torch.lerp(walked, guided, self.share)
@@ -148,6 +156,7 @@ def main() -> None:
     p.add_argument("--faithfulness", type=int, default=40)
     p.add_argument("--variants", default="lerp:0,lerp:0.25,lerp:0.5")
     p.add_argument("--maps", choices=("both", "high-res", "refined"), default="both")
+    p.add_argument("--reference", default=None, help="the method differences are paired against")
     p.add_argument("-o", "--output", type=Path, default=Path("runs/boundary-mix"))
     args = p.parse_args()
     explainer = hrcam.load_model("default")
@@ -164,6 +173,7 @@ def main() -> None:
         split=args.split,
         faithfulness=args.faithfulness,
         faithfulness_steps=32,
+        reference=args.reference,
         progress=True,
     )
     command = "python research/boundary_mix.py " + " ".join(sys.argv[1:])
