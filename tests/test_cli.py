@@ -100,3 +100,40 @@ def test_a_missing_gradio_is_one_line_with_the_install_command(capsys, monkeypat
     assert main(["app", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install -c constraints.txt -e" in err
+
+
+def test_cpu_threads_takes_the_flag_then_omp_num_threads_then_every_core(monkeypatch):
+    import os
+
+    from hrcam.utils import cpu_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu_threads(3) == 3
+    assert cpu_threads() == 1  # what torchrun sets for each of several processes
+    for unusable in ("", "0", "two"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unusable)
+        assert cpu_threads() == max(1, os.cpu_count() or 1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert cpu_threads() == max(1, os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("command", ["explain", "app"])
+def test_the_explaining_commands_give_torch_the_threads_they_are_told(command, monkeypatch):
+    import torch
+
+    from hrcam.commands.model_args import load_from_args
+
+    before = torch.get_num_threads()
+    parser = get_parser(command)
+    args = parser.parse_args([command, "--threads", "1", "--model", "no-such-model.pt"])
+    assert args.threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(Exception, match="no-such-model"):
+            load_from_args(args)  # threads are set before the model is looked for
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--threads", "0"])

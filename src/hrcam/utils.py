@@ -20,6 +20,7 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write",
     "check_output_folder",
+    "cpu_threads",
     "non_negative_int",
     "positive_int",
     "resolve_device",
@@ -184,6 +185,19 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but no CUDA device is available")
     return name
+
+
+def cpu_threads(requested: int | None = None) -> int:
+    """How many threads PyTorch gets on the CPU: ``requested`` (a ``--threads`` flag), else
+    ``OMP_NUM_THREADS`` when it is set to a positive integer (``torchrun`` sets it to 1 for each
+    of several processes, so that they do not compete for the cores), else every core."""
+    if requested is not None:
+        return requested
+    try:
+        from_env = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        from_env = 0
+    return from_env if from_env >= 1 else max(1, os.cpu_count() or 1)
 
 
 def positive_int(text: str) -> int:

@@ -12,12 +12,18 @@ image or annotation could not be read (they are listed, the rest scored); 2 on b
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
 
-from ..utils import check_output_folder, int_in, non_negative_int, positive_int, resolve_device
+from ..utils import (
+    check_output_folder,
+    cpu_threads,
+    int_in,
+    non_negative_int,
+    positive_int,
+    resolve_device,
+)
 
 # hrcam.evaluation.FAITHFULNESS_METRICS and hrcam.methods.list_methods(), without importing torch
 # for --help (a test keeps them equal).
@@ -205,7 +211,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=positive_int,
         default=None,
-        help="torch threads on the CPU (default: every core); reported in the results",
+        help="torch threads on the CPU (default: OMP_NUM_THREADS when set, else every core); "
+        "reported in the results",
     )
     p.add_argument(
         "--examples",
@@ -258,7 +265,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     max_images = parse_max_images(args.max_images)
     options = refine_options_from_args(args, prefix="refine-")
     device = resolve_device(args.device)
-    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    torch.set_num_threads(cpu_threads(args.threads))
     dataset = LocalizationDataset(
         args.data,
         boxes_csv=args.boxes,
@@ -328,7 +335,7 @@ def _run_evaluate_volumes(args: argparse.Namespace) -> int:
 
     check_output_folder(args.output)
     device = resolve_device(args.device)
-    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
+    torch.set_num_threads(cpu_threads(args.threads))
     model = load_model(args.model, device=device)
     methods = parse_method_list(args.methods) if args.methods else list(VOLUME_METHODS)
     steps = args.faithfulness_steps or 32

@@ -1,12 +1,11 @@
 """The model flags every command that explains shares (``--model``, ``--high-res``, ``--device``,
-``--batch-size``), and the model they name."""
+``--threads``, ``--batch-size``), and the model they name."""
 
 from __future__ import annotations
 
 import argparse
-import os
 
-from ..utils import available_memory, float_in, int_in, resolve_device
+from ..utils import available_memory, cpu_threads, float_in, int_in, positive_int, resolve_device
 
 __all__ = ["MAX_BATCH", "add_model_arguments", "check_memory", "load_from_args"]
 
@@ -49,6 +48,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         help="where the networks run (default auto: a CUDA GPU if there is one, else the CPU)",
     )
     p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="PyTorch threads on the CPU (default: OMP_NUM_THREADS when set, as torchrun sets it "
+        "for each process, else every core)",
+    )
+    p.add_argument(
         "--batch-size",
         type=int_in(1, MAX_BATCH),
         default=8,
@@ -63,7 +69,7 @@ def load_from_args(args):
 
     device = resolve_device(args.device)
     if device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(cpu_threads(getattr(args, "threads", None)))
     mix = getattr(args, "boundary_mix", None)
     high_res = args.high_res
     if mix is not None and high_res == "auto":
