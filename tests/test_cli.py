@@ -118,7 +118,7 @@ def test_cpu_threads_takes_the_flag_then_omp_num_threads_then_every_core(monkeyp
 
 
 @pytest.mark.parametrize("command", ["explain", "app"])
-def test_the_explaining_commands_give_torch_the_threads_they_are_told(command, monkeypatch):
+def test_the_explaining_commands_give_torch_the_threads_they_are_told(command, monkeypatch, capsys):
     import torch
 
     from hrcam.commands.model_args import load_from_args
@@ -135,5 +135,9 @@ def test_the_explaining_commands_give_torch_the_threads_they_are_told(command, m
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
         parser.parse_args([command, "--threads", "0"])
+    assert info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith("argument --threads: expected a positive integer, got 0")

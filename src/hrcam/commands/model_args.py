@@ -69,8 +69,8 @@ def load_from_args(args):
 
     device = resolve_device(args.device)
     if device == "cpu":
-        torch.set_num_threads(cpu_threads(getattr(args, "threads", None)))
-    mix = getattr(args, "boundary_mix", None)
+        torch.set_num_threads(cpu_threads(args.threads))
+    mix = args.boundary_mix
     high_res = args.high_res
     if mix is not None and high_res == "auto":
         high_res = "boundary"  # the map the share is of
